@@ -1,0 +1,57 @@
+"""Update rules, written once as pure tensor arithmetic, and the names users call them by.
+
+A :class:`Rule` is the maths (see :mod:`inertia.rules.base` for the contract).
+A :class:`Preset` is a rule under a user-facing name with some defaults changed:
+``"momentum"`` is the SGD rule with ``momentum=0.9``. The optimizer classes,
+``inertia train --optimizer NAME``, sweeps and races all look names up here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .base import Rule, broadcast_hyper
+from .sgd import CONVENTIONS, SGD_RULE
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A rule under a user-facing name, with some of its defaults overridden."""
+
+    name: str
+    rule: Rule
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    summary: str = ""
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {**self.rule.defaults, **self.overrides}
+
+    def hyper(self, **given: Any) -> dict[str, Any]:
+        """The full, validated hyperparameters: rule defaults < preset overrides < ``given``."""
+        return self.rule.check({**self.overrides, **given})
+
+
+PRESETS: dict[str, Preset] = {}
+
+
+def register(name: str, rule: Rule, summary: str, **overrides: Any) -> Preset:
+    """Make ``rule`` available under ``name`` (with ``overrides`` as its defaults)."""
+    preset = Preset(name, rule, overrides, summary)
+    PRESETS[name] = preset
+    return preset
+
+
+def get(name: str) -> Preset:
+    """Look up a rule by its user-facing name; the error lists the known names."""
+    key = name.lower().replace("-", "_")
+    if key not in PRESETS:
+        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(sorted(PRESETS))}")
+    return PRESETS[key]
+
+
+register("sgd", SGD_RULE, "plain stochastic gradient descent (momentum 0 unless given)")
+register("momentum", SGD_RULE, "heavy-ball momentum, 0.9 by default", momentum=0.9)
+register("nesterov", SGD_RULE, "Nesterov momentum, 0.9 by default", momentum=0.9, nesterov=True)
+
+__all__ = ["Rule", "Preset", "PRESETS", "register", "get", "broadcast_hyper", "SGD_RULE", "CONVENTIONS"]

@@ -1,0 +1,174 @@
+"""The contract every update rule follows.
+
+A rule is written once, as tensor arithmetic on ``(param, grad, state, hyper)``,
+and three engines run it: the ``torch.optim`` adapter (one model), the sweep
+(N models stacked along a leading configuration axis) and the race (N points on
+a test surface). A rule knows nothing about those engines.
+
+``update(param, grad, state, hyper)`` changes ``param`` and the tensors in
+``state`` in place and returns nothing.
+
+- ``hyper`` maps every hyperparameter name to a Python value or to a tensor that
+  already broadcasts against ``param`` (the engine turns a per-configuration
+  tensor of shape ``[N]`` into ``[N, 1, ..., 1]`` with :func:`broadcast_hyper`).
+- ``state`` is a plain dict of tensors. The engine keeps ``state["step"]``, a
+  0-dim tensor counting updates, incremented *before* ``update`` is called
+  (so it is 1 on the first update, as in torch.optim).
+- Structural options (``nesterov``, ``convention``, ...) are ordinary entries of
+  ``hyper`` holding Python values; they are the same for every configuration.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, MutableMapping
+
+import torch
+from torch import Tensor
+
+Hyper = Mapping[str, Any]
+State = MutableMapping[str, Tensor]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """An update rule: its name, hyperparameter defaults, update and checks.
+
+    ``numeric`` names the hyperparameters that may be tensors of shape ``[N]``
+    (one value per configuration) and that schedules may drive; every other
+    entry of ``defaults`` is a structural option.
+    """
+
+    name: str
+    defaults: Mapping[str, Any]
+    numeric: tuple[str, ...]
+    update: Callable[[Tensor, Tensor, State, Hyper], None]
+    validate: Callable[[Hyper], None]
+    summary: str = ""
+    aliases: tuple[str, ...] = field(default=())
+
+    def check(self, hyper: Hyper) -> dict[str, Any]:
+        """Merge ``hyper`` over the defaults, reject unknown names, validate."""
+        unknown = set(hyper) - set(self.defaults)
+        if unknown:
+            raise TypeError(
+                f"{self.name}: unknown hyperparameter(s) {sorted(unknown)}; "
+                f"known: {sorted(self.defaults)}"
+            )
+        merged = {**self.defaults, **hyper}
+        self.validate(merged)
+        return merged
+
+
+# ---------------------------------------------------------------- helpers
+
+def is_tensor(value: Any) -> bool:
+    return isinstance(value, Tensor)
+
+
+def is_zero(value: Any) -> bool:
+    """True only for a Python number equal to 0 (a tensor is never 'known zero')."""
+    return not is_tensor(value) and value == 0
+
+
+def broadcast_hyper(value: Any, param: Tensor) -> Any:
+    """Shape a hyperparameter for ``param``.
+
+    A Python value is returned as is. A 0-dim tensor is moved to the parameter's
+    device and dtype. A 1-D tensor of length N (one value per configuration) is
+    reshaped to ``[N, 1, ..., 1]`` so that it broadcasts along the parameter's
+    leading configuration axis.
+    """
+    if not is_tensor(value):
+        return value
+    value = value.to(device=param.device, dtype=param.dtype if param.is_floating_point() else None)
+    if value.dim() == 0:
+        return value
+    if value.dim() != 1:
+        raise ValueError(f"a per-configuration hyperparameter must be 1-D, got shape {tuple(value.shape)}")
+    if param.dim() == 0 or param.shape[0] != value.shape[0]:
+        raise ValueError(
+            f"a hyperparameter with {value.shape[0]} configurations needs parameters whose first "
+            f"dimension is {value.shape[0]}, got a parameter of shape {tuple(param.shape)}"
+        )
+    return value.view(value.shape[0], *([1] * (param.dim() - 1)))
+
+
+def add_scaled_(target: Tensor, tensor: Tensor, scale: Any) -> Tensor:
+    """``target += scale * tensor`` in place, for a number or a broadcastable tensor scale."""
+    if is_tensor(scale):
+        return target.addcmul_(tensor, scale)
+    return target.add_(tensor, alpha=scale)
+
+
+# ---------------------------------------------------------------- validation
+
+def _values(value: Any) -> list[float]:
+    if is_tensor(value):
+        return [float(v) for v in value.detach().reshape(-1).cpu()]
+    return [float(value)]
+
+
+def _where(value: Any, index: int) -> str:
+    return f" (configuration {index})" if is_tensor(value) and value.dim() > 0 else ""
+
+
+def _show(value: Any) -> str:
+    if is_tensor(value):
+        return repr(value.detach().cpu().tolist())
+    return repr(value)
+
+
+def require(name: str, value: Any, ok: Callable[[float], bool], what: str) -> None:
+    """Raise ``ValueError`` naming ``name`` and the offending value unless ``ok`` holds.
+
+    ``what`` describes the accepted range, e.g. ``"in [0, 1)"``. NaN never passes.
+    """
+    if isinstance(value, bool) or not (is_tensor(value) or isinstance(value, (int, float))):
+        raise ValueError(f"{name} must be a number or a tensor, got {value!r}")
+    for index, v in enumerate(_values(value)):
+        if math.isnan(v) or not ok(v):
+            raise ValueError(f"{name} must be {what}, got {v!r}{_where(value, index)} from {name}={_show(value)}")
+
+
+def non_negative(name: str, value: Any) -> None:
+    require(name, value, lambda v: 0 <= v < math.inf, "a finite number >= 0")
+
+
+def in_unit_interval(name: str, value: Any, closed_right: bool = False) -> None:
+    if closed_right:
+        require(name, value, lambda v: 0 <= v <= 1, "in [0, 1]")
+    else:
+        require(name, value, lambda v: 0 <= v < 1, "in [0, 1)")
+
+
+def one_of(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
+def boolean(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
+def decoupled_decay_(param: Tensor, lr: Any, weight_decay: Any) -> None:
+    """Decoupled weight decay θ ← θ(1 − γλ) (Loshchilov & Hutter 2019)."""
+    if not is_zero(weight_decay):
+        param.mul_(1 - lr * weight_decay)
+
+
+def prepare_gradient(param: Tensor, grad: Tensor, hyper: Hyper) -> Tensor:
+    """Apply ``maximize`` (g ← −g) and coupled L2 decay (g ← g + λθ).
+
+    With ``decoupled_weight_decay`` the decay is applied to the parameter
+    instead (see :func:`decoupled_decay_`). Never modifies ``grad`` in place.
+    """
+    if hyper.get("maximize", False):
+        grad = -grad
+    wd = hyper.get("weight_decay", 0.0)
+    if not is_zero(wd) and not hyper.get("decoupled_weight_decay", False):
+        grad = grad + wd * param if is_tensor(wd) else grad.add(param, alpha=wd)
+    elif not is_zero(wd):
+        decoupled_decay_(param, hyper["lr"], wd)
+    return grad

@@ -1,0 +1,139 @@
+r"""Stochastic gradient descent with heavy-ball or Nesterov momentum, in three conventions.
+
+γ = lr, μ = momentum, τ = dampening, g = gradient (after ``maximize`` and coupled
+L2 decay g ← g + λθ; with ``decoupled_weight_decay`` θ ← θ(1 − γλ) instead).
+
+``convention="torch"`` (PyTorch ``torch.optim.SGD``, TF1 ``MomentumOptimizer``, ``optax.sgd``)::
+
+    b ← μ b + (1 − τ) g          (first step: b ← g)
+    θ ← θ − γ b                  Nesterov: θ ← θ − γ (g + μ b)
+
+``convention="sutskever"`` (Sutskever et al., ICML 2013; Keras 3 ``SGD``; the textbook form)::
+
+    v ← μ v − γ g                (v starts at 0)
+    θ ← θ + v                    Nesterov (Keras 3): θ ← θ + μ v − γ g
+
+``convention="ema"`` (momentum as an exponential moving average, heavyball / Muon style)::
+
+    b ← μ b + (1 − μ) g          (b starts at 0)
+    θ ← θ − γ b                  Nesterov: θ ← θ − γ (μ b + (1 − μ) g)
+
+With constant γ and τ = 0, ``torch`` and ``sutskever`` give identical iterates;
+after γ changes they differ: ``torch`` rescales the whole accumulated buffer by
+the new γ, ``sutskever`` keeps past steps at the γ they were taken with. ``ema``
+with γ/(1 − μ) matches ``torch`` only while μ is constant. A persistent gradient
+moves θ by γ/(1 − μ) per step in ``torch``/``sutskever`` (the effective
+learning rate) and by γ in ``ema``.
+
+With μ = 0 every convention is plain SGD, θ ← θ − γ g (dampening is ignored, as in torch).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .base import (
+    Hyper,
+    Rule,
+    State,
+    add_scaled_,
+    boolean,
+    in_unit_interval,
+    is_tensor,
+    is_zero,
+    non_negative,
+    one_of,
+    prepare_gradient,
+    require,
+)
+
+CONVENTIONS = ("torch", "sutskever", "ema")
+
+
+def sgd_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper) -> None:
+    """One SGD step with optional momentum in the chosen convention (see module docstring)."""
+    lr, mu = hyper["lr"], hyper["momentum"]
+    g = prepare_gradient(param, grad, hyper)
+    if is_zero(mu):
+        add_scaled_(param, g, -lr)
+        return
+    convention = hyper["convention"]
+    nesterov = hyper["nesterov"]
+    if convention == "torch":
+        buf = state.get("momentum_buffer")
+        if buf is None:
+            buf = state["momentum_buffer"] = g.detach().clone()
+        else:
+            damp = hyper["dampening"]
+            if is_zero(damp):
+                buf.mul_(mu).add_(g)
+            else:
+                # torch ignores dampening when momentum is 0; keep that per configuration.
+                keep = 1 - damp * (mu != 0) if is_tensor(mu) else 1 - damp
+                buf.mul_(mu)
+                add_scaled_(buf, g, keep)
+        direction = g + mu * buf if nesterov else buf
+        add_scaled_(param, direction, -lr)
+    elif convention == "sutskever":
+        v = state.get("velocity")
+        if v is None:
+            v = state["velocity"] = torch.zeros_like(param)
+        v.mul_(mu)
+        add_scaled_(v, g, -lr)
+        if nesterov:
+            add_scaled_(param, v, mu)
+            add_scaled_(param, g, -lr)
+        else:
+            param.add_(v)
+    else:  # ema
+        buf = state.get("momentum_buffer")
+        if buf is None:
+            buf = state["momentum_buffer"] = torch.zeros_like(param)
+        buf.mul_(mu)
+        add_scaled_(buf, g, 1 - mu)
+        direction = mu * buf + (1 - mu) * g if nesterov else buf
+        add_scaled_(param, direction, -lr)
+
+
+def validate_sgd(h: Hyper) -> None:
+    """Reject bad SGD hyperparameters with a message naming the argument and value."""
+    require("lr", h["lr"], lambda v: 0 <= v < math.inf, "a finite number >= 0")
+    in_unit_interval("momentum", h["momentum"])
+    in_unit_interval("dampening", h["dampening"], closed_right=True)
+    non_negative("weight_decay", h["weight_decay"])
+    one_of("convention", h["convention"], CONVENTIONS)
+    for flag in ("nesterov", "decoupled_weight_decay", "maximize"):
+        boolean(flag, h[flag])
+    if not is_zero(h["dampening"]) and h["convention"] != "torch":
+        raise ValueError(
+            f"dampening is part of the 'torch' convention only; got dampening={h['dampening']!r} "
+            f"with convention={h['convention']!r}"
+        )
+    if h["nesterov"]:
+        if is_zero(h["momentum"]) or (is_tensor(h["momentum"]) and bool((h["momentum"] == 0).any())):
+            raise ValueError(f"nesterov=True requires momentum > 0, got momentum={h['momentum']!r}")
+        if not is_zero(h["dampening"]):
+            raise ValueError(f"nesterov=True requires dampening = 0, got dampening={h['dampening']!r}")
+
+
+SGD_DEFAULTS = dict(
+    lr=0.01,
+    momentum=0.0,
+    dampening=0.0,
+    nesterov=False,
+    weight_decay=0.0,
+    decoupled_weight_decay=False,
+    convention="torch",
+    maximize=False,
+)
+
+SGD_RULE = Rule(
+    name="sgd",
+    defaults=SGD_DEFAULTS,
+    numeric=("lr", "momentum", "dampening", "weight_decay"),
+    update=sgd_update,
+    validate=validate_sgd,
+    summary="SGD with optional heavy-ball or Nesterov momentum (torch / sutskever / ema conventions)",
+)

@@ -1,0 +1,36 @@
+"""Shared fixtures. Services (PostgreSQL, Chromium) come from scripts/ci-services.sh.
+
+A test that needs a service is skipped when it is missing, unless
+INERTIA_REQUIRE_SERVICES=1 (set by .ci/run): then it fails, so CI cannot pass
+by skipping.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+
+def _service(variable: str, what: str, fallback: str | None = None) -> str:
+    value = os.environ.get(variable) or fallback
+    if not value:
+        message = f"{what} not available: set {variable} (eval \"$(bash scripts/ci-services.sh)\")"
+        if os.environ.get("INERTIA_REQUIRE_SERVICES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return value
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """URL of a PostgreSQL server where the test may create databases."""
+    return _service("INERTIA_TEST_POSTGRES", "PostgreSQL")
+
+
+@pytest.fixture
+def chromium() -> tuple[str, str]:
+    """Paths of the Chromium binary and its ChromeDriver."""
+    browser = _service("INERTIA_CHROMIUM", "Chromium", shutil.which("chromium"))
+    driver = _service("INERTIA_CHROMEDRIVER", "ChromeDriver", shutil.which("chromedriver"))
+    return browser, driver

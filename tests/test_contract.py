@@ -1,0 +1,386 @@
+"""The contract every rule honours, run over one table of cases (DESIGN.md, "Tests that mean something").
+
+Each case names a registered rule, several hyperparameter settings, and an
+INDEPENDENT reference: ``torch.optim`` where it exists, else the paper's update
+written plainly below. For every case and setting:
+
+- reference equivalence over >= 100 steps on random shapes, with the learning rate
+  changed mid-run, float64, relative error <= 1e-6;
+- N configurations stacked along a leading axis with [N]-tensor hyperparameters
+  equal N separate runs;
+- a state_dict saved mid-run and loaded into a fresh optimizer resumes exactly;
+- dtype is kept (float32 stays float32, state included);
+- bad hyperparameters are rejected with a ValueError naming the argument and value.
+
+To add a rule: append a ``Case`` to ``CASES`` (and, without a torch counterpart,
+write its equations plainly as a reference step function).
+"""
+from __future__ import annotations
+
+import copy
+import io
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pytest
+import torch
+
+import inertia
+from inertia.optim import make_optimizer
+
+STEPS = 120
+LR_CHANGE_AT = 60
+SHAPES = [(7,), (3, 5), (2, 3, 4)]
+
+
+# ---------------------------------------------------------------- plain references
+
+class EquationReference:
+    """A minimal optimizer that applies ``step_fn(p, g, state, hyper)`` written in the test."""
+
+    def __init__(self, params, hyper: dict[str, Any], step_fn: Callable):
+        self.params = list(params)
+        self.param_groups = [dict(hyper)]
+        self.state: dict[int, dict] = {i: {} for i in range(len(self.params))}
+        self.step_fn = step_fn
+
+    @torch.no_grad()
+    def step(self):
+        h = self.param_groups[0]
+        for i, p in enumerate(self.params):
+            self.step_fn(p, p.grad.clone(), self.state[i], h)
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+
+def _decayed_grad(p, g, h):
+    """g after maximize and coupled L2 decay; decoupled decay shrinks p instead."""
+    if h.get("maximize"):
+        g = -g
+    if h.get("weight_decay", 0):
+        if h.get("decoupled_weight_decay"):
+            p.mul_(1 - h["lr"] * h["weight_decay"])
+        else:
+            g = g + h["weight_decay"] * p
+    return g
+
+
+def sutskever_step(p, g, s, h):
+    """Sutskever et al. 2013 / Keras 3: v = mu v - lr g; p = p + v (Nesterov: p = p + mu v - lr g)."""
+    g = _decayed_grad(p, g, h)
+    v = s.get("v", torch.zeros_like(p))
+    v = h["momentum"] * v - h["lr"] * g
+    s["v"] = v
+    if h.get("nesterov"):
+        p += h["momentum"] * v - h["lr"] * g
+    else:
+        p += v
+
+
+def ema_step(p, g, s, h):
+    """Averaged momentum: b = mu b + (1 - mu) g; p = p - lr b (Nesterov: p - lr (mu b + (1 - mu) g))."""
+    g = _decayed_grad(p, g, h)
+    b = h["momentum"] * s.get("b", torch.zeros_like(p)) + (1 - h["momentum"]) * g
+    s["b"] = b
+    d = h["momentum"] * b + (1 - h["momentum"]) * g if h.get("nesterov") else b
+    p -= h["lr"] * d
+
+
+def torch_sgd(params, hyper):
+    kw = {k: v for k, v in hyper.items() if k in ("lr", "momentum", "dampening", "nesterov", "weight_decay", "maximize")}
+    return torch.optim.SGD(params, **kw)
+
+
+# ---------------------------------------------------------------- the table
+
+@dataclass
+class Case:
+    id: str
+    preset: str                       # registered rule name
+    settings: list[dict[str, Any]]    # hyperparameters given to inertia (and to the reference)
+    reference: Callable               # (params, full hyper) -> object with step(), param_groups
+    lr_scale: float = 0.3             # the learning rate becomes lr * lr_scale at LR_CHANGE_AT
+    bad: list[tuple[dict[str, Any], str]] = field(default_factory=list)  # (kwargs, argument named)
+
+
+def equations(step_fn):
+    return lambda params, hyper: EquationReference(params, hyper, step_fn)
+
+
+SGD_BAD = [
+    (dict(lr=-0.1), "lr"),
+    (dict(lr=float("nan")), "lr"),
+    (dict(momentum=1.0), "momentum"),
+    (dict(momentum=-0.1), "momentum"),
+    (dict(dampening=1.5), "dampening"),
+    (dict(weight_decay=-1.0), "weight_decay"),
+    (dict(convention="keras2"), "convention"),
+    (dict(momentum=0.0, nesterov=True), "nesterov"),
+    (dict(momentum=0.9, dampening=0.1, nesterov=True), "nesterov"),
+    (dict(momentum=torch.tensor([0.5, 1.2])), "momentum"),
+]
+
+CASES = [
+    Case(
+        "sgd-torch",
+        "sgd",
+        [
+            dict(lr=0.05),
+            dict(lr=0.05, momentum=0.9),
+            dict(lr=0.05, momentum=0.9, nesterov=True),
+            dict(lr=0.05, momentum=0.8, dampening=0.3),
+            dict(lr=0.05, momentum=0.9, weight_decay=0.05),
+            dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.05, maximize=True),
+            dict(lr=0.05, momentum=0.7, dampening=0.5, weight_decay=0.01, maximize=True),
+            dict(lr=0.05, weight_decay=0.1, maximize=True),
+        ],
+        torch_sgd,
+        bad=SGD_BAD,
+    ),
+    Case(
+        "sgd-sutskever",
+        "sgd",
+        [
+            dict(lr=0.05, momentum=0.9, convention="sutskever"),
+            dict(lr=0.05, momentum=0.9, nesterov=True, convention="sutskever"),
+            dict(lr=0.05, momentum=0.8, weight_decay=0.05, convention="sutskever"),
+            dict(lr=0.05, momentum=0.8, weight_decay=0.05, decoupled_weight_decay=True, convention="sutskever"),
+        ],
+        equations(sutskever_step),
+        bad=[(dict(momentum=0.9, dampening=0.2, convention="sutskever"), "dampening")],
+    ),
+    Case(
+        "sgd-ema",
+        "sgd",
+        [
+            dict(lr=0.2, momentum=0.9, convention="ema"),
+            dict(lr=0.2, momentum=0.9, nesterov=True, convention="ema"),
+            dict(lr=0.2, momentum=0.5, weight_decay=0.05, maximize=True, convention="ema"),
+        ],
+        equations(ema_step),
+    ),
+    Case("momentum", "momentum", [dict(lr=0.05), dict(lr=0.05, momentum=0.5)], torch_sgd),
+    Case("nesterov", "nesterov", [dict(lr=0.05), dict(lr=0.02, momentum=0.95)], torch_sgd),
+]
+
+SETTINGS = [pytest.param(case, hyper, id=f"{case.id}-{i}") for case in CASES for i, hyper in enumerate(case.settings)]
+
+
+# ---------------------------------------------------------------- the objective
+
+def objective(p: torch.Tensor, index: int) -> torch.Tensor:
+    """A non-quadratic objective for parameter ``index`` so that momentum state matters.
+
+    Its coefficients have the parameter's own shape (SHAPES[index]) and broadcast along
+    a leading configuration axis, so a stacked [N, ...] parameter gives each member the
+    same objective and its own gradient.
+    """
+    gen = torch.Generator().manual_seed(index)
+    a = torch.rand(SHAPES[index], generator=gen, dtype=torch.float64) + 0.5
+    b = torch.randn(SHAPES[index], generator=gen, dtype=torch.float64)
+    a, b = a.to(p.dtype), b.to(p.dtype)
+    return (torch.cos(a * p) + 0.5 * a * (p - b) ** 2).sum()
+
+
+def run(opt, params, steps, lr_scale, start=0):
+    for t in range(start, start + steps):
+        if t == LR_CHANGE_AT:
+            for group in opt.param_groups:
+                group["lr"] = group["lr"] * lr_scale
+        opt.zero_grad()
+        loss = sum(objective(p, i) for i, p in enumerate(params))
+        loss.backward()
+        opt.step()
+
+
+def make_params(dtype=torch.float64, seed=0, lead=()):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(*lead, *shape, generator=gen, dtype=dtype).requires_grad_() for shape in SHAPES]
+
+
+def full_hyper(case: Case, hyper: dict) -> dict:
+    return inertia.rules.get(case.preset).hyper(**hyper)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+# ---------------------------------------------------------------- the contract
+
+@pytest.mark.parametrize("case, hyper", SETTINGS)
+def test_matches_independent_reference(case: Case, hyper: dict):
+    ours, theirs = make_params(), make_params()
+    opt = make_optimizer(case.preset, ours, **hyper)
+    ref = case.reference(theirs, full_hyper(case, hyper))
+    run(opt, ours, STEPS, case.lr_scale)
+    run(ref, theirs, STEPS, case.lr_scale)
+    moved = max(float((p.detach() - q).abs().max()) for p, q in zip(ours, make_params()))
+    assert moved > 1e-2, "the parameters barely moved: the test would not see a wrong rule"
+    for p, q in zip(ours, theirs):
+        assert rel_err(p.detach(), q.detach()) <= 1e-6
+
+
+@pytest.mark.parametrize("case, hyper", SETTINGS)
+def test_n_configurations_at_once_equal_n_separate_runs(case: Case, hyper: dict):
+    n = 3
+    factors = torch.tensor([1.0, 0.5, 0.25], dtype=torch.float64)
+    numeric = inertia.rules.get(case.preset).rule.numeric
+    # vary lr per configuration, and momentum-like hyperparameters where the setting uses them
+    per_config = {"lr": hyper.get("lr", 0.01) * factors}
+    for name in ("momentum", "weight_decay"):
+        if name in numeric and hyper.get(name):
+            per_config[name] = torch.tensor([hyper[name], hyper[name] * 0.9, hyper[name] * 0.5], dtype=torch.float64)
+    stacked = make_params(lead=(n,), seed=1)
+    singles = [[p[i].detach().clone().requires_grad_() for p in stacked] for i in range(n)]
+    opt = make_optimizer(case.preset, stacked, **{**hyper, **per_config})
+    run(opt, stacked, STEPS // 2, case.lr_scale)
+    for i in range(n):
+        single_hyper = {**hyper, **{k: float(v[i]) for k, v in per_config.items()}}
+        run(make_optimizer(case.preset, singles[i], **single_hyper), singles[i], STEPS // 2, case.lr_scale)
+        for p, q in zip(stacked, singles[i]):
+            assert rel_err(p[i].detach(), q.detach()) <= 1e-9  # addcmul vs add(alpha=) rounding only
+
+
+@pytest.mark.parametrize("case, hyper", SETTINGS)
+def test_state_dict_round_trip_resumes_exactly(case: Case, hyper: dict):
+    straight = make_params(seed=2)
+    opt = make_optimizer(case.preset, straight, **hyper)
+    run(opt, straight, 2 * 40, case.lr_scale)
+
+    first = make_params(seed=2)
+    opt1 = make_optimizer(case.preset, first, **hyper)
+    run(opt1, first, 40, case.lr_scale)
+    buffer = io.BytesIO()
+    torch.save({"params": [p.detach() for p in first], "opt": opt1.state_dict()}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer)
+    resumed = [p.clone().requires_grad_() for p in saved["params"]]
+    opt2 = make_optimizer(case.preset, resumed, **hyper)
+    opt2.load_state_dict(saved["opt"])
+    run(opt2, resumed, 40, case.lr_scale, start=40)
+    for p, q in zip(resumed, straight):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("case, hyper", SETTINGS)
+def test_dtype_is_kept(case: Case, hyper: dict):
+    params = make_params(dtype=torch.float32, seed=3)
+    opt = make_optimizer(case.preset, params, **hyper)
+    run(opt, params, 5, case.lr_scale)
+    for p in params:
+        assert p.dtype == torch.float32
+        for name, value in opt.state[p].items():
+            if name != "step" and torch.is_tensor(value) and value.is_floating_point():
+                assert value.dtype == torch.float32, name
+
+
+BAD = [pytest.param(case, kwargs, name, id=f"{case.id}-{name}-{i}") for case in CASES for i, (kwargs, name) in enumerate(case.bad)]
+
+
+@pytest.mark.parametrize("case, kwargs, name", BAD)
+def test_bad_hyperparameters_are_rejected_naming_the_argument(case: Case, kwargs: dict, name: str):
+    with pytest.raises(ValueError) as error:
+        make_optimizer(case.preset, make_params(), **kwargs)
+    assert name in str(error.value)
+    shown = kwargs[name]
+    if not torch.is_tensor(shown) and not isinstance(shown, bool):
+        assert repr(shown) in str(error.value) or str(shown) in str(error.value)
+
+
+def test_unknown_hyperparameter_is_a_type_error():
+    with pytest.raises(TypeError, match="betas"):
+        inertia.SGD(make_params(), betas=(0.9, 0.99))
+
+
+# ---------------------------------------------------------------- the conventions differ where they should
+
+def test_torch_and_sutskever_agree_at_constant_lr_and_differ_after_a_change():
+    def trajectory(convention, lr_scale):
+        params = make_params(seed=4)
+        opt = inertia.SGD(params, lr=0.05, momentum=0.9, convention=convention)
+        run(opt, params, STEPS, lr_scale)
+        return params
+
+    same = zip(trajectory("torch", 1.0), trajectory("sutskever", 1.0))
+    assert all(rel_err(p.detach(), q.detach()) <= 1e-10 for p, q in same)
+    changed = list(zip(trajectory("torch", 0.1), trajectory("sutskever", 0.1)))
+    assert all(rel_err(p.detach(), q.detach()) > 1e-4 for p, q in changed)
+
+
+def test_ema_with_rescaled_lr_matches_torch_at_constant_momentum():
+    """ema with lr/(1 - mu) is torch heavy ball, except that ema's buffer starts at 0 (torch's at g).
+
+    Torch's first step is b = g; ema's is b = (1 - mu) g. Feed both the same constant gradient and
+    compare the momentum buffer after it has forgotten the start: (mu^t) -> 0.
+    """
+    mu, lr = 0.9, 0.01
+    a = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+    oa = inertia.SGD([a], lr=lr, momentum=mu)
+    ob = inertia.SGD([b], lr=lr / (1 - mu), momentum=mu, convention="ema")
+    step_a, step_b = None, None
+    for _ in range(400):
+        for p, o in ((a, oa), (b, ob)):
+            o.zero_grad()
+            p.grad = torch.ones_like(p)
+            before = p.detach().clone()
+            o.step()
+            if o is oa:
+                step_a = p.detach() - before
+            else:
+                step_b = p.detach() - before
+    assert torch.allclose(step_a, step_b, rtol=1e-12)
+    assert math.isclose(float(step_a[0]), -lr / (1 - mu), rel_tol=1e-12)  # effective lr of a persistent gradient
+
+
+# ---------------------------------------------------------------- non-finite gradients
+
+def test_nonfinite_gradient_raises_naming_the_parameter_and_leaves_params_untouched():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
+    opt = inertia.Momentum(model.named_parameters(), lr=0.1)
+    before = [p.detach().clone() for p in model.parameters()]
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    model[1].weight.grad[0, 1] = float("nan")
+    with pytest.raises(inertia.NonFiniteGradientError, match=r"'1\.weight'"):
+        opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
+
+
+def test_nonfinite_skip_policy_skips_the_step_and_counts_it():
+    p = torch.ones(3, requires_grad=True)
+    opt = inertia.SGD([p], lr=0.1, momentum=0.9, nonfinite="skip")
+    p.grad = torch.tensor([1.0, float("inf"), 0.0])
+    opt.step()
+    assert torch.equal(p.detach(), torch.ones(3)) and opt.skipped_steps == 1
+    p.grad = torch.ones(3)
+    opt.step()
+    assert torch.allclose(p.detach(), torch.full((3,), 0.9))
+
+
+def test_nonfinite_policy_is_validated():
+    with pytest.raises(ValueError, match="nonfinite"):
+        inertia.SGD(make_params(), nonfinite="ignore")
+
+
+def test_per_configuration_hyperparameter_needs_matching_leading_axis():
+    p = torch.zeros(4, 3, requires_grad=True)
+    opt = inertia.SGD([p], lr=torch.tensor([0.1, 0.2]))
+    p.grad = torch.ones_like(p)
+    with pytest.raises(ValueError, match="first dimension is 2"):
+        opt.step()
+
+
+def test_param_group_values_are_validated():
+    p, q = make_params()[:2]
+    with pytest.raises(ValueError, match="momentum"):
+        inertia.SGD([{"params": [p]}, {"params": [q], "momentum": 2.0}], lr=0.1)
+
+
+def test_deepcopy_keeps_policy():
+    opt = inertia.SGD(make_params(), lr=0.1, nonfinite="skip")
+    assert copy.deepcopy(opt).nonfinite == "skip"

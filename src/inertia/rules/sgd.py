@@ -71,7 +71,7 @@ def sgd_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper) -> None:
                 buf.mul_(mu).add_(g)
             else:
                 # torch ignores dampening when momentum is 0; keep that per configuration.
-                keep = 1 - damp * (mu != 0) if is_tensor(mu) else 1 - damp
+                keep = 1 - damp * (mu != 0).to(mu.dtype) if is_tensor(mu) else 1 - damp
                 buf.mul_(mu)
                 add_scaled_(buf, g, keep)
         direction = g + mu * buf if nesterov else buf

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .base import Rule, broadcast_hyper
+from .adaptive import ADAM_RULE, NADAM_RULE, RMSPROP_RULE
 from .sgd import CONVENTIONS, SGD_RULE
+from .variants import AGGMO_RULE, QHM_RULE, SCHEDULEFREE_RULE, lookahead
 
 
 @dataclass(frozen=True)
@@ -53,5 +55,22 @@ def get(name: str) -> Preset:
 register("sgd", SGD_RULE, "plain stochastic gradient descent (momentum 0 unless given)")
 register("momentum", SGD_RULE, "heavy-ball momentum, 0.9 by default", momentum=0.9)
 register("nesterov", SGD_RULE, "Nesterov momentum, 0.9 by default", momentum=0.9, nesterov=True)
+register("adam", ADAM_RULE, "Adam (amsgrad=True for AMSGrad), as torch.optim.Adam")
+register("adamw", ADAM_RULE, "AdamW: Adam with decoupled weight decay 0.01, as torch.optim.AdamW",
+         weight_decay=1e-2, decoupled_weight_decay=True)
+register("nadam", NADAM_RULE, "NAdam with momentum decay 0.004, as torch.optim.NAdam")
+register("rmsprop", RMSPROP_RULE, "RMSprop (momentum, centered), as torch.optim.RMSprop")
+register("qhm", QHM_RULE, "quasi-hyperbolic momentum (Ma & Yarats 2019), nu=0.7, momentum=0.999")
+register("aggmo", AGGMO_RULE, "aggregated momentum (Lucas et al. 2019), betas=(0, 0.9, 0.99)")
+register("schedulefree", SCHEDULEFREE_RULE, "Schedule-Free SGD (Defazio et al. 2024), momentum=0.9")
+LOOKAHEAD_MOMENTUM_RULE = lookahead(SGD_RULE)
+LOOKAHEAD_ADAM_RULE = lookahead(ADAM_RULE)
+register("lookahead", LOOKAHEAD_MOMENTUM_RULE, "Lookahead (k=5, alpha=0.5) around heavy-ball momentum 0.9",
+         momentum=0.9)
+register("lookahead_adam", LOOKAHEAD_ADAM_RULE, "Lookahead (k=5, alpha=0.5) around Adam")
 
-__all__ = ["Rule", "Preset", "PRESETS", "register", "get", "broadcast_hyper", "SGD_RULE", "CONVENTIONS"]
+__all__ = [
+    "Rule", "Preset", "PRESETS", "register", "get", "broadcast_hyper", "SGD_RULE", "CONVENTIONS",
+    "ADAM_RULE", "NADAM_RULE", "RMSPROP_RULE", "QHM_RULE", "AGGMO_RULE", "SCHEDULEFREE_RULE",
+    "LOOKAHEAD_MOMENTUM_RULE", "LOOKAHEAD_ADAM_RULE", "lookahead",
+]

@@ -1,0 +1,544 @@
+"""The vectorized trainer: N configurations x K folds trained at once.
+
+Every parameter is stacked along a leading *member* axis ``[M, ...]`` (member =
+one configuration on one fold, ordered fold-major). The update is the rule's own
+``update`` called on the stacked tensors with ``[M]``-tensor hyperparameters
+(:func:`inertia.rules.broadcast_hyper`), exactly as :class:`inertia.RuleOptimizer`
+does for one model; the maths is never written here.
+
+Forward/backward for all members at once, two interchangeable paths:
+
+- ``"batched"`` (MLPs made of ``nn.Linear`` + ``nn.ReLU``): every member of a fold
+  sees the same input batch, so the first layer of all members of a fold is one
+  GEMM ``x @ [W_1 ... W_m]``; the later layers are ``baddbmm`` over members.
+- ``"vmap"`` (any ``nn.Module`` without buffers): ``torch.func.functional_call``
+  under ``torch.vmap``.
+
+The loss is the sum over members of each member's mean loss, so one backward
+gives every member its own gradient. Members never mix: a member that diverges
+(NaN/inf, or loss above a threshold) is removed from the stack at that step and
+the others go on unchanged.
+
+Common random numbers: the minibatch at step ``t`` depends only on
+``(seed, fold, t)``, the same for every configuration, and is recomputed, not
+drawn from a stateful generator (so a resumed run sees the same batches).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..rules import broadcast_hyper
+
+# ----------------------------------------------------------------- folds and batches
+
+
+def make_folds(n: int, folds: int, seed: int, holdout: float = 0.2) -> list[tuple[Tensor, Tensor]]:
+    """Split ``range(n)`` into ``folds`` (train, validation) index pairs.
+
+    ``folds >= 2``: K-fold cross-validation over a seeded permutation; the
+    validation parts partition the data. ``folds == 1``: one seeded holdout of
+    ``holdout`` of the examples. Train and validation never share an index.
+    """
+    if folds < 1:
+        raise ValueError(f"folds must be >= 1, got {folds}")
+    g = torch.Generator().manual_seed(int(seed) * 7919 + 17)
+    perm = torch.randperm(n, generator=g)
+    if folds == 1:
+        n_val = max(1, int(round(n * holdout)))
+        if n - n_val < 1:
+            raise ValueError(f"not enough examples ({n}) for a validation holdout")
+        return [(perm[n_val:].sort().values, perm[:n_val].sort().values)]
+    if n < folds:
+        raise ValueError(f"{folds} folds need at least {folds} training examples, got {n}")
+    parts = torch.tensor_split(perm, folds)
+    out = []
+    for k in range(folds):
+        val = parts[k]
+        train = torch.cat([parts[j] for j in range(folds) if j != k])
+        out.append((train.sort().values, val.sort().values))
+    return out
+
+
+def batch_at(train_idx: Tensor, step: int, batch_size: int, seed: int, fold: int) -> Tensor:
+    """Indices of the minibatch at 0-based ``step``: epoch-wise reshuffled, last partial batch dropped."""
+    n = len(train_idx)
+    b = min(batch_size, n)
+    per_epoch = n // b
+    epoch, i = divmod(step, per_epoch)
+    g = torch.Generator().manual_seed((int(seed) * 1_000_003 + fold * 10_007 + epoch) % (2**63 - 1))
+    perm = torch.randperm(n, generator=g)
+    return train_idx[perm[i * b:(i + 1) * b]]
+
+
+# ----------------------------------------------------------------- forward paths
+
+
+def mlp_layout(model: nn.Module) -> list[str] | None:
+    """Parameter names of an MLP that the batched path can run (Linear/ReLU chain with biases), else None."""
+    leaves = [m for m in model.modules() if len(list(m.children())) == 0]
+    if not leaves or any(not isinstance(m, (nn.Linear, nn.ReLU)) for m in leaves):
+        return None
+    kinds = ["L" if isinstance(m, nn.Linear) else "R" for m in leaves]
+    if kinds[0] != "L" or kinds[-1] != "L" or "RR" in "".join(kinds) or "LL" in "".join(kinds):
+        return None
+    if any(m.bias is None for m in leaves if isinstance(m, nn.Linear)):
+        return None
+    if list(model.buffers()):
+        return None
+    # the module's own forward must be the plain chain: check on a random input
+    linears = [m for m in leaves if isinstance(m, nn.Linear)]
+    names = [n for n, _ in model.named_parameters()]
+    if len(names) != 2 * len(linears):
+        return None
+    return names
+
+
+Groups = Sequence[tuple[Tensor, int, int]]  # (input batch [B, f], first member, end member)
+
+
+def batched_mlp_forward(params: Sequence[Tensor], groups: Groups) -> Tensor:
+    """Logits ``[M, B, C]`` of stacked MLPs; ``params`` = [W1, b1, W2, b2, ...] with W ``[M, out, in]``."""
+    w, b = params[0], params[1]
+    out_f, in_f = w.shape[1], w.shape[2]
+    hs = []
+    for x, start, end in groups:
+        m = end - start
+        h = F.linear(x, w[start:end].reshape(m * out_f, in_f), b[start:end].reshape(m * out_f))
+        hs.append(h.view(x.shape[0], m, out_f).transpose(0, 1))
+    h = hs[0] if len(hs) == 1 else torch.cat(hs)
+    for i in range(2, len(params), 2):
+        h = torch.relu(h)
+        h = torch.baddbmm(params[i + 1].unsqueeze(1), h, params[i].transpose(1, 2))
+    return h
+
+
+def make_vmap_forward(model: nn.Module, names: Sequence[str]) -> Callable[[Sequence[Tensor], Groups], Tensor]:
+    """Forward of stacked copies of ``model`` through ``functional_call`` under ``vmap``."""
+    from torch.func import functional_call, vmap
+
+    def one(p: tuple[Tensor, ...], x: Tensor) -> Tensor:
+        return functional_call(model, dict(zip(names, p)), (x,))
+
+    batched = vmap(one, in_dims=(0, 0))
+
+    def forward(params: Sequence[Tensor], groups: Groups) -> Tensor:
+        xs = [x.unsqueeze(0).expand(end - start, *x.shape) for x, start, end in groups]
+        x = xs[0] if len(xs) == 1 else torch.cat(xs)
+        return batched(tuple(params), x)
+
+    return forward
+
+
+# ----------------------------------------------------------------- the job
+
+
+@dataclass
+class Job:
+    """Everything the engine needs that is the same for every member."""
+
+    model_factory: Callable[[], nn.Module]
+    x: Tensor                      # training pool [n, f] (folds are drawn from it)
+    y: Tensor                      # [n]
+    folds: list[tuple[Tensor, Tensor]]
+    preset: Any                    # inertia.rules.Preset
+    fixed: dict[str, Any]          # hyperparameters shared by every configuration
+    steps: int
+    batch_size: int
+    seed: int = 0
+    x_test: Tensor | None = None
+    y_test: Tensor | None = None
+    device: str = "cpu"
+    dtype: torch.dtype = torch.float32
+    backend: str = "auto"          # auto | batched | vmap
+    diverge_factor: float = 10.0   # loss > factor x (first-step loss) counts as diverged
+    diverge_above: float | None = None  # absolute threshold instead of the factor
+    curve_points: int = 200
+
+    def __post_init__(self) -> None:
+        torch.manual_seed(self.seed)
+        self.template = self.model_factory().to(device=self.device, dtype=self.dtype)
+        self.names = [n for n, _ in self.template.named_parameters()]
+        if list(self.template.buffers()):
+            raise ValueError("sweeps need models without buffers (e.g. no BatchNorm running statistics)")
+        layout = mlp_layout(self.template)
+        backend = self.backend
+        if backend == "auto":
+            backend = "batched" if layout is not None else "vmap"
+        if backend == "batched" and layout is None:
+            raise ValueError("the batched backend needs an MLP of nn.Linear and nn.ReLU layers")
+        if backend not in ("batched", "vmap"):
+            raise ValueError(f"backend must be auto, batched or vmap, got {self.backend!r}")
+        self.backend = backend
+        self.forward = batched_mlp_forward if backend == "batched" else make_vmap_forward(self.template, self.names)
+        self.x = self.x.to(self.device, self.dtype)
+        self.y = self.y.to(self.device)
+        if self.x_test is not None:
+            self.x_test = self.x_test.to(self.device, self.dtype)
+            self.y_test = self.y_test.to(self.device)
+        self.folds = [(t.to(self.device), v.to(self.device)) for t, v in self.folds]
+        self._cpu_folds = [(t.cpu(), v.cpu()) for t, v in self.folds]
+
+    @property
+    def n_folds(self) -> int:
+        return len(self.folds)
+
+    def member_bytes(self) -> int:
+        """Rough bytes one member needs (parameters, gradient, rule state, activations)."""
+        n_params = sum(p.numel() for p in self.template.parameters())
+        size = torch.finfo(self.dtype).bits // 8
+        widths = sum(p.shape[0] for p in self.template.parameters() if p.dim() >= 2) or 1
+        if self.backend == "vmap":
+            widths *= 4  # unknown model: be generous with activations
+        n_eval = max(len(v) for _, v in self.folds)
+        if self.x_test is not None:
+            n_eval = max(n_eval, len(self.x_test))
+        return size * (6 * n_params + 4 * self.batch_size * widths + 2 * n_eval * widths)
+
+
+def default_memory_budget(device: str) -> int:
+    """Bytes the sweep may use: 60 % of free GPU memory, or 25 % of available RAM."""
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return int(free * 0.6)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 4
+    except OSError:
+        pass
+    return 2 * 1024**3
+
+
+def configs_per_chunk(job: Job, memory_budget: int | None = None) -> int:
+    """How many configurations (each with all its folds) fit in memory at once (at least 1)."""
+    budget = default_memory_budget(job.device) if memory_budget is None else int(memory_budget)
+    per_config = job.member_bytes() * job.n_folds
+    return max(1, budget // per_config)
+
+
+# ----------------------------------------------------------------- the members
+
+
+class Members:
+    """The stacked state of one chunk of configurations, trained together step by step.
+
+    ``configs`` is a list of dicts of per-configuration hyperparameters (numbers);
+    ``keys`` identifies each configuration to the caller (e.g. an Optuna trial number).
+    """
+
+    def __init__(self, job: Job, configs: Sequence[dict[str, float]], keys: Sequence[Any]):
+        if not configs:
+            raise ValueError("no configurations to train")
+        self.job = job
+        self.keys = list(keys)
+        self.configs = [dict(c) for c in configs]
+        n, k = len(configs), job.n_folds
+        # member m: fold m // n, configuration m % n (fold-major)
+        self.config_of = torch.arange(n).repeat(k)
+        self.fold_of = torch.arange(k).repeat_interleave(n)
+        self.step = 0
+        names = sorted({name for c in configs for name in c})
+        self.swept = names
+        # validate every configuration through the rule before training
+        hyper = self._hyper_tensors(self.config_of)
+        merged = job.preset.hyper(**{**job.fixed, **hyper})
+        self.structural = {k2: v for k2, v in merged.items() if k2 not in names}
+        with torch.no_grad():
+            self.params = [
+                p.detach().unsqueeze(0).repeat(n * k, *([1] * p.dim())).contiguous()
+                for p in job.template.parameters()
+            ]
+        self.state: list[dict[str, Tensor]] = [{"step": torch.zeros((), dtype=torch.float32)} for _ in self.params]
+        self.curves = torch.full((n * k, job.steps), float("nan"), dtype=torch.float64)
+        self.first_loss: Tensor | None = None
+        self.alive = torch.ones(n * k, dtype=torch.bool)     # per original member
+        self.live = torch.arange(n * k)                       # original member index of each stack row
+        self.diverged_step: dict[int, int] = {}               # config -> step (1-based)
+        self.pruned: dict[int, int] = {}                      # config -> step
+        self.val: dict[int, tuple[float, float]] = {}         # original member -> (loss, accuracy) at the end
+        self.test: dict[int, tuple[float, float]] = {}
+        self._hyper_cache: dict | None = None
+
+    # -- hyperparameters ------------------------------------------------
+    def _hyper_tensors(self, config_of: Tensor) -> dict[str, Tensor]:
+        out = {}
+        for name in sorted({n for c in self.configs for n in c}):
+            values = torch.tensor([float(self.configs[int(c)][name]) for c in config_of], dtype=torch.float64)
+            out[name] = values
+        return out
+
+    def _hyper_for(self, param: Tensor) -> dict[str, Any]:
+        hyper = dict(self.structural)
+        for name, values in self._stack_hyper.items():
+            hyper[name] = broadcast_hyper(values, param)
+        return hyper
+
+    @property
+    def _stack_hyper(self) -> dict[str, Tensor]:
+        if self._hyper_cache is None:
+            self._hyper_cache = {
+                k: v.to(self.job.device) for k, v in self._hyper_tensors(self.config_of[self.live]).items()
+            }
+        return self._hyper_cache
+
+    # -- structure ---------------------------------------------------------
+    def groups(self, inputs: Sequence[Tensor]) -> list[tuple[Tensor, int, int]]:
+        """Contiguous row ranges of the stack per fold, with that fold's input."""
+        folds = self.fold_of[self.live]
+        out = []
+        start = 0
+        for k in range(self.job.n_folds):
+            count = int((folds == k).sum())
+            if count:
+                out.append((inputs[k], start, start + count))
+            start += count
+        return out
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.job.steps or len(self.live) == 0
+
+    def live_configs(self) -> list[int]:
+        return sorted({int(c) for c in self.config_of[self.live]})
+
+    def remove(self, rows: Tensor) -> None:
+        """Drop stack rows (diverged or pruned members); the rest is copied unchanged."""
+        if len(rows) == 0:
+            return
+        keep = torch.ones(len(self.live), dtype=torch.bool)
+        keep[rows] = False
+        self.alive[self.live[~keep]] = False
+        idx = keep.nonzero().squeeze(1).to(self.job.device)
+        m = len(self.live)
+        self.params = [p.detach().index_select(0, idx) for p in self.params]
+        for st in self.state:
+            for name, t in list(st.items()):
+                if t.dim() > 0 and t.shape[0] == m:
+                    st[name] = t.index_select(0, idx)
+        self.live = self.live[keep]
+        self._hyper_cache = None
+
+    def prune_configs(self, configs: Sequence[int]) -> None:
+        configs = set(int(c) for c in configs)
+        rows = torch.tensor([i for i, c in enumerate(self.config_of[self.live].tolist()) if c in configs], dtype=torch.long)
+        for c in configs:
+            self.pruned.setdefault(c, self.step)
+        self.remove(rows)
+
+    # -- training ----------------------------------------------------------
+    def train_step(self) -> None:
+        job = self.job
+        t = self.step
+        batches = [batch_at(tr, t, job.batch_size, job.seed, k) for k, (tr, _) in enumerate(job._cpu_folds)]
+        xs = [job.x[b.to(job.device)] for b in batches]
+        ys = [job.y[b.to(job.device)] for b in batches]
+        groups = self.groups(xs)
+        params = [p.requires_grad_(True) for p in self.params]
+        logits = job.forward(params, groups)
+        target = torch.cat([ys[self.job_fold(g)].expand(end - start, -1) for g, (_, start, end) in enumerate(groups)])
+        m, b, c = logits.shape
+        losses = F.cross_entropy(logits.reshape(m * b, c), target.reshape(m * b), reduction="none").view(m, b).mean(1)
+        grads = torch.autograd.grad(losses.sum(), params)
+        with torch.no_grad():
+            values = losses.detach().to("cpu", torch.float64)
+            self.curves[self.live, t] = values
+            if self.first_loss is None:
+                self.first_loss = values.clone()
+                self._first_by_member = torch.full((len(self.alive),), float("nan"), dtype=torch.float64)
+                self._first_by_member[self.live] = values
+            limit = job.diverge_above if job.diverge_above is not None else None
+            if limit is None:
+                bad = ~torch.isfinite(values) | (values > job.diverge_factor * self._first_by_member[self.live])
+            else:
+                bad = ~torch.isfinite(values) | (values > limit)
+            self.params = [p.detach() for p in params]
+            if bool(bad.any()):
+                rows = bad.nonzero().squeeze(1)
+                for c in self.config_of[self.live[rows]].tolist():
+                    self.diverged_step.setdefault(int(c), t + 1)
+                # a configuration diverged on one fold is diverged: drop all its folds
+                dead = set(self.diverged_step)
+                rows = torch.tensor([i for i, c2 in enumerate(self.config_of[self.live].tolist()) if c2 in dead],
+                                    dtype=torch.long)
+                keep = torch.ones(len(self.live), dtype=torch.bool)
+                keep[rows] = False
+                grads = [g.index_select(0, keep.nonzero().squeeze(1).to(g.device)) for g in grads]
+                self.remove(rows)
+            for p, g, st in zip(self.params, grads, self.state):
+                st["step"] += 1
+                job.preset.rule.update(p, g, st, self._hyper_for(p))
+        self.step = t + 1
+
+    def job_fold(self, group_index: int) -> int:
+        """Fold number of the ``group_index``-th non-empty group."""
+        folds = self.fold_of[self.live]
+        present = [k for k in range(self.job.n_folds) if bool((folds == k).any())]
+        return present[group_index]
+
+    @torch.no_grad()
+    def evaluate(self, x: Tensor, y: Tensor, rows: tuple[int, int] | None = None, chunk: int = 2048) -> tuple[Tensor, Tensor]:
+        """Mean loss and accuracy of stack rows ``rows`` (default all) on ``(x, y)``: two ``[m]`` tensors."""
+        start, end = rows if rows is not None else (0, len(self.live))
+        if end <= start:
+            return torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
+        params = [p[start:end] for p in self.params]
+        loss_sum = torch.zeros(end - start, dtype=torch.float64, device=x.device)
+        correct = torch.zeros(end - start, dtype=torch.float64, device=x.device)
+        for i in range(0, len(x), chunk):
+            xb, yb = x[i:i + chunk], y[i:i + chunk]
+            logits = self.job.forward(params, [(xb, 0, end - start)])
+            m, b, c = logits.shape
+            loss = F.cross_entropy(logits.reshape(m * b, c), yb.expand(m, -1).reshape(m * b), reduction="none")
+            loss_sum += loss.view(m, b).sum(1).double()
+            correct += (logits.argmax(-1) == yb).sum(1).double()
+        return (loss_sum / len(x)).cpu(), (correct / len(x)).cpu()
+
+    def validate(self) -> dict[int, tuple[float, float]]:
+        """Validation (loss, accuracy) of every live member, keyed by original member index."""
+        out = {}
+        folds = self.fold_of[self.live]
+        start = 0
+        for k in range(self.job.n_folds):
+            count = int((folds == k).sum())
+            if count:
+                _, val_idx = self.job.folds[k]
+                loss, acc = self.evaluate(self.job.x[val_idx], self.job.y[val_idx], (start, start + count))
+                for j in range(count):
+                    out[int(self.live[start + j])] = (float(loss[j]), float(acc[j]))
+            start += count
+        return out
+
+    def config_means(self, per_member: dict[int, tuple[float, float]]) -> dict[int, tuple[float, float]]:
+        """Per live configuration: (mean validation loss, mean accuracy) over its folds."""
+        sums: dict[int, list[tuple[float, float]]] = {}
+        for member, value in per_member.items():
+            sums.setdefault(int(self.config_of[member]), []).append(value)
+        return {c: (sum(v[0] for v in vs) / len(vs), sum(v[1] for v in vs) / len(vs)) for c, vs in sums.items()}
+
+    def finish(self) -> None:
+        """Final validation and test metrics of the surviving members."""
+        self.val.update(self.validate())
+        if self.job.x_test is not None and len(self.live):
+            loss, acc = self.evaluate(self.job.x_test, self.job.y_test)
+            for j in range(len(self.live)):
+                self.test[int(self.live[j])] = (float(loss[j]), float(acc[j]))
+
+    def results(self) -> list[dict[str, Any]]:
+        """One record per configuration (in input order)."""
+        n = len(self.configs)
+        out = []
+        for c in range(n):
+            members = [m for m in range(len(self.alive)) if int(self.config_of[m]) == c]
+            rec: dict[str, Any] = dict(self.configs[c])
+            if c in self.diverged_step:
+                rec["status"], rec["diverged_step"] = "diverged", self.diverged_step[c]
+            elif c in self.pruned:
+                rec["status"], rec["diverged_step"] = "pruned", None
+                rec["pruned_step"] = self.pruned[c]
+            else:
+                rec["status"], rec["diverged_step"] = "ok", None
+            for prefix, table in (("val", self.val), ("test", self.test)):
+                values = [table[m] for m in members if m in table]
+                if values and rec["status"] == "ok":
+                    losses = torch.tensor([v[0] for v in values], dtype=torch.float64)
+                    accs = torch.tensor([v[1] for v in values], dtype=torch.float64)
+                    rec[f"{prefix}_loss_mean"] = float(losses.mean())
+                    rec[f"{prefix}_loss_std"] = float(losses.std(unbiased=False))
+                    rec[f"{prefix}_accuracy_mean"] = float(accs.mean())
+                    rec[f"{prefix}_accuracy_std"] = float(accs.std(unbiased=False))
+                else:
+                    for key in ("loss_mean", "loss_std", "accuracy_mean", "accuracy_std"):
+                        rec[f"{prefix}_{key}"] = None
+            curve = self.curves[members].mean(0)  # mean over folds per step
+            rec["train_loss_final"] = _last_finite(curve)
+            rec["train_loss_curve"] = _subsample(curve, self.job.curve_points)
+            rec["steps"] = self.job.steps
+            out.append(rec)
+        return out
+
+    # -- checkpointing ---------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "keys": self.keys, "configs": self.configs, "step": self.step,
+            "params": [p.detach().cpu() for p in self.params],
+            "state": [{k: v.cpu() for k, v in st.items()} for st in self.state],
+            "curves": self.curves, "alive": self.alive, "live": self.live,
+            "first": getattr(self, "_first_by_member", None), "first_loss": self.first_loss,
+            "diverged_step": self.diverged_step, "pruned": self.pruned,
+        }
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        dev = self.job.device
+        self.step = int(sd["step"])
+        self.params = [p.to(dev) for p in sd["params"]]
+        self.state = [{k: (v.to(dev) if v.dim() > 0 else v) for k, v in st.items()} for st in sd["state"]]
+        self.curves, self.alive, self.live = sd["curves"], sd["alive"], sd["live"]
+        if sd["first"] is not None:
+            self._first_by_member = sd["first"]
+        self.first_loss = sd["first_loss"]
+        self.diverged_step, self.pruned = dict(sd["diverged_step"]), dict(sd["pruned"])
+        self._hyper_cache = None
+
+
+def _last_finite(curve: Tensor) -> float | None:
+    finite = curve[torch.isfinite(curve)]
+    return float(finite[-1]) if len(finite) else None
+
+
+def _subsample(curve: Tensor, points: int) -> list[float | None]:
+    n = len(curve)
+    if n > points:
+        idx = torch.linspace(0, n - 1, points).round().long()
+        curve = curve[idx]
+    return [float(v) if math.isfinite(float(v)) else None for v in curve]
+
+
+def train(job: Job, configs: Sequence[dict[str, float]], *, memory_budget: int | None = None,
+          eval_every: int = 0, on_eval: Callable[[Members, dict[int, tuple[float, float]]], Sequence[int]] | None = None,
+          on_step: Callable[[Members], None] | None = None) -> list[dict[str, Any]]:
+    """Train every configuration (x every fold of ``job``) and return one record per configuration.
+
+    Configurations run in chunks sized by :func:`configs_per_chunk`. ``on_eval``
+    (every ``eval_every`` steps) gets the per-configuration mean validation
+    (loss, accuracy) and returns configurations to prune.
+    """
+    per_chunk = configs_per_chunk(job, memory_budget)
+    records: list[dict[str, Any]] = []
+    for start in range(0, len(configs), per_chunk):
+        part = list(configs[start:start + per_chunk])
+        members = Members(job, part, list(range(start, start + len(part))))
+        run_members(members, eval_every=eval_every, on_eval=on_eval, on_step=on_step)
+        records.extend(members.results())
+    return records
+
+
+def run_members(members: Members, *, eval_every: int = 0, on_eval=None, on_step=None,
+                on_checkpoint: Callable[[Members], None] | None = None) -> Members:
+    """Train ``members`` from their current step to the end; hooks for pruning, progress, checkpoints."""
+    while not members.done:
+        members.train_step()
+        if eval_every and on_eval is not None and members.step % eval_every == 0 and not members.done and len(members.live):
+            means = members.config_means(members.validate())
+            prune = list(on_eval(members, means) or [])
+            if prune:
+                members.prune_configs(prune)
+        if on_step is not None:
+            on_step(members)
+        if on_checkpoint is not None:
+            on_checkpoint(members)
+    members.finish()
+    return members
+
+
+def set_threads() -> None:
+    """Use every core for the batched kernels unless the user set OMP_NUM_THREADS."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, os.cpu_count() or 1))

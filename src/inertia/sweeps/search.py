@@ -1,0 +1,376 @@
+"""Search and storage through Optuna: which configurations to train, where results land, resuming.
+
+- Grid: every grid point is enqueued once as a WAITING trial (fixed parameters)
+  by the process that creates the study; workers claim WAITING trials one by one
+  through the storage's atomic state change, so two workers on one PostgreSQL
+  study never evaluate the same configuration.
+- Random / TPE: trials are asked in batches (``study.ask``) until ``trials`` exist.
+- Every claimed batch is trained at once by :mod:`inertia.sweeps.engine`; its
+  training state is checkpointed to ``<out>/checkpoints/`` every
+  ``checkpoint_every`` seconds. A restarted worker first claims orphaned
+  checkpoints (the owning process is gone), loads them and continues; finished
+  trials are never recomputed.
+- Pruning: Optuna pruners see the mean validation loss over folds every
+  ``eval_every`` steps (fold-aware); a pruned configuration leaves the stack.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .engine import Job, Members, configs_per_chunk, run_members
+
+RESULT_KEYS = ("status", "diverged_step", "pruned_step", "val_loss_mean", "val_loss_std", "val_accuracy_mean",
+               "val_accuracy_std", "test_loss_mean", "test_loss_std", "test_accuracy_mean", "test_accuracy_std",
+               "train_loss_final", "train_loss_curve", "steps")
+
+METRICS = {"val_loss": ("val_loss_mean", "minimize"), "val_accuracy": ("val_accuracy_mean", "maximize")}
+
+
+class StorageError(ValueError):
+    """The storage URL could not be opened."""
+
+
+def open_storage(url: str | None):
+    """An Optuna storage for ``url`` (None: in memory); unreachable URLs raise :class:`StorageError`."""
+    import optuna
+
+    if url is None:
+        return optuna.storages.InMemoryStorage()
+    try:
+        kwargs = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if url.startswith("sqlite") else {}
+        if url.startswith("postgresql"):
+            kwargs = {"engine_kwargs": {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}}
+        return optuna.storages.RDBStorage(url, **kwargs)
+    except Exception as error:  # sqlalchemy / driver errors of every kind
+        raise StorageError(f"cannot open storage {_redact(url)}: {type(error).__name__}: {error}") from error
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def grid_points(space: dict[str, Sequence[float]]) -> list[dict[str, float]]:
+    """The Cartesian product of ``space`` (insertion order of names, values as given)."""
+    points: list[dict[str, float]] = [{}]
+    for name, values in space.items():
+        points = [{**p, name: float(v)} for p in points for v in values]
+    return points
+
+
+def make_sampler(name: str, seed: int):
+    import optuna
+
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def make_pruner(pruner: Any):
+    import optuna
+
+    if pruner is None or pruner is False or pruner == "none":
+        return optuna.pruners.NopPruner()
+    if isinstance(pruner, str):
+        table = {"median": optuna.pruners.MedianPruner, "hyperband": optuna.pruners.HyperbandPruner,
+                 "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+                 "percentile": lambda: optuna.pruners.PercentilePruner(25.0)}
+        if pruner not in table:
+            raise ValueError(f"unknown pruner {pruner!r}; known: none, {', '.join(table)}")
+        return table[pruner]()
+    return pruner
+
+
+@dataclass
+class Search:
+    """One sweep's study: what is searched, where it is stored, how it is trained."""
+
+    job: Job
+    space: dict[str, list[float]]         # name -> grid values (random/TPE: the range min..max)
+    signature: dict[str, Any]             # everything that defines the sweep (must match on resume)
+    storage_url: str | None = None
+    study_name: str = "sweep"
+    sampler: str = "grid"
+    trials: int | None = None
+    pruner: Any = None
+    metric: str = "val_loss"
+    out: str | None = None
+    checkpoint_every: float = 60.0
+    eval_every: int = 0
+    memory_budget: int | None = None
+    max_batch: int | None = None
+    seed: int = 0
+    on_progress: Callable[[str, int, int], None] | None = None   # (what, done, total)
+    log: Callable[[str], None] = lambda message: None
+    study: Any = field(default=None, init=False)
+
+    # ------------------------------------------------------------ study
+    def open(self) -> Any:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        storage = open_storage(self.storage_url)
+        direction = METRICS[self.metric][1]
+        sig = json.dumps(self.signature, sort_keys=True, default=str)
+        kwargs = dict(storage=storage, study_name=self.study_name, direction=direction,
+                      sampler=make_sampler(self.sampler, self.seed), pruner=make_pruner(self.pruner))
+        created = False
+        try:
+            study = optuna.create_study(load_if_exists=False, **kwargs)
+            created = True
+        except optuna.exceptions.DuplicatedStudyError:
+            study = optuna.load_study(**{k: v for k, v in kwargs.items() if k != "direction"})
+        except Exception as error:
+            raise StorageError(f"cannot use storage {_redact(str(self.storage_url))}: {error}") from error
+        if created:
+            study.set_user_attr("signature", sig)
+            if self.sampler == "grid":
+                for point in grid_points(self.space):
+                    study.enqueue_trial(point)
+            study.set_user_attr("ready", True)
+        else:
+            stored = study.user_attrs.get("signature")
+            deadline = time.time() + 30
+            while stored is None and time.time() < deadline:  # the creator is still writing
+                time.sleep(0.5)
+                stored = optuna.load_study(storage=storage, study_name=self.study_name).user_attrs.get("signature")
+            if stored is not None and stored != sig:
+                raise ValueError(
+                    f"study {self.study_name!r} in {_redact(str(self.storage_url))} holds a different sweep; "
+                    f"use a new --out folder (or --study-name). Stored: {stored}; asked: {sig}")
+            if stored is None:
+                study.set_user_attr("signature", sig)
+            deadline = time.time() + 30
+            while not study.user_attrs.get("ready") and time.time() < deadline:
+                time.sleep(0.5)
+                study = optuna.load_study(**{k: v for k, v in kwargs.items() if k != "direction"})
+            if not study.user_attrs.get("ready") and self.sampler == "grid":
+                # the creator died while enqueuing: add the missing points
+                present = {json.dumps(t.system_attrs.get("fixed_params", t.params), sort_keys=True)
+                           for t in study.get_trials(deepcopy=False)}
+                for point in grid_points(self.space):
+                    if json.dumps(point, sort_keys=True) not in present:
+                        study.enqueue_trial(point)
+                study.set_user_attr("ready", True)
+        self.study = study
+        return study
+
+    # ------------------------------------------------------------ claiming
+    def _claim_waiting(self, limit: int) -> list[Any]:
+        import optuna
+        from optuna.trial import TrialState
+
+        storage = self.study._storage
+        claimed = []
+        for frozen in storage.get_all_trials(self.study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+            if len(claimed) >= limit:
+                break
+            try:
+                if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
+                    claimed.append(optuna.Trial(self.study, frozen._trial_id))
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+        return claimed
+
+    def _ask(self, limit: int) -> list[Any]:
+        from optuna.trial import TrialState
+
+        if self.sampler == "grid":
+            return self._claim_waiting(limit)
+        existing = len(self.study.get_trials(deepcopy=False, states=(
+            TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)))
+        wanted = min(limit, max(0, int(self.trials or 0) - existing))
+        return [self.study.ask() for _ in range(wanted)]
+
+    def _config(self, trial: Any) -> dict[str, float]:
+        config = {}
+        for name, values in self.space.items():
+            if self.sampler == "grid":
+                config[name] = float(trial.suggest_categorical(name, sorted(set(float(v) for v in values))))
+            else:
+                lo, hi = float(min(values)), float(max(values))
+                log = name == "lr" and lo > 0
+                config[name] = float(lo) if lo == hi else float(trial.suggest_float(name, lo, hi, log=log))
+        return config
+
+    # ------------------------------------------------------------ checkpoints
+    def _ckpt_dir(self) -> str | None:
+        if self.out is None:
+            return None
+        path = os.path.join(self.out, "checkpoints")
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def _orphans(self) -> list[str]:
+        """Checkpoint files whose owning process is gone, claimed by renaming (atomic)."""
+        folder = self._ckpt_dir()
+        if folder is None:
+            return []
+        mine = []
+        for path in sorted(glob.glob(os.path.join(folder, "batch-*.pt*"))):
+            base, _, owner = path.partition(".pt")
+            owner = owner.lstrip(".")
+            if owner.startswith("claimed-"):
+                try:
+                    pid = int(owner.split("-")[1])
+                except ValueError:
+                    pid = -1
+                if pid == os.getpid() or _alive(pid, owner):
+                    continue
+            elif owner.startswith("tmp"):
+                continue
+            target = f"{base}.pt.claimed-{os.getpid()}-{_host()}"
+            try:
+                os.rename(path, target)
+            except OSError:
+                continue  # another worker took it
+            mine.append(target)
+        return mine
+
+    def _save(self, members: Members, path: str) -> None:
+        tmp = path + ".tmp"
+        torch.save({"members": members.state_dict(), "signature": self.signature}, tmp)
+        os.replace(tmp, path)
+
+    # ------------------------------------------------------------ running
+    def run(self) -> int:
+        """Work until no configuration is left to claim; returns how many this worker trained."""
+        import optuna
+        from optuna.trial import TrialState
+
+        if self.study is None:
+            self.open()
+        per_chunk = configs_per_chunk(self.job, self.memory_budget)
+        if self.max_batch:
+            per_chunk = min(per_chunk, int(self.max_batch))
+        trained = 0
+        for path in self._orphans():
+            sd = torch.load(path, weights_only=False)
+            keys = sd["members"]["keys"]
+            trials = []
+            for number in keys:
+                frozen = self.study._storage.get_trial(self.study._storage.get_trial_id_from_study_id_trial_number(
+                    self.study._study_id, number))
+                trials.append(frozen)
+            if any(t.state != TrialState.RUNNING for t in trials):
+                os.remove(path)
+                continue
+            live = [optuna.Trial(self.study, t._trial_id) for t in trials]
+            members = Members(self.job, sd["members"]["configs"], keys)
+            members.load_state_dict(sd["members"])
+            self.log(f"resuming {len(keys)} configurations from step {members.step} ({os.path.basename(path)})")
+            trained += self._train(live, members, path)
+        while True:
+            batch = self._ask(per_chunk)
+            if not batch:
+                break
+            configs = [self._config(t) for t in batch]
+            members = Members(self.job, configs, [t.number for t in batch])
+            folder = self._ckpt_dir()
+            path = None
+            if folder is not None:
+                path = os.path.join(folder, f"batch-{batch[0].number:06d}.pt.claimed-{os.getpid()}-{_host()}")
+                self._save(members, path)
+            trained += self._train(batch, members, path)
+        return trained
+
+    def _train(self, trials: list[Any], members: Members, path: str | None) -> int:
+        from optuna.trial import TrialState
+
+        key, direction = METRICS[self.metric]
+        last_save = [time.time()]
+        total = self.job.steps
+
+        def on_eval(m: Members, means: dict[int, tuple[float, float]]) -> list[int]:
+            prune = []
+            for c, (loss, acc) in means.items():
+                value = loss if self.metric == "val_loss" else acc
+                trials[c].report(value, m.step)
+                if trials[c].should_prune():
+                    prune.append(c)
+            return prune
+
+        def on_step(m: Members) -> None:
+            if self.on_progress is not None:
+                self.on_progress("steps", m.step, total)
+
+        def on_checkpoint(m: Members) -> None:
+            if path is not None and time.time() - last_save[0] >= self.checkpoint_every and not m.done:
+                self._save(m, path)
+                last_save[0] = time.time()
+
+        run_members(members, eval_every=self.eval_every if self.pruner not in (None, False, "none") else 0,
+                    on_eval=on_eval, on_step=on_step, on_checkpoint=on_checkpoint)
+        for trial, record in zip(trials, members.results()):
+            for name in RESULT_KEYS:
+                if name in record:
+                    trial.set_user_attr(name, record[name])
+            if record["status"] == "ok":
+                value = record[key]
+                self.study.tell(trial, value)
+            elif record["status"] == "pruned":
+                self.study.tell(trial, state=TrialState.PRUNED)
+            else:
+                self.study.tell(trial, math.inf if direction == "minimize" else -math.inf)
+        if path is not None and os.path.exists(path):
+            os.remove(path)
+        return len(trials)
+
+
+def records_from_study(study: Any, space_names: Sequence[str]) -> list[dict[str, Any]]:
+    """One record per finished trial: its parameters and the results stored as user attributes."""
+    from optuna.trial import TrialState
+
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        rec: dict[str, Any] = {"trial": t.number}
+        rec.update({name: t.params.get(name) for name in space_names})
+        for name in RESULT_KEYS:
+            rec[name] = t.user_attrs.get(name)
+        if rec["status"] is None:
+            rec["status"] = "pruned" if t.state == TrialState.PRUNED else "ok"
+        out.append(rec)
+    return out
+
+
+def signature_hash(signature: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(signature, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname().replace("-", "_").replace(".", "_")
+
+
+def _alive(pid: int, owner: str) -> bool:
+    """Is the process that claimed a checkpoint still running (on this host)?"""
+    parts = owner.split("-", 2)
+    host = parts[2] if len(parts) > 2 else _host()
+    if host != _host():
+        return True  # another machine's worker: assume alive
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child (killed but not reaped) is not alive
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True

@@ -8,6 +8,7 @@ import sys
 # subcommand modules, in the order --help lists them
 COMMANDS = [
     "inertia.commands.train",
+    "inertia.commands.sweep",
 ]
 
 

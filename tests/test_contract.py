@@ -166,6 +166,177 @@ CASES = [
     Case("nesterov", "nesterov", [dict(lr=0.05), dict(lr=0.02, momentum=0.95)], torch_sgd),
 ]
 
+
+# ---------------------------------------------------------------- issue 5: adaptive rules and momentum variants
+
+def torch_adam(params, hyper):
+    kw = dict(lr=hyper["lr"], betas=hyper["betas"], eps=hyper["eps"], weight_decay=hyper["weight_decay"],
+              amsgrad=hyper["amsgrad"], maximize=hyper["maximize"], foreach=False)
+    cls = torch.optim.AdamW if hyper["decoupled_weight_decay"] else torch.optim.Adam
+    return cls(params, **kw)
+
+
+def torch_nadam(params, hyper):
+    kw = {k: hyper[k] for k in ("lr", "betas", "eps", "weight_decay", "momentum_decay", "decoupled_weight_decay",
+                                "maximize")}
+    return torch.optim.NAdam(params, foreach=False, **kw)
+
+
+def torch_rmsprop(params, hyper):
+    kw = {k: hyper[k] for k in ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize")}
+    return torch.optim.RMSprop(params, foreach=False, **kw)
+
+
+def qhm_step(p, g, s, h):
+    """Ma & Yarats 2019: b = beta b + (1 - beta) g; p = p - lr ((1 - nu) g + nu b)."""
+    g = _decayed_grad(p, g, h)
+    b = h["momentum"] * s.get("b", torch.zeros_like(p)) + (1 - h["momentum"]) * g
+    s["b"] = b
+    p -= h["lr"] * ((1 - h["nu"]) * g + h["nu"] * b)
+
+
+def aggmo_step(p, g, s, h):
+    """Lucas et al. 2019: v_i = beta_i v_i - g; p = p + lr / K sum_i v_i."""
+    g = _decayed_grad(p, g, h)
+    vs = [beta * v - g for beta, v in zip(h["betas"], s.get("v", [torch.zeros_like(p)] * len(h["betas"])))]
+    s["v"] = vs
+    p += h["lr"] / len(vs) * sum(vs)
+
+
+def schedulefree_step(p, g, s, h):
+    """Defazio et al. 2024 in the paper's three sequences; p holds y = (1 - beta) z + beta x.
+
+    z = z - lr_t g(y); x = (1 - c) x + c z with c = w_t / sum w, w_t = t^r max(lr)^2; warm-up lr_t = lr min(1, t/T).
+    """
+    t = s["t"] = s.get("t", 0) + 1
+    if "z" not in s:
+        s["z"], s["x"], s["W"], s["lr_max"] = p.clone(), p.clone(), 0.0, 0.0
+    lr = h["lr"] * (min(1.0, t / h["warmup_steps"]) if h["warmup_steps"] else 1.0)
+    if h["weight_decay"]:
+        g = g + h["weight_decay"] * p
+    s["lr_max"] = max(s["lr_max"], lr)
+    w = t ** h["r"] * s["lr_max"] ** h["weight_lr_power"]
+    s["W"] += w
+    c = w / s["W"]
+    s["z"] = s["z"] - lr * g
+    s["x"] = (1 - c) * s["x"] + c * s["z"]
+    p.copy_((1 - h["momentum"]) * s["z"] + h["momentum"] * s["x"])
+
+
+def lookahead_momentum_step(p, g, s, h):
+    """Zhang et al. 2019 around torch heavy ball: every k steps slow += alpha (fast - slow); fast = slow."""
+    s["t"] = s.get("t", 0) + 1
+    if "slow" not in s:
+        s["slow"] = p.clone()
+    b = g.clone() if "b" not in s else h["momentum"] * s["b"] + g
+    s["b"] = b
+    p -= h["lr"] * b
+    if s["t"] % h["lookahead_k"] == 0:
+        s["slow"] = s["slow"] + h["lookahead_alpha"] * (p - s["slow"])
+        p.copy_(s["slow"])
+
+
+def lookahead_adam(params, hyper):
+    inner = torch_adam(params, hyper)
+    return inertia.Lookahead(inner, k=hyper["lookahead_k"], alpha=hyper["lookahead_alpha"])
+
+
+ADAM_BAD = [
+    (dict(lr=-1e-3), "lr"),
+    (dict(betas=(1.0, 0.999)), "betas"),
+    (dict(betas=(0.9, -0.1)), "betas"),
+    (dict(betas=(0.9,)), "betas"),
+    (dict(eps=-1e-8), "eps"),
+    (dict(weight_decay=-0.1), "weight_decay"),
+    (dict(amsgrad=1), "amsgrad"),
+]
+
+CASES += [
+    Case(
+        "adam",
+        "adam",
+        [
+            dict(lr=0.05),
+            dict(lr=0.05, betas=(0.8, 0.99), amsgrad=True),
+            dict(lr=0.05, weight_decay=0.1, maximize=True),
+            dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True, amsgrad=True),
+        ],
+        torch_adam,
+        bad=ADAM_BAD,
+    ),
+    Case("adamw", "adamw", [dict(lr=0.05), dict(lr=0.05, weight_decay=0.3, amsgrad=True)], torch_adam),
+    Case(
+        "nadam",
+        "nadam",
+        [
+            dict(lr=0.05),
+            dict(lr=0.05, betas=(0.85, 0.99), momentum_decay=0.01, weight_decay=0.05),
+            dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True, maximize=True),
+        ],
+        torch_nadam,
+        bad=[(dict(momentum_decay=-0.004), "momentum_decay"), (dict(betas=(0.9, 1.5)), "betas")],
+    ),
+    Case(
+        "rmsprop",
+        "rmsprop",
+        [
+            dict(lr=0.01),
+            dict(lr=0.01, momentum=0.9),
+            dict(lr=0.01, centered=True),
+            dict(lr=0.005, momentum=0.8, centered=True, weight_decay=0.05, alpha=0.9),
+            dict(lr=0.01, maximize=True, weight_decay=0.1),
+        ],
+        torch_rmsprop,
+        bad=[(dict(alpha=1.5), "alpha"), (dict(momentum=1.0), "momentum"), (dict(eps=-1.0), "eps"),
+             (dict(centered="yes"), "centered")],
+    ),
+    Case(
+        "qhm",
+        "qhm",
+        [
+            dict(lr=0.1),
+            dict(lr=0.1, momentum=0.9, nu=0.5, weight_decay=0.05),
+            dict(lr=0.1, momentum=0.8, nu=1.0, weight_decay=0.05, decoupled_weight_decay=True, maximize=True),
+        ],
+        equations(qhm_step),
+        bad=[(dict(nu=1.5), "nu"), (dict(momentum=1.0), "momentum"), (dict(lr=-0.1), "lr")],
+    ),
+    Case(
+        "aggmo",
+        "aggmo",
+        [
+            dict(lr=0.01),
+            dict(lr=0.02, betas=(0.5, 0.9)),
+            dict(lr=0.01, betas=(0.0, 0.9, 0.95, 0.99), weight_decay=0.05, maximize=True),
+        ],
+        equations(aggmo_step),
+        bad=[(dict(betas=(0.5, 1.0)), "betas"), (dict(betas=()), "betas"), (dict(weight_decay=-1.0), "weight_decay")],
+    ),
+    Case(
+        "schedulefree",
+        "schedulefree",
+        [
+            dict(lr=0.1),
+            dict(lr=0.1, momentum=0.8, weight_decay=0.05),
+            dict(lr=0.1, warmup_steps=20),
+            dict(lr=0.1, warmup_steps=10, r=1.0, weight_lr_power=1.0),
+        ],
+        equations(schedulefree_step),
+        bad=[(dict(momentum=1.0), "momentum"), (dict(momentum=0.0), "momentum"), (dict(warmup_steps=-1), "warmup_steps"),
+             (dict(lr=float("inf")), "lr")],
+    ),
+    Case(
+        "lookahead",
+        "lookahead",
+        [dict(lr=0.05), dict(lr=0.05, lookahead_k=3, lookahead_alpha=0.8, momentum=0.5)],
+        equations(lookahead_momentum_step),
+        bad=[(dict(lookahead_k=0), "lookahead_k"), (dict(lookahead_alpha=1.5), "lookahead_alpha")],
+    ),
+    Case("lookahead_adam", "lookahead_adam", [dict(lr=0.05), dict(lr=0.05, lookahead_k=4, amsgrad=True)],
+         lookahead_adam),
+]
+
+
 SETTINGS = [pytest.param(case, hyper, id=f"{case.id}-{i}") for case in CASES for i, hyper in enumerate(case.settings)]
 
 

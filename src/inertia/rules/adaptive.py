@@ -73,14 +73,14 @@ def shaped(value: Any, param: Tensor) -> Any:
 def addcmul_(target: Tensor, a: Tensor, b: Tensor, scale: Any) -> Tensor:
     """``target += scale * a * b`` for a number or a broadcastable tensor ``scale``."""
     if is_tensor(scale):
-        return target.add_(a * b * scale)
+        return target.add_(scale * a * b)
     return target.addcmul_(a, b, value=scale)
 
 
 def addcdiv_(target: Tensor, a: Tensor, b: Tensor, scale: Any) -> Tensor:
     """``target += scale * a / b`` for a number or a broadcastable tensor ``scale``."""
     if is_tensor(scale):
-        return target.add_(a / b * scale)
+        return target.add_(scale * a / b)
     return target.addcdiv_(a, b, value=scale)
 
 
@@ -96,18 +96,13 @@ def scalar_dtype() -> torch.dtype:
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
-def _pair(name: str, value: Any) -> tuple[Any, Any]:
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise ValueError(f"{name} must be a pair (beta1, beta2), got {value!r}")
-    return value[0], value[1]
-
-
 def _step_value(state: State, *values: Any) -> Any:
-    """The step count as a Python float when every hyperparameter is a number (torch's
-    non-capturable path does the same), else as the 0-dim tensor."""
+    """The step count as a Python float when every hyperparameter raised to it is a number
+    (torch's non-capturable path does the same), else as a 0-dim tensor of their dtype."""
     step = state["step"]
-    if any(is_tensor(v) for v in values):
-        return step
+    tensors = [v for v in values if is_tensor(v)]
+    if tensors:
+        return step.to(tensors[0].dtype)
     return float(step)
 
 
@@ -127,7 +122,7 @@ def adam_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper) -> None
     lerp_(exp_avg, g, 1 - beta1)
     exp_avg_sq.mul_(beta2)
     addcmul_(exp_avg_sq, g, g, 1 - beta2)
-    step = _step_value(state, lr, beta1, beta2)
+    step = _step_value(state, beta1, beta2)
     bias_correction1 = 1 - beta1**step
     bias_correction2 = 1 - beta2**step
     step_size = lr / bias_correction1
@@ -141,12 +136,22 @@ def adam_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper) -> None
     addcdiv_(param, exp_avg, denom, -step_size)
 
 
+def check_betas(betas: Any, count: int | None = None) -> None:
+    """Each beta in [0, 1); the message names ``betas`` and shows the whole tuple."""
+    if not isinstance(betas, (tuple, list)) or len(betas) == 0 or (count is not None and len(betas) != count):
+        what = f"a tuple of {count}" if count else "a non-empty tuple"
+        raise ValueError(f"betas must be {what} numbers in [0, 1), got {betas!r}")
+    for i, beta in enumerate(betas):
+        try:
+            in_unit_interval(f"betas[{i}]", beta)
+        except ValueError as error:
+            raise ValueError(f"{error} (betas={betas!r})") from None
+
+
 def _validate_adam_like(h: Hyper) -> None:
     require("lr", h["lr"], lambda v: 0 <= v < math.inf, "a finite number >= 0")
     non_negative("eps", h["eps"])
-    beta1, beta2 = _pair("betas", h["betas"])
-    in_unit_interval("betas[0]", beta1)
-    in_unit_interval("betas[1]", beta2)
+    check_betas(h["betas"], 2)
     non_negative("weight_decay", h["weight_decay"])
     for flag in ("decoupled_weight_decay", "maximize"):
         boolean(flag, h[flag])
@@ -192,7 +197,7 @@ def nadam_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper) -> Non
             torch.ones_like(beta1) if is_tensor(beta1) else torch.ones((), dtype=scalar_dtype(), device=param.device)
         )
     exp_avg, exp_avg_sq, mu_product = state["exp_avg"], state["exp_avg_sq"], state["mu_product"]
-    step = _step_value(state, lr, beta1, beta2, psi)
+    step = _step_value(state, beta1, beta2, psi)
     bias_correction2 = 1 - beta2**step
     mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * psi)))
     mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * psi)))

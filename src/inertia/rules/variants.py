@@ -47,7 +47,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .adaptive import lerp_, shaped
+from .adaptive import check_betas, lerp_, shaped
 from .base import (
     Hyper,
     Rule,
@@ -123,11 +123,7 @@ def aggmo_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper) -> Non
 def validate_aggmo(h: Hyper) -> None:
     """Reject bad AggMo hyperparameters with a message naming the argument."""
     _lr_ok(h)
-    betas = h["betas"]
-    if not isinstance(betas, (tuple, list)) or len(betas) == 0:
-        raise ValueError(f"betas must be a non-empty tuple of damping factors, got {betas!r}")
-    for i, beta in enumerate(betas):
-        in_unit_interval(f"betas[{i}]", beta)
+    check_betas(h["betas"])
     non_negative("weight_decay", h["weight_decay"])
     for flag in ("decoupled_weight_decay", "maximize"):
         boolean(flag, h[flag])

@@ -47,6 +47,15 @@ def test_digits_is_scaled_and_split_by_seed():
     assert abs(len(a.y_test) - 0.2 * 1797) <= 10
     assert float(a.x_train.min()) == 0.0 and float(a.x_train.max()) == 1.0
     assert torch.equal(a.x_train, b.x_train)
+    # the same examples as scikit-learn's load_digits, scaled by 1/16
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    ours = torch.cat([a.x_train, a.x_test]) * 16
+    ours_y = torch.cat([a.y_train, a.y_test])
+    theirs = torch.from_numpy(bunch.data).float()
+    key = lambda x, y: sorted(map(tuple, torch.cat([x, y[:, None].float()], 1).tolist()))
+    assert key(ours, ours_y) == key(theirs, torch.from_numpy(bunch.target))
     assert not torch.equal(a.y_test, c.y_test)
     # stratified: every class appears in the test set in ~20 % proportion
     counts = torch.bincount(a.y_test, minlength=10)

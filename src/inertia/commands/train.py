@@ -300,7 +300,7 @@ def train(
             optimizer.step()
             if writer is not None and (step % log_every == 0 or step == args.steps - 1):
                 group = optimizer.param_groups[0]
-                values = {"loss": float(loss)}
+                values = {"loss": float(loss.detach())}
                 if "lr" in group:
                     values["lr"] = float(group["lr"])
                 if "momentum" in group:
@@ -373,7 +373,7 @@ def run_command(args: argparse.Namespace) -> int:
     def on_step(step: int, loss) -> None:
         if progress is None or (step % 20 and step != args.steps - 1):
             return
-        value = float(loss)
+        value = float(loss.detach())
         state["smooth"] = value if state["smooth"] is None else 0.9 * state["smooth"] + 0.1 * value
         progress.update(task, completed=step + 1, loss=f"{state['smooth']:.4f}")
 

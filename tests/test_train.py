@@ -1,0 +1,119 @@
+"""``inertia train``: results, hyperparameter passing (against torch.optim.SGD), schedules and bad input."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import inertia
+from inertia import rules
+from inertia.cli import main
+from inertia.rules.base import Rule, add_scaled_
+
+FAST = ["train", "--data", "digits", "--steps", "40", "--batch-size", "64", "--quiet"]
+
+
+def _run(tmp_path, *extra):
+    out = tmp_path / "r.json"
+    assert main([*FAST, "--json", str(out), *extra]) == 0
+    return json.loads(out.read_text())
+
+
+def test_train_digits_writes_json(tmp_path, capsys):
+    result = _run(tmp_path, "--optimizer", "momentum", "--lr", "0.1", "--momentum", "0.9")
+    printed = capsys.readouterr().out
+    assert "test accuracy" in printed and "train loss" in printed
+    assert result["test_accuracy"] > 0.5  # chance is 0.1
+    assert 0 < result["train_loss"] < 2.3
+    cfg = result["config"]
+    assert cfg["data"] == "digits" and cfg["model"] == "mlp" and cfg["steps"] == 40
+    assert cfg["hyperparameters"]["lr"] == 0.1 and cfg["hyperparameters"]["momentum"] == 0.9
+
+
+def test_only_given_hyperparameters_are_passed(tmp_path):
+    assert _run(tmp_path, "--optimizer", "momentum")["config"]["hyperparameters"]["momentum"] == 0.9
+    assert _run(tmp_path, "--optimizer", "sgd", "--lr", "0.2")["config"]["hyperparameters"]["momentum"] == 0.0
+    hyper = _run(tmp_path, "--optimizer", "sgd", "--momentum", "0.5", "--hyper", "dampening=0.25")["config"][
+        "hyperparameters"]
+    assert hyper["dampening"] == 0.25 and hyper["momentum"] == 0.5
+
+
+@pytest.mark.parametrize("extra,torch_kwargs", [
+    (["--optimizer", "momentum", "--lr", "0.05", "--momentum", "0.8"], dict(lr=0.05, momentum=0.8)),
+    (["--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.9", "--nesterov", "--weight-decay", "0.01"],
+     dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
+])
+def test_training_equals_the_same_loop_with_torch_sgd(tmp_path, monkeypatch, extra, torch_kwargs):
+    ours = _run(tmp_path, *extra)
+    monkeypatch.setattr(inertia, "make_optimizer", lambda name, params, **hyper: torch.optim.SGD(params, **torch_kwargs))
+    ref = _run(tmp_path, *extra)
+    assert ours["train_loss"] == pytest.approx(ref["train_loss"], rel=1e-5)
+    assert ours["test_loss"] == pytest.approx(ref["test_loss"], rel=1e-5)
+
+
+def test_onecycle_schedule_writes_onecyclelr_values(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    steps = 20
+    result = _run(tmp_path, "--steps", str(steps), "--lr", "0.4", "--schedule", "onecycle",
+                  "--tensorboard", str(tmp_path / "tb"))
+    acc = EventAccumulator(result["tensorboard"], size_guidance={"scalars": 0})
+    acc.Reload()
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.4, momentum=0.9)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.4, total_steps=steps)
+    lrs, moms = [], []
+    for _ in range(steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        moms.append(opt.param_groups[0]["momentum"])
+        opt.step()
+        sched.step()
+    assert [e.value for e in acc.Scalars("lr")] == pytest.approx(lrs, rel=1e-6)
+    assert [e.value for e in acc.Scalars("momentum")] == pytest.approx(moms, rel=1e-6)
+    assert [e.value for e in acc.Scalars("effective_lr")] == pytest.approx(
+        [lr / (1 - m) for lr, m in zip(lrs, moms)], rel=1e-5)
+    assert acc.Scalars("test_accuracy")[0].value == pytest.approx(result["test_accuracy"], rel=1e-6)
+
+
+def test_momentum_for_a_rule_without_momentum_is_a_clear_error(monkeypatch, capsys):
+    def plain(param, grad, state, hyper):
+        add_scaled_(param, grad, -hyper["lr"])
+
+    rule = Rule("plain", {"lr": 0.1}, ("lr",), plain, lambda h: None)
+    monkeypatch.setitem(rules.PRESETS, "plain", rules.Preset("plain", rule))
+    assert main([*FAST, "--optimizer", "plain", "--momentum", "0.9"]) == 2
+    err = capsys.readouterr().err
+    assert "--momentum" in err and "'plain'" in err and "lr" in err
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--lr", "-1"], "lr"),
+    (["--momentum", "1.5"], "momentum"),
+    (["--optimizer", "nosuch"], "momentum"),  # the error lists the known names
+    (["--data", "nosuch"], "mnist1d"),
+    (["--model", "nosuch"], "mlp"),
+    (["--hyper", "bogus=1"], "bogus"),
+    (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "nosuch"], "device"),
+])
+def test_bad_input_is_rejected_with_a_message(args, needle, capsys):
+    assert main([*FAST, *args]) == 2
+    assert needle in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args", [["--steps", "0"], ["--batch-size", "-3"], ["--lr", "nan"], ["--steps", "x"]])
+def test_argument_types_are_checked_before_training(args, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([*FAST, *args])
+    assert info.value.code == 2
+    assert args[0] in capsys.readouterr().err
+
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for option in ["--data", "--model", "--optimizer", "--lr", "--momentum", "--nesterov", "--convention",
+                   "--schedule", "--weight-decay", "--steps", "--batch-size", "--seed", "--device", "--json",
+                   "--tensorboard"]:
+        assert option in text

@@ -14,7 +14,7 @@ SCHEDULES = {
     "cosine": "cosine annealing from --lr to 0 over --steps",
     "step": "--lr, then x0.1 after each third of --steps",
     "onecycle": "1cycle (Smith 2018, torch OneCycleLR numbers): --lr/25 up to --lr at 30%% of the steps, "
-    "then down to --lr/25e4; momentum cycles 0.95 -> 0.85 -> 0.95 (beta1 for rules with betas)",
+    "then down to --lr/25e4; momentum cycles 0.95 -> 0.85 -> 0.95 (beta1 for Adam-style betas; nothing for rules with neither)",
     "warmup-cosine": "linear warm-up from 0 to --lr over the first 5%% of steps, then cosine to 0",
 }
 
@@ -268,7 +268,7 @@ def train(
     if args.schedule == "onecycle":
         if "momentum" in full:
             drive["momentum"] = one_cycle_momentum(args.steps)
-        elif "betas" in full:
+        elif isinstance(full.get("betas"), tuple) and len(full["betas"]) == 2:  # Adam-style (beta1, beta2)
             drive["betas"] = (one_cycle_momentum(args.steps), None)
     scheduler = HyperScheduler(optimizer, **drive) if drive else None
 
@@ -316,6 +316,8 @@ def train(
             if on_step is not None:
                 on_step(step, loss)
         seconds = time.perf_counter() - started
+        if callable(getattr(optimizer, "eval", None)):
+            optimizer.eval()  # e.g. Schedule-Free: evaluate at the averaged point x
         train_loss, train_accuracy = evaluate(model, x_train, y_train)
         test_loss, test_accuracy = evaluate(model, x_test, y_test)
     except BaseException:

@@ -286,6 +286,8 @@ def test_hyperscheduler_state_dict_resumes_with_identical_values():
     model2.load_state_dict(saved[0])
     opt2.load_state_dict(saved[1])
     sched2.load_state_dict(saved[2])
+    with pytest.raises(ValueError, match="momentum"):
+        S.HyperScheduler(make()[1], lr=S.constant(0.1)).load_state_dict(saved[2])
     rest = train(model2, opt2, sched2, 12)
     assert first + rest == straight
     for key, value in model2.state_dict().items():

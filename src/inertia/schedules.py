@@ -561,6 +561,12 @@ class HyperScheduler:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the step and write its values into the optimizer."""
+        names = state.get("names")
+        if names is not None and sorted(names) != sorted(self.schedules):
+            raise ValueError(
+                f"this state_dict is for a scheduler of {sorted(names)}, but this one schedules "
+                f"{sorted(self.schedules)}"
+            )
         step = int(state["last_step"])
         if step < 0:
             raise ValueError(f"last_step must be >= 0, got {step}")

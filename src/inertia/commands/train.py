@@ -310,6 +310,9 @@ def train(
 
                         values["effective_lr"] = effective_lr(
                             values["lr"], values["momentum"], group.get("convention", "torch"))
+                betas = group.get("betas")
+                if isinstance(betas, (tuple, list)) and len(betas) == 2:
+                    values["beta1"] = float(betas[0])
                 writer.log(step, **values)
             if scheduler is not None:
                 scheduler.step()

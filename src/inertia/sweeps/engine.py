@@ -103,20 +103,84 @@ def mlp_layout(model: nn.Module) -> list[str] | None:
 Groups = Sequence[tuple[Tensor, int, int]]  # (input batch [B, f], first member, end member)
 
 
-def batched_mlp_forward(params: Sequence[Tensor], groups: Groups) -> Tensor:
-    """Logits ``[M, B, C]`` of stacked MLPs; ``params`` = [W1, b1, W2, b2, ...] with W ``[M, out, in]``."""
+def _mlp_forward_t(params: Sequence[Tensor], groups: Groups, keep: bool) -> tuple[Tensor, list[Tensor]]:
+    """Stacked MLP forward in feature-major layout: activations ``[M, features, B]`` (all contiguous).
+
+    Layer 1 of all members of a fold is one GEMM ``[m*out, in] @ [in, B]``; later
+    layers are ``baddbmm``. Returns the logits ``[M, C, B]`` and (``keep``) the
+    post-ReLU activations of the hidden layers, for the backward pass.
+    """
     w, b = params[0], params[1]
-    out_f, in_f = w.shape[1], w.shape[2]
-    hs = []
+    m_all, out_f, in_f = w.shape
+    batch = groups[0][0].shape[0]
+    z = torch.empty(m_all, out_f, batch, dtype=w.dtype, device=w.device)
     for x, start, end in groups:
         m = end - start
-        h = F.linear(x, w[start:end].reshape(m * out_f, in_f), b[start:end].reshape(m * out_f))
-        hs.append(h.view(x.shape[0], m, out_f).transpose(0, 1))
-    h = hs[0] if len(hs) == 1 else torch.cat(hs)
+        torch.addmm(b[start:end].reshape(m * out_f, 1), w[start:end].reshape(m * out_f, in_f), x.t(),
+                    out=z[start:end].view(m * out_f, batch))
+    acts = []
     for i in range(2, len(params), 2):
-        h = torch.relu(h)
-        h = torch.baddbmm(params[i + 1].unsqueeze(1), h, params[i].transpose(1, 2))
-    return h
+        a = z.relu_()
+        if keep:
+            acts.append(a)
+        z = torch.baddbmm(params[i + 1].unsqueeze(2), params[i], a)
+    return z, acts
+
+
+def batched_mlp_forward(params: Sequence[Tensor], groups: Groups) -> Tensor:
+    """Logits ``[M, B, C]`` of stacked MLPs; ``params`` = [W1, b1, W2, b2, ...] with W ``[M, out, in]``."""
+    logits, _ = _mlp_forward_t(params, groups, keep=False)
+    return logits.transpose(1, 2)
+
+
+def batched_mlp_loss_and_grads(params: Sequence[Tensor], groups: Groups, targets: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """Per-member mean cross-entropy ``[M]`` and every parameter's gradient, by hand-written backprop.
+
+    ``targets`` is ``[M, B]``. Same maths as autograd through ``nn.Linear`` +
+    ``nn.ReLU`` + ``cross_entropy`` (checked against separately trained models).
+    """
+    logits, acts = _mlp_forward_t(params, groups, keep=True)
+    m_all, classes, batch = logits.shape
+    logp = torch.log_softmax(logits, dim=1)
+    picked = logp.gather(1, targets.unsqueeze(1)).squeeze(1)        # [M, B]
+    losses = -picked.mean(1)
+    dz = logp.exp_()                                                # softmax, in place
+    dz.scatter_add_(1, targets.unsqueeze(1), torch.full_like(picked, -1.0).unsqueeze(1))
+    dz.div_(batch)
+    grads: list[Tensor] = [None] * len(params)  # type: ignore[list-item]
+    n_layers = len(params) // 2
+    for layer in range(n_layers - 1, 0, -1):
+        a = acts[layer - 1]                                         # input of this layer [M, in, B]
+        w = params[2 * layer]
+        grads[2 * layer] = torch.bmm(dz, a.transpose(1, 2))
+        grads[2 * layer + 1] = dz.sum(2)
+        da = torch.bmm(w.transpose(1, 2), dz)
+        dz = torch.ops.aten.threshold_backward(da, a, 0)
+    w = params[0]
+    out_f, in_f = w.shape[1], w.shape[2]
+    gw = torch.empty_like(w)
+    for x, start, end in groups:
+        m = end - start
+        torch.mm(dz[start:end].view(m * out_f, batch), x, out=gw[start:end].view(m * out_f, in_f))
+    grads[0] = gw
+    grads[1] = dz.sum(2)
+    return losses, grads
+
+
+def autograd_loss_and_grads(forward: Callable[[Sequence[Tensor], Groups], Tensor]):
+    """Loss/gradients through autograd: the sum of per-member mean losses gives each member its gradient."""
+
+    def run(params: Sequence[Tensor], groups: Groups, targets: Tensor) -> tuple[Tensor, list[Tensor]]:
+        with torch.enable_grad():
+            leaves = [p.detach().requires_grad_(True) for p in params]
+            logits = forward(leaves, groups)
+            m, b, c = logits.shape
+            losses = F.cross_entropy(logits.reshape(m * b, c), targets.reshape(m * b),
+                                     reduction="none").view(m, b).mean(1)
+            grads = torch.autograd.grad(losses.sum(), leaves)
+        return losses.detach(), list(grads)
+
+    return run
 
 
 def make_vmap_forward(model: nn.Module, names: Sequence[str]) -> Callable[[Sequence[Tensor], Groups], Tensor]:
@@ -176,7 +240,12 @@ class Job:
         if backend not in ("batched", "vmap"):
             raise ValueError(f"backend must be auto, batched or vmap, got {self.backend!r}")
         self.backend = backend
-        self.forward = batched_mlp_forward if backend == "batched" else make_vmap_forward(self.template, self.names)
+        if backend == "batched":
+            self.forward = batched_mlp_forward
+            self.loss_and_grads = batched_mlp_loss_and_grads
+        else:
+            self.forward = make_vmap_forward(self.template, self.names)
+            self.loss_and_grads = autograd_loss_and_grads(self.forward)
         self.x = self.x.to(self.device, self.dtype)
         self.y = self.y.to(self.device)
         if self.x_test is not None:
@@ -275,19 +344,21 @@ class Members:
             out[name] = values
         return out
 
-    def _hyper_for(self, param: Tensor) -> dict[str, Any]:
-        hyper = dict(self.structural)
-        for name, values in self._stack_hyper.items():
-            hyper[name] = broadcast_hyper(values, param)
+    def _hyper_for(self, index: int, param: Tensor) -> dict[str, Any]:
+        if self._hyper_cache is None:
+            self._hyper_cache = {}
+        key = ("param", index)
+        hyper = self._hyper_cache.get(key)
+        if hyper is None:
+            hyper = dict(self.structural)
+            for name, values in self._stack_hyper.items():
+                hyper[name] = broadcast_hyper(values, param)
+            self._hyper_cache[key] = hyper
         return hyper
 
     @property
     def _stack_hyper(self) -> dict[str, Tensor]:
-        if self._hyper_cache is None:
-            self._hyper_cache = {
-                k: v.to(self.job.device) for k, v in self._hyper_tensors(self.config_of[self.live]).items()
-            }
-        return self._hyper_cache
+        return {k: v.to(self.job.device) for k, v in self._hyper_tensors(self.config_of[self.live]).items()}
 
     # -- structure ---------------------------------------------------------
     def groups(self, inputs: Sequence[Tensor]) -> list[tuple[Tensor, int, int]]:
@@ -334,6 +405,7 @@ class Members:
         self.remove(rows)
 
     # -- training ----------------------------------------------------------
+    @torch.no_grad()
     def train_step(self) -> None:
         job = self.job
         t = self.step
@@ -341,12 +413,8 @@ class Members:
         xs = [job.x[b.to(job.device)] for b in batches]
         ys = [job.y[b.to(job.device)] for b in batches]
         groups = self.groups(xs)
-        params = [p.requires_grad_(True) for p in self.params]
-        logits = job.forward(params, groups)
         target = torch.cat([ys[self.job_fold(g)].expand(end - start, -1) for g, (_, start, end) in enumerate(groups)])
-        m, b, c = logits.shape
-        losses = F.cross_entropy(logits.reshape(m * b, c), target.reshape(m * b), reduction="none").view(m, b).mean(1)
-        grads = torch.autograd.grad(losses.sum(), params)
+        losses, grads = job.loss_and_grads(self.params, groups, target)
         with torch.no_grad():
             values = losses.detach().to("cpu", torch.float64)
             self.curves[self.live, t] = values
@@ -359,7 +427,6 @@ class Members:
                 bad = ~torch.isfinite(values) | (values > job.diverge_factor * self._first_by_member[self.live])
             else:
                 bad = ~torch.isfinite(values) | (values > limit)
-            self.params = [p.detach() for p in params]
             if bool(bad.any()):
                 rows = bad.nonzero().squeeze(1)
                 for c in self.config_of[self.live[rows]].tolist():
@@ -372,9 +439,9 @@ class Members:
                 keep[rows] = False
                 grads = [g.index_select(0, keep.nonzero().squeeze(1).to(g.device)) for g in grads]
                 self.remove(rows)
-            for p, g, st in zip(self.params, grads, self.state):
+            for i, (p, g, st) in enumerate(zip(self.params, grads, self.state)):
                 st["step"] += 1
-                job.preset.rule.update(p, g, st, self._hyper_for(p))
+                job.preset.rule.update(p, g, st, self._hyper_for(i, p))
         self.step = t + 1
 
     def job_fold(self, group_index: int) -> int:

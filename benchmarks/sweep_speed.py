@@ -1,0 +1,219 @@
+"""Benchmark: an 8 x 8 learning rate x momentum grid trained at once, against the same 64 runs one by one.
+
+Three ways to train the same 64 configurations (MNIST-1D, MLP 40-100-100-10,
+batch 100, 2000 steps, one 20 % validation holdout, the same minibatches and the
+same initialization for every configuration), in one run:
+
+1. ``inertia.sweep``: all 64 at once (stacked parameters, one rule update);
+2. a plain loop: 64 models one after another with ``torch.optim.SGD``;
+3. Optuna: 64 sequential trials (GridSampler) whose objective is that loop.
+
+The loops stop a run as soon as its loss is NaN/inf or > 10x its first value,
+exactly as the sweep does, so every method does the same work. The best
+configuration (lowest validation loss) of each is evaluated on the test set.
+
+Prints a table and writes JSON (``--json``, default
+benchmarks/results/sweep_speed.json): wall time, speedup against the loop,
+achieved GFLOP/s (forward + backward matmul FLOPs actually executed) against the
+machine's measured fp32 matmul rate, and the best configuration's test accuracy.
+
+    python benchmarks/sweep_speed.py            # the full benchmark
+    python benchmarks/sweep_speed.py --quick    # smoke run: 60 steps
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+LRS = [10 ** (-3 + 3 * i / 7) for i in range(8)]
+MOMENTA = [0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995]
+DIVERGE_FACTOR = 10.0
+
+
+def matmul_rate(size: int = 1024, seconds: float = 2.0) -> float:
+    """Measured fp32 GFLOP/s of a square matmul with torch's current thread count."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    return 2 * size**3 * count / (time.perf_counter() - start) / 1e9
+
+
+def flops_per_member_step(widths: list[int], batch: int) -> float:
+    """Matmul FLOPs of one training step of one MLP: forward, weight gradients, input gradients (not layer 1)."""
+    macs = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    macs_input_grads = sum(a * b for a, b in zip(widths[1:-1], widths[2:]))
+    return 2.0 * batch * (2 * macs + macs_input_grads)
+
+
+def train_one(data, train_idx, val_idx, lr, momentum, steps, batch, seed):
+    """One model with torch.optim.SGD on the sweep's minibatch sequence; stops on divergence."""
+    from inertia.models import build_model
+    from inertia.sweeps.engine import batch_at
+
+    torch.manual_seed(seed)
+    model = build_model("mlp", data.features, data.classes)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    first = None
+    done = 0
+    for t in range(steps):
+        idx = batch_at(train_idx, t, batch, seed, 0)
+        loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+        value = loss.item()
+        if first is None:
+            first = value
+        done = t + 1
+        if not math.isfinite(value) or value > DIVERGE_FACTOR * first:
+            return {"status": "diverged", "steps_run": done}
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        xv, yv = data.x_train[val_idx], data.y_train[val_idx]
+        out = model(xv)
+        val_loss = F.cross_entropy(out, yv).item()
+        test_acc = (model(data.x_test).argmax(1) == data.y_test).double().mean().item()
+    return {"status": "ok", "steps_run": done, "val_loss": val_loss, "test_accuracy": test_acc}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 60 steps")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for every method (default: torch's)")
+    parser.add_argument("--skip-optuna", action="store_true")
+    parser.add_argument("--json", default="benchmarks/results/sweep_speed.json")
+    args = parser.parse_args(argv)
+    steps = args.steps or (60 if args.quick else 2000)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    import optuna
+
+    import inertia
+    from inertia.data import load_dataset
+    from inertia.sweeps.engine import make_folds
+
+    data = load_dataset("mnist1d", seed=args.seed)
+    train_idx, val_idx = make_folds(len(data.y_train), 1, args.seed)[0]
+    widths = [data.features, 100, 100, data.classes]
+    per_step = flops_per_member_step(widths, args.batch_size)
+    rate = matmul_rate()
+    print(f"MNIST-1D {data}, MLP {widths}, batch {args.batch_size}, {steps} steps, 8 x 8 grid; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads; matmul {rate:.1f} GFLOP/s", flush=True)
+    rows = {}
+
+    # 1. all at once
+    start = time.perf_counter()
+    res = inertia.sweep(data, "mlp", lr=LRS, momentum=MOMENTA, optimizer="momentum", steps=steps,
+                        batch_size=args.batch_size, folds=1, seed=args.seed, device="cpu",
+                        diverge_factor=DIVERGE_FACTOR)
+    wall = time.perf_counter() - start
+    member_steps = sum((r["diverged_step"] or steps) if r["status"] == "diverged" else steps for r in res.records())
+    best = res.best
+    rows["at_once"] = {"wall_s": wall, "member_steps": member_steps,
+                       "best": {"lr": best["lr"], "momentum": best["momentum"], "val_loss": best["val_loss_mean"],
+                                "test_accuracy": best["test_accuracy_mean"]},
+                       "diverged": res.counts()["diverged"], "backend": res.meta.get("backend")}
+    print(f"at once: {wall:.1f} s", flush=True)
+
+    # 2. one after another with torch.optim.SGD
+    start = time.perf_counter()
+    loop = [dict(lr=lr, momentum=mu, **train_one(data, train_idx, val_idx, lr, mu, steps, args.batch_size, args.seed))
+            for lr in LRS for mu in MOMENTA]
+    wall = time.perf_counter() - start
+    ok = [r for r in loop if r["status"] == "ok"]
+    lb = min(ok, key=lambda r: r["val_loss"])
+    rows["sequential_sgd"] = {"wall_s": wall, "member_steps": sum(r["steps_run"] for r in loop),
+                              "best": {"lr": lb["lr"], "momentum": lb["momentum"], "val_loss": lb["val_loss"],
+                                       "test_accuracy": lb["test_accuracy"]},
+                              "diverged": len(loop) - len(ok)}
+    print(f"sequential torch.optim.SGD: {wall:.1f} s", flush=True)
+
+    # 3. Optuna, 64 sequential trials
+    if not args.skip_optuna:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        done_steps = []
+        extra = {}
+
+        def objective(trial):
+            lr = trial.suggest_categorical("lr", LRS)
+            mu = trial.suggest_categorical("momentum", MOMENTA)
+            r = train_one(data, train_idx, val_idx, lr, mu, steps, args.batch_size, args.seed)
+            done_steps.append(r["steps_run"])
+            if r["status"] != "ok":
+                return float("inf")
+            extra[trial.number] = r["test_accuracy"]
+            return r["val_loss"]
+
+        start = time.perf_counter()
+        study = optuna.create_study(sampler=optuna.samplers.GridSampler({"lr": LRS, "momentum": MOMENTA}, seed=0))
+        study.optimize(objective, n_trials=len(LRS) * len(MOMENTA))
+        wall = time.perf_counter() - start
+        bt = study.best_trial
+        rows["optuna_sequential"] = {"wall_s": wall, "member_steps": sum(done_steps),
+                                     "best": {"lr": bt.params["lr"], "momentum": bt.params["momentum"],
+                                              "val_loss": bt.value, "test_accuracy": extra.get(bt.number)},
+                                     "diverged": sum(1 for t in study.trials if not math.isfinite(t.value))}
+        print(f"optuna sequential: {wall:.1f} s", flush=True)
+
+    base = rows["sequential_sgd"]["wall_s"]
+    for row in rows.values():
+        row["speedup_vs_sequential"] = base / row["wall_s"]
+        row["gflops"] = row["member_steps"] * per_step / row["wall_s"] / 1e9
+        row["fraction_of_matmul_rate"] = row["gflops"] / rate
+    at_acc = rows["at_once"]["best"]["test_accuracy"]
+    seq_acc = rows["sequential_sgd"]["best"]["test_accuracy"]
+    summary = {
+        "speedup": rows["at_once"]["speedup_vs_sequential"],
+        "required_speedup": 8.0,
+        "accuracy_gap_points": abs(at_acc - seq_acc) * 100,
+        "passes": rows["at_once"]["speedup_vs_sequential"] >= 8.0 and abs(at_acc - seq_acc) * 100 <= 1.0,
+    }
+    try:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"8 x 8 lr x momentum grid, MLP 40-100-100-10, batch {args.batch_size}, {steps} steps")
+        for col in ("method", "wall s", "speedup", "GFLOP/s", "% of matmul", "best lr", "best mu", "test acc %"):
+            table.add_column(col, justify="right")
+        for name, row in rows.items():
+            b = row["best"]
+            table.add_row(name, f"{row['wall_s']:.1f}", f"{row['speedup_vs_sequential']:.2f}x", f"{row['gflops']:.1f}",
+                          f"{100 * row['fraction_of_matmul_rate']:.0f}", f"{b['lr']:.3g}", f"{b['momentum']:g}",
+                          f"{100 * b['test_accuracy']:.1f}" if b["test_accuracy"] is not None else "-")
+        Console().print(table)
+    except ImportError:
+        print(json.dumps(rows, indent=1))
+    print(f"speedup {summary['speedup']:.2f}x (required >= 8x); best test accuracy gap "
+          f"{summary['accuracy_gap_points']:.2f} points (required <= 1)")
+    payload = {
+        "benchmark": "sweep_speed", "command": " ".join([sys.executable.split('/')[-1], *sys.argv]),
+        "steps": steps, "batch_size": args.batch_size, "grid": {"lr": LRS, "momentum": MOMENTA},
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "matmul_gflops": rate},
+        "flops_per_member_step": per_step, "methods": rows, "summary": summary,
+    }
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

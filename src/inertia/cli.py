@@ -9,6 +9,8 @@ import sys
 COMMANDS = [
     "inertia.commands.train",
     "inertia.commands.sweep",
+    "inertia.commands.race",
+    "inertia.commands.surfaces",
 ]
 
 

@@ -1,0 +1,125 @@
+"""``inertia race``: race optimizers on a test surface and write the pictures and the interactive report.
+
+    inertia race --surface marble --optimizer sgd:lr=0.02 \\
+        --optimizer momentum:lr=0.02,momentum=0.9 --optimizer nesterov:lr=0.02,momentum=0.9 \\
+        --steps 300 --out DIR
+
+writes DIR/race.png (contours + trajectories), DIR/race.gif (the marbles rolling),
+DIR/loss.png (loss against step, log scale; theory lines on quadratics),
+DIR/report.html (self-contained, interactive) and DIR/race.json (the numbers).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ..surfaces import _literal
+
+
+def parse_optimizer(spec: str) -> dict[str, Any]:
+    """``"momentum:lr=0.02,momentum=0.9"`` -> ``{"rule": "momentum", "lr": 0.02, "momentum": 0.9}``.
+
+    The rule name is checked against the registry and the hyperparameters against the rule
+    (unknown names and bad values are a ``ValueError`` naming them).
+    """
+    from .. import rules
+
+    name, colon, rest = spec.partition(":")
+    name = name.strip()
+    if not name:
+        raise ValueError(f"malformed --optimizer {spec!r}: expected NAME or NAME:key=value,key=value")
+    config: dict[str, Any] = {"rule": name}
+    if colon and rest.strip():
+        for item in rest.split(","):
+            key, eq, raw = item.partition("=")
+            key = key.strip()
+            if not eq or not key or not raw.strip():
+                raise ValueError(f"malformed --optimizer {spec!r}: {item!r} is not key=value")
+            config[key] = _literal(raw.strip())
+    preset = rules.get(name)  # unknown optimizer: ValueError listing the known names
+    hyper = {k: v for k, v in config.items() if k != "rule"}
+    try:
+        preset.hyper(**hyper)
+    except TypeError as error:
+        raise ValueError(f"--optimizer {spec!r}: {error}") from None
+    except ValueError as error:
+        raise ValueError(f"--optimizer {spec!r}: {error}") from None
+    return config
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "race",
+        help="race optimizers on a test surface (contour PNG, GIF, loss plot, interactive HTML report)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--surface", default="marble",
+                   help="surface NAME or NAME:key=value,... (e.g. quadratic:condition=100,rotate=0.5); "
+                        "`inertia surfaces` lists them (default: marble)")
+    p.add_argument("--optimizer", action="append", metavar="NAME[:key=value,...]",
+                   help="a configuration to race, e.g. momentum:lr=0.02,momentum=0.9 (repeat for several)")
+    p.add_argument("--steps", type=int, default=300, help="steps per configuration (default 300)")
+    p.add_argument("--start", default=None, help="starting point x,y (default: the surface's own)")
+    p.add_argument("--out", default="race-out", help="output folder (default race-out)")
+    p.add_argument("--frames", type=int, default=60, help="frames in the GIF (default 60)")
+    p.add_argument("--no-gif", action="store_true", help="skip the animation")
+    p.add_argument("--no-report", action="store_true", help="skip the interactive HTML report")
+    p.add_argument("--float32", action="store_true", help="race in float32 (default float64)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .. import surfaces
+    from ..races import race
+
+    surface = surfaces.parse(args.surface)
+    specs = args.optimizer or ["sgd:lr=0.02", "momentum:lr=0.02,momentum=0.9"]
+    configs = [parse_optimizer(s) for s in specs]
+    if args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    start = None
+    if args.start:
+        try:
+            start = [float(v) for v in args.start.split(",")]
+        except ValueError:
+            raise ValueError(f"--start must be numbers separated by commas, got {args.start!r}") from None
+        if len(start) != surface.dim:
+            raise ValueError(f"--start needs {surface.dim} numbers for {surface.name}, got {len(start)}")
+    dtype = torch.float32 if args.float32 else torch.float64
+    result = race(surface, configs, steps=args.steps, start=start, dtype=dtype)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    summary = result.summary()
+    (out / "race.json").write_text(json.dumps(dict(surface=surface.name, steps=args.steps, configs=configs,
+                                                   summary=summary), indent=1, default=str))
+    written.append(out / "race.json")
+    from ..plots.race import animate, plot_contour, plot_losses
+
+    written.append(plot_losses(result, out / "loss.png"))
+    if surface.dim == 2:
+        written.append(plot_contour(result, out / "race.png"))
+        if not args.no_gif:
+            written.append(animate(result, out / "race.gif", frames=args.frames))
+        if not args.no_report:
+            from ..report import write_race_report
+
+            written.append(write_race_report(out / "report.html", result,
+                                             images={"loss against step": out / "loss.png"}))
+    else:
+        print(f"{surface.name} is {surface.dim}-D: no contour plot, animation or report (loss plot only)")
+    for row in summary:
+        where = ""
+        if "nearest_minimum" in row:
+            which = "global minimum" if row["nearest_minimum"] == 0 else f"local minimum #{row['nearest_minimum']}"
+            where = f", {row['distance_to_minimum']:.2g} from the {which}"
+        status = f"diverged at step {row['diverged_step']}" if row["diverged_step"] >= 0 else f"final loss {row['final_loss']:.6g}{where}"
+        print(f"{row['label']:<45} {status}")
+    for path in written:
+        print(f"wrote {path}")
+    return 0

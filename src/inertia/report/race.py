@@ -1,0 +1,381 @@
+"""The interactive race report: sliders for learning rate and momentum over precomputed trajectories.
+
+Every trajectory the sliders can show comes from one call of the race engine
+(:func:`inertia.races.race_grid`); the JavaScript only picks the stored path for
+the chosen (lr, momentum) and draws it. On quadratics the page also shows the
+theory for the chosen pair (predicted rate, stability), computed here in Python.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ._html import clean, esc, page, script_json
+
+W, H = 520, 440          # contour panel, pixels
+LW, LH = 520, 300        # loss panel, pixels
+PAD = dict(left=48, right=12, top=12, bottom=36)
+
+
+def _grid_rule(configs: Sequence[dict]) -> str:
+    for c in configs:
+        if c.get("rule", "sgd") in ("momentum", "nesterov"):
+            return c["rule"]
+    return "momentum"
+
+
+def default_grid(result: Any, rule: str) -> tuple[list[float], list[float], float, float]:
+    """(lrs, momenta, initial lr, initial momentum) around the race's own settings."""
+    s = result.surface
+    lrs_given = [float(c["lr"]) for c in result.configs if isinstance(c.get("lr"), (int, float))]
+    mus_given = [float(c["momentum"]) for c in result.configs
+                 if isinstance(c.get("momentum"), (int, float)) and 0 <= c["momentum"] < 1]
+    if s.is_quadratic:
+        base, mu0 = s.optimal("momentum")
+    else:
+        same = [float(c["lr"]) for c in result.configs if c.get("rule") == rule and isinstance(c.get("lr"), (int, float))]
+        base = same[0] if same else (float(np.median(lrs_given)) if lrs_given else 0.01)
+        mu0 = 0.9
+    lrs = sorted(set([float(f"{base * 2 ** (k / 2):.6g}") for k in range(-6, 7)] + lrs_given))
+    momenta = sorted(set([round(0.1 * k, 2) for k in range(10)] + [0.95, 0.99] + [round(mu0, 6)] + mus_given))
+    if rule == "nesterov":
+        momenta = [m for m in momenta if m > 0]
+    return lrs, momenta, base, mu0
+
+
+class _Map:
+    """Linear map from data coordinates to pixels inside a padded panel."""
+
+    def __init__(self, x0, x1, y0, y1, w, h, log_y=False):
+        self.x0, self.x1, self.y0, self.y1, self.w, self.h, self.log_y = x0, x1, y0, y1, w, h, log_y
+
+    def x(self, v):
+        return PAD["left"] + (v - self.x0) / (self.x1 - self.x0) * (self.w - PAD["left"] - PAD["right"])
+
+    def y(self, v):
+        if self.log_y:
+            v = math.log10(max(v, 10 ** self.y0))
+        return PAD["top"] + (1 - (v - self.y0) / (self.y1 - self.y0)) * (self.h - PAD["top"] - PAD["bottom"])
+
+    def spec(self):
+        return dict(x0=self.x0, x1=self.x1, y0=self.y0, y1=self.y1, w=self.w, h=self.h, log=self.log_y, pad=PAD)
+
+
+def _polyline(points, m: _Map) -> str:
+    parts, pen = [], "M"
+    for x, y in points:
+        if x is None or y is None or not (math.isfinite(x) and math.isfinite(y)):
+            break
+        parts.append(f"{pen}{m.x(x):.1f},{m.y(y):.1f}")
+        pen = "L"
+    return " ".join(parts)
+
+
+def _ticks(lo: float, hi: float, n: int = 6) -> list[float]:
+    step = 10 ** math.floor(math.log10((hi - lo) / n))
+    for mult in (1, 2, 5, 10):
+        if (hi - lo) / (step * mult) <= n:
+            step *= mult
+            break
+    start = math.ceil(lo / step) * step
+    return [round(start + k * step, 10) for k in range(int((hi - start) / step) + 1)]
+
+
+def _axes_svg(m: _Map, xlabel: str, ylabel: str, log_y: bool = False) -> str:
+    out = []
+    left, right = PAD["left"], m.w - PAD["right"]
+    top, bottom = PAD["top"], m.h - PAD["bottom"]
+    out.append(f'<rect x="{left}" y="{top}" width="{right - left}" height="{bottom - top}" fill="none" stroke="#444"/>')
+    for t in _ticks(m.x0, m.x1):
+        px = m.x(t)
+        out.append(f'<line x1="{px:.1f}" y1="{bottom}" x2="{px:.1f}" y2="{bottom + 4}" stroke="#444"/>'
+                   f'<text x="{px:.1f}" y="{bottom + 15}" text-anchor="middle">{t:g}</text>')
+    ys = list(range(math.ceil(m.y0), math.floor(m.y1) + 1)) if log_y else _ticks(m.y0, m.y1)
+    if log_y and len(ys) > 8:
+        ys = ys[:: math.ceil(len(ys) / 8)]
+    for t in ys:
+        py = PAD["top"] + (1 - (t - m.y0) / (m.y1 - m.y0)) * (m.h - PAD["top"] - PAD["bottom"])
+        label = f"1e{int(t)}" if log_y else f"{t:g}"
+        out.append(f'<line x1="{left - 4}" y1="{py:.1f}" x2="{left}" y2="{py:.1f}" stroke="#444"/>'
+                   f'<text x="{left - 6}" y="{py + 4:.1f}" text-anchor="end">{label}</text>')
+    out.append(f'<text x="{(left + right) / 2:.0f}" y="{m.h - 4}" text-anchor="middle">{esc(xlabel)}</text>')
+    out.append(f'<text transform="translate(12,{(top + bottom) / 2:.0f}) rotate(-90)" text-anchor="middle">{esc(ylabel)}</text>')
+    return "\n".join(out)
+
+
+def _background(surface: Any, m: _Map) -> str:
+    """The surface's filled contours as a PNG data URI, exactly covering the plot area."""
+    from ..plots import png_data_uri, pyplot
+    from ..plots.race import draw_surface
+
+    plt = pyplot()
+    w_px, h_px = m.w - PAD["left"] - PAD["right"], m.h - PAD["top"] - PAD["bottom"]
+    fig = plt.figure(figsize=(w_px / 100, h_px / 100), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    draw_surface(ax, surface, 160, colorbar=False)
+    ax.set_aspect("auto")
+    (x0, x1), (y0, y1) = surface.bounds
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.set_axis_off()
+    for line in ax.get_lines():  # minima are drawn by the page itself
+        line.remove()
+    return png_data_uri(fig, dpi=100)
+
+
+def _measured_rate(surface: Any, positions: torch.Tensor) -> float | None:
+    """Per-step contraction of the distance to the minimum over the second half of the run."""
+    if surface.minimum is None:
+        return None
+    d = torch.linalg.vector_norm(positions - surface.minimum.to(positions.dtype), dim=-1)
+    T = d.shape[0] - 1
+    a, b = T // 2, T
+    da, db = float(d[a]), float(d[b])
+    if not (math.isfinite(da) and math.isfinite(db)) or da <= 1e-280 or db <= 1e-280 or b == a:
+        return None
+    return (db / da) ** (1.0 / (b - a))
+
+
+def race_report_data(result: Any, grid: Any, max_points: int = 200) -> dict[str, Any]:
+    """The JSON the page embeds: bounds, the user's races, the slider grid, theory (quadratics)."""
+    s = result.surface
+    steps = result.steps
+    stride = max(1, math.ceil(steps / max_points))
+    keep = list(range(0, steps + 1, stride))
+    if keep[-1] != steps:
+        keep.append(steps)
+    fmin = s.minimum_value
+
+    def gaps(losses):
+        return [(float(v) - fmin) for v in losses[keep]]
+
+    runs = []
+    for i, label in enumerate(result.labels):
+        runs.append(dict(label=label, path=result.positions[i, keep, :2].tolist(), loss=gaps(result.losses[i]),
+                         diverged=int(result.diverged_step[i])))
+    lrs, momenta = grid.extra["lrs"], grid.extra["momenta"]
+    cells = []
+    for k in range(len(grid.configs)):
+        lr, mu = grid.configs[k]["lr"], grid.configs[k]["momentum"]
+        cell = dict(path=grid.positions[k, keep, :2].tolist(), loss=gaps(grid.losses[k]),
+                    diverged=int(grid.diverged_step[k]))
+        if s.minima and cell["diverged"] < 0:
+            idx, dist = s.nearest_minimum(grid.final[k])
+            cell.update(minimum=idx, distance=dist)
+        if s.is_quadratic:
+            cell.update(rate=s.rate(lr, mu, nesterov=grid.extra["rule"] == "nesterov"), stable=s.stable(lr, mu),
+                        measured=_measured_rate(s, grid.positions[k]) if cell["diverged"] < 0 else None)
+        cells.append(cell)
+    all_loss = np.array([v for r in runs + cells for v in r["loss"]], dtype=float)
+    positive = all_loss[np.isfinite(all_loss) & (all_loss > 0)]
+    lo = math.floor(math.log10(max(float(positive.min()), 1e-30))) if positive.size else -16
+    hi = math.ceil(math.log10(float(positive.max()))) if positive.size else 1
+    hi = min(hi, lo + 40) if hi > lo else lo + 1
+    (x0, x1), (y0, y1) = s.bounds
+    contour = _Map(x0, x1, y0, y1, W, H)
+    loss_map = _Map(0, steps, max(lo, hi - 32), hi, LW, LH, log_y=True)
+    data = dict(surface=dict(name=s.name, description=s.description, minima=[m[:2].tolist() for m in s.minima],
+                             quadratic=s.is_quadratic, fmin=fmin),
+                steps=keep, runs=runs, lrs=lrs, momenta=momenta, rule=grid.extra["rule"], cells=cells,
+                contour=contour.spec(), loss=loss_map.spec())
+    if s.is_quadratic:
+        data["surface"].update(eigenvalues=s.eigenvalues.tolist(), optimal=list(s.optimal("momentum")),
+                               optimal_gd=list(s.optimal("gd")), condition=s.condition)
+    return data
+
+
+def write_race_report(path: str | Path, result: Any, *, grid: Any = None, grid_rule: str | None = None,
+                      lrs: Sequence[float] | None = None, momenta: Sequence[float] | None = None,
+                      title: str = "", images: dict[str, str | Path] | None = None, max_points: int = 200) -> Path:
+    """Write the interactive race page for ``result`` (a :class:`~inertia.races.RaceResult` on a 2-D surface).
+
+    The slider grid (``lrs`` × ``momenta`` for ``grid_rule``, default: heavy-ball momentum
+    around the race's own learning rate) is raced here unless ``grid`` (a result of
+    :func:`inertia.races.race_grid`) is given. ``images``: caption -> PNG file to embed.
+    """
+    from ..plots import color
+    from ..plots.race import describe
+    from ..races import race_grid
+
+    s = result.surface
+    if s.dim != 2:
+        raise ValueError(f"the race report draws 2-D surfaces; {s.name} is {s.dim}-D")
+    if grid is None:
+        rule = grid_rule or _grid_rule(result.configs)
+        g_lrs, g_mus, base, mu0 = default_grid(result, rule)
+        grid = race_grid(s, rule, lrs or g_lrs, momenta or g_mus, steps=result.steps, start=result.positions[0, 0])
+    data = race_report_data(result, grid, max_points)
+    lr_list, mu_list = data["lrs"], data["momenta"]
+    base_lr = next((float(c["lr"]) for c in result.configs if isinstance(c.get("lr"), (int, float))), lr_list[len(lr_list) // 2])
+    if s.is_quadratic:
+        base_lr, mu_start = s.optimal("momentum")
+    else:
+        mu_start = next((float(c["momentum"]) for c in result.configs if c.get("rule") in ("momentum", "nesterov")
+                         and isinstance(c.get("momentum"), (int, float))), 0.9)
+    i0 = int(np.argmin([abs(math.log(v / base_lr)) for v in lr_list]))
+    j0 = int(np.argmin([abs(v - mu_start) for v in mu_list]))
+    contour = _Map(**{k: data["contour"][k] for k in ("x0", "x1", "y0", "y1", "w", "h")})
+    loss_map = _Map(**{k: data["loss"][k] for k in ("x0", "x1", "y0", "y1", "w", "h")}, log_y=True)
+
+    # static SVG: background, axes, the user's runs, start, minima
+    bg = _background(s, contour)
+    left, top = PAD["left"], PAD["top"]
+    pw, ph = W - PAD["left"] - PAD["right"], H - PAD["top"] - PAD["bottom"]
+    runs_svg, legend, loss_svg = [], [], []
+    for i, run in enumerate(data["runs"]):
+        c = color(i)
+        d = _polyline(run["path"], contour)
+        runs_svg.append(f'<path class="race-path" d="{d}" fill="none" stroke="{c}" stroke-width="2" opacity="0.85"/>')
+        lc = color(i, on_dark=False)
+        ld = _polyline([(t, v if v and v > 0 else 10 ** loss_map.y0) for t, v in zip(data["steps"], run["loss"])], loss_map)
+        loss_svg.append(f'<path class="race-loss" d="{ld}" fill="none" stroke="{lc}" stroke-width="1.5" opacity="0.8"/>')
+        status = f" — diverged at step {run['diverged']}" if run["diverged"] >= 0 else ""
+        legend.append(f'<li><span style="display:inline-block;width:14px;height:4px;background:{lc};vertical-align:middle"></span> '
+                      f'{esc(run["label"])}{esc(status)}</li>')
+    start = result.positions[0, 0]
+    marks = [f'<circle cx="{contour.x(float(start[0])):.1f}" cy="{contour.y(float(start[1])):.1f}" r="6" fill="white" stroke="black"/>']
+    for k, m in enumerate(data["surface"]["minima"]):
+        marks.append(f'<text x="{contour.x(m[0]):.1f}" y="{contour.y(m[1]) + 6:.1f}" text-anchor="middle" '
+                     f'style="font-size:18px;fill:white;stroke:black;stroke-width:0.6">{"★" if k == 0 else "☆"}</text>')
+    contour_svg = (
+        f'<svg id="contour" width="{W}" height="{H}" viewBox="0 0 {W} {H}" xmlns="http://www.w3.org/2000/svg">'
+        f'<image href="{bg}" x="{left}" y="{top}" width="{pw}" height="{ph}" preserveAspectRatio="none"/>'
+        f'<clipPath id="clip"><rect x="{left}" y="{top}" width="{pw}" height="{ph}"/></clipPath>'
+        f'<g clip-path="url(#clip)">{"".join(runs_svg)}'
+        f'<path id="grid-path" d="" fill="none" stroke="#ffffff" stroke-width="3" stroke-dasharray="6,3"/>'
+        f'<circle id="grid-end" r="6" cx="-10" cy="-10" fill="#ffffff" stroke="black"/></g>'
+        f'{"".join(marks)}{_axes_svg(contour, "x", "y")}</svg>'
+    )
+    loss_panel = (
+        f'<svg id="losses" width="{LW}" height="{LH}" viewBox="0 0 {LW} {LH}" xmlns="http://www.w3.org/2000/svg">'
+        f'<g>{"".join(loss_svg)}<path id="grid-loss" d="" fill="none" stroke="#000" stroke-width="2.2" stroke-dasharray="6,3"/>'
+        f'<path id="theory-loss" d="" fill="none" stroke="#888" stroke-width="1.2" stroke-dasharray="2,3"/></g>'
+        f'{_axes_svg(loss_map, "step", "f(x) − f_min (log scale)", log_y=True)}</svg>'
+    )
+    theory_intro = ""
+    if s.is_quadratic:
+        lr_opt, mu_opt = s.optimal("momentum")
+        lr_gd, _ = s.optimal("gd")
+        theory_intro = (
+            f"<p>Quadratic with eigenvalues {', '.join(f'{v:g}' for v in s.eigenvalues.tolist())} (κ = {s.condition:g}). "
+            f"Heavy ball is stable iff 0 &lt; lr·λ &lt; 2 + 2μ for every λ. Best pair: lr* = {lr_opt:.4g}, μ* = {mu_opt:.4g}, "
+            f"rate {s.rate(lr_opt, mu_opt):.4f}; gradient descent at its best step {lr_gd:.4g}: rate {s.rate(lr_gd, 0):.4f}.</p>"
+        )
+    images_html = ""
+    if images:
+        import base64
+
+        parts = []
+        for caption, file in images.items():
+            b64 = base64.b64encode(Path(file).read_bytes()).decode("ascii")
+            mime = "image/gif" if str(file).lower().endswith(".gif") else "image/png"
+            parts.append(f'<figure class="panel"><img class="figure" alt="{esc(caption)}" src="data:{mime};base64,{b64}">'
+                         f'<figcaption>{esc(caption)}</figcaption></figure>')
+        images_html = '<h2>Figures</h2><div class="row">' + "".join(parts) + "</div>"
+    rule_name = data["rule"]
+    body = f"""
+<h1>{esc(title or 'Optimizer race — ' + describe(result))}</h1>
+<p class="sub">{esc(s.description)}</p>
+<div class="row">
+ <div class="panel">{contour_svg}
+  <ul style="list-style:none;padding-left:0;font-size:0.9em">{''.join(legend)}
+  <li><span style="display:inline-block;width:14px;border-top:3px dashed #555;vertical-align:middle"></span> slider choice ({esc(rule_name)})</li>
+  <li>○ start &nbsp; ★ global minimum &nbsp; ☆ other minima</li></ul>
+ </div>
+ <div class="panel controls">
+  <p>Move the sliders: the dashed path is <b>{esc(rule_name)}</b> with the chosen learning rate and momentum,
+  precomputed by the race engine ({len(lr_list)} × {len(mu_list)} runs of {result.steps} steps).</p>
+  <label for="lr-slider">learning rate: <span id="lr-value" class="value"></span></label>
+  <input type="range" id="lr-slider" min="0" max="{len(lr_list) - 1}" step="1" value="{i0}">
+  <label for="momentum-slider">momentum: <span id="momentum-value" class="value"></span></label>
+  <input type="range" id="momentum-slider" min="0" max="{len(mu_list) - 1}" step="1" value="{j0}">
+  <div id="outcome" style="margin-top:10px"></div>
+  <div id="theory" style="margin-top:6px"></div>
+  {theory_intro}
+  <h2>Loss</h2>
+  {loss_panel}
+ </div>
+</div>
+{images_html}
+<script type="application/json" id="race-data">{script_json(clean(data))}</script>
+"""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page(title or f"inertia race: {s.name}", body, script=_JS), encoding="utf-8")
+    return path
+
+
+_JS = r"""
+(function () {
+  const D = JSON.parse(document.getElementById('race-data').textContent);
+  const lrSlider = document.getElementById('lr-slider');
+  const muSlider = document.getElementById('momentum-slider');
+  function mapper(s) {
+    const pw = s.w - s.pad.left - s.pad.right, ph = s.h - s.pad.top - s.pad.bottom;
+    return {
+      x: v => s.pad.left + (v - s.x0) / (s.x1 - s.x0) * pw,
+      y: v => {
+        if (s.log) { v = Math.log10(Math.max(v, Math.pow(10, s.y0))); }
+        return s.pad.top + (1 - (v - s.y0) / (s.y1 - s.y0)) * ph;
+      }
+    };
+  }
+  const C = mapper(D.contour), L = mapper(D.loss);
+  function pathD(points, m) {
+    const out = [];
+    for (const p of points) {
+      if (p[0] === null || p[1] === null) break;
+      out.push((out.length ? 'L' : 'M') + m.x(p[0]).toFixed(1) + ',' + m.y(p[1]).toFixed(1));
+    }
+    return out.join(' ');
+  }
+  function fmt(v) { return v === null || v === undefined ? '—' : Number(v).toPrecision(4); }
+  function update() {
+    const i = Number(lrSlider.value), j = Number(muSlider.value);
+    const lr = D.lrs[i], mu = D.momenta[j];
+    const cell = D.cells[i * D.momenta.length + j];
+    document.getElementById('lr-value').textContent = fmt(lr);
+    document.getElementById('momentum-value').textContent = fmt(mu);
+    const gp = document.getElementById('grid-path');
+    const d = pathD(cell.path, C);
+    gp.setAttribute('d', d);
+    gp.setAttribute('data-lr', lr);
+    gp.setAttribute('data-momentum', mu);
+    let last = null;
+    for (const p of cell.path) { if (p[0] === null || p[1] === null) break; last = p; }
+    const end = document.getElementById('grid-end');
+    if (last) { end.setAttribute('cx', C.x(last[0]).toFixed(1)); end.setAttribute('cy', C.y(last[1]).toFixed(1)); }
+    const pts = D.steps.map((t, k) => [t, cell.loss[k] === null ? null : Math.max(cell.loss[k], 1e-300)]);
+    document.getElementById('grid-loss').setAttribute('d', pathD(pts, L));
+    let outcome = '';
+    if (cell.diverged >= 0) {
+      outcome = '<span class="bad">diverged at step ' + cell.diverged + '</span>';
+    } else if (cell.minimum !== undefined) {
+      outcome = 'ends ' + fmt(cell.distance) + ' from the ' + (cell.minimum === 0 ? '<b class="ok">global minimum</b>' : '<b>local minimum #' + cell.minimum + '</b>') +
+                '; final f − f_min = ' + fmt(cell.loss[cell.loss.length - 1]);
+    }
+    document.getElementById('outcome').innerHTML = outcome;
+    const th = document.getElementById('theory');
+    if (D.surface.quadratic) {
+      const lmax = D.surface.eigenvalues[D.surface.eigenvalues.length - 1];
+      th.innerHTML = 'theory: predicted rate ρ = <b>' + fmt(cell.rate) + '</b> per step' +
+        (cell.measured !== null && cell.measured !== undefined ? ' (measured ' + fmt(cell.measured) + ')' : '') + '; ' +
+        (cell.stable ? '<span class="ok">stable</span>' : '<span class="bad">unstable</span>') +
+        ': lr·λmax = ' + fmt(lr * lmax) + (cell.stable ? ' &lt; ' : ' ≥ ') + '2 + 2μ = ' + fmt(2 + 2 * mu);
+      const f0 = cell.loss[0];
+      const tp = D.steps.map(t => [t, f0 * Math.pow(cell.rate, 2 * t)]);
+      document.getElementById('theory-loss').setAttribute('d', cell.rate < 1.5 ? pathD(tp, L) : '');
+    } else {
+      th.textContent = '';
+    }
+  }
+  lrSlider.addEventListener('input', update);
+  muSlider.addEventListener('input', update);
+  update();
+  document.body.setAttribute('data-ready', '1');
+})();
+"""

@@ -1,8 +1,12 @@
-"""The ``inertia`` command line: ``inertia COMMAND --help`` explains each command."""
+"""The ``inertia`` command line: ``inertia COMMAND --help`` explains each command.
+
+Input errors print one line and exit 2 (set ``INERTIA_DEBUG=1`` for the traceback).
+"""
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # subcommand modules, in the order --help lists them
@@ -36,8 +40,13 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except (ValueError, TypeError, FileNotFoundError) as error:
+        if os.environ.get("INERTIA_DEBUG"):
+            raise
         print(f"inertia {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except FloatingPointError as error:  # NonFiniteGradientError: training blew up
+        print(f"inertia {args.command}: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,146 @@
+"""The sweep engine: members trained at once equal separately trained models; folds; divergence; chunking."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from inertia import rules
+from inertia.models import build_model
+from inertia.sweeps.engine import Job, Members, batch_at, make_folds, run_members, train
+
+FEATURES, CLASSES = 12, 4
+
+
+def _data(n: int = 240, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, FEATURES, generator=g)
+    w = torch.randn(FEATURES, CLASSES, generator=g)
+    y = (x @ w).argmax(1)
+    return x, y
+
+
+def _mlp():
+    return build_model("mlp", FEATURES, CLASSES)
+
+
+class TinyNet(nn.Module):
+    """Not an MLP the batched path knows: runs through functional_call + vmap."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(FEATURES, 16)
+        self.b = nn.Linear(16, CLASSES)
+
+    def forward(self, x):
+        return self.b(torch.tanh(self.a(x)))
+
+
+def _job(factory, backend, folds=2, steps=25, dtype=torch.float64, x=None, y=None, optimizer="momentum", **kw):
+    if x is None:
+        x, y = _data()
+    return Job(factory, x, y, make_folds(len(y), folds, 0), rules.get(optimizer), kw.pop("fixed", {}), steps, 16,
+               seed=3, dtype=dtype, backend=backend, **kw)
+
+
+@pytest.mark.parametrize("backend,factory", [("batched", _mlp), ("vmap", _mlp), ("vmap", TinyNet)])
+@pytest.mark.parametrize("optimizer", ["momentum", "nesterov"])
+def test_members_at_once_equal_separately_trained_models(backend, factory, optimizer):
+    x, y = _data()
+    configs = [dict(lr=0.05, momentum=0.9), dict(lr=0.2, momentum=0.5), dict(lr=0.01, momentum=0.99)]
+    job = _job(factory, backend, x=x, y=y, optimizer=optimizer)
+    assert job.backend == backend
+    members = run_members(Members(job, configs, [0, 1, 2]))
+    for c, cfg in enumerate(configs):
+        for k, (tr, _) in enumerate(job.folds):
+            torch.manual_seed(3)
+            model = factory().double()
+            opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
+                                  nesterov=optimizer == "nesterov")
+            losses = []
+            for t in range(job.steps):
+                idx = batch_at(tr, t, 16, 3, k)
+                loss = F.cross_entropy(model(x[idx].double()), y[idx])
+                losses.append(loss.item())
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            row = k * len(configs) + c
+            for p, stacked in zip(model.parameters(), members.params):
+                torch.testing.assert_close(stacked[row], p.detach(), rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(members.curves[row], torch.tensor(losses, dtype=torch.float64),
+                                       rtol=1e-10, atol=1e-12)
+
+
+def test_batched_and_vmap_paths_agree_in_float32():
+    configs = [dict(lr=0.1, momentum=m) for m in (0.0, 0.9)]
+    a = run_members(Members(_job(_mlp, "batched", dtype=torch.float32), configs, [0, 1]))
+    b = run_members(Members(_job(_mlp, "vmap", dtype=torch.float32), configs, [0, 1]))
+    for p, q in zip(a.params, b.params):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("folds", [1, 3, 5])
+def test_folds_partition_the_data_without_leakage(folds):
+    n = 103
+    split = make_folds(n, folds, seed=7)
+    assert len(split) == folds
+    for train_idx, val_idx in split:
+        assert len(set(train_idx.tolist()) & set(val_idx.tolist())) == 0
+        assert len(train_idx) + len(val_idx) == n
+        # minibatches come only from the training part
+        for t in range(30):
+            assert set(batch_at(train_idx, t, 16, 0, 0).tolist()) <= set(train_idx.tolist())
+    if folds > 1:
+        vals = torch.cat([v for _, v in split]).sort().values
+        assert torch.equal(vals, torch.arange(n))  # validation parts partition the data
+    assert [v.tolist() for _, v in split] == [v.tolist() for _, v in make_folds(n, folds, seed=7)]
+
+
+def test_every_configuration_of_a_fold_sees_the_same_batches():
+    # common random numbers: the batch depends on (seed, fold, step) only
+    tr = torch.arange(50)
+    assert torch.equal(batch_at(tr, 13, 8, 1, 0), batch_at(tr, 13, 8, 1, 0))
+    assert not torch.equal(batch_at(tr, 13, 8, 1, 0), batch_at(tr, 13, 8, 1, 1))
+    epoch = torch.cat([batch_at(tr, t, 10, 1, 0) for t in range(5)])
+    assert sorted(epoch.tolist()) == list(range(50))  # one epoch visits every example once
+
+
+@pytest.mark.parametrize("backend", ["batched", "vmap"])
+def test_a_diverging_member_leaves_the_others_bit_for_bit_unchanged(backend):
+    good = [dict(lr=0.05, momentum=0.9), dict(lr=0.1, momentum=0.0), dict(lr=0.02, momentum=0.99)]
+    bad = dict(lr=50.0, momentum=0.99)
+    job = _job(_mlp, backend, dtype=torch.float32, steps=40)
+    with_bad = run_members(Members(job, good[:1] + [bad] + good[1:], [0, 1, 2, 3]))
+    without = run_members(Members(job, good, [0, 1, 2]))
+    rec_with, rec_without = with_bad.results(), without.results()
+    assert rec_with[1]["status"] == "diverged" and 1 <= rec_with[1]["diverged_step"] < 40
+    assert [r["status"] for r in rec_without] == ["ok"] * 3
+    for r_with, r_without in zip(rec_with[:1] + rec_with[2:], rec_without):
+        assert r_with == r_without  # identical numbers, not merely close
+    # stacked rows of the surviving members, fold by fold
+    assert len(with_bad.live) == len(without.live)
+    for p, q in zip(with_bad.params, without.params):
+        assert torch.equal(p, q)
+
+
+def test_nan_loss_is_divergence():
+    job = _job(_mlp, "batched", dtype=torch.float32, steps=10, folds=1)
+    members = Members(job, [dict(lr=1e30, momentum=0.9), dict(lr=0.01, momentum=0.0)], [0, 1])
+    run_members(members)
+    recs = members.results()
+    assert recs[0]["status"] == "diverged" and recs[0]["val_loss_mean"] is None
+    assert recs[1]["status"] == "ok" and recs[1]["val_loss_mean"] is not None
+
+
+def test_chunking_gives_the_same_results_as_one_chunk():
+    configs = [dict(lr=lr, momentum=m) for lr in (0.01, 0.1, 30.0) for m in (0.0, 0.9)]
+    job = _job(_mlp, "batched", dtype=torch.float32, steps=20, x_test=_data(60, 1)[0], y_test=_data(60, 1)[1])
+    whole = train(job, configs, memory_budget=10**12)
+    tiny = job.member_bytes() * job.n_folds * 2  # two configurations per chunk
+    chunked = train(job, configs, memory_budget=tiny)
+    assert whole == chunked
+    assert any(r["status"] == "diverged" for r in whole)
+    one_each = train(job, configs, memory_budget=1)  # never below one configuration per chunk
+    assert one_each == whole

@@ -334,15 +334,21 @@ class RuleOptimizer(torch.optim.Optimizer):
             self._compiled = torch.compile(self.rule.update, fullgraph=True, dynamic=False)
         param = flat.flat_param
 
+        # Scalars go in as 1-element tensors of shape [1], never 0-dim: with torch 2.13,
+        # Inductor loses in-place updates of 0-dim CPU tensor inputs (and reads stale
+        # values after them). A [1] view shares the 0-dim state tensor's storage.
         def as_tensor(value: Any) -> Any:
             if isinstance(value, (tuple, list)):
                 return tuple(as_tensor(v) for v in value)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return torch.tensor(value, dtype=param.dtype, device=param.device)
+                return torch.full((1,), value, dtype=param.dtype, device=param.device)
+            if isinstance(value, Tensor) and value.dim() == 0:
+                return value.view(1)
             return value
 
         numeric = {name: as_tensor(hyper[name]) for name in self.rule.numeric}
-        self._compiled(param, flat.flat_grad, flat.state, {**hyper, **numeric})
+        state = {key: as_tensor(value) for key, value in flat.state.items()}
+        self._compiled(param, flat.flat_grad, state, {**hyper, **numeric})
 
     def _simple_step(self, group: dict, params: list[Tensor]) -> None:
         hyper_cache: dict[tuple, dict[str, Any]] = {}

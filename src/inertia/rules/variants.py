@@ -152,12 +152,13 @@ def schedulefree_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper)
         state["lr_max"] = torch.zeros_like(like)
         state["weight_sum"] = torch.zeros_like(like)
     z, lr_max, weight_sum = state["z"], state["lr_max"], state["weight_sum"]
-    if warmup > 0:
-        t = float(step)
-        if t < warmup + 1:  # the authors' sched = min(1, step / warmup_steps), steps counted from 1
-            lr = lr * (t / warmup)
+    if warmup > 0:  # the authors' sched = min(1, step / warmup_steps), steps counted from 1
+        if is_tensor(lr):
+            lr = lr * torch.clamp(step.to(lr.dtype) / warmup, max=1.0)
+        elif float(step) < warmup + 1:
+            lr = lr * (float(step) / warmup)
     if is_tensor(lr):
-        torch.maximum(lr_max, lr, out=lr_max)
+        lr_max.copy_(torch.maximum(lr_max, lr))
     else:
         lr_max.clamp_(min=lr)
     weight = lr_max**power if is_zero(r) else (step.to(lr_max.dtype) ** r) * lr_max**power

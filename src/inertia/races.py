@@ -107,13 +107,13 @@ def _value_at(value: Any, step: int) -> Any:
 class _Group:
     """Configurations of one rule with identical structural options."""
 
-    def __init__(self, preset: rules.Preset, indices: list[int], given: list[dict[str, Any]]):
-        self.preset = preset
-        self.rule = preset.rule
+    def __init__(self, presets: list[rules.Preset], indices: list[int], given: list[dict[str, Any]]):
+        self.rule = presets[0].rule
         self.indices = indices
         self.given = given
         numeric = set(self.rule.numeric)
-        merged = [{**preset.overrides, **g} for g in given]
+        # each configuration keeps its own preset's defaults ("sgd" and "momentum" share one rule)
+        merged = [{**preset.overrides, **g} for preset, g in zip(presets, given)]
         # structural options and constant numbers shared by all; per-config numbers become [n] tensors
         self.constant: dict[str, Any] = {}
         self.varying: dict[str, list[Any]] = {}
@@ -176,7 +176,7 @@ def race(surface: Any, configs: Sequence[Mapping[str, Any]], steps: int = 200, s
             raise ValueError(f"start must have shape [{dim}] or [{n}, {dim}], got {tuple(start_t.shape)}")
 
     # group by rule and structural options; validate every configuration with its rule
-    groups: dict[tuple, tuple[rules.Preset, list[int], list[dict]]] = {}
+    groups: dict[tuple, tuple[list[rules.Preset], list[int], list[dict]]] = {}
     for i, config in enumerate(configs):
         name, given = _split(config)
         preset = rules.get(name)
@@ -187,7 +187,8 @@ def race(surface: Any, configs: Sequence[Mapping[str, Any]], steps: int = 200, s
             raise type(error)(f"configuration {i} ({label_for(config)}): {error}") from None
         structural = tuple((k, repr(full[k])) for k in sorted(full) if k not in preset.rule.numeric)
         key = (preset.rule.name, structural)
-        groups.setdefault(key, (preset, [], []))
+        groups.setdefault(key, ([], [], []))
+        groups[key][0].append(preset)
         groups[key][1].append(i)
         groups[key][2].append(given)
 
@@ -200,8 +201,8 @@ def race(surface: Any, configs: Sequence[Mapping[str, Any]], steps: int = 200, s
     scale = max(hi - lo for lo, hi in surf.bounds)
     limit = ESCAPE_FACTOR * (scale + float(start_t.abs().max()))
 
-    for preset, indices, given in groups.values():
-        group = _Group(preset, indices, given)
+    for presets, indices, given in groups.values():
+        group = _Group(presets, indices, given)
         idx = torch.tensor(indices)
         x = start_t[idx].clone()
         alive = torch.ones(len(indices), dtype=torch.bool)

@@ -234,7 +234,8 @@ def write_race_report(path: str | Path, result: Any, *, grid: Any = None, grid_r
         ld = _polyline([(t, v if v and v > 0 else 10 ** loss_map.y0) for t, v in zip(data["steps"], run["loss"])], loss_map)
         loss_svg.append(f'<path class="race-loss" d="{ld}" fill="none" stroke="{lc}" stroke-width="1.5" opacity="0.8"/>')
         status = f" — diverged at step {run['diverged']}" if run["diverged"] >= 0 else ""
-        legend.append(f'<li><span style="display:inline-block;width:14px;height:4px;background:{lc};vertical-align:middle"></span> '
+        legend.append(f'<li><span title="path" style="display:inline-block;width:16px;height:5px;background:{c};border:1px solid #333;vertical-align:middle"></span>'
+                      f'<span title="loss" style="display:inline-block;width:16px;height:3px;background:{lc};margin-left:3px;vertical-align:middle"></span> '
                       f'{esc(run["label"])}{esc(status)}</li>')
     start = result.positions[0, 0]
     marks = [f'<circle cx="{contour.x(float(start[0])):.1f}" cy="{contour.y(float(start[1])):.1f}" r="6" fill="white" stroke="black"/>']
@@ -283,7 +284,8 @@ def write_race_report(path: str | Path, result: Any, *, grid: Any = None, grid_r
 <div class="row">
  <div class="panel">{contour_svg}
   <ul style="list-style:none;padding-left:0;font-size:0.9em">{''.join(legend)}
-  <li><span style="display:inline-block;width:14px;border-top:3px dashed #555;vertical-align:middle"></span> slider choice ({esc(rule_name)})</li>
+  <li style="font-size:0.85em;color:#555">swatches: path colour on the contours, then loss-curve colour</li>
+  <li><span style="display:inline-block;width:35px;border-top:3px dashed #555;vertical-align:middle"></span> slider choice ({esc(rule_name)}); dotted grey on the loss panel: theory f₀·ρ^2t (quadratics)</li>
   <li>○ start &nbsp; ★ global minimum &nbsp; ☆ other minima</li></ul>
  </div>
  <div class="panel controls">
@@ -333,7 +335,7 @@ _JS = r"""
     }
     return out.join(' ');
   }
-  function fmt(v) { return v === null || v === undefined ? '—' : Number(v).toPrecision(4); }
+  function fmt(v) { return v === null || v === undefined ? '—' : String(Number(Number(v).toPrecision(4))); }
   function update() {
     const i = Number(lrSlider.value), j = Number(muSlider.value);
     const lr = D.lrs[i], mu = D.momenta[j];

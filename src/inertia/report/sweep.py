@@ -188,7 +188,7 @@ _JS = r"""
   const D = JSON.parse(document.getElementById('sweep-data').textContent);
   const path = document.getElementById('curve-path');
   const axes = document.getElementById('curve-axes');
-  function fmt(v) { return (v === null || v === undefined) ? '—' : (typeof v === 'number' ? Number(v).toPrecision(4) : String(v)); }
+  function fmt(v) { return (v === null || v === undefined) ? '—' : (typeof v === 'number' ? String(Number(v.toPrecision(4))) : String(v)); }
   function show(k) {
     const r = D.records[k];
     const parts = D.keys.map(key => key + ' = ' + fmt(r[key]));

@@ -1,0 +1,133 @@
+"""The interactive reports in a real headless browser (Chromium + ChromeDriver via selenium)."""
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+import inertia
+from inertia.races import race_grid
+from inertia.report import write_race_report, write_sweep_report
+
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage", "--window-size=1400,1000"]
+
+
+@pytest.fixture
+def browser(chromium, tmp_path):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver_path = chromium
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in FLAGS:
+        options.add_argument(flag)
+    profile = tempfile.mkdtemp(prefix="chromium-profile-", dir=tmp_path)
+    options.add_argument(f"--user-data-dir={profile}")
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.set_page_load_timeout(60)
+    driver.set_script_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _ready(driver, timeout=30):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, timeout).until(lambda d: d.execute_script("return document.body.getAttribute('data-ready')") == "1")
+
+
+def _slide(driver, slider_id, value):
+    driver.execute_script(
+        "const s = document.getElementById(arguments[0]); s.value = arguments[1];"
+        "s.dispatchEvent(new Event('input', {bubbles: true}));", slider_id, str(value))
+
+
+def test_race_report_slider_changes_the_drawn_trajectory(browser, tmp_path):
+    configs = [dict(rule="sgd", lr=0.02), dict(rule="momentum", lr=0.02, momentum=0.9)]
+    result = inertia.race("marble", configs, steps=120)
+    grid = race_grid(result.surface, "momentum", [0.01, 0.02, 0.04], [0.0, 0.5, 0.9], steps=120)
+    page = write_race_report(tmp_path / "race.html", result, grid=grid)
+    text = page.read_text()
+    assert "<script src" not in text and "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")
+
+    browser.get(page.resolve().as_uri())
+    _ready(browser)
+    path = browser.find_element("id", "grid-path")
+    first = path.get_attribute("d")
+    assert first.startswith("M") and first.count("L") > 50
+    assert browser.find_element("id", "lr-value").text == "0.02"
+
+    _slide(browser, "momentum-slider", 0)  # momentum 0.9 -> 0.0: plain GD, a different path
+    second = path.get_attribute("d")
+    assert second != first
+    assert float(path.get_attribute("data-momentum")) == 0.0
+    _slide(browser, "lr-slider", 2)
+    third = path.get_attribute("d")
+    assert third not in (first, second)
+    assert float(path.get_attribute("data-lr")) == 0.04
+    assert browser.find_element("id", "grid-loss").get_attribute("d").startswith("M")
+    assert len(browser.find_elements("css selector", "path.race-path")) == 2
+    shot = tmp_path / "race-report.png"
+    browser.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000
+
+
+def test_race_report_shows_quadratic_theory(browser, tmp_path):
+    q = inertia.surfaces.quadratic(100)
+    lr, mu = q.optimal("momentum")
+    result = inertia.race(q, [dict(rule="momentum", lr=lr, momentum=mu)], steps=80)
+    grid = race_grid(q, "momentum", [lr, 0.05], [mu, 0.0], steps=80)
+    page = write_race_report(tmp_path / "quadratic.html", result, grid=grid)
+    browser.get(page.resolve().as_uri())
+    _ready(browser)
+    theory = browser.find_element("id", "theory").text
+    assert "0.8182" in theory and "stable" in theory
+    _slide(browser, "lr-slider", 1)   # lr 0.05: lr·λmax = 5 > 2 + 2μ
+    _slide(browser, "momentum-slider", 1)
+    assert "unstable" in browser.find_element("id", "theory").text
+    assert "diverged" in browser.find_element("id", "outcome").text
+
+
+def _records():
+    records = []
+    for lr in (0.01, 0.03, 0.1, 0.3):
+        for mu in (0.0, 0.5, 0.9):
+            diverged = lr == 0.3 and mu == 0.9
+            acc = 0.5 + 0.4 * math.exp(-((math.log10(lr) + 1) ** 2)) + 0.05 * mu
+            curve = [2.3 * math.exp(-0.05 * t * lr * 10 * (1 + mu)) + 0.1 for t in range(50)]
+            records.append(dict(lr=lr, momentum=mu, status="diverged" if diverged else "ok",
+                                diverged_step=12 if diverged else None,
+                                val_loss_mean=float("nan") if diverged else 1 - acc, val_loss_std=0.01,
+                                val_accuracy_mean=float("nan") if diverged else acc, val_accuracy_std=0.02,
+                                train_loss_final=float("inf") if diverged else curve[-1],
+                                train_loss_curve=curve[:12] + [float("nan")] if diverged else curve))
+    return records
+
+
+def test_sweep_report_heatmap_renders_and_hover_shows_curve(browser, tmp_path):
+    page = write_sweep_report(tmp_path / "sweep.html", _records(), title="test sweep")
+    browser.get(page.resolve().as_uri())
+    _ready(browser)
+    cells = browser.find_elements("css selector", "#heatmap .cell")
+    assert len(cells) == 12
+    rect = cells[0].find_element("css selector", "rect")
+    assert rect.size["width"] > 10 and rect.size["height"] > 10
+    assert len(browser.find_elements("css selector", '.cell[data-status="diverged"]')) == 1
+    assert len(browser.find_elements("css selector", "#best tr.best-row")) == 10
+    from selenium.webdriver import ActionChains
+
+    target = browser.find_elements("css selector", '.cell[data-status="ok"]')[3]
+    ActionChains(browser).move_to_element(target).perform()
+    curve = browser.find_element("id", "curve-path")
+    assert curve.get_attribute("data-record") == target.get_attribute("data-record")
+    assert curve.get_attribute("d").count("L") == 49
+    browser.save_screenshot(str(tmp_path / "sweep-report.png"))

@@ -123,18 +123,34 @@ class _Group:
                 self.varying[name] = values
             else:
                 self.constant[name] = values[0]
-        self.dynamic = {name for name, vals in self.varying.items() if any(_value_at(v, 0) is not v for v in vals)}
+        self.dynamic = {name for name, vals in self.varying.items()
+                        if any(_value_at(v, 0) is not v or (isinstance(v, (tuple, list))
+                                                          and any(_value_at(e, 0) is not e for e in v)) for v in vals)}
 
     def hyper(self, step: int, alive: Tensor, dtype: torch.dtype) -> dict[str, Any]:
         keep = alive.tolist()
         out = dict(self.constant)
         for name, values in self.varying.items():
-            vals = [float(_value_at(v, step)) for v, k in zip(values, keep) if k]
-            if vals and all(v == vals[0] for v in vals):
-                out[name] = vals[0]  # the same for every configuration: a plain number (fast paths stay)
+            values = [_value_at(v, step) for v, k in zip(values, keep) if k]
+            if values and isinstance(values[0], (tuple, list)):  # e.g. betas: a tuple of [n] tensors
+                out[name] = tuple(_column([_value_at(v[e], step) for v in values], dtype) for e in range(len(values[0])))
             else:
-                out[name] = torch.tensor(vals, dtype=dtype)
+                out[name] = _column(values, dtype)
         return out
+
+
+def _column(values: list[Any], dtype: torch.dtype) -> Any:
+    """One hyperparameter across configurations: a plain number if all equal, else an ``[n]`` tensor."""
+    vals = [float(v) for v in values]
+    if vals and all(v == vals[0] for v in vals):
+        return vals[0]  # the same for every configuration: a plain number keeps the rules' fast paths
+    return torch.tensor(vals, dtype=dtype)
+
+
+def _broadcast(value: Any, x: Tensor) -> Any:
+    if isinstance(value, tuple):
+        return tuple(broadcast_hyper(v, x) for v in value)
+    return broadcast_hyper(value, x)
 
 
 def _split(config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -170,7 +186,7 @@ def race(surface: Any, configs: Sequence[Mapping[str, Any]], steps: int = 200, s
         start_t = surf.start.to(dtype).expand(n, dim).clone()
     else:
         start_t = torch.as_tensor(start, dtype=dtype)
-        if start_t.dim() == 1:
+        if start_t.dim() == 1 and start_t.shape[0] == dim:
             start_t = start_t.expand(n, dim).clone()
         if tuple(start_t.shape) != (n, dim):
             raise ValueError(f"start must have shape [{dim}] or [{n}, {dim}], got {tuple(start_t.shape)}")
@@ -180,7 +196,8 @@ def race(surface: Any, configs: Sequence[Mapping[str, Any]], steps: int = 200, s
     for i, config in enumerate(configs):
         name, given = _split(config)
         preset = rules.get(name)
-        at0 = {k: _value_at(v, 0) for k, v in given.items()}
+        at0 = {k: (type(v)(_value_at(e, 0) for e in v) if isinstance(v, (tuple, list)) else _value_at(v, 0))
+               for k, v in given.items()}
         try:
             full = preset.hyper(**at0)
         except (TypeError, ValueError) as error:
@@ -213,7 +230,7 @@ def race(surface: Any, configs: Sequence[Mapping[str, Any]], steps: int = 200, s
             if x.shape[0] == 0:
                 break
             hyper = hyper_static if hyper_static is not None else group.hyper(t, alive, dtype)
-            hyper = {k: broadcast_hyper(v, x) for k, v in hyper.items()}
+            hyper = {k: _broadcast(v, x) for k, v in hyper.items()}
             state["step"] += 1
             grad = surf.gradient(x)
             with torch.no_grad():

@@ -193,20 +193,22 @@ def nadam_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper) -> Non
     if "exp_avg" not in state:
         state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        # torch keeps the product of momenta in float32 (float64 under a float64 default dtype)
         state["mu_product"] = (
-            torch.ones_like(beta1) if is_tensor(beta1) else torch.ones((), dtype=scalar_dtype(), device=param.device)
+            torch.ones_like(beta1, dtype=scalar_dtype()) if is_tensor(beta1)
+            else torch.ones((), dtype=scalar_dtype(), device=param.device)
         )
     exp_avg, exp_avg_sq, mu_product = state["exp_avg"], state["exp_avg_sq"], state["mu_product"]
-    step = _step_value(state, beta1, beta2, psi)
+    step = _step_value(state, psi)  # a Python float unless psi is a tensor: per-configuration betas stay exact
     bias_correction2 = 1 - beta2**step
     mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * psi)))
     mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * psi)))
-    mu_product.mul_(mu)
+    mu_product.mul_(mu.to(mu_product.dtype) if is_tensor(mu) else mu)
     lerp_(exp_avg, g, 1 - beta1)
     exp_avg_sq.mul_(beta2)
     addcmul_(exp_avg_sq, g, g, 1 - beta2)
     denom = exp_avg_sq.div(bias_correction2).sqrt().add_(eps)
-    product = mu_product if is_tensor(mu) else float(mu_product)
+    product = mu_product.to(mu.dtype) if is_tensor(mu) else float(mu_product)
     product_next = product * mu_next
     addcdiv_(param, g, denom, -lr * (1.0 - mu) / (1.0 - product))
     addcdiv_(param, exp_avg, denom, (-lr * mu_next) / (1.0 - product_next))

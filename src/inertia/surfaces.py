@@ -302,7 +302,8 @@ def himmelblau() -> Surface:
         x, y = p[:, 0], p[:, 1]
         return (x * x + y - 11) ** 2 + (x + y * y - 7) ** 2
 
-    return Surface(fn, 2, (-0.5, -0.5), ((-5.0, 5.0), (-5.0, 5.0)), minima=HIMMELBLAU_MINIMA, name="himmelblau",
+    return Surface(fn, 2, (-0.5, -0.5), ((-5.0, 5.0), (-5.0, 5.0)), minima=_polish(fn, HIMMELBLAU_MINIMA),
+                   name="himmelblau",
                    description="Himmelblau: four equally deep minima; where you land depends on the path")
 
 

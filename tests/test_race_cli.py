@@ -1,0 +1,57 @@
+"""``inertia race`` and ``inertia surfaces`` from the command line."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from inertia.cli import main
+from inertia.surfaces import SURFACES
+
+
+def test_race_command_writes_every_picture_and_the_report(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["race", "--surface", "marble", "--optimizer", "sgd:lr=0.02",
+                 "--optimizer", "momentum:lr=0.02,momentum=0.9", "--optimizer", "nesterov:lr=0.02,momentum=0.9",
+                 "--steps", "150", "--frames", "5", "--out", str(out)])
+    assert code == 0
+    for name in ("race.png", "race.gif", "loss.png", "report.html", "race.json"):
+        assert (out / name).stat().st_size > 500, name
+    printed = capsys.readouterr().out
+    assert "local minimum" in printed and "global minimum" in printed
+    data = json.loads((out / "race.json").read_text())
+    assert [c["rule"] for c in data["configs"]] == ["sgd", "momentum", "nesterov"]
+    html = (out / "report.html").read_text()
+    assert 'id="lr-slider"' in html and "data:image/png;base64," in html and "<script src" not in html
+
+
+def test_race_on_a_quadratic_with_options(tmp_path):
+    out = tmp_path / "q"
+    assert main(["race", "--surface", "quadratic:condition=50,rotate=0.3", "--optimizer", "momentum:lr=0.03",
+                 "--steps", "40", "--no-gif", "--no-report", "--start", "1,1", "--out", str(out)]) == 0
+    assert (out / "race.png").exists() and not (out / "race.gif").exists()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--surface", "nope"], ["unknown surface", "marble"]),
+    (["--optimizer", "momentum:lr"], ["malformed", "momentum:lr"]),
+    (["--optimizer", "momentum:lr=0.1,colour=3"], ["colour"]),
+    (["--optimizer", "warp:lr=0.1"], ["unknown optimizer", "nesterov"]),
+    (["--optimizer", "momentum:lr=0.1,momentum=2"], ["momentum", "2"]),
+    (["--start", "1,2,3"], ["--start"]),
+])
+def test_bad_input_gives_a_clear_error(argv, words, tmp_path, capsys):
+    code = main(["race", "--steps", "5", "--no-gif", "--no-report", "--out", str(tmp_path), *argv])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "inertia race: error:" in err
+    for word in words:
+        assert word in err
+
+
+def test_surfaces_command_lists_every_surface(capsys):
+    assert main(["surfaces"]) == 0
+    out = capsys.readouterr().out
+    for name in SURFACES:
+        assert name in out
+    assert len(out.strip().splitlines()) == len(SURFACES)

@@ -69,8 +69,7 @@ def heatmap(results: Any, path: str | Path | None = None, *, title: str | None =
             hi = min(hi, lo + 3 * (np.median(values) - lo) + 1e-9) if len(values) > 2 else hi
     else:
         lo, hi = 0.0, 1.0
-    cmap = plt.get_cmap("viridis_r" if not key.endswith("accuracy_mean") else "viridis").copy()
-    cmap.set_bad("#dddddd")
+    cmap = plt.get_cmap("viridis_r" if not key.endswith("accuracy_mean") else "viridis").with_extremes(bad="#dddddd")
     norm = Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1e-9)
     if is_grid and len(lrs) > 1 and len(one_minus) > 1:
         grid = np.full((len(one_minus), len(lrs)), np.nan)

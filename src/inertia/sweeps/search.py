@@ -39,19 +39,38 @@ class StorageError(ValueError):
     """The storage URL could not be opened."""
 
 
+def normalize_url(url: str) -> str:
+    """``postgresql://`` -> ``postgresql+psycopg2://`` when only psycopg2 is installed (SQLAlchemy 2.1
+    defaults to psycopg 3)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+            return "postgresql+psycopg2://" + url.split("://", 1)[1]
+    return url
+
+
 def open_storage(url: str | None):
     """An Optuna storage for ``url`` (None: in memory); unreachable URLs raise :class:`StorageError`."""
     import optuna
 
     if url is None:
         return optuna.storages.InMemoryStorage()
-    try:
-        kwargs = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if url.startswith("sqlite") else {}
-        if url.startswith("postgresql"):
-            kwargs = {"engine_kwargs": {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}}
-        return optuna.storages.RDBStorage(url, **kwargs)
-    except Exception as error:  # sqlalchemy / driver errors of every kind
-        raise StorageError(f"cannot open storage {_redact(url)}: {type(error).__name__}: {error}") from error
+    url = normalize_url(url)
+    kwargs = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if url.startswith("sqlite") else {}
+    if url.startswith("postgresql"):
+        kwargs = {"engine_kwargs": {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}}
+    for attempt in range(4):
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except Exception as error:  # sqlalchemy / driver errors of every kind
+            # two workers creating the tables of a fresh database at once: one gets an
+            # IntegrityError; the tables exist now, so try again
+            if "Integrity" in type(error).__name__ and attempt < 3:
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            raise StorageError(f"cannot open storage {_redact(url)}: {type(error).__name__}: {error}") from error
+    raise AssertionError("unreachable")
 
 
 def _redact(url: str) -> str:
@@ -126,13 +145,19 @@ class Search:
         kwargs = dict(storage=storage, study_name=self.study_name, direction=direction,
                       sampler=make_sampler(self.sampler, self.seed), pruner=make_pruner(self.pruner))
         created = False
-        try:
-            study = optuna.create_study(load_if_exists=False, **kwargs)
-            created = True
-        except optuna.exceptions.DuplicatedStudyError:
-            study = optuna.load_study(**{k: v for k, v in kwargs.items() if k != "direction"})
-        except Exception as error:
-            raise StorageError(f"cannot use storage {_redact(str(self.storage_url))}: {error}") from error
+        for attempt in range(4):
+            try:
+                study = optuna.create_study(load_if_exists=False, **kwargs)
+                created = True
+                break
+            except optuna.exceptions.DuplicatedStudyError:
+                study = optuna.load_study(**{k: v for k, v in kwargs.items() if k != "direction"})
+                break
+            except Exception as error:
+                if "Integrity" in type(error).__name__ and attempt < 3:
+                    time.sleep(0.5 * (attempt + 1))
+                    continue
+                raise StorageError(f"cannot use storage {_redact(str(self.storage_url))}: {error}") from error
         if created:
             study.set_user_attr("signature", sig)
             if self.sampler == "grid":
@@ -312,10 +337,10 @@ class Search:
 
         run_members(members, eval_every=self.eval_every if self.pruner not in (None, False, "none") else 0,
                     on_eval=on_eval, on_step=on_step, on_checkpoint=on_checkpoint)
+        worker = f"{_host()}:{os.getpid()}"
         for trial, record in zip(trials, members.results()):
-            for name in RESULT_KEYS:
-                if name in record:
-                    trial.set_user_attr(name, record[name])
+            # one attribute (one database commit) per trial
+            trial.set_user_attr("result", {**{k: record.get(k) for k in RESULT_KEYS}, "worker": worker})
             if record["status"] == "ok":
                 value = record[key]
                 self.study.tell(trial, value)
@@ -336,8 +361,9 @@ def records_from_study(study: Any, space_names: Sequence[str]) -> list[dict[str,
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
         rec: dict[str, Any] = {"trial": t.number}
         rec.update({name: t.params.get(name) for name in space_names})
-        for name in RESULT_KEYS:
-            rec[name] = t.user_attrs.get(name)
+        stored = t.user_attrs.get("result") or {}
+        for name in (*RESULT_KEYS, "worker"):
+            rec[name] = stored.get(name)
         if rec["status"] is None:
             rec["status"] = "pruned" if t.state == TrialState.PRUNED else "ok"
         out.append(rec)

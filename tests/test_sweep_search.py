@@ -1,0 +1,213 @@
+"""Sweeps through Optuna: API and outputs, samplers, pruning, bad input, resume after SIGKILL, two workers."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+
+import inertia
+from inertia.cli import main as cli_main
+from inertia.sweeps import parse_values
+from inertia.sweeps.search import StorageError
+
+SMALL = dict(data="digits", model="mlp", steps=40, batch_size=32, progress=False)
+RECORD_KEYS = {"lr", "momentum", "status", "diverged_step", "val_loss_mean", "val_loss_std", "val_accuracy_mean",
+               "val_accuracy_std", "train_loss_final", "train_loss_curve"}
+
+
+def _study(out: Path):
+    import optuna
+
+    return optuna.load_study(study_name="sweep", storage=f"sqlite:///{out / 'sweep.db'}")
+
+
+def test_parse_values():
+    assert parse_values("1e-3:1:4") == pytest.approx([1e-3, 1e-2, 1e-1, 1.0])
+    assert parse_values("0,0.5, 0.9") == [0.0, 0.5, 0.9]
+    assert parse_values("0:0.9:4") == pytest.approx([0.0, 0.3, 0.6, 0.9])
+    with pytest.raises(ValueError, match="lr"):
+        parse_values("1:2", "lr")
+
+
+def test_sweep_api_outputs_and_rerun_never_recomputes(tmp_path):
+    out = tmp_path / "run"
+    res = inertia.sweep(**SMALL, lr=[0.01, 0.1, 50.0], momentum=[0.0, 0.9], folds=2, out=out)
+    recs = res.records()
+    assert len(recs) == 6 and all(RECORD_KEYS <= set(r) for r in recs)
+    assert {(r["lr"], r["momentum"]) for r in recs} == {(a, b) for a in (0.01, 0.1, 50.0) for b in (0.0, 0.9)}
+    diverged = [r for r in recs if r["status"] == "diverged"]
+    assert diverged and all(r["diverged_step"] >= 1 for r in diverged)
+    best = res.best
+    assert best["status"] == "ok" and best["val_loss_mean"] == min(
+        r["val_loss_mean"] for r in recs if r["status"] == "ok")
+    assert 0 <= best["test_accuracy_mean"] <= 1 and best["val_loss_std"] >= 0
+    from rich.console import Console
+
+    console = Console(record=True, width=160)
+    console.print(res.table())
+    assert "val loss" in console.export_text()
+    png = tmp_path / "heat.png"
+    res.heatmap(png)
+    assert png.stat().st_size > 10_000
+    res.to_csv(tmp_path / "r.csv")
+    data = json.loads(res.to_json(tmp_path / "r.json").read_text())
+    assert len(data["records"]) == 6 and data["best"]["lr"] == best["lr"]
+    cmd = res.train_command()
+    assert cmd.startswith("inertia train --data digits --model mlp --optimizer momentum --lr ")
+    # the same call again: everything is already in the study, nothing is trained again
+    finished = {t.number: t.datetime_complete for t in _study(out).trials}
+    again = inertia.sweep(**SMALL, lr=[0.01, 0.1, 50.0], momentum=[0.0, 0.9], folds=2, out=out)
+    assert sorted(map(str, again.records())) == sorted(map(str, recs))
+    assert {t.number: t.datetime_complete for t in _study(out).trials} == finished
+
+
+def test_random_and_tpe_samplers_stay_in_range():
+    for sampler in ("random", "tpe"):
+        res = inertia.sweep(**SMALL, lr="1e-3:1e-1:3", momentum=[0.0, 0.95], sampler=sampler, trials=5)
+        recs = res.records()
+        assert len(recs) == 5
+        assert all(1e-3 <= r["lr"] <= 1e-1 and 0 <= r["momentum"] <= 0.95 for r in recs)
+
+
+def test_pruned_configurations_are_recorded_and_leave_the_others_alone():
+    import optuna
+
+    kwargs = dict(SMALL, steps=60, lr=[1e-6, 0.3], momentum=[0.9], eval_every=10, folds=2)
+    plain = {r["lr"]: r for r in inertia.sweep(**kwargs).records()}
+    res = inertia.sweep(**kwargs, pruner=optuna.pruners.ThresholdPruner(upper=2.2))
+    recs = {r["lr"]: r for r in res.records()}
+    assert recs[1e-6]["status"] == "pruned" and recs[1e-6]["pruned_step"] == 10
+    assert recs[0.3]["status"] == "ok"
+    assert recs[0.3]["val_loss_mean"] == plain[0.3]["val_loss_mean"]
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(lr=[]), "empty"),
+    (dict(lr=[-0.1, 0.1]), "lr"),
+    (dict(momentum=[0.5, 1.0]), "momentum"),
+    (dict(data="no-such-dataset"), "no-such-dataset"),
+    (dict(model="no-such-model"), "no-such-model"),
+    (dict(storage="postgresql://inertia:inertia@127.0.0.1:1/nowhere"), "storage"),
+    (dict(storage="sqlite:////no/such/folder/x.db"), "storage"),
+    (dict(steps=50), "different sweep"),
+])
+def test_bad_input_fails_before_training_and_keeps_what_is_stored(tmp_path, bad, match, monkeypatch):
+    out = tmp_path / "run"
+    inertia.sweep(**SMALL, lr=[0.05], momentum=[0.0, 0.9], out=out)
+    before = [(t.number, t.state, t.value) for t in _study(out).trials]
+    from inertia.sweeps import engine
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(engine.Members, "train_step", no_training)
+    kwargs = {**SMALL, "lr": [0.05], "momentum": [0.0, 0.9], "out": out, **bad}
+    with pytest.raises(ValueError, match=match):
+        inertia.sweep(**kwargs)
+    assert [(t.number, t.state, t.value) for t in _study(out).trials] == before
+
+
+def test_unreachable_storage_is_a_storage_error():
+    with pytest.raises(StorageError, match="cannot"):
+        inertia.sweep(**SMALL, lr=[0.1], momentum=[0.0], storage="postgresql://x:y@127.0.0.1:1/none")
+
+
+def test_cli_sweep_writes_outputs_and_prints_the_train_command(tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = cli_main(["sweep", "--data", "digits", "--model", "mlp", "--lr", "1e-2:1e-1:2", "--momentum", "0,0.9",
+                   "--steps", "30", "--batch-size", "32", "--out", str(out), "--quiet"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "inertia train --data digits" in text
+    for name in ("results.csv", "results.json", "heatmap.png", "sweep.db"):
+        assert (out / name).exists(), name
+    rc = cli_main(["sweep", "--data", "digits", "--lr=-1,0.1", "--out", str(tmp_path / "bad"), "--quiet"])
+    assert rc == 2 and "lr" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- processes
+
+def _command(out: Path, *extra: str, steps: int = 300) -> list[str]:
+    return [sys.executable, "-m", "inertia.cli", "sweep", "--data", "digits", "--model", "mlp",
+            "--lr", "0.01,0.05,0.2", "--momentum", "0,0.9", "--steps", str(steps), "--batch-size", "32",
+            "--out", str(out), "--max-batch", "2", "--quiet", *extra]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _sqlite_states(out: Path) -> list[tuple[int, str]]:
+    try:
+        with sqlite3.connect(out / "sweep.db", timeout=5) as db:
+            return db.execute("SELECT number, state FROM trials ORDER BY number").fetchall()
+    except sqlite3.Error:
+        return []
+
+
+def test_resume_after_sigkill_never_recomputes_a_finished_configuration(tmp_path):
+    out = tmp_path / "killed"
+    cmd = _command(out, "--checkpoint-every", "0.2", steps=1500)
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 150
+    killed_at = None
+    while time.time() < deadline and proc.poll() is None:
+        states = _sqlite_states(out)
+        complete = sum(1 for _, s in states if s == "COMPLETE")
+        ckpts = list((out / "checkpoints").glob("batch-*")) if (out / "checkpoints").exists() else []
+        if complete >= 2 and ckpts and time.time() - max(p.stat().st_mtime for p in ckpts) < 0.3:
+            time.sleep(0.5)  # let it write a checkpoint past step 0
+            proc.send_signal(signal.SIGKILL)
+            killed_at = states
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert killed_at is not None, "the sweep finished (or hung) before it could be killed"
+    before = {n: s for n, s in _sqlite_states(out)}
+    done_before = {n for n, s in before.items() if s == "COMPLETE"}
+    assert "RUNNING" in before.values()
+    import optuna
+
+    stamps = {t.number: t.datetime_complete for t in _study(out).trials if t.number in done_before}
+    again = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "resuming" in again.stdout and "from step 0 " not in again.stdout
+    trials = _study(out).trials
+    assert len(trials) == 6 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert len({(t.params["lr"], t.params["momentum"]) for t in trials}) == 6
+    assert {t.number: t.datetime_complete for t in trials if t.number in done_before} == stamps
+    assert not list((out / "checkpoints").glob("batch-*"))
+
+
+def test_two_workers_on_postgresql_finish_the_grid_without_duplicates(tmp_path, postgres_url):
+    import optuna
+    import psycopg2
+
+    name = f"inertia_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(postgres_url)
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        procs = [subprocess.Popen(_command(tmp_path / f"w{i}", "--storage", url, steps=150), env=_env(),
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+        outputs = [p.communicate(timeout=300)[0] for p in procs]
+        assert all(p.returncode == 0 for p in procs), outputs
+        from inertia.sweeps.search import normalize_url
+
+        trials = optuna.load_study(study_name="sweep", storage=normalize_url(url)).trials
+        assert len(trials) == 6
+        assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+        assert len({(t.params["lr"], t.params["momentum"]) for t in trials}) == 6
+    finally:
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()

@@ -67,7 +67,8 @@ def draw_surface(ax: Any, surface: Any, resolution: int = 200, colorbar: bool = 
         cs = ax.contourf(X, Y, values, levels=levels, norm=norm, cmap="viridis", extend="both")
         ax.contour(X, Y, values, levels=levels[::3], norm=norm, colors="white", linewidths=0.3, alpha=0.5)
     for k, m in enumerate(surface.minima):
-        ax.plot(float(m[0]), float(m[1]), marker="*", markersize=13, color="white", markeredgecolor="black",
+        ax.plot(float(m[0]), float(m[1]), marker="*", markersize=15 if k == 0 else 12,
+                color="white" if k == 0 else "#b0b0b0", markeredgecolor="black",
                 linestyle="none", zorder=5, label="global minimum" if k == 0 else ("other minima" if k == 1 else None))
     (x0, x1), (y0, y1) = surface.bounds
     ax.set_xlim(x0, x1)

@@ -18,7 +18,7 @@ from ._html import clean, esc, page, script_json
 
 W, H = 520, 440          # contour panel, pixels
 LW, LH = 520, 300        # loss panel, pixels
-PAD = dict(left=48, right=12, top=12, bottom=36)
+PAD = dict(left=62, right=12, top=12, bottom=36)
 
 
 def _grid_rule(configs: Sequence[dict]) -> str:
@@ -40,8 +40,8 @@ def default_grid(result: Any, rule: str) -> tuple[list[float], list[float], floa
         same = [float(c["lr"]) for c in result.configs if c.get("rule") == rule and isinstance(c.get("lr"), (int, float))]
         base = same[0] if same else (float(np.median(lrs_given)) if lrs_given else 0.01)
         mu0 = 0.9
-    lrs = sorted(set([float(f"{base * 2 ** (k / 2):.6g}") for k in range(-6, 7)] + lrs_given))
-    momenta = sorted(set([round(0.1 * k, 2) for k in range(10)] + [0.95, 0.99] + [round(mu0, 6)] + mus_given))
+    lrs = sorted(set([base] + [float(f"{base * 2 ** (k / 2):.6g}") for k in range(-6, 7) if k] + lrs_given))
+    momenta = sorted(set([round(0.1 * k, 2) for k in range(10)] + [0.95, 0.99] + [mu0] + mus_given))
     if rule == "nesterov":
         momenta = [m for m in momenta if m > 0]
     return lrs, momenta, base, mu0
@@ -231,7 +231,8 @@ def write_race_report(path: str | Path, result: Any, *, grid: Any = None, grid_r
         d = _polyline(run["path"], contour)
         runs_svg.append(f'<path class="race-path" d="{d}" fill="none" stroke="{c}" stroke-width="2" opacity="0.85"/>')
         lc = color(i, on_dark=False)
-        ld = _polyline([(t, v if v and v > 0 else 10 ** loss_map.y0) for t, v in zip(data["steps"], run["loss"])], loss_map)
+        ld = _polyline([(t, None if v is None else (v if v > 0 else 10 ** loss_map.y0))
+                        for t, v in zip(data["steps"], run["loss"])], loss_map)
         loss_svg.append(f'<path class="race-loss" d="{ld}" fill="none" stroke="{lc}" stroke-width="1.5" opacity="0.8"/>')
         status = f" — diverged at step {run['diverged']}" if run["diverged"] >= 0 else ""
         legend.append(f'<li><span title="path" style="display:inline-block;width:16px;height:5px;background:{c};border:1px solid #333;vertical-align:middle"></span>'

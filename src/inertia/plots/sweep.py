@@ -120,7 +120,7 @@ def heatmap(results: Any, path: str | Path | None = None, *, title: str | None =
     X, Y = np.meshgrid(gx, gy)
     eff = np.log10(X / Y)
     levels = np.arange(math.floor(eff.min()), math.ceil(eff.max()) + 1)
-    cs = ax.contour(X, Y, eff, levels=levels, colors="white", linewidths=0.9, linestyles="--", alpha=0.9)
+    cs = ax.contour(X, Y, eff, levels=levels, colors="#444444", linewidths=0.9, linestyles="--", alpha=0.8)
     ax.clabel(cs, fmt=lambda v: f"lr/(1-μ)={10 ** v:g}", fontsize=6, inline=True)
     # y ticks in momentum
     ticks = [t for t in one_minus if ylim[0] <= t <= ylim[1]] if is_grid else \

@@ -117,3 +117,20 @@ def test_registry_parse_and_errors():
         surfaces.parse("quadratic:colour=3")
     with pytest.raises(ValueError, match="2-D"):
         surfaces.quadratic(dim=3).grid()
+
+
+@pytest.mark.parametrize("lr, mu", [(0.01, 0.5), (0.012, 0.8), (0.015, 0.3), (0.03, 0.3)])
+def test_nesterov_rate_matches_a_measured_race(lr, mu):
+    """Nesterov on ½wᵀAw: per eigenvalue, z² − (1 + μ)(1 − γλ) z + μ(1 − γλ) = 0; compare with a run."""
+    import inertia
+
+    q = surfaces.quadratic(condition=100)
+    result = inertia.race(q, [dict(rule="nesterov", lr=lr, momentum=mu)], steps=400)
+    d = torch.linalg.vector_norm(result.positions[0], dim=-1)
+    measured = float((d[400] / d[200]) ** (1 / 200))
+    expected = max(max(abs(np.roots([1, -(1 + mu) * (1 - lr * lam), mu * (1 - lr * lam)]))) for lam in (1.0, 100.0))
+    assert q.rate(lr, mu, nesterov=True) == pytest.approx(expected, rel=1e-9)
+    if expected >= 1:  # Nesterov's stability edge is γλ < (2 + 2μ)/(1 + 2μ), tighter than heavy ball's
+        assert lr * 100 > (2 + 2 * mu) / (1 + 2 * mu) and bool(result.diverged[0])
+    else:
+        assert measured == pytest.approx(expected, rel=0.02)

@@ -222,7 +222,10 @@ class Quadratic(Surface):
         return worst
 
     def stable(self, lr: float, momentum: float = 0.0) -> bool:
-        """Heavy ball converges iff 0 < γλᵢ < 2 + 2μ for every eigenvalue (and 0 ≤ μ < 1)."""
+        """Heavy ball converges iff 0 < γλᵢ < 2 + 2μ for every eigenvalue (and 0 ≤ μ < 1).
+
+        (For Nesterov the edge is γλ < (2 + 2μ)/(1 + 2μ); use ``rate(lr, momentum, nesterov=True) < 1``.)
+        """
         top, low = float(self.eigenvalues[-1]), float(self.eigenvalues[0])
         return 0 <= momentum < 1 and lr * low > 0 and lr * top < 2 + 2 * momentum
 

@@ -31,9 +31,9 @@ def describe(result: Any) -> str:
     return f"{name}: {len(result.configs)} optimizer(s), {result.steps} steps from {_fmt_point(start)}"
 
 
-def _surface_levels(Z: np.ndarray):
+def _surface_levels(Z: np.ndarray, fmin: float | None = None):
     """Contour levels and a transform: log-spaced over f − min when the range is wide, else linear."""
-    zmin = float(np.nanmin(Z))
+    zmin = float(np.nanmin(Z)) if fmin is None else min(float(np.nanmin(Z)), fmin)
     gap = Z - zmin
     top = float(np.nanpercentile(gap, 99))
     positive = gap[gap > 0]
@@ -42,7 +42,7 @@ def _surface_levels(Z: np.ndarray):
         import matplotlib.colors as mcolors
 
         levels = np.geomspace(max(low, top * 1e-6), float(np.nanmax(gap)), 30)
-        return gap + 1e-300, levels, mcolors.LogNorm(vmin=levels[0], vmax=levels[-1]), f"f − f_min (log scale, f_min = {zmin:.3g})"
+        return gap + 1e-300, levels, mcolors.LogNorm(vmin=levels[0], vmax=levels[-1]), f"f − f_min (log scale; f_min = {zmin:.3g})" if zmin else "f (log scale)"
     levels = np.linspace(zmin, float(np.nanmax(Z)), 30)
     return Z, levels, None, "f(x, y)"
 
@@ -55,7 +55,7 @@ def draw_surface(ax: Any, surface: Any, resolution: int = 200, colorbar: bool = 
     """
     X, Y, Z = surface.grid(resolution)
     X, Y, Z = X.numpy(), Y.numpy(), Z.numpy()
-    values, levels, norm, label = _surface_levels(Z)
+    values, levels, norm, label = _surface_levels(Z, surface.minimum_value if surface.minima else None)
     if raster:
         import matplotlib.colors as mcolors
 

@@ -161,14 +161,19 @@ def plot_losses(result: Any, path: str | Path | None = None, title: str | None =
     positive = gap[np.isfinite(gap) & (gap > 0)]
     lowest = max(float(positive.min()) if positive.size else 1e-16, 1e-32)
     theory = theory_curves(result)
+    import matplotlib.patheffects as pe
+
+    outline = [pe.Stroke(linewidth=3.2, foreground="#222222"), pe.Normal()]
+    ax.set_facecolor("#f4f4f4")
     for i in range(len(result.configs)):
-        c = color(i, on_dark=False)
-        ax.plot(np.arange(gap.shape[1]), np.maximum(gap[i], floor), "-", color=c, linewidth=1.6,
-                label=_legend_label(result, i))
+        c = color(i)  # the same colour as on the contour plot; a dark outline keeps light colours visible
+        ax.plot(np.arange(gap.shape[1]), np.maximum(gap[i], floor), "-", color=c, linewidth=1.8,
+                label=_legend_label(result, i), path_effects=outline)
         if i in theory:
             rate, line = theory[i]
-            ax.plot(np.arange(gap.shape[1]), np.maximum(line, floor), "--", color=c, linewidth=1.0, alpha=0.8,
-                    label=f"theory: f₀·ρ^2t, ρ = {rate:.3f}" + ("" if rate < 1 else " (unstable)"))
+            ax.plot(np.arange(gap.shape[1]), np.maximum(line, floor), "--", color=c, linewidth=1.2,
+                    label=f"theory: f₀·ρ^2t, ρ = {rate:.3f}" + ("" if rate < 1 else " (unstable)"),
+                    path_effects=[pe.Stroke(linewidth=2.4, foreground="#222222"), pe.Normal()])
     ax.set_yscale("log")
     top = float(np.nanmax(np.where(np.isfinite(gap), gap, np.nan))) if np.isfinite(gap).any() else 1.0
     ax.set_ylim(max(lowest / 3, 1e-30), max(top * 3, lowest * 10))

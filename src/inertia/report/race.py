@@ -230,13 +230,13 @@ def write_race_report(path: str | Path, result: Any, *, grid: Any = None, grid_r
         c = color(i)
         d = _polyline(run["path"], contour)
         runs_svg.append(f'<path class="race-path" d="{d}" fill="none" stroke="{c}" stroke-width="2" opacity="0.85"/>')
-        lc = color(i, on_dark=False)
+        lc = c  # same colour as the path; a dark underlay keeps light colours visible
         ld = _polyline([(t, None if v is None else (v if v > 0 else 10 ** loss_map.y0))
                         for t, v in zip(data["steps"], run["loss"])], loss_map)
-        loss_svg.append(f'<path class="race-loss" d="{ld}" fill="none" stroke="{lc}" stroke-width="1.5" opacity="0.8"/>')
+        loss_svg.append(f'<path d="{ld}" fill="none" stroke="#222" stroke-width="3.2" opacity="0.8"/>'
+                        f'<path class="race-loss" d="{ld}" fill="none" stroke="{lc}" stroke-width="1.6"/>')
         status = f" — diverged at step {run['diverged']}" if run["diverged"] >= 0 else ""
-        legend.append(f'<li><span title="path" style="display:inline-block;width:16px;height:5px;background:{c};border:1px solid #333;vertical-align:middle"></span>'
-                      f'<span title="loss" style="display:inline-block;width:16px;height:3px;background:{lc};margin-left:3px;vertical-align:middle"></span> '
+        legend.append(f'<li><span style="display:inline-block;width:22px;height:5px;background:{c};border:1px solid #333;vertical-align:middle"></span> '
                       f'{esc(run["label"])}{esc(status)}</li>')
     start = result.positions[0, 0]
     marks = [f'<circle cx="{contour.x(float(start[0])):.1f}" cy="{contour.y(float(start[1])):.1f}" r="6" fill="white" stroke="black"/>']
@@ -248,13 +248,13 @@ def write_race_report(path: str | Path, result: Any, *, grid: Any = None, grid_r
         f'<image href="{bg}" x="{left}" y="{top}" width="{pw}" height="{ph}" preserveAspectRatio="none"/>'
         f'<clipPath id="clip"><rect x="{left}" y="{top}" width="{pw}" height="{ph}"/></clipPath>'
         f'<g clip-path="url(#clip)">{"".join(runs_svg)}'
-        f'<path id="grid-path" d="" fill="none" stroke="#ffffff" stroke-width="3" stroke-dasharray="6,3"/>'
-        f'<circle id="grid-end" r="6" cx="-10" cy="-10" fill="#ffffff" stroke="black"/></g>'
+        f'<path id="grid-path" d="" fill="none" stroke="#ffe119" stroke-width="3" stroke-dasharray="7,3"/>'
+        f'<circle id="grid-end" r="6" cx="-10" cy="-10" fill="#ffe119" stroke="black"/></g>'
         f'{"".join(marks)}{_axes_svg(contour, "x", "y")}</svg>'
     )
     loss_panel = (
         f'<svg id="losses" width="{LW}" height="{LH}" viewBox="0 0 {LW} {LH}" xmlns="http://www.w3.org/2000/svg">'
-        f'<g>{"".join(loss_svg)}<path id="grid-loss" d="" fill="none" stroke="#000" stroke-width="2.2" stroke-dasharray="6,3"/>'
+        f'<rect x="{PAD["left"]}" y="{PAD["top"]}" width="{LW - PAD["left"] - PAD["right"]}" height="{LH - PAD["top"] - PAD["bottom"]}" fill="#f4f4f4"/><g>{"".join(loss_svg)}<path id="grid-loss" d="" fill="none" stroke="#000" stroke-width="2.2" stroke-dasharray="6,3"/>'
         f'<path id="theory-loss" d="" fill="none" stroke="#888" stroke-width="1.2" stroke-dasharray="2,3"/></g>'
         f'{_axes_svg(loss_map, "step", "f(x) − f_min (log scale)", log_y=True)}</svg>'
     )
@@ -285,8 +285,7 @@ def write_race_report(path: str | Path, result: Any, *, grid: Any = None, grid_r
 <div class="row">
  <div class="panel">{contour_svg}
   <ul style="list-style:none;padding-left:0;font-size:0.9em">{''.join(legend)}
-  <li style="font-size:0.85em;color:#555">swatches: path colour on the contours, then loss-curve colour</li>
-  <li><span style="display:inline-block;width:35px;border-top:3px dashed #555;vertical-align:middle"></span> slider choice ({esc(rule_name)}); dotted grey on the loss panel: theory f₀·ρ^2t (quadratics)</li>
+  <li><span style="display:inline-block;width:35px;border-top:3px dashed #e0c000;vertical-align:middle"></span> slider choice ({esc(rule_name)}; black dashed on the loss panel; dotted grey there: theory f₀·ρ^2t on quadratics)</li>
   <li>○ start &nbsp; ★ global minimum &nbsp; ☆ other minima</li></ul>
  </div>
  <div class="panel controls">

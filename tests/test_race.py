@@ -125,6 +125,17 @@ def test_user_function_surface():
     torch.testing.assert_close(result.final[0], torch.tensor([1.0, -2.0], dtype=torch.float64), atol=1e-8, rtol=0)
 
 
+def test_race_on_a_plain_callable_batched_or_not():
+    batched = race(lambda p: ((p - 1.0) ** 2).sum(-1), [dict(rule="momentum", lr=0.1, momentum=0.5)], steps=150,
+                   start=(3.0, -2.0))
+    single = race(lambda p: ((p - 1.0) ** 2).sum(), [dict(rule="momentum", lr=0.1, momentum=0.5)], steps=150,
+                  start=(3.0, -2.0))
+    torch.testing.assert_close(batched.positions, single.positions)
+    torch.testing.assert_close(batched.final[0], torch.ones(2, dtype=torch.float64), atol=1e-8, rtol=0)
+    with pytest.raises(ValueError, match="start"):
+        race(lambda p: (p * p).sum(-1), [dict(rule="sgd", lr=0.1)], steps=3)
+
+
 def test_race_grid_order():
     g = race_grid("marble", "momentum", [0.01, 0.02], [0.0, 0.9], steps=5)
     assert [(c["lr"], c["momentum"]) for c in g.configs] == [(0.01, 0.0), (0.01, 0.9), (0.02, 0.0), (0.02, 0.9)]

@@ -174,6 +174,11 @@ def race(surface: Any, configs: Sequence[Mapping[str, Any]], steps: int = 200, s
         start: one point ``[dim]`` for all, or ``[N, dim]``, one per configuration.
         dtype: float64 (default) or float32.
     """
+    if callable(surface) and not isinstance(surface, (Surface, str)):
+        if start is None:
+            raise ValueError("racing on your own function needs start=(x, y, ...)")
+        first = torch.as_tensor(start, dtype=torch.float64)
+        surface = as_surface(surface, start=first if first.dim() == 1 else first[0])
     surf = as_surface(surface)
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")

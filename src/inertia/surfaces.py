@@ -394,15 +394,22 @@ def _polish(fn: Callable[[Tensor], Tensor], guesses: Sequence[Sequence[float]], 
 
 def from_function(fn: Callable[[Tensor], Tensor], start: Sequence[float], bounds: Sequence[Sequence[float]] | None = None,
                   minima: Sequence[Sequence[float]] = (), name: str = "custom", description: str = "",
-                  batched: bool = True) -> Surface:
+                  batched: bool | None = None) -> Surface:
     """A surface from your own function (gradient by autograd).
 
     ``fn`` takes ``[N, dim]`` and returns ``[N]`` (``batched=True``), or takes one point
     ``[dim]`` and returns a scalar (``batched=False``; it is then vectorized with
-    :func:`torch.func.vmap`, so write it with torch operations).
+    :func:`torch.func.vmap`, so write it with torch operations). ``batched=None`` tells
+    the two apart by calling ``fn`` on a batch holding the start.
     """
     start_t = torch.as_tensor(start, dtype=torch.float64).reshape(-1)
     dim = start_t.numel()
+    if batched is None:
+        try:
+            probe = torch.as_tensor(fn(start_t.unsqueeze(0)))
+            batched = tuple(probe.shape) == (1,)
+        except Exception:  # noqa: BLE001 - a per-point function may fail on a batch
+            batched = False
     if bounds is None:
         reach = 2.0 * max(1.0, float(start_t.abs().max()))
         bounds = [(-reach, reach)] * dim

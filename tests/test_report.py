@@ -83,3 +83,17 @@ def test_sweep_report_with_one_swept_hyperparameter_and_nan_everywhere(tmp_path)
     assert data["records"][0]["train_loss_curve"] == [1.0, None]
     with pytest.raises(ValueError):
         write_sweep_report(tmp_path / "none.html", [])
+
+
+def test_sweep_report_ignores_result_and_bookkeeping_fields_when_finding_the_axes(tmp_path):
+    records = []
+    for k, (lr, mu) in enumerate([(0.1, 0.0), (0.1, 0.9), (1.0, 0.0), (1.0, 0.9)]):
+        r = _record(lr, mu, acc=0.5 + 0.1 * k)
+        r.update(trial=k, worker=f"host:{k}", pruned_step=None, test_accuracy_mean=0.4 + 0.1 * k, test_loss_std=0.01 * k,
+                 steps=100, weight_decay=0.0)
+        records.append(r)
+    from inertia.report.sweep import swept_keys
+
+    assert swept_keys(records) == ["lr", "momentum"]
+    html = write_sweep_report(tmp_path / "s.html", records).read_text()
+    assert html.count('class="cell"') == 4 and "<th>test_accuracy_mean</th>" in html and "<th>worker</th>" not in html

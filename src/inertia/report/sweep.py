@@ -16,9 +16,15 @@ from typing import Any, Sequence
 
 from ._html import clean, esc, page, script_json
 
-RESULT_KEYS = {"status", "diverged_step", "val_loss_mean", "val_loss_std", "val_accuracy_mean", "val_accuracy_std",
-               "train_loss_final", "train_loss_curve", "trial", "number", "fold", "seed", "config", "index", "id",
-               "duration_s", "steps", "epochs"}
+RESULT_KEYS = {"status", "diverged_step", "pruned_step", "val_loss_mean", "val_loss_std", "val_accuracy_mean",
+               "val_accuracy_std", "train_loss_final", "train_loss_curve", "trial", "number", "fold", "seed", "config",
+               "index", "id", "duration_s", "steps", "epochs", "worker", "state", "datetime_start", "datetime_complete"}
+RESULT_PREFIXES = ("val_", "test_", "train_")
+RESULT_SUFFIXES = ("_mean", "_std", "_step", "_final", "_curve", "_s", "_time")
+
+
+def _is_result(key: str) -> bool:
+    return key in RESULT_KEYS or key.startswith(RESULT_PREFIXES) or key.endswith(RESULT_SUFFIXES)
 
 # viridis at 9 stops (sRGB), interpolated linearly
 _VIRIDIS = [(68, 1, 84), (71, 44, 122), (59, 81, 139), (44, 113, 142), (33, 144, 141), (39, 173, 129),
@@ -51,7 +57,7 @@ def swept_keys(records: Sequence[dict]) -> list[str]:
     keys: list[str] = []
     for r in records:
         for k, v in r.items():
-            if k in RESULT_KEYS or k in keys or isinstance(v, (list, dict)):
+            if k in keys or _is_result(k) or isinstance(v, (list, dict, str)):
                 continue
             keys.append(k)
     varying = [k for k in keys if len({repr(r.get(k)) for r in records}) > 1]
@@ -141,7 +147,8 @@ def write_sweep_report(path: str | Path, records: list[dict], metric: str = "val
              f'<text x="160" y="32" text-anchor="middle">{esc(metric)} ({data["better"]} is better)</text></svg>')
     # table of the best configurations
     keys = data["keys"]
-    cols = [k for k in ("val_accuracy_mean", "val_accuracy_std", "val_loss_mean", "val_loss_std", "train_loss_final")
+    cols = [k for k in ("val_accuracy_mean", "val_accuracy_std", "val_loss_mean", "val_loss_std", "train_loss_final",
+                        "test_accuracy_mean")
             if any(k in r for r in records)]
     head = "".join(f"<th>{esc(k)}</th>" for k in ["rank", *keys, *cols, "status"])
     rows = []

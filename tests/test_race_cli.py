@@ -39,6 +39,9 @@ def test_race_on_a_quadratic_with_options(tmp_path):
     (["--optimizer", "warp:lr=0.1"], ["unknown optimizer", "nesterov"]),
     (["--optimizer", "momentum:lr=0.1,momentum=2"], ["momentum", "2"]),
     (["--start", "1,2,3"], ["--start"]),
+    (["--optimizer", "momentum:lr=0.02,momentum=warp(3)"], ["unknown schedule", "cosine"]),
+    (["--optimizer", "momentum:lr=0.02,momentum=__import__('os')"], ["unknown schedule"]),
+    (["--optimizer", "momentum:lr=0.02,momentum=cosine(x)"], ["schedule call"]),
 ])
 def test_bad_input_gives_a_clear_error(argv, words, tmp_path, capsys):
     code = main(["race", "--steps", "5", "--no-gif", "--no-report", "--out", str(tmp_path), *argv])
@@ -55,3 +58,12 @@ def test_surfaces_command_lists_every_surface(capsys):
     for name in SURFACES:
         assert name in out
     assert len(out.strip().splitlines()) == len(SURFACES)
+
+
+def test_a_schedule_in_an_optimizer_spec(tmp_path):
+    out = tmp_path / "s"
+    assert main(["race", "--optimizer", "momentum:lr=cosine(0.03,40),momentum=sutskever_ramp(0.99,every=10)",
+                 "--optimizer", "momentum:lr=0.03", "--steps", "40", "--no-gif", "--no-report", "--out", str(out)]) == 0
+    data = json.loads((out / "race.json").read_text())
+    assert "cosine" in data["labels"][0]
+    assert data["summary"][0]["final"] != data["summary"][1]["final"]

@@ -32,14 +32,15 @@ def parse_optimizer(spec: str) -> dict[str, Any]:
         raise ValueError(f"malformed --optimizer {spec!r}: expected NAME or NAME:key=value,key=value")
     config: dict[str, Any] = {"rule": name}
     if colon and rest.strip():
-        for item in rest.split(","):
+        for item in _split_top_level(rest):
             key, eq, raw = item.partition("=")
             key = key.strip()
             if not eq or not key or not raw.strip():
                 raise ValueError(f"malformed --optimizer {spec!r}: {item!r} is not key=value")
-            config[key] = _literal(raw.strip())
+            raw = raw.strip()
+            config[key] = _schedule(raw, spec) if "(" in raw else _literal(raw)
     preset = rules.get(name)  # unknown optimizer: ValueError listing the known names
-    hyper = {k: v for k, v in config.items() if k != "rule"}
+    hyper = {k: (v(0) if callable(v) else v) for k, v in config.items() if k != "rule"}
     try:
         preset.hyper(**hyper)
     except TypeError as error:
@@ -47,6 +48,48 @@ def parse_optimizer(spec: str) -> dict[str, Any]:
     except ValueError as error:
         raise ValueError(f"--optimizer {spec!r}: {error}") from None
     return config
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas that are not inside parentheses (schedule arguments keep their commas)."""
+    items, depth, current = [], 0, []
+    for ch in text:
+        if ch == "," and depth == 0:
+            items.append("".join(current))
+            current = []
+            continue
+        depth += (ch == "(") - (ch == ")")
+        current.append(ch)
+    items.append("".join(current))
+    return items
+
+
+def _schedule(raw: str, spec: str) -> Any:
+    """``cosine(0.05, 300)`` or ``sutskever_ramp(mu_max=0.99, every=100)`` -> that :mod:`inertia.schedules` schedule.
+
+    Only a call of a schedule name with literal arguments is accepted (parsed with ``ast``, never evaluated).
+    """
+    import ast
+
+    from .. import schedules
+
+    try:
+        node = ast.parse(raw, mode="eval").body
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+            raise ValueError
+        args = [ast.literal_eval(a) for a in node.args]
+        kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+    except (SyntaxError, ValueError):
+        raise ValueError(f"--optimizer {spec!r}: {raw!r} is neither a number nor a schedule call like "
+                         f"cosine(0.05, 300)") from None
+    names = sorted(n for n in getattr(schedules, "__all__", []) if n not in ("Schedule", "HyperScheduler", "as_schedule"))
+    factory = getattr(schedules, node.func.id, None) if node.func.id in names else None
+    if factory is None:
+        raise ValueError(f"--optimizer {spec!r}: unknown schedule {node.func.id!r}; known: {', '.join(names)}")
+    try:
+        return factory(*args, **kwargs)
+    except TypeError as error:
+        raise ValueError(f"--optimizer {spec!r}: {node.func.id}: {error}") from None
 
 
 def add_parser(subparsers: Any) -> None:
@@ -60,7 +103,9 @@ def add_parser(subparsers: Any) -> None:
                    help="surface NAME or NAME:key=value,... (e.g. quadratic:condition=100,rotate=0.5); "
                         "`inertia surfaces` lists them (default: marble)")
     p.add_argument("--optimizer", action="append", metavar="NAME[:key=value,...]",
-                   help="a configuration to race, e.g. momentum:lr=0.02,momentum=0.9 (repeat for several)")
+                   help="a configuration to race, e.g. momentum:lr=0.02,momentum=0.9 (repeat for several); "
+                        "a value may be a schedule from inertia.schedules, e.g. "
+                        "'momentum:lr=0.02,momentum=sutskever_ramp(0.99,every=50)'")
     p.add_argument("--steps", type=int, default=300, help="steps per configuration (default 300)")
     p.add_argument("--start", default=None, help="starting point x,y (default: the surface's own)")
     p.add_argument("--out", default="race-out", help="output folder (default race-out)")
@@ -97,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     written = []
     summary = result.summary()
     (out / "race.json").write_text(json.dumps(dict(surface=surface.name, steps=args.steps, configs=configs,
-                                                   summary=summary), indent=1, default=str))
+                                                   labels=result.labels, summary=summary), indent=1, default=repr))
     written.append(out / "race.json")
     from ..plots.race import animate, plot_contour, plot_losses
 

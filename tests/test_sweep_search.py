@@ -70,12 +70,14 @@ def test_sweep_api_outputs_and_rerun_never_recomputes(tmp_path):
     assert {t.number: t.datetime_complete for t in _study(out).trials} == finished
 
 
-def test_random_and_tpe_samplers_stay_in_range():
+def test_random_and_tpe_samplers_stay_in_range(tmp_path):
     for sampler in ("random", "tpe"):
         res = inertia.sweep(**SMALL, lr="1e-3:1e-1:3", momentum=[0.0, 0.95], sampler=sampler, trials=5)
         recs = res.records()
         assert len(recs) == 5
         assert all(1e-3 <= r["lr"] <= 1e-1 and 0 <= r["momentum"] <= 0.95 for r in recs)
+        res.heatmap(tmp_path / f"{sampler}.png")  # scattered points, not a grid
+        assert (tmp_path / f"{sampler}.png").stat().st_size > 10_000
 
 
 def test_pruned_configurations_are_recorded_and_leave_the_others_alone():
@@ -211,3 +213,11 @@ def test_two_workers_on_postgresql_finish_the_grid_without_duplicates(tmp_path, 
     finally:
         admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.close()
+
+
+def test_tensorboard_writes_one_run_per_configuration(tmp_path):
+    logdir = tmp_path / "tb"
+    res = inertia.sweep(**SMALL, lr=[0.05, 0.2], momentum=[0.0, 0.9], tensorboard=logdir)
+    runs = sorted(p for p in logdir.iterdir() if p.is_dir())
+    assert len(runs) == len(res.records()) == 4
+    assert all(list(run.rglob("events.out.tfevents*")) for run in runs)

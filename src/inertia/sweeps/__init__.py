@@ -254,11 +254,12 @@ def write_tensorboard(results: SweepResults, logdir: Any) -> int:
         if "momentum" in hparams:
             scalars["momentum"] = [(s, hparams["momentum"]) for s in (1, steps)]
             if "lr" in hparams:
-                eff = hparams["lr"] / (1 - hparams["momentum"])
-                scalars["effective lr"] = [(s, eff) for s in (1, steps)]
+                eff = tb.effective_lr(hparams["lr"], hparams["momentum"],
+                                      str((results.meta.get("fixed") or {}).get("convention", "torch")))
+                scalars["effective_lr"] = [(s, float(eff)) for s in (1, steps)]
         final = {k: r[k] for k in ("val_loss_mean", "val_accuracy_mean", "test_accuracy_mean") if r.get(k) is not None}
         final["diverged"] = 1.0 if r["status"] == "diverged" else 0.0
-        tb.write_run(str(logdir), name, hparams, scalars, final)
+        tb.write_run(str(logdir), f"trial{r.get('trial', count):04d}_{name}", hparams, scalars, final)
         count += 1
     return count
 

@@ -244,6 +244,8 @@ class Search:
             return []
         mine = []
         for path in sorted(glob.glob(os.path.join(folder, "batch-*.pt*"))):
+            if path.endswith(".tmp"):
+                continue  # a write cut short; the previous complete checkpoint is next to it
             base, _, owner = path.partition(".pt")
             owner = owner.lstrip(".")
             if owner.startswith("claimed-"):
@@ -281,15 +283,19 @@ class Search:
             per_chunk = min(per_chunk, int(self.max_batch))
         trained = 0
         for path in self._orphans():
-            sd = torch.load(path, weights_only=False)
+            try:
+                sd = torch.load(path, weights_only=False)
+            except Exception as error:  # unreadable: its trials stay RUNNING, nothing is recomputed twice
+                self.log(f"skipping unreadable checkpoint {path}: {error}")
+                continue
             keys = sd["members"]["keys"]
             trials = []
             for number in keys:
                 frozen = self.study._storage.get_trial(self.study._storage.get_trial_id_from_study_id_trial_number(
                     self.study._study_id, number))
                 trials.append(frozen)
-            if any(t.state != TrialState.RUNNING for t in trials):
-                os.remove(path)
+            if all(t.state != TrialState.RUNNING for t in trials):
+                os.remove(path)  # killed after telling every result: nothing left to do
                 continue
             live = [optuna.Trial(self.study, t._trial_id) for t in trials]
             members = Members(self.job, sd["members"]["configs"], keys)
@@ -339,6 +345,8 @@ class Search:
                     on_eval=on_eval, on_step=on_step, on_checkpoint=on_checkpoint)
         worker = f"{_host()}:{os.getpid()}"
         for trial, record in zip(trials, members.results()):
+            if self.study._storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
+                continue  # told before an interruption
             # one attribute (one database commit) per trial
             trial.set_user_attr("result", {**{k: record.get(k) for k in RESULT_KEYS}, "worker": worker})
             if record["status"] == "ok":

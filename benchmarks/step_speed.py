@@ -161,13 +161,19 @@ def copy_bandwidth(device: str) -> float | None:
 
 
 def bench_sgd(total, count, device, rounds, per_round, warmup):
-    params = make_params(total, count, device)
+    # every inertia optimizer gets its own copy of the parameters: the flat path moves a
+    # group's parameters into its own buffer, so two of them must not share parameters
     fused_ok = True
     impls: dict[str, Callable[[], None]] = {}
-    ours = inertia.SGD(params, lr=LR, momentum=0.9)
-    impls["inertia.SGD"] = ours.step
-    impls["inertia.SGD nonfinite=off"] = inertia.SGD(params, lr=LR, momentum=0.9, nonfinite="off").step
-    impls["inertia.SGD execution=flat"] = inertia.SGD(params, lr=LR, momentum=0.9, execution="flat").step
+    variants = {
+        "inertia.SGD": {},
+        "inertia.SGD nonfinite=off": dict(nonfinite="off"),
+        "inertia.SGD execution=flat": dict(execution="flat"),
+        "inertia.SGD execution=compiled": dict(execution="compiled"),
+    }
+    for name, kw in variants.items():
+        impls[name] = inertia.SGD(make_params(total, count, device), lr=LR, momentum=0.9, **kw).step
+    params = make_params(total, count, device)
     impls["torch foreach"] = torch.optim.SGD(params, lr=LR, momentum=0.9, foreach=True).step
     try:
         fused = torch.optim.SGD(params, lr=LR, momentum=0.9, fused=True)
@@ -204,9 +210,8 @@ def bench_rules(total, count, device, rounds, per_round, warmup, only=None):
     for name, hyper, loop_cls in RULES:
         if only and name not in only:
             continue
-        params = make_params(total, count, device)
-        ours = inertia.make_optimizer(name, params, lr=LR, **hyper)
-        loop = loop_cls(params)
+        ours = inertia.make_optimizer(name, make_params(total, count, device), lr=LR, **hyper)
+        loop = loop_cls(make_params(total, count, device))
         times = time_round_robin({f"inertia {name}": ours.step, f"per-tensor loop {name}": loop.step},
                                  rounds, per_round, warmup, device)
         base = times[f"per-tensor loop {name}"]
@@ -217,7 +222,7 @@ def bench_rules(total, count, device, rounds, per_round, warmup, only=None):
                 row["bar"] = 0.5
                 row["meets_bar"] = t / base <= 0.5
             rows.append(row)
-        del params, ours, loop
+        del ours, loop
     return rows
 
 
@@ -229,7 +234,10 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds (median taken)")
     parser.add_argument("--rules", default=None, help="comma-separated subset of qhm,aggmo,schedulefree")
     parser.add_argument("--skip-sgd", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     sizes = QUICK_SIZES if args.quick else SIZES
     rounds = args.rounds or (5 if args.quick else 9)

@@ -33,6 +33,8 @@ gradient whose sum overflows is never reported by mistake.
 from __future__ import annotations
 
 import collections
+import math
+import operator
 import os
 import warnings
 from typing import Any, Callable, Iterable
@@ -140,19 +142,19 @@ class _FlatGroup:
             self.state_dicts.append(s)
 
     def valid(self, params: list[Tensor], optimizer_state: dict) -> bool:
-        if len(params) != len(self.ids) or any(id(p) != i for p, i in zip(params, self.ids)):
-            return False
-        if any(p.data_ptr() != q for p, q in zip(params, self.param_ptrs)):
+        # list comparisons: this runs every step, so it is kept to a few C-level passes
+        if list(map(id, params)) != self.ids or [p.data_ptr() for p in params] != self.param_ptrs:
             return False
         if self.state_dicts:
-            return all(optimizer_state.get(p) is s for p, s in zip(params, self.state_dicts))
-        return all(not optimizer_state.get(p) for p in params)
+            return all(map(operator.is_, map(optimizer_state.get, params), self.state_dicts))
+        return not any(map(optimizer_state.get, params))
 
     def gather_grads(self) -> None:
         """Make ``flat_grad`` hold the gradients; afterwards every ``p.grad`` is a view of it."""
-        stale = [i for i, (p, q) in enumerate(zip(self.params, self.grad_ptrs)) if p.grad.data_ptr() != q]
-        if not stale:
+        ptrs = [p.grad.data_ptr() for p in self.params]
+        if ptrs == self.grad_ptrs:
             return
+        stale = [i for i, (a, b) in enumerate(zip(ptrs, self.grad_ptrs)) if a != b]
         sources = [self.params[i].grad for i in stale]
         torch._foreach_copy_([self.grad_views[i] for i in stale], sources)
         for i in stale:
@@ -264,7 +266,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         if not sums:
             return False
         total = sums[0] if len(sums) == 1 else torch.stack([s.to(sums[0].dtype) for s in sums]).sum()
-        return not bool(torch.isfinite(total))
+        return not math.isfinite(total.item())
 
     # ------------------------------------------------------------ execution paths
 

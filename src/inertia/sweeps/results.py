@@ -36,7 +36,10 @@ class SweepResults:
     def ranked(self) -> list[dict[str, Any]]:
         """Finished ('ok') configurations, best first."""
         ok = [r for r in self.rows if r["status"] == "ok" and _finite(r.get(self.metric_key))]
-        return sorted(ok, key=lambda r: r[self.metric_key], reverse=self.direction == "maximize")
+        sign = -1.0 if self.direction == "maximize" else 1.0
+        # ties (accuracy is discrete) go to the lower validation loss, then to the earlier trial
+        return sorted(ok, key=lambda r: (sign * r[self.metric_key], r.get("val_loss_mean") or 0.0,
+                                         r.get("trial") or 0))
 
     @property
     def best(self) -> dict[str, Any] | None:

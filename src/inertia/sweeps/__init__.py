@@ -116,6 +116,7 @@ def sweep(
     checkpoint_every: float = 60.0,
     memory_budget: int | None = None,
     max_batch: int | None = None,
+    parallel: int | None = None,
     backend: str = "auto",
     diverge_factor: float = 10.0,
     progress: bool = False,
@@ -143,6 +144,9 @@ def sweep(
         pruner: None, ``"median"``, ``"hyperband"``, ``"successive_halving"``, ``"percentile"``
             or an Optuna pruner; sees the mean validation loss over folds every ``eval_every`` steps.
         metric: ``val_loss`` (minimized) or ``val_accuracy`` (maximized) picks the best.
+        parallel: stacks trained side by side in threads (default on CPU: one per torch thread,
+            each single-threaded; 1 on GPU). The numbers do not depend on it.
+        max_batch: at most this many configurations claimed at once (default: what fits in memory).
     """
     from .. import rules
 
@@ -210,7 +214,7 @@ def sweep(
     search = Search(job, space, signature, storage_url=storage, study_name=study_name, sampler=sampler,
                     trials=trials, pruner=pruner, metric=metric, out=None if out is None else str(out),
                     checkpoint_every=float(checkpoint_every), eval_every=int(eval_every),
-                    memory_budget=memory_budget, max_batch=max_batch, seed=int(seed), log=log)
+                    memory_budget=memory_budget, max_batch=max_batch, seed=int(seed), parallel=parallel, log=log)
     search.open()   # unreachable storage / a different sweep in this folder: error before training
     if progress:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn

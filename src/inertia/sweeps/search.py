@@ -130,6 +130,7 @@ class Search:
     memory_budget: int | None = None
     max_batch: int | None = None
     seed: int = 0
+    parallel: int | None = None          # stacks trained side by side (default: CPU threads)
     on_progress: Callable[[str, int, int], None] | None = None   # (what, done, total)
     log: Callable[[str], None] = lambda message: None
     study: Any = field(default=None, init=False)
@@ -282,6 +283,7 @@ class Search:
         if self.max_batch:
             per_chunk = min(per_chunk, int(self.max_batch))
         trained = 0
+        resumed = []
         for path in self._orphans():
             try:
                 sd = torch.load(path, weights_only=False)
@@ -301,20 +303,53 @@ class Search:
             members = Members(self.job, sd["members"]["configs"], keys)
             members.load_state_dict(sd["members"])
             self.log(f"resuming {len(keys)} configurations from step {members.step} ({os.path.basename(path)})")
-            trained += self._train(live, members, path)
+            resumed.append((live, members, path))
+        trained += self._run_parts(resumed)
         while True:
             batch = self._ask(per_chunk)
             if not batch:
                 break
-            configs = [self._config(t) for t in batch]
-            members = Members(self.job, configs, [t.number for t in batch])
-            folder = self._ckpt_dir()
-            path = None
-            if folder is not None:
-                path = os.path.join(folder, f"batch-{batch[0].number:06d}.pt.claimed-{os.getpid()}-{_host()}")
-                self._save(members, path)
-            trained += self._train(batch, members, path)
+            parts = []
+            for part in _split(batch, self._lanes(len(batch))):
+                configs = [self._config(t) for t in part]
+                members = Members(self.job, configs, [t.number for t in part])
+                folder = self._ckpt_dir()
+                path = None
+                if folder is not None:
+                    path = os.path.join(folder, f"batch-{part[0].number:06d}.pt.claimed-{os.getpid()}-{_host()}")
+                    self._save(members, path)
+                parts.append((part, members, path))
+            trained += self._run_parts(parts)
         return trained
+
+    def _lanes(self, n_configs: int) -> int:
+        """How many stacks train side by side: on CPU one per torch thread (each single-threaded)."""
+        if self.parallel is not None:
+            return max(1, min(int(self.parallel), n_configs))
+        if not str(self.job.device).startswith("cpu"):
+            return 1
+        return max(1, min(torch.get_num_threads(), n_configs))
+
+    def _run_parts(self, parts: list[tuple[list[Any], Members, str | None]]) -> int:
+        """Train stacks side by side in threads, each with one intra-op thread (small GEMMs scale
+        better this way, and it does not collapse when other processes share the cores).
+        Members never mix, so the numbers equal one big stack's."""
+        if not parts:
+            return 0
+        if len(parts) == 1:
+            return self._train(*parts[0])
+        from concurrent.futures import ThreadPoolExecutor
+
+        def lane(part: tuple[list[Any], Members, str | None]) -> int:
+            torch.set_num_threads(1)
+            return self._train(*part)
+
+        previous = torch.get_num_threads()
+        try:
+            with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+                return sum(f.result() for f in [pool.submit(lane, part) for part in parts])
+        finally:
+            torch.set_num_threads(previous)
 
     def _train(self, trials: list[Any], members: Members, path: str | None) -> int:
         from optuna.trial import TrialState
@@ -359,6 +394,18 @@ class Search:
         if path is not None and os.path.exists(path):
             os.remove(path)
         return len(trials)
+
+
+def _split(items: list[Any], parts: int) -> list[list[Any]]:
+    """``items`` in ``parts`` contiguous, nearly equal slices (none empty)."""
+    parts = max(1, min(parts, len(items)))
+    size, extra = divmod(len(items), parts)
+    out, start = [], 0
+    for i in range(parts):
+        end = start + size + (1 if i < extra else 0)
+        out.append(items[start:end])
+        start = end
+    return out
 
 
 def records_from_study(study: Any, space_names: Sequence[str]) -> list[dict[str, Any]]:

@@ -25,6 +25,15 @@ configuration, ``"compiled"`` instead when such a group holds at least
 ``COMPILE_MIN_ELEMENTS`` elements and ``torch.compile`` works, else ``"simple"``.
 All paths give the same numbers as ``"simple"`` (tests/test_fast_step.py).
 
+What the flat path changes for the user: each parameter's ``.data`` (and, after
+a step, ``.grad``) is a view into the group's flat buffer, so ``torch.save`` of a
+single parameter or state tensor writes the whole buffer (saving a whole
+``state_dict`` writes each buffer once). Two optimizers over the same parameters
+would move them back and forth; use ``execution="simple"`` for one of them.
+A rule with data-dependent Python control flow (the ``lookahead`` combinator
+checks the step count) cannot be compiled in one graph: the compiled path warns
+once and runs it on the eager flat path.
+
 The non-finite gradient check costs one reduction: a sum over each flat gradient
 buffer (NaN/inf in any element makes the sum non-finite); only when that sum is
 not finite does the exact per-parameter search run, so a huge but finite

@@ -218,7 +218,8 @@ def compiled_ok():
         pytest.skip(reason)
 
 
-@pytest.mark.parametrize("name, hyper", [RUNS[1], RUNS[7], RUNS[14]], ids=["momentum", "adam-amsgrad", "schedulefree"])
+@pytest.mark.parametrize("name, hyper", [RUNS[1], RUNS[7], RUNS[14], RUNS[15]],
+                         ids=["momentum", "adam-amsgrad", "schedulefree", "lookahead"])
 def test_compiled_path_equals_simple_path(compiled_ok, name, hyper):
     simple, compiled = make_params(), make_params()
     a = make_optimizer(name, simple, execution="simple", **hyper)

@@ -187,6 +187,17 @@ def test_lookahead_rule_combinator_equals_the_wrapper():
     assert same(a, b)
 
 
+def test_lookahead_rule_with_per_configuration_alpha():
+    alpha = torch.tensor([0.2, 0.8], dtype=torch.float64)
+    stacked = make_params(lead=(2,), seed=4)
+    singles = [[p[i].detach().clone().requires_grad_() for p in stacked] for i in range(2)]
+    train(inertia.make_optimizer("lookahead", stacked, lr=0.05, lookahead_k=3, lookahead_alpha=alpha), stacked)
+    for i in range(2):
+        train(inertia.make_optimizer("lookahead", singles[i], lr=0.05, lookahead_k=3, lookahead_alpha=float(alpha[i])),
+              singles[i])
+        assert same([p[i] for p in stacked], singles[i])
+
+
 def test_lookahead_state_dict_round_trip_and_lr_scheduler():
     straight = make_params()
     opt = inertia.Lookahead(torch.optim.SGD(straight, lr=0.05, momentum=0.9), k=3)

@@ -30,9 +30,8 @@ a step, ``.grad``) is a view into the group's flat buffer, so ``torch.save`` of 
 single parameter or state tensor writes the whole buffer (saving a whole
 ``state_dict`` writes each buffer once). Two optimizers over the same parameters
 would move them back and forth; use ``execution="simple"`` for one of them.
-A rule with data-dependent Python control flow (the ``lookahead`` combinator
-checks the step count) cannot be compiled in one graph: the compiled path warns
-once and runs it on the eager flat path.
+A rule that cannot be compiled in one graph (data-dependent Python control flow)
+makes the compiled path warn once and run it on the eager flat path.
 
 The non-finite gradient check costs one reduction: a sum over each flat gradient
 buffer (NaN/inf in any element makes the sum non-finite); only when that sum is

@@ -223,8 +223,15 @@ def lookahead(rule: Rule, k: int = 5, alpha: float = 0.5) -> Rule:
         if slow is None:
             slow = state["slow"] = param.detach().clone()
         rule.update(param, grad, state, hyper)
-        if int(state["step"]) % hyper["lookahead_k"] == 0:
-            lerp_(slow, param, hyper["lookahead_alpha"])
+        alpha = hyper["lookahead_alpha"]
+        if is_tensor(alpha):
+            # no host sync (so the compiled path can run it): off the k-th steps the weight is
+            # exactly 0 and slow + 0·(θ − slow) = slow, θ is kept
+            sync = state["step"] % hyper["lookahead_k"] == 0
+            lerp_(slow, param, alpha * sync.to(alpha.dtype))
+            param.copy_(torch.where(sync, slow, param))
+        elif int(state["step"]) % hyper["lookahead_k"] == 0:
+            lerp_(slow, param, alpha)
             param.copy_(slow)
 
     def validate(h: Hyper) -> None:

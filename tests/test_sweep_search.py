@@ -230,3 +230,10 @@ def test_tensorboard_writes_one_run_per_configuration(tmp_path):
     runs = sorted(p for p in logdir.iterdir() if p.is_dir())
     assert len(runs) == len(res.records()) == 4
     assert all(list(run.rglob("events.out.tfevents*")) for run in runs)
+
+
+def test_side_by_side_stacks_give_the_same_numbers_as_one_stack():
+    kwargs = dict(SMALL, lr=[0.02, 0.1, 0.5], momentum=[0.0, 0.9], folds=2)
+    one = inertia.sweep(**kwargs, parallel=1).records()
+    three = inertia.sweep(**kwargs, parallel=3).records()
+    assert sorted(map(str, one)) == sorted(map(str, three))

@@ -119,3 +119,21 @@ def test_per_configuration_schedules_equal_separate_runs(case):
             single_sched.step()
         for p, q in zip(stacked, singles[i]):
             assert rel_err(p[i].detach(), q.detach()) <= 1e-12
+
+
+def test_a_momentum_schedule_may_start_at_zero():
+    """Momentum scheduled up from 0 (warm-up of momentum) works for every rule that has one."""
+    for name, preset in inertia.rules.PRESETS.items():
+        if "momentum" not in preset.rule.numeric or preset.defaults.get("nesterov"):
+            continue
+        try:
+            preset.hyper(momentum=0.0)
+        except ValueError:
+            continue  # this rule needs momentum > 0 (e.g. Schedule-Free's interpolation)
+        params = make_params(seed=7)
+        opt = make_optimizer(name, params, momentum=0.0)
+        sched = HyperScheduler(opt, momentum=linear(0.0, 0.5, 5))
+        for _ in _train(opt, params):
+            sched.step()
+        assert all(torch.isfinite(p).all() for p in params), name
+        assert opt.param_groups[0]["momentum"] == 0.5, name

@@ -248,8 +248,6 @@ def rmsprop_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper) -> N
     g = prepare_gradient(param, grad, hyper)
     if "square_avg" not in state:
         state["square_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-        if not is_zero(mu):
-            state["momentum_buffer"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         if hyper["centered"]:
             state["grad_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
     square_avg = state["square_avg"]
@@ -265,7 +263,9 @@ def rmsprop_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper) -> N
     if is_zero(mu):
         addcdiv_(param, g, avg, -lr)
     else:
-        buf = state["momentum_buffer"]
+        buf = state.get("momentum_buffer")
+        if buf is None:  # created on first use, so a schedule may raise momentum from 0
+            buf = state["momentum_buffer"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         buf.mul_(mu).addcdiv_(g, avg)
         add_scaled_(param, buf, -lr)
 

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads for every method (default: torch's)")
     parser.add_argument("--skip-optuna", action="store_true")
-    parser.add_argument("--metric", default="val_accuracy", choices=("val_accuracy", "val_loss"),
+    parser.add_argument("--metric", default="val_loss", choices=("val_loss", "val_accuracy"),
                         help="how the best configuration is chosen (on the validation holdout)")
     parser.add_argument("--json", default="benchmarks/results/sweep_speed.json")
     args = parser.parse_args(argv)

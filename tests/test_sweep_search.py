@@ -237,3 +237,11 @@ def test_side_by_side_stacks_give_the_same_numbers_as_one_stack():
     one = inertia.sweep(**kwargs, parallel=1).records()
     three = inertia.sweep(**kwargs, parallel=3).records()
     assert sorted(map(str, one)) == sorted(map(str, three))
+
+
+def test_a_rule_without_momentum_sweeps_its_learning_rate(tmp_path):
+    """`inertia sweep --optimizer adam` sweeps lr only: the default momentum grid applies to rules that have one."""
+    res = inertia.sweep(**SMALL, optimizer="adam", lr=[1e-3, 1e-2], out=tmp_path / "adam")
+    assert res.swept == ["lr"] and sorted(r["lr"] for r in res.records()) == [1e-3, 1e-2]
+    with pytest.raises(ValueError, match="momentum"):
+        inertia.sweep(**SMALL, optimizer="adam", lr=[1e-3], momentum=[0.9], out=tmp_path / "bad")

@@ -42,7 +42,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     what.add_argument("--model", default="mlp", help="a model name (mlp, linear, cnn)")
     what.add_argument("--optimizer", default="momentum", help="any registered rule name (momentum, nesterov, sgd, ...)")
     what.add_argument("--lr", default="1e-3:1:8", help="learning rates (default 1e-3:1:8)")
-    what.add_argument("--momentum", default="0,0.5,0.8,0.9,0.95,0.98,0.99,0.995", help="momentum values")
+    what.add_argument("--momentum", default=None,
+                      help="momentum values (default 0,0.5,0.8,0.9,0.95,0.98,0.99,0.995 for rules that have a momentum)")
     what.add_argument("--hyper", action="append", default=[], metavar="NAME=VALUES",
                       help="sweep another numeric hyperparameter too, e.g. --hyper weight_decay=0,1e-4 (repeatable)")
     what.add_argument("--fixed", action="append", default=[], metavar="NAME=VALUE",
@@ -94,7 +95,7 @@ def _scalar(text: str) -> Any:
 def run_command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..sweeps import sweep
+    from ..sweeps import DEFAULT_MOMENTA, sweep
     from ..sweeps.search import StorageError
 
     console = Console(stderr=False)
@@ -103,7 +104,7 @@ def run_command(args: argparse.Namespace) -> int:
     started = time.time()
     try:
         results = sweep(
-            args.data, args.model, lr=args.lr, momentum=args.momentum, hyper=hyper, fixed=fixed,
+            args.data, args.model, lr=args.lr, momentum=DEFAULT_MOMENTA if args.momentum is None else args.momentum, hyper=hyper, fixed=fixed,
             optimizer=args.optimizer, steps=args.steps, batch_size=args.batch_size, folds=args.folds,
             seed=args.seed, device=args.device, out=args.out, storage=args.storage, study_name=args.study_name,
             sampler=args.sampler, trials=args.trials, pruner=None if args.pruner == "none" else args.pruner,

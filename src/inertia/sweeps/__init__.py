@@ -90,12 +90,16 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+DEFAULT_MOMENTA = (0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
+"""The momentum grid swept when none is given (for rules that have a momentum)."""
+
+
 def sweep(
     data: Any = "mnist1d",
     model: Any = "mlp",
     *,
     lr: Any = "1e-3:1:8",
-    momentum: Any = (0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995),
+    momentum: Any = DEFAULT_MOMENTA,
     hyper: dict[str, Any] | None = None,
     fixed: dict[str, Any] | None = None,
     optimizer: str = "momentum",
@@ -163,6 +167,8 @@ def sweep(
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     preset = rules.get(optimizer)
+    if momentum is DEFAULT_MOMENTA and "momentum" not in preset.rule.numeric:
+        momentum = None  # e.g. adam: sweep lr (and any --hyper) only
     space: dict[str, list[float]] = {}
     for name, value in (("lr", lr), ("momentum", momentum), *((hyper or {}).items())):
         if value is None:

@@ -4,6 +4,7 @@
 # - Chromium + ChromeDriver (the HTML report is tested in a real headless browser).
 # Prints the variables to export; use as: eval "$(bash scripts/ci-services.sh)"
 set -euo pipefail
+cd /  # the postgres user cannot enter the checkout
 need=()
 command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)

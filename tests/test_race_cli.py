@@ -67,3 +67,32 @@ def test_a_schedule_in_an_optimizer_spec(tmp_path):
     data = json.loads((out / "race.json").read_text())
     assert "cosine" in data["labels"][0]
     assert data["summary"][0]["final"] != data["summary"][1]["final"]
+
+
+def test_optimal_specs_take_the_quadratic_theory_exactly(tmp_path):
+    """sgd:optimal / momentum:optimal on kappa=100 (eigenvalues 1..100) converge at 0.980 / 0.818."""
+    import math
+
+    from inertia.commands.race import parse_optimizer
+    from inertia.surfaces import quadratic
+
+    q = quadratic(condition=100)
+    gd = parse_optimizer("sgd:optimal", q)
+    hb = parse_optimizer("momentum:optimal", q)
+    assert gd == {"rule": "sgd", "lr": pytest.approx(2 / (1 + 100))}
+    assert hb["lr"] == pytest.approx((2 / (1 + 10)) ** 2) and hb["momentum"] == pytest.approx((9 / 11) ** 2)
+    out = tmp_path / "q"
+    assert main(["race", "--surface", "quadratic:condition=100", "--optimizer", "sgd:optimal",
+                 "--optimizer", "momentum:optimal", "--steps", "150", "--out", str(out), "--no-gif", "--no-report"]) == 0
+    assert (out / "loss.png").exists()
+    with pytest.raises(ValueError, match="quadratic"):
+        parse_optimizer("momentum:optimal", SURFACES["marble"]())
+    with pytest.raises(ValueError, match="sgd, momentum"):
+        parse_optimizer("adam:optimal", q)
+    # the rate the race measures at the exact optimum (error ~ t * rho^t at the double root)
+    from inertia.races import race
+
+    result = race(q, [hb], steps=400)
+    dist = result.positions[0, :, :].norm(dim=1)
+    measured = float((dist[400] / dist[200]) ** (1 / 200))
+    assert math.isclose(measured, 9 / 11, rel_tol=0.02)

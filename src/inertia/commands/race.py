@@ -18,9 +18,15 @@ from typing import Any
 from ..surfaces import _literal
 
 
-def parse_optimizer(spec: str) -> dict[str, Any]:
+OPTIMAL_KINDS = {"sgd": "gd", "momentum": "momentum"}  # rule name -> the theory's optimum it takes
+
+
+def parse_optimizer(spec: str, surface: Any = None) -> dict[str, Any]:
     """``"momentum:lr=0.02,momentum=0.9"`` -> ``{"rule": "momentum", "lr": 0.02, "momentum": 0.9}``.
 
+    ``"sgd:optimal"`` and ``"momentum:optimal"`` take the theoretical optimum of a quadratic
+    ``surface`` exactly (γ = 2/(λ₁+λₙ); heavy ball γ* = (2/(√λ₁+√λₙ))², μ* = ((√κ−1)/(√κ+1))²):
+    the optimum is a double root of the rate, so rounded values give visibly slower rates.
     The rule name is checked against the registry and the hyperparameters against the rule
     (unknown names and bad values are a ``ValueError`` naming them).
     """
@@ -31,7 +37,14 @@ def parse_optimizer(spec: str) -> dict[str, Any]:
     if not name:
         raise ValueError(f"malformed --optimizer {spec!r}: expected NAME or NAME:key=value,key=value")
     config: dict[str, Any] = {"rule": name}
-    if colon and rest.strip():
+    if rest.strip() == "optimal":
+        if name not in OPTIMAL_KINDS:
+            raise ValueError(f"--optimizer {spec!r}: 'optimal' is known for {', '.join(OPTIMAL_KINDS)} only")
+        if not hasattr(surface, "optimal"):
+            raise ValueError(f"--optimizer {spec!r}: 'optimal' needs a quadratic surface (it has the theory)")
+        lr, momentum = surface.optimal(OPTIMAL_KINDS[name])
+        config.update(lr=float(lr), **({"momentum": float(momentum)} if name == "momentum" else {}))
+    elif colon and rest.strip():
         for item in _split_top_level(rest):
             key, eq, raw = item.partition("=")
             key = key.strip()
@@ -105,7 +118,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--optimizer", action="append", metavar="NAME[:key=value,...]",
                    help="a configuration to race, e.g. momentum:lr=0.02,momentum=0.9 (repeat for several); "
                         "a value may be a schedule from inertia.schedules, e.g. "
-                        "'momentum:lr=0.02,momentum=sutskever_ramp(0.99,every=50)'")
+                        "'momentum:lr=0.02,momentum=sutskever_ramp(0.99,every=50)'; on a quadratic, "
+                        "sgd:optimal and momentum:optimal take the theory's optimal lr (and momentum)")
     p.add_argument("--steps", type=int, default=300, help="steps per configuration (default 300)")
     p.add_argument("--start", default=None, help="starting point x,y (default: the surface's own)")
     p.add_argument("--out", default="race-out", help="output folder (default race-out)")
@@ -124,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
 
     surface = surfaces.parse(args.surface)
     specs = args.optimizer or ["sgd:lr=0.02", "momentum:lr=0.02,momentum=0.9"]
-    configs = [parse_optimizer(s) for s in specs]
+    configs = [parse_optimizer(s, surface) for s in specs]
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     start = None

@@ -8,7 +8,7 @@ import re
 import pytest
 
 import inertia
-from inertia.races import race_grid
+from inertia.races import race_grid, slider_grid
 from inertia.report import write_race_report, write_sweep_report
 
 
@@ -25,7 +25,7 @@ def _offline(html: str) -> bool:
 
 def test_race_report_embeds_the_precomputed_grid(tmp_path):
     result = inertia.race("marble", [dict(rule="sgd", lr=0.02), dict(rule="nesterov", lr=0.02, momentum=0.9)], steps=50)
-    page = write_race_report(tmp_path / "r.html", result)
+    page = write_race_report(tmp_path / "r.html", result, slider_grid(result))
     html = page.read_text()
     assert _offline(html)
     data = _embedded(html, "race-data")
@@ -52,7 +52,7 @@ def test_race_report_quadratic_theory_and_diverged_cells(tmp_path):
 def test_race_report_needs_2d(tmp_path):
     result = inertia.race(inertia.surfaces.quadratic(dim=3), [dict(rule="sgd", lr=0.01)], steps=3)
     with pytest.raises(ValueError, match="2-D"):
-        write_race_report(tmp_path / "x.html", result)
+        write_race_report(tmp_path / "x.html", result, grid=None)
 
 
 def _record(lr, mu, status="ok", acc=0.5):

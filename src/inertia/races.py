@@ -279,4 +279,31 @@ def race_grid(surface: Any, rule: str = "momentum", lrs: Sequence[float] = (), m
     return result
 
 
-__all__ = ["race", "race_grid", "RaceResult", "label_for"]
+def slider_grid(result: RaceResult, rule: str | None = None) -> RaceResult:
+    """The (lr, momentum) grid behind the report's sliders, raced around ``result``'s own settings.
+
+    ``rule`` defaults to the race's first heavy-ball or Nesterov configuration
+    (else ``"momentum"``). Learning rates: the base lr × 2^(k/2), k = −6..6, plus every lr
+    the race used; the base is the quadratic's optimal lr, or the race's own lr for
+    ``rule``. Momenta: 0, 0.1, …, 0.9, 0.95, 0.99 plus the race's own (and the optimum).
+    """
+    configs = result.configs
+    rule = rule or next((c["rule"] for c in configs if c.get("rule") in ("momentum", "nesterov")), "momentum")
+    s = result.surface
+    lrs_given = [float(c["lr"]) for c in configs if isinstance(c.get("lr"), (int, float))]
+    mus_given = [float(c["momentum"]) for c in configs
+                 if isinstance(c.get("momentum"), (int, float)) and 0 <= c["momentum"] < 1]
+    if s.is_quadratic:
+        base, mu0 = s.optimal("momentum")
+    else:
+        same = [float(c["lr"]) for c in configs if c.get("rule") == rule and isinstance(c.get("lr"), (int, float))]
+        base = same[0] if same else (sorted(lrs_given)[len(lrs_given) // 2] if lrs_given else 0.01)
+        mu0 = 0.9
+    lrs = sorted(set([base] + [float(f"{base * 2 ** (k / 2):.6g}") for k in range(-6, 7) if k] + lrs_given))
+    momenta = sorted(set([round(0.1 * k, 2) for k in range(10)] + [0.95, 0.99, mu0] + mus_given))
+    if rule == "nesterov":
+        momenta = [m for m in momenta if m > 0]
+    return race_grid(s, rule, lrs, momenta, steps=result.steps, start=result.positions[0, 0])
+
+
+__all__ = ["race", "race_grid", "slider_grid", "RaceResult", "label_for"]

@@ -166,9 +166,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_gif:
             written.append(animate(result, out / "race.gif", frames=args.frames))
         if not args.no_report:
+            from ..races import slider_grid
             from ..report import write_race_report
 
-            written.append(write_race_report(out / "report.html", result,
+            written.append(write_race_report(out / "report.html", result, slider_grid(result),
                                              images={"loss against step": out / "loss.png"}))
     else:
         print(f"{surface.name} is {surface.dim}-D: no contour plot, animation or report (loss plot only)")

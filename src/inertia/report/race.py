@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,32 +19,6 @@ from ._html import clean, esc, page, script_json
 W, H = 520, 440          # contour panel, pixels
 LW, LH = 520, 300        # loss panel, pixels
 PAD = dict(left=62, right=12, top=12, bottom=36)
-
-
-def _grid_rule(configs: Sequence[dict]) -> str:
-    for c in configs:
-        if c.get("rule", "sgd") in ("momentum", "nesterov"):
-            return c["rule"]
-    return "momentum"
-
-
-def default_grid(result: Any, rule: str) -> tuple[list[float], list[float], float, float]:
-    """(lrs, momenta, initial lr, initial momentum) around the race's own settings."""
-    s = result.surface
-    lrs_given = [float(c["lr"]) for c in result.configs if isinstance(c.get("lr"), (int, float))]
-    mus_given = [float(c["momentum"]) for c in result.configs
-                 if isinstance(c.get("momentum"), (int, float)) and 0 <= c["momentum"] < 1]
-    if s.is_quadratic:
-        base, mu0 = s.optimal("momentum")
-    else:
-        same = [float(c["lr"]) for c in result.configs if c.get("rule") == rule and isinstance(c.get("lr"), (int, float))]
-        base = same[0] if same else (float(np.median(lrs_given)) if lrs_given else 0.01)
-        mu0 = 0.9
-    lrs = sorted(set([base] + [float(f"{base * 2 ** (k / 2):.6g}") for k in range(-6, 7) if k] + lrs_given))
-    momenta = sorted(set([round(0.1 * k, 2) for k in range(10)] + [0.95, 0.99] + [mu0] + mus_given))
-    if rule == "nesterov":
-        momenta = [m for m in momenta if m > 0]
-    return lrs, momenta, base, mu0
 
 
 class _Map:
@@ -188,26 +162,20 @@ def race_report_data(result: Any, grid: Any, max_points: int = 200) -> dict[str,
     return data
 
 
-def write_race_report(path: str | Path, result: Any, *, grid: Any = None, grid_rule: str | None = None,
-                      lrs: Sequence[float] | None = None, momenta: Sequence[float] | None = None,
-                      title: str = "", images: dict[str, str | Path] | None = None, max_points: int = 200) -> Path:
+def write_race_report(path: str | Path, result: Any, grid: Any, *, title: str = "",
+                      images: dict[str, str | Path] | None = None, max_points: int = 200) -> Path:
     """Write the interactive race page for ``result`` (a :class:`~inertia.races.RaceResult` on a 2-D surface).
 
-    The slider grid (``lrs`` × ``momenta`` for ``grid_rule``, default: heavy-ball momentum
-    around the race's own learning rate) is raced here unless ``grid`` (a result of
-    :func:`inertia.races.race_grid`) is given. ``images``: caption -> PNG file to embed.
+    ``grid`` holds the trajectories the sliders show, raced beforehand by the engine
+    (:func:`inertia.races.slider_grid` or :func:`inertia.races.race_grid`); the page only
+    draws them. ``images``: caption -> PNG file to embed.
     """
     from ..plots import color
     from ..plots.race import describe
-    from ..races import race_grid
 
     s = result.surface
     if s.dim != 2:
         raise ValueError(f"the race report draws 2-D surfaces; {s.name} is {s.dim}-D")
-    if grid is None:
-        rule = grid_rule or _grid_rule(result.configs)
-        g_lrs, g_mus, base, mu0 = default_grid(result, rule)
-        grid = race_grid(s, rule, lrs or g_lrs, momenta or g_mus, steps=result.steps, start=result.positions[0, 0])
     data = race_report_data(result, grid, max_points)
     lr_list, mu_list = data["lrs"], data["momenta"]
     base_lr = next((float(c["lr"]) for c in result.configs if isinstance(c.get("lr"), (int, float))), lr_list[len(lr_list) // 2])

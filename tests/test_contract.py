@@ -506,6 +506,10 @@ def test_ema_with_rescaled_lr_matches_torch_at_constant_momentum():
                 step_b = p.detach() - before
     assert torch.allclose(step_a, step_b, rtol=1e-12)
     assert math.isclose(float(step_a[0]), -lr / (1 - mu), rel_tol=1e-12)  # effective lr of a persistent gradient
+    from inertia.rules.sgd import effective_lr
+
+    assert math.isclose(effective_lr(lr, mu), -float(step_a[0]), rel_tol=1e-12)
+    assert math.isclose(effective_lr(lr / (1 - mu), mu, "ema"), -float(step_b[0]), rel_tol=1e-12)
 
 
 # ---------------------------------------------------------------- non-finite gradients

@@ -19,14 +19,9 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from .rules.sgd import effective_lr  # re-exported: callers log it beside lr and momentum
+
 __all__ = ["RunWriter", "write_run", "effective_lr", "safe_run_name"]
-
-
-def effective_lr(lr: Any, momentum: Any, convention: str = "torch") -> Any:
-    """Step length for a persistent gradient: γ/(1 − μ) (``torch``/``sutskever`` conventions); γ for ``ema``."""
-    if convention == "ema":
-        return lr
-    return lr / (1 - momentum)
 
 
 def safe_run_name(name: str) -> str:

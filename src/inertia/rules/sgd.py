@@ -30,6 +30,7 @@ With μ = 0 every convention is plain SGD, θ ← θ − γ g (dampening is igno
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -95,6 +96,17 @@ def sgd_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper) -> None:
         add_scaled_(buf, g, 1 - mu)
         direction = mu * buf + (1 - mu) * g if nesterov else buf
         add_scaled_(param, direction, -lr)
+
+
+def effective_lr(lr: Any, momentum: Any, convention: str = "torch") -> Any:
+    """How far a persistent gradient moves θ per step, in the steady state.
+
+    γ/(1 − μ) in the ``torch`` and ``sutskever`` conventions (the geometric sum
+    γ(1 + μ + μ² + …)); γ in ``ema``, whose buffer averages instead of summing.
+    """
+    if convention == "ema":
+        return lr
+    return lr / (1 - momentum)
 
 
 def validate_sgd(h: Hyper) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..rules.sgd import effective_lr
 from .search import METRICS
 
 
@@ -68,14 +69,15 @@ class SweepResults:
         for name in self.swept:
             table.add_column(name, justify="right")
         if "lr" in self.swept and "momentum" in self.swept:
-            table.add_column("lr/(1-mu)", justify="right")
+            table.add_column("effective lr", justify="right")
         table.add_column("val loss", justify="right")
         table.add_column("val acc %", justify="right")
         table.add_column("test acc %", justify="right")
         for i, r in enumerate(self.ranked()[:top], 1):
             cells = [str(i)] + [f"{r[name]:.4g}" for name in self.swept]
             if "lr" in self.swept and "momentum" in self.swept:
-                cells.append(f"{r['lr'] / (1 - r['momentum']):.4g}")
+                convention = str((self.meta.get("fixed") or {}).get("convention", "torch"))
+                cells.append(f"{effective_lr(r['lr'], r['momentum'], convention):.4g}")
             cells.append(_pm(r.get("val_loss_mean"), r.get("val_loss_std"), 1, "{:.4f}"))
             cells.append(_pm(r.get("val_accuracy_mean"), r.get("val_accuracy_std"), 100, "{:.1f}"))
             cells.append(_pm(r.get("test_accuracy_mean"), None, 100, "{:.1f}"))

@@ -144,7 +144,7 @@ def write_outputs(results: Any, out: Path) -> list[Path]:
         results.heatmap(out / "heatmap.png")
         written.append(out / "heatmap.png")
     try:
-        from ..report import write_sweep_report  # engineer C's HTML report
+        from ..report import write_sweep_report
     except ImportError:
         write_sweep_report = None
     if write_sweep_report is not None:

@@ -248,7 +248,7 @@ def sweep(
 
 def write_tensorboard(results: SweepResults, logdir: Any) -> int:
     """One TensorBoard run per configuration through :func:`inertia.tensorboard.write_run`."""
-    from .. import tensorboard as tb  # engineer A's writer
+    from .. import tensorboard as tb
 
     count = 0
     for r in results.records():

@@ -10,6 +10,7 @@ import os
 import shutil
 
 import pytest
+import torch
 
 
 def _service(variable: str, what: str, fallback: str | None = None) -> str:
@@ -34,3 +35,12 @@ def chromium() -> tuple[str, str]:
     browser = _service("INERTIA_CHROMIUM", "Chromium", shutil.which("chromium"))
     driver = _service("INERTIA_CHROMEDRIVER", "ChromeDriver", shutil.which("chromedriver"))
     return browser, driver
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op torch thread for the test: small tensors run faster, and robustly on a shared machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

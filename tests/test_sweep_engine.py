@@ -13,13 +13,7 @@ from inertia.sweeps.engine import Job, Members, batch_at, make_folds, run_member
 FEATURES, CLASSES = 12, 4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread is faster, and robust on a shared machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(n: int = 240, seed: int = 0):

@@ -24,13 +24,7 @@ RECORD_KEYS = {"lr", "momentum", "status", "diverged_step", "val_loss_mean", "va
                "val_accuracy_std", "train_loss_final", "train_loss_curve"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread is faster, and robust on a shared machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _study(out: Path):

@@ -30,6 +30,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from ._text import parse_literal
+
 Bounds = tuple[tuple[float, float], ...]
 
 
@@ -472,22 +474,9 @@ def parse(spec: str) -> Surface:
             key, eq, raw = item.partition("=")
             if not eq or not key.strip():
                 raise ValueError(f"malformed surface option {item!r} in {spec!r}; expected NAME:key=value,...")
-            kwargs[key.strip()] = _literal(raw.strip())
+            kwargs[key.strip()] = parse_literal(raw)
     return get(name.strip(), **kwargs)
 
-
-def _literal(raw: str) -> Any:
-    low = raw.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    try:
-        return int(raw)
-    except ValueError:
-        pass
-    try:
-        return float(raw)
-    except ValueError:
-        return raw
 
 
 __all__ = ["Surface", "Quadratic", "quadratic", "rosenbrock", "rastrigin", "himmelblau", "beale", "ackley",

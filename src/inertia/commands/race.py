@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..surfaces import _literal
+from .._text import parse_literal
 
 
 OPTIMAL_KINDS = {"sgd": "gd", "momentum": "momentum"}  # rule name -> the theory's optimum it takes
@@ -51,7 +51,7 @@ def parse_optimizer(spec: str, surface: Any = None) -> dict[str, Any]:
             if not eq or not key or not raw.strip():
                 raise ValueError(f"malformed --optimizer {spec!r}: {item!r} is not key=value")
             raw = raw.strip()
-            config[key] = _schedule(raw, spec) if "(" in raw else _literal(raw)
+            config[key] = _schedule(raw, spec) if "(" in raw else parse_literal(raw)
     preset = rules.get(name)  # unknown optimizer: ValueError listing the known names
     hyper = {k: (v(0) if callable(v) else v) for k, v in config.items() if k != "rule"}
     try:

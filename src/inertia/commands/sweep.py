@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .._text import parse_literal
+
 DESCRIPTION = """\
 Sweep learning rate x momentum (and any numeric hyperparameter of the rule) by
 training every configuration -- on every cross-validation fold -- at once, as one
@@ -82,16 +84,6 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
     return out
 
 
-def _scalar(text: str) -> Any:
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
 def run_command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -100,7 +92,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     console = Console(stderr=False)
     hyper = _pairs(args.hyper, "--hyper")
-    fixed = {k: _scalar(v) for k, v in _pairs(args.fixed, "--fixed").items()}
+    fixed = {k: parse_literal(v) for k, v in _pairs(args.fixed, "--fixed").items()}
     started = time.time()
     try:
         results = sweep(

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from .._text import parse_literal
+
 SCHEDULES = {
     "constant": "the learning rate stays at --lr",
     "cosine": "cosine annealing from --lr to 0 over --steps",
@@ -126,22 +128,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------- helpers
 
-def _parse_value(text: str) -> Any:
-    low = text.strip().lower()
-    if low in ("true", "yes"):
-        return True
-    if low in ("false", "no"):
-        return False
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
 def optimizer_hyper(args: argparse.Namespace) -> dict[str, Any]:
     """The hyperparameters the user gave, checked against the rule's names."""
     from .. import rules
@@ -175,7 +161,7 @@ def optimizer_hyper(args: argparse.Namespace) -> dict[str, Any]:
                 f"--hyper {item}: optimizer {args.optimizer!r} has no {name!r} hyperparameter; "
                 f"its hyperparameters: {', '.join(sorted(known))}"
             )
-        given[name] = _parse_value(text)
+        given[name] = parse_literal(text)
     return given
 
 

@@ -203,8 +203,11 @@ def test_two_workers_on_postgresql_finish_the_grid_without_duplicates(tmp_path, 
     admin.cursor().execute(f"CREATE DATABASE {name}")
     url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
     try:
-        procs = [subprocess.Popen(_command(tmp_path / f"w{i}", "--storage", url, steps=150), env=_env(),
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+        # one configuration per claim, each long enough (~1 s) that the second worker starts
+        # before the first could finish the whole grid alone
+        procs = [subprocess.Popen(_command(tmp_path / f"w{i}", "--storage", url, "--max-batch", "1", steps=2000),
+                                  env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for i in range(2)]
         outputs = [p.communicate(timeout=300)[0] for p in procs]
         assert all(p.returncode == 0 for p in procs), outputs
         from inertia.sweeps.search import normalize_url
@@ -213,6 +216,8 @@ def test_two_workers_on_postgresql_finish_the_grid_without_duplicates(tmp_path, 
         assert len(trials) == 6
         assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
         assert len({(t.params["lr"], t.params["momentum"]) for t in trials}) == 6
+        workers = [t.user_attrs["result"]["worker"] for t in trials]
+        assert len(set(workers)) == 2, f"one worker did all the work: {workers}"
     finally:
         admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.close()

@@ -497,7 +497,7 @@ class Members:
         return self._limit
 
     @torch.no_grad()
-    def evaluate(self, x: Tensor, y: Tensor, rows: tuple[int, int] | None = None, chunk: int = 2048) -> tuple[Tensor, Tensor]:
+    def evaluate(self, x: Tensor, y: Tensor, rows: tuple[int, int] | None = None, chunk: int = 512) -> tuple[Tensor, Tensor]:
         """Mean loss and accuracy of stack rows ``rows`` (default all) on ``(x, y)``: two ``[m]`` tensors."""
         start, end = rows if rows is not None else (0, len(self.live))
         if end <= start:

@@ -470,7 +470,7 @@ class Members:
             self.first_loss = values.clone()
             self._first_by_member = torch.full((len(self.alive),), float("nan"), dtype=torch.float64)
             self._first_by_member[self.live] = values
-        bad = ~(values <= self._divergence_limit())    # NaN and inf compare False
+        bad = ~(values.abs() <= self._divergence_limit())    # NaN and +-inf compare False
         if bool(bad.any()):
             for c in self.config_of[self.live[bad]].tolist():
                 self.diverged_step.setdefault(int(c), t + 1)

@@ -416,16 +416,9 @@ class Members:
             self._fold_rows = out
         return self._fold_rows
 
-    def groups(self, inputs: Sequence[Tensor]) -> list[tuple[Tensor, int, int]]:
-        """Contiguous row ranges of the stack per fold, with that fold's input (``inputs[fold]``)."""
-        return [(inputs[k], start, end) for k, start, end in self.fold_rows()]
-
     @property
     def done(self) -> bool:
         return self.step >= self.job.steps or len(self.live) == 0
-
-    def live_configs(self) -> list[int]:
-        return sorted({int(c) for c in self.config_of[self.live]})
 
     def remove(self, rows: Tensor) -> None:
         """Drop stack rows (diverged or pruned members); the rest is copied unchanged."""

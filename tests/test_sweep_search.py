@@ -161,7 +161,7 @@ def _sqlite_states(out: Path) -> list[tuple[int, str]]:
 
 def test_resume_after_sigkill_never_recomputes_a_finished_configuration(tmp_path):
     out = tmp_path / "killed"
-    cmd = _command(out, "--checkpoint-every", "0.2", steps=1500)
+    cmd = _command(out, "--checkpoint-every", "0.2", steps=6000)  # a batch lasts seconds: killed mid-batch
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 150
     killed_at = None

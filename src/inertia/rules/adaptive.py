@@ -43,7 +43,6 @@ from .base import (
     Hyper,
     Rule,
     State,
-    add_scaled_,
     boolean,
     in_unit_interval,
     is_tensor,
@@ -51,6 +50,7 @@ from .base import (
     non_negative,
     prepare_gradient,
     require,
+    sub_scaled_,
 )
 
 
@@ -267,7 +267,7 @@ def rmsprop_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper) -> N
         if buf is None:  # created on first use, so a schedule may raise momentum from 0
             buf = state["momentum_buffer"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         buf.mul_(mu).addcdiv_(g, avg)
-        add_scaled_(param, buf, -lr)
+        sub_scaled_(param, buf, lr)
 
 
 def validate_rmsprop(h: Hyper) -> None:

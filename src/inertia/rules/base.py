@@ -101,6 +101,14 @@ def add_scaled_(target: Tensor, tensor: Tensor, scale: Any) -> Tensor:
     return target.add_(tensor, alpha=scale)
 
 
+def sub_scaled_(target: Tensor, tensor: Tensor, scale: Any) -> Tensor:
+    """``target -= scale * tensor`` in place: :func:`add_scaled_` with ``-scale``, without
+    materializing ``-scale`` when it is a tensor (same numbers: negation is exact)."""
+    if is_tensor(scale):
+        return target.addcmul_(tensor, scale, value=-1)
+    return target.add_(tensor, alpha=-scale)
+
+
 # ---------------------------------------------------------------- validation
 
 def _values(value: Any) -> list[float]:

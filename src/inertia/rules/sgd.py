@@ -48,6 +48,7 @@ from .base import (
     one_of,
     prepare_gradient,
     require,
+    sub_scaled_,
 )
 
 CONVENTIONS = ("torch", "sutskever", "ema")
@@ -58,7 +59,7 @@ def sgd_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper) -> None:
     lr, mu = hyper["lr"], hyper["momentum"]
     g = prepare_gradient(param, grad, hyper)
     if is_zero(mu):
-        add_scaled_(param, g, -lr)
+        sub_scaled_(param, g, lr)
         return
     convention = hyper["convention"]
     nesterov = hyper["nesterov"]
@@ -76,16 +77,16 @@ def sgd_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper) -> None:
                 buf.mul_(mu)
                 add_scaled_(buf, g, keep)
         direction = g + mu * buf if nesterov else buf
-        add_scaled_(param, direction, -lr)
+        sub_scaled_(param, direction, lr)
     elif convention == "sutskever":
         v = state.get("velocity")
         if v is None:
             v = state["velocity"] = torch.zeros_like(param)
         v.mul_(mu)
-        add_scaled_(v, g, -lr)
+        sub_scaled_(v, g, lr)
         if nesterov:
             add_scaled_(param, v, mu)
-            add_scaled_(param, g, -lr)
+            sub_scaled_(param, g, lr)
         else:
             param.add_(v)
     else:  # ema
@@ -95,7 +96,7 @@ def sgd_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper) -> None:
         buf.mul_(mu)
         add_scaled_(buf, g, 1 - mu)
         direction = mu * buf + (1 - mu) * g if nesterov else buf
-        add_scaled_(param, direction, -lr)
+        sub_scaled_(param, direction, lr)
 
 
 def effective_lr(lr: Any, momentum: Any, convention: str = "torch") -> Any:

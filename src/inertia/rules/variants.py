@@ -60,6 +60,7 @@ from .base import (
     non_negative,
     prepare_gradient,
     require,
+    sub_scaled_,
 )
 
 
@@ -172,7 +173,7 @@ def schedulefree_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper)
         g = g + wd * param if is_tensor(wd) else g.add(param, alpha=wd)
     lerp_(param, z, ckp1)
     add_scaled_(param, g, lr * (beta * (1 - ckp1) - 1))
-    add_scaled_(z, g, -lr)
+    sub_scaled_(z, g, lr)
 
 
 def validate_schedulefree(h: Hyper) -> None:

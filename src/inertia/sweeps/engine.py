@@ -106,119 +106,153 @@ def mlp_layout(model: nn.Module) -> list[str] | None:
 
 
 Groups = Sequence[tuple[Tensor, int, int]]  # (input batch [B, f], first member, end member)
+ApplyGrad = Callable[[int, Tensor], None]   # (parameter index, its finished gradient [M, ...])
 
 
-class Workspace:
-    """Output buffers of the batched step, kept from one step to the next.
+class _MLPPlan:
+    """Buffers of one stack's batched step and the views of them and of the parameters, made once.
 
-    A step of a 64-member stack makes about a dozen 1 MB intermediates. Allocated
+    A step of a 64-member stack writes about a dozen 1 MB intermediates. Allocated
     afresh every step, glibc hands that memory back to the kernel and takes it
-    again, so every step pays ~2000 page faults (measured: they made the step up
-    to 1.6x slower). Reusing the same buffers keeps them mapped and in cache.
+    again, so every step paid ~2000 page faults (measured: up to 1.6x slower).
+    Views (reshapes, transposes, per-fold slices) are made once too: two stacks
+    train side by side in Python threads, and every call into torch is a hand-off
+    of the GIL between them (fewer calls: 6 % faster steps, measured).
+    """
+
+    def __init__(self, params: Sequence[Tensor], rows: tuple[tuple[int, int], ...], batch: int):
+        self.params = list(params)
+        self.rows, self.batch = rows, batch
+        w0 = params[0]
+        m_all, out_f, in_f = w0.shape
+        self.z = [self._empty(m_all, params[2 * i].shape[1], batch) for i in range(len(params) // 2)]
+        self.bias = [params[2 * i + 1].unsqueeze(2) for i in range(len(self.z))]
+        self.first = [(params[1][start:end].reshape((end - start) * out_f, 1),   # per fold: bias, weight, output
+                       w0[start:end].reshape((end - start) * out_f, in_f),
+                       self.z[0][start:end].view((end - start) * out_f, batch)) for start, end in rows]
+        self._backward: tuple | None = None
+
+    def _empty(self, *shape: int) -> Tensor:
+        return torch.empty(shape, dtype=self.params[0].dtype, device=self.params[0].device)
+
+    def fits(self, params: Sequence[Tensor], rows: tuple[tuple[int, int], ...], batch: int) -> bool:
+        return (rows == self.rows and batch == self.batch and len(params) == len(self.params)
+                and all(a is b for a, b in zip(params, self.params)))
+
+    def backward_buffers(self) -> tuple:
+        """Gradients, input-gradient outputs, transposed activations and weights, -1s and the per-fold
+        views of layer 1, made on first use."""
+        if self._backward is None:
+            z, params = self.z, self.params
+            input_grad: list[Tensor | None] = [None] * len(z)
+            for i in range(len(z) - 1, 0, -1):
+                # the input gradient of layer i (shape of z[i-1]) goes where z[i] was: dead by then (if it fits)
+                need = z[i - 1].numel()
+                room = z[i] if z[i].numel() >= need else self._empty(need)
+                input_grad[i] = room.view(-1)[:need].view(z[i - 1].shape)
+            minus_one = torch.full((z[0].shape[0], 1, self.batch), -1.0, dtype=z[0].dtype, device=z[0].device)
+            grads = [torch.empty_like(p) for p in params]
+            out_f, in_f = grads[0].shape[1:]
+            first = [(grads[0][start:end].view((end - start) * out_f, in_f),  # per fold: weight gradient,
+                      None if len(z) == 1 else                                # input of the layer above
+                      input_grad[1][start:end].view((end - start) * out_f, self.batch)) for start, end in self.rows]
+            self._backward = (grads, input_grad, [a.transpose(1, 2) for a in z],
+                              [params[2 * i].transpose(1, 2) for i in range(len(z))], minus_one, first)
+        return self._backward
+
+
+class BatchedMLP:
+    """Forward and hand-written backward of stacked MLPs (``nn.Linear`` + ``nn.ReLU``), in
+    feature-major layout: activations ``[M, features, B]``, all contiguous.
+
+    Layer 1 of all members of a fold is one GEMM ``[m*out, in] @ [in, B]`` (they
+    share the batch); later layers are ``baddbmm`` over members. Same maths as
+    autograd through ``nn.Linear`` + ``nn.ReLU`` + ``cross_entropy`` (checked
+    against separately trained models). :meth:`backward` hands each gradient to
+    ``apply`` as soon as it is final and its parameter no longer needed, so the
+    update reads it while it is still in cache.
     """
 
     def __init__(self) -> None:
-        self._buffers: dict[str, Tensor] = {}
+        self._plan: _MLPPlan | None = None
+        self._pending: tuple[_MLPPlan, Sequence[Tensor], Tensor, Tensor] | None = None
 
-    def get(self, name: str, shape: Sequence[int], like: Tensor) -> Tensor:
-        """An uninitialized buffer ``name`` of ``shape`` (reallocated only when the shape changes)."""
-        t = self._buffers.get(name)
-        if t is None or t.shape != tuple(shape) or t.dtype != like.dtype or t.device != like.device:
-            t = self._buffers[name] = torch.empty(tuple(shape), dtype=like.dtype, device=like.device)
-        return t
+    def _plan_for(self, params: Sequence[Tensor], groups: Groups) -> _MLPPlan:
+        rows = tuple((start, end) for _, start, end in groups)
+        batch = groups[0][0].shape[0]
+        if self._plan is None or not self._plan.fits(params, rows, batch):
+            self._plan = _MLPPlan(params, rows, batch)
+        return self._plan
 
+    def _forward(self, plan: _MLPPlan, params: Sequence[Tensor], groups: Groups) -> Tensor:
+        for (x, _, _), (bias, weight, out) in zip(groups, plan.first):
+            torch.addmm(bias, weight, x.t(), out=out)
+        for i in range(1, len(plan.z)):
+            plan.z[i - 1].relu_()
+            torch.baddbmm(plan.bias[i], params[2 * i], plan.z[i - 1], out=plan.z[i])
+        return plan.z[-1]
 
-def _buffer(work: Workspace | None, name: str, shape: Sequence[int], like: Tensor) -> Tensor:
-    if work is None:
-        return torch.empty(tuple(shape), dtype=like.dtype, device=like.device)
-    return work.get(name, shape, like)
+    def logits(self, params: Sequence[Tensor], groups: Groups) -> Tensor:
+        """Logits ``[M, B, C]`` (a view of this object's buffer: valid until its next call)."""
+        return self._forward(self._plan_for(params, groups), params, groups).transpose(1, 2)
 
+    def loss(self, params: Sequence[Tensor], groups: Groups, targets: Tensor) -> Tensor:
+        """Per-member mean cross-entropy ``[M]`` (``targets`` ``[M, B]``); :meth:`backward` may follow."""
+        plan = self._plan_for(params, groups)
+        logp = torch.log_softmax(self._forward(plan, params, groups), dim=1)
+        self._pending = (plan, groups, targets, logp)
+        return F.nll_loss(logp, targets, reduction="none").mean(1)
 
-def _mlp_forward_t(params: Sequence[Tensor], groups: Groups, keep: bool,
-                   work: Workspace | None = None) -> tuple[Tensor, list[Tensor]]:
-    """Stacked MLP forward in feature-major layout: activations ``[M, features, B]`` (all contiguous).
-
-    Layer 1 of all members of a fold is one GEMM ``[m*out, in] @ [in, B]``; later
-    layers are ``baddbmm``. Returns the logits ``[M, C, B]`` and (``keep``) the
-    post-ReLU activations of the hidden layers, for the backward pass.
-    """
-    w, b = params[0], params[1]
-    m_all, out_f, in_f = w.shape
-    batch = groups[0][0].shape[0]
-    z = _buffer(work, "z0", (m_all, out_f, batch), w)
-    for x, start, end in groups:
-        m = end - start
-        torch.addmm(b[start:end].reshape(m * out_f, 1), w[start:end].reshape(m * out_f, in_f), x.t(),
-                    out=z[start:end].view(m * out_f, batch))
-    acts = []
-    for i in range(2, len(params), 2):
-        a = z.relu_()
-        if keep:
-            acts.append(a)
-        w = params[i]
-        z = torch.baddbmm(params[i + 1].unsqueeze(2), w, a,
-                          out=_buffer(work, f"z{i // 2}", (m_all, w.shape[1], batch), w))
-    return z, acts
-
-
-def batched_mlp_forward(params: Sequence[Tensor], groups: Groups) -> Tensor:
-    """Logits ``[M, B, C]`` of stacked MLPs; ``params`` = [W1, b1, W2, b2, ...] with W ``[M, out, in]``."""
-    logits, _ = _mlp_forward_t(params, groups, keep=False)
-    return logits.transpose(1, 2)
-
-
-def batched_mlp_loss_and_grads(params: Sequence[Tensor], groups: Groups, targets: Tensor,
-                               work: Workspace | None = None) -> tuple[Tensor, list[Tensor]]:
-    """Per-member mean cross-entropy ``[M]`` and every parameter's gradient, by hand-written backprop.
-
-    ``targets`` is ``[M, B]``. Same maths as autograd through ``nn.Linear`` +
-    ``nn.ReLU`` + ``cross_entropy`` (checked against separately trained models).
-    With a ``work`` space the gradients are its buffers: valid until the next call.
-    """
-    logits, acts = _mlp_forward_t(params, groups, keep=True, work=work)
-    m_all, classes, batch = logits.shape
-    logp = torch.log_softmax(logits, dim=1)
-    picked = logp.gather(1, targets.unsqueeze(1)).squeeze(1)        # [M, B]
-    losses = -picked.mean(1)
-    dz = logp.exp_()                                                # softmax, in place
-    dz.scatter_add_(1, targets.unsqueeze(1), torch.full_like(picked, -1.0).unsqueeze(1))
-    dz.div_(batch)
-    grads: list[Tensor] = [None] * len(params)  # type: ignore[list-item]
-    n_layers = len(params) // 2
-    for layer in range(n_layers - 1, 0, -1):
-        a = acts[layer - 1]                                         # input of this layer [M, in, B]
-        w = params[2 * layer]
-        grads[2 * layer] = torch.bmm(dz, a.transpose(1, 2), out=_buffer(work, f"gw{layer}", w.shape, w))
-        grads[2 * layer + 1] = torch.sum(dz, 2, out=_buffer(work, f"gb{layer}", params[2 * layer + 1].shape, w))
-        da = torch.bmm(w.transpose(1, 2), dz, out=_buffer(work, f"da{layer}", a.shape, w))
-        dz = torch.ops.aten.threshold_backward.grad_input(da, a, 0, grad_input=da)  # ReLU', in place
-    w = params[0]
-    out_f, in_f = w.shape[1], w.shape[2]
-    gw = _buffer(work, "gw0", w.shape, w)
-    for x, start, end in groups:
-        m = end - start
-        torch.mm(dz[start:end].view(m * out_f, batch), x, out=gw[start:end].view(m * out_f, in_f))
-    grads[0] = gw
-    grads[1] = torch.sum(dz, 2, out=_buffer(work, "gb0", params[1].shape, w))
-    return losses, grads
+    def backward(self, apply: ApplyGrad) -> None:
+        """Gradients of the last :meth:`loss`, top layer first, each passed to ``apply(index, grad)``."""
+        assert self._pending is not None, "backward() needs a loss() first"
+        plan, groups, targets, logp = self._pending
+        self._pending = None
+        grads, input_grad, z_t, w_t, minus_one, first = plan.backward_buffers()
+        batch = plan.batch
+        dz = logp.exp_()                                   # (softmax - one_hot) / B
+        dz.scatter_add_(1, targets.unsqueeze(1), minus_one)
+        dz.div_(batch)
+        for i in range(len(plan.z) - 1, 0, -1):
+            torch.bmm(dz, z_t[i - 1], out=grads[2 * i])
+            torch.sum(dz, 2, out=grads[2 * i + 1])
+            da = torch.bmm(w_t[i], dz, out=input_grad[i])
+            apply(2 * i, grads[2 * i])
+            apply(2 * i + 1, grads[2 * i + 1])
+            dz = torch.ops.aten.threshold_backward.grad_input(da, plan.z[i - 1], 0, grad_input=da)  # ReLU'
+        for (x, start, end), (grad, rows) in zip(groups, first):
+            torch.mm(dz[start:end].view(grad.shape[0], batch) if rows is None else rows, x, out=grad)
+        apply(0, grads[0])
+        apply(1, torch.sum(dz, 2, out=grads[1]))
 
 
-def autograd_loss_and_grads(forward: Callable[[Sequence[Tensor], Groups], Tensor]):
-    """Loss/gradients through autograd: the sum of per-member mean losses gives each member its gradient."""
+class AutogradStep:
+    """The same interface through autograd, for any model: a sum of per-member mean losses
+    gives each member its own gradient."""
 
-    def run(params: Sequence[Tensor], groups: Groups, targets: Tensor,
-            work: Workspace | None = None) -> tuple[Tensor, list[Tensor]]:
-        del work  # autograd allocates its own intermediates
+    def __init__(self, forward: Callable[[Sequence[Tensor], Groups], Tensor]):
+        self.forward = forward
+        self._pending: tuple[list[Tensor], Tensor] | None = None
+
+    def logits(self, params: Sequence[Tensor], groups: Groups) -> Tensor:
+        return self.forward(params, groups)
+
+    def loss(self, params: Sequence[Tensor], groups: Groups, targets: Tensor) -> Tensor:
         with torch.enable_grad():
             leaves = [p.detach().requires_grad_(True) for p in params]
-            logits = forward(leaves, groups)
+            logits = self.forward(leaves, groups)
             m, b, c = logits.shape
             losses = F.cross_entropy(logits.reshape(m * b, c), targets.reshape(m * b),
                                      reduction="none").view(m, b).mean(1)
-            grads = torch.autograd.grad(losses.sum(), leaves)
-        return losses.detach(), list(grads)
+            self._pending = (leaves, losses.sum())
+        return losses.detach()
 
-    return run
+    def backward(self, apply: ApplyGrad) -> None:
+        assert self._pending is not None, "backward() needs a loss() first"
+        leaves, total = self._pending
+        self._pending = None
+        for i, grad in enumerate(torch.autograd.grad(total, leaves)):
+            apply(i, grad)
 
 
 def make_vmap_forward(model: nn.Module, names: Sequence[str]) -> Callable[[Sequence[Tensor], Groups], Tensor]:
@@ -236,7 +270,6 @@ def make_vmap_forward(model: nn.Module, names: Sequence[str]) -> Callable[[Seque
         return batched(tuple(params), x)
 
     return forward
-
 
 # ----------------------------------------------------------------- the job
 
@@ -278,12 +311,7 @@ class Job:
         if backend not in ("batched", "vmap"):
             raise ValueError(f"backend must be auto, batched or vmap, got {self.backend!r}")
         self.backend = backend
-        if backend == "batched":
-            self.forward = batched_mlp_forward
-            self.loss_and_grads = batched_mlp_loss_and_grads
-        else:
-            self.forward = make_vmap_forward(self.template, self.names)
-            self.loss_and_grads = autograd_loss_and_grads(self.forward)
+        self._vmap_forward = make_vmap_forward(self.template, self.names) if backend == "vmap" else None
         self.x = self.x.to(self.device, self.dtype)
         self.y = self.y.to(self.device)
         if self.x_test is not None:
@@ -295,6 +323,10 @@ class Job:
     @property
     def n_folds(self) -> int:
         return len(self.folds)
+
+    def make_step(self) -> BatchedMLP | AutogradStep:
+        """A fresh forward/backward of this job's backend (it keeps buffers: one per stack)."""
+        return BatchedMLP() if self.backend == "batched" else AutogradStep(self._vmap_forward)
 
     def member_bytes(self) -> int:
         """Rough bytes one member needs (parameters, gradient, rule state, activations)."""
@@ -376,7 +408,8 @@ class Members:
         self._hyper_cache: dict | None = None
         self._fold_rows: list[tuple[int, int, int]] | None = None
         self._limit: Tensor | None = None   # divergence threshold per stack row
-        self._work = Workspace()
+        self._step = job.make_step()
+        self._eval_step = job.make_step()
 
     # -- hyperparameters ------------------------------------------------
     def _hyper_tensors(self, config_of: Tensor) -> dict[str, Tensor]:
@@ -449,33 +482,45 @@ class Members:
     # -- training ----------------------------------------------------------
     @torch.no_grad()
     def train_step(self) -> None:
+        """One step of every live member: loss, divergence check, then the rule's update of each
+        parameter as soon as the backward pass has its gradient."""
         job = self.job
         t = self.step
         rows = self.fold_rows()
-        batches = {k: batch_at(job._cpu_folds[k][0], t, job.batch_size, job.seed, k).to(job.device)
-                   for k, _, _ in rows}
-        groups = [(job.x[batches[k]], start, end) for k, start, end in rows]
-        target = torch.cat([job.y[batches[k]].expand(end - start, -1) for k, start, end in rows])
-        losses, grads = job.loss_and_grads(self.params, groups, target, self._work)
+        batches = [batch_at(job._cpu_folds[k][0], t, job.batch_size, job.seed, k) for k, _, _ in rows]
+        if job.x.device.type != "cpu":
+            batches = [b.to(job.x.device) for b in batches]
+        groups = [(job.x[b], start, end) for b, (_, start, end) in zip(batches, rows)]
+        if len(rows) == 1:
+            target = job.y[batches[0]].expand(len(self.live), -1)
+        else:
+            target = torch.cat([job.y[b].expand(end - start, -1) for b, (_, start, end) in zip(batches, rows)])
+        losses = self._step.loss(self.params, groups, target)
         values = losses.to("cpu", torch.float64)
         self.curves[self.live, t] = values
         if self.first_loss is None:
             self.first_loss = values.clone()
             self._first_by_member = torch.full((len(self.alive),), float("nan"), dtype=torch.float64)
             self._first_by_member[self.live] = values
-        bad = ~(values.abs() <= self._divergence_limit())    # NaN and +-inf compare False
-        if bool(bad.any()):
-            for c in self.config_of[self.live[bad]].tolist():
+        within = values.abs() <= self._divergence_limit()    # NaN and +-inf compare False
+        kept = None
+        if not bool(within.all()):
+            for c in self.config_of[self.live[~within]].tolist():
                 self.diverged_step.setdefault(int(c), t + 1)
             # a configuration diverged on one fold is diverged: drop all its folds
             dead = torch.tensor(sorted(self.diverged_step))
             gone = torch.isin(self.config_of[self.live], dead)
-            kept = (~gone).nonzero().squeeze(1)
-            grads = [g.index_select(0, kept.to(g.device)) for g in grads]
-            self.remove(gone.nonzero().squeeze(1))
+            kept = (~gone).nonzero().squeeze(1).to(job.device)
+            self.remove(gone.nonzero().squeeze(1))   # the backward below still sees every row
         self.state[0]["step"] += 1  # shared by every parameter's state
-        for i, (p, g, st) in enumerate(zip(self.params, grads, self.state)):
-            job.preset.rule.update(p, g, st, self._hyper_for(i, p))
+        rule, params, state = job.preset.rule, self.params, self.state
+
+        def apply(i: int, grad: Tensor) -> None:
+            if kept is not None:
+                grad = grad.index_select(0, kept)
+            rule.update(params[i], grad, state[i], self._hyper_for(i, params[i]))
+
+        self._step.backward(apply)
         self.step = t + 1
 
     def _divergence_limit(self) -> Tensor:
@@ -500,7 +545,7 @@ class Members:
         correct = torch.zeros(end - start, dtype=torch.float64, device=x.device)
         for i in range(0, len(x), chunk):
             xb, yb = x[i:i + chunk], y[i:i + chunk]
-            logits = self.job.forward(params, [(xb, 0, end - start)])
+            logits = self._eval_step.logits(params, [(xb, 0, end - start)])
             m, b, c = logits.shape
             loss = F.cross_entropy(logits.reshape(m * b, c), yb.expand(m, -1).reshape(m * b), reduction="none")
             loss_sum += loss.view(m, b).sum(1).double()

@@ -159,10 +159,33 @@ def _sqlite_states(out: Path) -> list[tuple[int, str]]:
         return []
 
 
-def test_resume_after_sigkill_never_recomputes_a_finished_configuration(tmp_path):
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_resume_after_sigkill_never_recomputes_a_finished_configuration(tmp_path, threads):
+    """With 2 threads the two configurations of a batch train in two forked processes, which
+    must die with the killed sweep (else they would write the checkpoint the restart resumes)."""
     out = tmp_path / "killed"
     cmd = _command(out, "--checkpoint-every", "0.2", steps=6000)  # a batch lasts seconds: killed mid-batch
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = {**_env(), "OMP_NUM_THREADS": threads}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 150
     killed_at = None
     while time.time() < deadline and proc.poll() is None:
@@ -171,19 +194,25 @@ def test_resume_after_sigkill_never_recomputes_a_finished_configuration(tmp_path
         ckpts = list((out / "checkpoints").glob("batch-*")) if (out / "checkpoints").exists() else []
         if complete >= 2 and ckpts and time.time() - max(p.stat().st_mtime for p in ckpts) < 0.3:
             time.sleep(0.5)  # let it write a checkpoint past step 0
+            lanes = _children(proc.pid)
             proc.send_signal(signal.SIGKILL)
             killed_at = states
             break
         time.sleep(0.05)
     proc.wait()
     assert killed_at is not None, "the sweep finished (or hung) before it could be killed"
+    assert len(lanes) == (2 if threads == "2" else 0)
+    deadline = time.time() + 1.5   # the kernel kills them at once; a batch would last longer
+    while any(_running(pid) for pid in lanes) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not any(_running(pid) for pid in lanes), "a training process outlived the killed sweep"
     before = {n: s for n, s in _sqlite_states(out)}
     done_before = {n for n, s in before.items() if s == "COMPLETE"}
     assert "RUNNING" in before.values()
     import optuna
 
     stamps = {t.number: t.datetime_complete for t in _study(out).trials if t.number in done_before}
-    again = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "resuming" in again.stdout and "from step 0 " not in again.stdout
     trials = _study(out).trials
@@ -231,11 +260,35 @@ def test_tensorboard_writes_one_run_per_configuration(tmp_path):
     assert all(list(run.rglob("events.out.tfevents*")) for run in runs)
 
 
-def test_side_by_side_stacks_give_the_same_numbers_as_one_stack():
-    kwargs = dict(SMALL, lr=[0.02, 0.1, 0.5], momentum=[0.0, 0.9], folds=2)
+@pytest.mark.parametrize("lanes", ["threads", "processes"])
+def test_side_by_side_stacks_give_the_same_numbers_as_one_stack(lanes):
+    """Also with pruning, whose decisions a forked lane asks of the parent (which owns the study)."""
+    import optuna
+
+    kwargs = dict(SMALL, lr=[1e-6, 0.02, 0.1, 0.5], momentum=[0.0, 0.9], folds=2, eval_every=10,
+                  pruner=optuna.pruners.ThresholdPruner(upper=2.2))
     one = inertia.sweep(**kwargs, parallel=1).records()
-    three = inertia.sweep(**kwargs, parallel=3).records()
+    three = inertia.sweep(**kwargs, parallel=3, lanes=lanes).records()
     assert sorted(map(str, one)) == sorted(map(str, three))
+    assert {r["status"] for r in one} == {"ok", "pruned"}
+
+
+def test_a_failing_training_process_fails_the_sweep(monkeypatch):
+    from inertia.sweeps import engine
+
+    original = engine.Members.train_step
+
+    def failing(self):
+        if self.step == 5:
+            raise FloatingPointError("boom at step 5")
+        original(self)
+
+    monkeypatch.setattr(engine.Members, "train_step", failing)  # forked children inherit it
+    with pytest.raises(RuntimeError, match="a training process failed") as info:
+        inertia.sweep(**SMALL, lr=[0.02, 0.1], momentum=[0.0, 0.9], parallel=2, lanes="processes")
+    assert "boom at step 5" in str(info.value)
+    with pytest.raises(ValueError, match="lanes"):
+        inertia.sweep(**SMALL, lr=[0.1], momentum=[0.0], lanes="fibers")
 
 
 def test_a_rule_without_momentum_sweeps_its_learning_rate(tmp_path):

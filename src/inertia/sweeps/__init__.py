@@ -121,6 +121,7 @@ def sweep(
     memory_budget: int | None = None,
     max_batch: int | None = None,
     parallel: int | None = None,
+    lanes: str = "auto",
     backend: str = "auto",
     diverge_factor: float = 10.0,
     progress: bool = False,
@@ -148,8 +149,10 @@ def sweep(
         pruner: None, ``"median"``, ``"hyperband"``, ``"successive_halving"``, ``"percentile"``
             or an Optuna pruner; sees the mean validation loss over folds every ``eval_every`` steps.
         metric: ``val_loss`` (minimized) or ``val_accuracy`` (maximized) picks the best.
-        parallel: stacks trained side by side in threads (default on CPU: one per torch thread,
-            each single-threaded; 1 on GPU). The numbers do not depend on it.
+        parallel: stacks trained side by side (default on CPU: one per torch thread, each
+            single-threaded; 1 on GPU). The numbers do not depend on it.
+        lanes: where those stacks run: ``processes`` (forked children: no GIL between them;
+            Linux), ``threads``, or ``auto`` (processes on Linux). The numbers do not depend on it.
         max_batch: at most this many configurations claimed at once (default: what fits in memory).
     """
     from .. import rules
@@ -158,6 +161,8 @@ def sweep(
     # ---- validate everything before anything is opened or trained
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    if lanes not in ("auto", "processes", "threads"):
+        raise ValueError(f"lanes must be auto, processes or threads, got {lanes!r}")
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     if sampler != "grid" and (trials is None or int(trials) < 1):
@@ -220,7 +225,7 @@ def sweep(
     search = Search(job, space, signature, storage_url=storage, study_name=study_name, sampler=sampler,
                     trials=trials, pruner=pruner, metric=metric, out=None if out is None else str(out),
                     checkpoint_every=float(checkpoint_every), eval_every=int(eval_every),
-                    memory_budget=memory_budget, max_batch=max_batch, seed=int(seed), parallel=parallel, log=log)
+                    memory_budget=memory_budget, max_batch=max_batch, seed=int(seed), parallel=parallel, lanes=lanes, log=log)
     search.open()   # unreachable storage / a different sweep in this folder: error before training
     if progress:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn

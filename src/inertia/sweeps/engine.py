@@ -72,7 +72,7 @@ def batch_at(train_idx: Tensor, step: int, batch_size: int, seed: int, fold: int
     n = len(train_idx)
     b = min(batch_size, n)
     epoch, i = divmod(step, n // b)
-    return train_idx[_epoch_order(n, seed, fold, epoch)[i * b:(i + 1) * b]]
+    return train_idx.index_select(0, _epoch_order(n, seed, fold, epoch)[i * b:(i + 1) * b])
 
 
 @functools.lru_cache(maxsize=16)
@@ -490,11 +490,12 @@ class Members:
         batches = [batch_at(job._cpu_folds[k][0], t, job.batch_size, job.seed, k) for k, _, _ in rows]
         if job.x.device.type != "cpu":
             batches = [b.to(job.x.device) for b in batches]
-        groups = [(job.x[b], start, end) for b, (_, start, end) in zip(batches, rows)]
+        groups = [(job.x.index_select(0, b), start, end) for b, (_, start, end) in zip(batches, rows)]
         if len(rows) == 1:
-            target = job.y[batches[0]].expand(len(self.live), -1)
+            target = job.y.index_select(0, batches[0]).expand(len(self.live), -1)
         else:
-            target = torch.cat([job.y[b].expand(end - start, -1) for b, (_, start, end) in zip(batches, rows)])
+            target = torch.cat([job.y.index_select(0, b).expand(end - start, -1)
+                                for b, (_, start, end) in zip(batches, rows)])
         losses = self._step.loss(self.params, groups, target)
         values = losses.to("cpu", torch.float64)
         self.curves[self.live, t] = values

@@ -273,6 +273,18 @@ def test_side_by_side_stacks_give_the_same_numbers_as_one_stack(lanes):
     assert {r["status"] for r in one} == {"ok", "pruned"}
 
 
+@pytest.mark.parametrize("lanes", ["threads", "processes"])
+def test_progress_counts_every_configuration_step_once(lanes):
+    """Across claimed batches and side-by-side stacks, progress only grows and ends at the total."""
+    seen: list[tuple[int, int]] = []
+    configs = 3 * 2
+    inertia.sweep(**{**SMALL, "progress": lambda done, total: seen.append((done, total))}, lr=[0.02, 0.1, 0.5],
+                  momentum=[0.0, 0.9], parallel=2, lanes=lanes, max_batch=4)
+    assert {total for _, total in seen} == {configs * SMALL["steps"]}
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and done[-1] == configs * SMALL["steps"]
+
+
 def test_a_failing_training_process_fails_the_sweep(monkeypatch):
     from inertia.sweeps import engine
 

@@ -124,7 +124,7 @@ def sweep(
     lanes: str = "auto",
     backend: str = "auto",
     diverge_factor: float = 10.0,
-    progress: bool = False,
+    progress: bool | Callable[[int, int], None] = False,
     tensorboard: str | os.PathLike | None = None,
     log: Callable[[str], None] | None = None,
 ) -> SweepResults:
@@ -154,6 +154,8 @@ def sweep(
         lanes: where those stacks run: ``processes`` (forked children: no GIL between them;
             Linux), ``threads``, or ``auto`` (processes on Linux). The numbers do not depend on it.
         max_batch: at most this many configurations claimed at once (default: what fits in memory).
+        progress: True draws a progress bar; a function ``f(done, total)`` is called instead, in
+            configuration-steps (each stack's step x its configurations) of this worker.
     """
     from .. import rules
 
@@ -227,17 +229,20 @@ def sweep(
                     checkpoint_every=float(checkpoint_every), eval_every=int(eval_every),
                     memory_budget=memory_budget, max_batch=max_batch, seed=int(seed), parallel=parallel, lanes=lanes, log=log)
     search.open()   # unreachable storage / a different sweep in this folder: error before training
-    if progress:
+    if callable(progress):
+        search.on_progress = progress
+        search.run()
+    elif progress:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        with Progress(TextColumn("[bold]sweep[/] {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        with Progress(TextColumn("[bold]sweep[/] {task.description}"), BarColumn(),
+                      TextColumn("{task.percentage:>3.0f}%"),
                       TimeElapsedColumn(), TimeRemainingColumn(), transient=False) as bar:
             task = bar.add_task(f"{len(points) if sampler == 'grid' else trials} configurations x {folds} fold(s)",
-                                total=int(steps))
+                                total=None)
 
-            def on_progress(what: str, done: int, total: int) -> None:
-                if done % 10 == 0 or done == total:
-                    bar.update(task, completed=done, total=total)
+            def on_progress(done: int, total: int) -> None:   # rich redraws 10 times a second
+                bar.update(task, completed=done, total=total)
 
             search.on_progress = on_progress
             search.run()

@@ -132,9 +132,12 @@ class Search:
     seed: int = 0
     parallel: int | None = None          # stacks trained side by side (default: CPU threads)
     lanes: str = "auto"                  # side-by-side stacks in: auto | processes | threads
-    on_progress: Callable[[str, int, int], None] | None = None   # (what, done, total)
+    on_progress: Callable[[int, int], None] | None = None   # (configuration-steps done, total)
     log: Callable[[str], None] = lambda message: None
     study: Any = field(default=None, init=False)
+    _steps_done: int = field(default=0, init=False)          # progress, in configuration-steps
+    _steps_total: int = field(default=0, init=False)
+    _steps_running: dict = field(default_factory=dict, init=False)
 
     # ------------------------------------------------------------ study
     def open(self) -> Any:
@@ -283,6 +286,13 @@ class Search:
         per_chunk = configs_per_chunk(self.job, self.memory_budget)
         if self.max_batch:
             per_chunk = min(per_chunk, int(self.max_batch))
+        finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        expected = len(grid_points(self.space)) if self.sampler == "grid" else int(self.trials or 0)
+        self._steps_done = len(self.study.get_trials(deepcopy=False, states=finished)) * self.job.steps
+        self._steps_total = max(expected * self.job.steps, self._steps_done)
+        self._steps_running = {}
+        if self.on_progress is not None:
+            self.on_progress(self._steps_done, self._steps_total)
         trained = 0
         resumed = []
         for path in self._orphans():
@@ -370,9 +380,17 @@ class Search:
 
     def _train(self, trials: list[Any], members: Members, path: str | None) -> int:
         """Train one stack to its last step here, then tell its results."""
-        records = self._train_members(members, path, self._judge(trials), self.on_progress)
-        self._tell(trials, records, path)
+        stack = id(members)
+        records = self._train_members(members, path, self._judge(trials),
+                                      lambda step: self._progress(stack, step, len(trials)))
+        self._tell(trials, records, path, stack)
         return len(trials)
+
+    def _progress(self, stack: Any, step: int, n_configs: int) -> None:
+        """Report this worker's progress: every stack's step x its configurations, over all it will train."""
+        self._steps_running[stack] = step * n_configs
+        if self.on_progress is not None:
+            self.on_progress(self._steps_done + sum(self._steps_running.values()), self._steps_total)
 
     def _judge(self, trials: list[Any]) -> Callable[[int, dict[int, tuple[float, float]]], list[int]]:
         """Report every configuration's mean validation metric at a step; return those to prune."""
@@ -390,11 +408,9 @@ class Search:
     def _train_members(self, members: Members, path: str | None, judge, progress) -> list[dict[str, Any]]:
         """Train ``members`` to the end with pruning (``judge``), progress and checkpoints; its records."""
         last_save = [time.time()]
-        total = self.job.steps
 
         def on_step(m: Members) -> None:
-            if progress is not None:
-                progress("steps", m.step, total)
+            progress(m.step)
 
         def on_checkpoint(m: Members) -> None:
             if path is not None and time.time() - last_save[0] >= self.checkpoint_every and not m.done:
@@ -405,8 +421,8 @@ class Search:
                     on_eval=lambda m, means: judge(m.step, means), on_step=on_step, on_checkpoint=on_checkpoint)
         return members.results()
 
-    def _tell(self, trials: list[Any], records: list[dict[str, Any]], path: str | None) -> None:
-        """Store each configuration's result in its trial, then drop the stack's checkpoint."""
+    def _tell(self, trials: list[Any], records: list[dict[str, Any]], path: str | None, stack: Any) -> None:
+        """Store each configuration's result in its trial, drop the stack's checkpoint, count its progress."""
         from optuna.trial import TrialState
 
         key, direction = METRICS[self.metric]
@@ -424,6 +440,10 @@ class Search:
                 self.study.tell(trial, math.inf if direction == "minimize" else -math.inf)
         if path is not None and os.path.exists(path):
             os.remove(path)
+        self._steps_running.pop(stack, None)
+        self._steps_done += len(trials) * self.job.steps
+        if self.on_progress is not None:
+            self.on_progress(self._steps_done + sum(self._steps_running.values()), self._steps_total)
 
     def _run_forked(self, parts: list[tuple[list[Any], Members, str | None]], lanes: int) -> int:
         """Each stack trains in a forked child, ``lanes`` at a time; this process alone talks to the storage.
@@ -461,14 +481,14 @@ class Search:
                         raise RuntimeError(f"a training process (pid {pid}) ended without its results "
                                            f"(wait status {status}); its checkpoint is kept") from None
                     kind = message[0]
-                    if kind == "steps" and self.on_progress is not None:
-                        self.on_progress(*message)
+                    if kind == "steps":
+                        self._progress(pid, message[1], len(trials))
                     elif kind == "judge":
                         conn.send(self._judge(trials)(*message[1:]))
                     elif kind == "error":
                         raise RuntimeError(f"a training process failed:\n{message[1]}")
                     elif kind == "done":
-                        self._tell(trials, message[1], path)
+                        self._tell(trials, message[1], path, pid)
                         told += len(trials)
                         conn.close()
                         os.waitpid(pid, 0)
@@ -491,11 +511,11 @@ class Search:
             torch.set_num_threads(1)
             last = [0.0]
 
-            def progress(what: str, done: int, total: int) -> None:
+            def progress(step: int) -> None:
                 now = time.monotonic()
-                if now - last[0] >= 0.1 or done == total:
+                if now - last[0] >= 0.1:
                     last[0] = now
-                    conn.send((what, done, total))
+                    conn.send(("steps", step))
 
             def judge(step: int, means: dict[int, tuple[float, float]]) -> list[int]:
                 conn.send(("judge", step, means))

@@ -19,7 +19,7 @@ from torch import nn
 
 from .engine import Job, Members, configs_per_chunk, make_folds, run_members, train
 from .results import SweepResults
-from .search import METRICS, Search, StorageError, grid_points, records_from_study
+from .search import LANES, METRICS, Search, StorageError, grid_points, records_from_study
 
 SAMPLERS = ("grid", "random", "tpe")
 
@@ -163,8 +163,8 @@ def sweep(
     # ---- validate everything before anything is opened or trained
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
-    if lanes not in ("auto", "processes", "threads"):
-        raise ValueError(f"lanes must be auto, processes or threads, got {lanes!r}")
+    if lanes not in LANES:
+        raise ValueError(f"lanes must be one of {', '.join(LANES)}, got {lanes!r}")
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     if sampler != "grid" and (trials is None or int(trials) < 1):

@@ -271,6 +271,7 @@ def make_vmap_forward(model: nn.Module, names: Sequence[str]) -> Callable[[Seque
 
     return forward
 
+
 # ----------------------------------------------------------------- the job
 
 

@@ -32,6 +32,8 @@ RESULT_KEYS = ("status", "diverged_step", "pruned_step", "val_loss_mean", "val_l
                "val_accuracy_std", "test_loss_mean", "test_loss_std", "test_accuracy_mean", "test_accuracy_std",
                "train_loss_final", "train_loss_curve", "steps")
 
+LANES = ("auto", "processes", "threads")   # where side-by-side stacks run
+
 METRICS = {"val_loss": ("val_loss_mean", "minimize"), "val_accuracy": ("val_accuracy_mean", "maximize")}
 
 
@@ -138,6 +140,10 @@ class Search:
     _steps_done: int = field(default=0, init=False)          # progress, in configuration-steps
     _steps_total: int = field(default=0, init=False)
     _steps_running: dict = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        if self.lanes not in LANES:
+            raise ValueError(f"lanes must be one of {', '.join(LANES)}, got {self.lanes!r}")
 
     # ------------------------------------------------------------ study
     def open(self) -> Any:
@@ -361,8 +367,6 @@ class Search:
             return 0
         if len(parts) == 1 or lanes == 1:
             return sum(self._train(*part) for part in parts)
-        if self.lanes not in ("auto", "processes", "threads"):
-            raise ValueError(f"lanes must be auto, processes or threads, got {self.lanes!r}")
         if self.lanes == "processes" or (self.lanes == "auto" and _forked_lanes_available(self.job)):
             return self._run_forked(parts, lanes)
         from concurrent.futures import ThreadPoolExecutor

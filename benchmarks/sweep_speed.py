@@ -19,7 +19,9 @@ configuration (lowest validation loss) of each is evaluated on the test set.
 Prints a table and writes JSON (``--json``, default
 benchmarks/results/sweep_speed.json): wall time, speedup against the loop,
 achieved GFLOP/s (forward + backward matmul FLOPs actually executed) against the
-machine's measured fp32 matmul rate, and the best configuration's test accuracy.
+machine's measured fp32 matmul rate (torch's, and oneDNN's), the best configuration's
+test accuracy, and the ceiling: the speedup that the at-once sweep's FLOPs, run at
+each measured matmul rate, would give against this loop.
 
     python benchmarks/sweep_speed.py            # the full benchmark
     python benchmarks/sweep_speed.py --quick    # smoke run: 60 steps
@@ -53,6 +55,36 @@ def matmul_rate(size: int = 1024, seconds: float = 2.0) -> float:
         a @ b
         count += 1
     return 2 * size**3 * count / (time.perf_counter() - start) / 1e9
+
+
+def onednn_matmul_rate(size: int = 1024, seconds: float = 2.0) -> float | None:
+    """Measured fp32 GFLOP/s of the same matmul through oneDNN (``mkldnn_linear``), or None without oneDNN.
+
+    torch's own fp32 matmul calls MKL, which takes its AVX2 path on AMD CPUs; oneDNN picks its kernels by
+    the CPU's features, AVX-512 included, so on such a CPU this is the faster of the two.
+    """
+    if not torch.backends.mkldnn.is_available():
+        return None
+    a, b = torch.randn(size, size).to_mkldnn(), torch.randn(size, size).to_mkldnn()
+    torch._C._nn.mkldnn_linear(a, b, None)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch._C._nn.mkldnn_linear(a, b, None)
+        count += 1
+    return 2 * size**3 * count / (time.perf_counter() - start) / 1e9
+
+
+def cpu_description() -> str:
+    """The CPU's model name and widest vector extension (from /proc/cpuinfo where there is one)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                 platform.machine())
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{model} ({isa})"
 
 
 def flops_per_member_step(widths: list[int], batch: int) -> float:
@@ -129,8 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     widths = [data.features, 100, 100, data.classes]
     per_step = flops_per_member_step(widths, args.batch_size)
     rate = matmul_rate()
+    rate_onednn = onednn_matmul_rate()
+    cpu = cpu_description()
     print(f"MNIST-1D {data}, MLP {widths}, batch {args.batch_size}, {steps} steps, 8 x 8 grid; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads; matmul {rate:.1f} GFLOP/s", flush=True)
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads; {cpu}; matmul {rate:.1f} GFLOP/s"
+          + (f" (oneDNN {rate_onednn:.1f})" if rate_onednn else ""), flush=True)
     rows = {}
 
     # 1 and 2, interleaved: the all-at-once runs (median of --repeats; every run gives the same
@@ -214,8 +249,13 @@ def main(argv: list[str] | None = None) -> int:
         row["fraction_of_matmul_rate"] = row["gflops"] / rate
     at_acc = rows["at_once"]["best"]["test_accuracy"]
     seq_acc = rows["sequential_sgd"]["best"]["test_accuracy"]
+    # the most any implementation doing the at-once sweep's FLOPs at a given matmul rate could reach
+    at_once_flops = rows["at_once"]["member_steps"] * per_step
+    ceiling = {name: base * r * 1e9 / at_once_flops for name, r in (("matmul", rate), ("onednn", rate_onednn)) if r}
     summary = {
         "speedup": rows["at_once"]["speedup_vs_sequential"],
+        "ceiling_speedup_at_matmul_rate": ceiling["matmul"],
+        "ceiling_speedup_at_onednn_rate": ceiling.get("onednn"),
         "required_speedup": 8.0,
         "accuracy_gap_points": abs(at_acc - seq_acc) * 100,
         "passes": rows["at_once"]["speedup_vs_sequential"] >= 8.0 and abs(at_acc - seq_acc) * 100 <= 1.0,
@@ -237,12 +277,15 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows, indent=1))
     print(f"speedup {summary['speedup']:.2f}x (required >= 8x); best test accuracy gap "
           f"{summary['accuracy_gap_points']:.2f} points (required <= 1)")
+    print(f"ceiling: the at-once sweep's {at_once_flops / 1e12:.2f} TFLOP at the measured matmul rate allow at most "
+          f"{ceiling['matmul']:.2f}x against this loop"
+          + (f"; at oneDNN's rate, {ceiling['onednn']:.2f}x" if "onednn" in ceiling else ""))
     payload = {
         "benchmark": "sweep_speed", "command": " ".join([sys.executable.split('/')[-1], *sys.argv]),
         "steps": steps, "batch_size": args.batch_size, "metric": args.metric, "grid": {"lr": LRS, "momentum": MOMENTA},
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+        "machine": {"cpu": cpu, "cores": os.cpu_count(),
                     "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "matmul_gflops": rate},
+                    "matmul_gflops": rate, "onednn_matmul_gflops": rate_onednn},
         "flops_per_member_step": per_step, "methods": rows, "summary": summary,
     }
     path = Path(args.json)

@@ -4,7 +4,8 @@ Three ways to train the same 64 configurations (MNIST-1D, MLP 40-100-100-10,
 batch 100, 2000 steps, one 20 % validation holdout, the same minibatches and the
 same initialization for every configuration), in one run:
 
-1. ``inertia.sweep``: all 64 at once (stacked parameters, one rule update);
+1. ``inertia.sweep``: all 64 at once (stacked parameters, one rule update; its matrix
+   products by OpenBLAS or torch, as :mod:`inertia.sweeps.gemm` chooses for this CPU);
 2. a plain loop: 64 models one after another with ``torch.optim.SGD``;
 3. Optuna: 64 sequential trials (GridSampler) whose objective is that loop.
 
@@ -200,9 +201,10 @@ def main(argv: list[str] | None = None) -> int:
                                 "val_accuracy": best["val_accuracy_mean"],
                                 "test_accuracy": best["test_accuracy_mean"]},
                        "diverged": res.counts()["diverged"], "backend": res.meta.get("backend"),
+                       "matmul": res.meta.get("matmul"),
                        "wall_s_runs": walls}
     print(f"at once: {wall:.1f} s (median of {', '.join(f'{w:.1f}' for w in walls)}, "
-          "run before, between and after the loop's slices)", flush=True)
+          f"run before, between and after the loop's slices; matrix products by {res.meta.get('matmul')})", flush=True)
     wall = loop_wall
     ok = [r for r in loop if r["status"] == "ok"]
     lb = min(ok, key=lambda r: _rank(r, args.metric))

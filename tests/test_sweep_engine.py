@@ -47,33 +47,50 @@ def _job(factory, backend, folds=2, steps=25, dtype=torch.float64, x=None, y=Non
                seed=3, dtype=dtype, backend=backend, **kw)
 
 
-@pytest.mark.parametrize("backend,factory", [("batched", _mlp), ("vmap", _mlp), ("vmap", TinyNet)])
-@pytest.mark.parametrize("optimizer", ["momentum", "nesterov"])
-def test_members_at_once_equal_separately_trained_models(backend, factory, optimizer):
-    x, y = _data()
-    configs = [dict(lr=0.05, momentum=0.9), dict(lr=0.2, momentum=0.5), dict(lr=0.01, momentum=0.99)]
-    job = _job(factory, backend, x=x, y=y, optimizer=optimizer)
-    assert job.backend == backend
-    members = run_members(Members(job, configs, [0, 1, 2]))
+def _assert_equal_to_separately_trained_models(job, factory, configs, optimizer, rtol, atol):
+    x, y = job.x, job.y
+    members = run_members(Members(job, configs, list(range(len(configs)))))
     for c, cfg in enumerate(configs):
         for k, (tr, _) in enumerate(job.folds):
             torch.manual_seed(3)
-            model = factory().double()
+            model = factory().to(job.dtype)
             opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
                                   nesterov=optimizer == "nesterov")
             losses = []
             for t in range(job.steps):
                 idx = batch_at(tr, t, 16, 3, k)
-                loss = F.cross_entropy(model(x[idx].double()), y[idx])
+                loss = F.cross_entropy(model(x[idx]), y[idx])
                 losses.append(loss.item())
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
             row = k * len(configs) + c
             for p, stacked in zip(model.parameters(), members.params):
-                torch.testing.assert_close(stacked[row], p.detach(), rtol=1e-10, atol=1e-12)
+                torch.testing.assert_close(stacked[row], p.detach(), rtol=rtol, atol=atol)
             torch.testing.assert_close(members.curves[row], torch.tensor(losses, dtype=torch.float64),
-                                       rtol=1e-10, atol=1e-12)
+                                       rtol=rtol, atol=atol)
+
+
+CONFIGS = [dict(lr=0.05, momentum=0.9), dict(lr=0.2, momentum=0.5), dict(lr=0.01, momentum=0.99)]
+
+
+@pytest.mark.parametrize("backend,factory", [("batched", _mlp), ("vmap", _mlp), ("vmap", TinyNet)])
+@pytest.mark.parametrize("optimizer", ["momentum", "nesterov"])
+def test_members_at_once_equal_separately_trained_models(backend, factory, optimizer):
+    job = _job(factory, backend, optimizer=optimizer)
+    assert job.backend == backend
+    _assert_equal_to_separately_trained_models(job, factory, CONFIGS, optimizer, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("gemm", ["torch", "openblas"])
+def test_float32_members_equal_separately_trained_models_with_either_gemm(gemm, monkeypatch):
+    # float32 is where the engine may hand its matrix products to OpenBLAS (inertia.sweeps.gemm)
+    monkeypatch.setenv("INERTIA_GEMM", gemm)
+    job = _job(_mlp, "batched", dtype=torch.float32)
+    members = Members(job, CONFIGS[:1], [0])
+    members.train_step()
+    assert members._step._plan.gemm.backend == gemm
+    _assert_equal_to_separately_trained_models(job, _mlp, CONFIGS, "momentum", rtol=1e-4, atol=1e-5)
 
 
 def test_batched_and_vmap_paths_agree_in_float32():

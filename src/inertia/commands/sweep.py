@@ -112,7 +112,8 @@ def run_command(args: argparse.Namespace) -> int:
     console.print(results.table(top=args.top))
     elapsed = time.time() - started
     console.print(f"{len(results)} configurations in the study; this run took {elapsed:.1f} s "
-                  f"on {results.meta.get('device')} ({results.meta.get('backend')} backend)")
+                  f"on {results.meta.get('device')} ({results.meta.get('backend')} backend, "
+                  f"matrix products by {results.meta.get('matmul')})")
     best = results.best
     if best is not None:
         acc = best.get("test_accuracy_mean")

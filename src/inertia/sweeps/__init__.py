@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .engine import Job, Members, configs_per_chunk, make_folds, run_members, train
+from .gemm import openblas_core
 from .results import SweepResults
 from .search import LANES, METRICS, Search, StorageError, grid_points, records_from_study
 
@@ -248,7 +249,8 @@ def sweep(
             search.run()
     else:
         search.run()
-    meta = {**signature, "device": str(device), "backend": job.backend,
+    matmul = job.matmul if job.matmul == "torch" else f"{job.matmul} {openblas_core()}"
+    meta = {**signature, "device": str(device), "backend": job.backend, "matmul": matmul,
             "dataset": repr(dataset), "storage": storage, "study_name": study_name}
     results = SweepResults(records_from_study(search.study, list(space)), list(space), metric, meta)
     if tensorboard is not None:

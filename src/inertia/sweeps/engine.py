@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..rules import broadcast_hyper
+from .gemm import BatchedGemm, backend_for as gemm_backend_for
 
 # ----------------------------------------------------------------- folds and batches
 
@@ -124,6 +125,7 @@ class _MLPPlan:
         self.params = list(params)
         self.rows, self.batch = rows, batch
         w0 = params[0]
+        self.gemm = BatchedGemm(w0.device, w0.dtype)
         m_all, out_f, in_f = w0.shape
         self.z = [self._empty(m_all, params[2 * i].shape[1], batch) for i in range(len(params) // 2)]
         self.bias = [params[2 * i + 1].unsqueeze(2) for i in range(len(self.z))]
@@ -140,8 +142,7 @@ class _MLPPlan:
                 and all(a is b for a, b in zip(params, self.params)))
 
     def backward_buffers(self) -> tuple:
-        """Gradients, input-gradient outputs, transposed activations and weights, -1s and the per-fold
-        views of layer 1, made on first use."""
+        """Gradients, input-gradient outputs, -1s and the per-fold views of layer 1, made on first use."""
         if self._backward is None:
             z, params = self.z, self.params
             input_grad: list[Tensor | None] = [None] * len(z)
@@ -156,8 +157,7 @@ class _MLPPlan:
             first = [(grads[0][start:end].view((end - start) * out_f, in_f),  # per fold: weight gradient,
                       None if len(z) == 1 else                                # input of the layer above
                       input_grad[1][start:end].view((end - start) * out_f, self.batch)) for start, end in self.rows]
-            self._backward = (grads, input_grad, [a.transpose(1, 2) for a in z],
-                              [params[2 * i].transpose(1, 2) for i in range(len(z))], minus_one, first)
+            self._backward = (grads, input_grad, minus_one, first)
         return self._backward
 
 
@@ -166,7 +166,8 @@ class BatchedMLP:
     feature-major layout: activations ``[M, features, B]``, all contiguous.
 
     Layer 1 of all members of a fold is one GEMM ``[m*out, in] @ [in, B]`` (they
-    share the batch); later layers are ``baddbmm`` over members. Same maths as
+    share the batch); later layers are batched GEMMs over members (:mod:`.gemm`:
+    torch's, or OpenBLAS's AVX-512 kernels where MKL would not use them). Same maths as
     autograd through ``nn.Linear`` + ``nn.ReLU`` + ``cross_entropy`` (checked
     against separately trained models). :meth:`backward` hands each gradient to
     ``apply`` as soon as it is final and its parameter no longer needed, so the
@@ -185,11 +186,12 @@ class BatchedMLP:
         return self._plan
 
     def _forward(self, plan: _MLPPlan, params: Sequence[Tensor], groups: Groups) -> Tensor:
+        gemm = plan.gemm
         for (x, _, _), (bias, weight, out) in zip(groups, plan.first):
-            torch.addmm(bias, weight, x.t(), out=out)
+            gemm(weight, x, out.copy_(bias.expand_as(out)), trans_b=True, beta=1.0)
         for i in range(1, len(plan.z)):
             plan.z[i - 1].relu_()
-            torch.baddbmm(plan.bias[i], params[2 * i], plan.z[i - 1], out=plan.z[i])
+            gemm(params[2 * i], plan.z[i - 1], plan.z[i].copy_(plan.bias[i].expand_as(plan.z[i])), beta=1.0)
         return plan.z[-1]
 
     def logits(self, params: Sequence[Tensor], groups: Groups) -> Tensor:
@@ -208,20 +210,20 @@ class BatchedMLP:
         assert self._pending is not None, "backward() needs a loss() first"
         plan, groups, targets, logp = self._pending
         self._pending = None
-        grads, input_grad, z_t, w_t, minus_one, first = plan.backward_buffers()
-        batch = plan.batch
+        grads, input_grad, minus_one, first = plan.backward_buffers()
+        batch, gemm = plan.batch, plan.gemm
         dz = logp.exp_()                                   # (softmax - one_hot) / B
         dz.scatter_add_(1, targets.unsqueeze(1), minus_one)
         dz.div_(batch)
         for i in range(len(plan.z) - 1, 0, -1):
-            torch.bmm(dz, z_t[i - 1], out=grads[2 * i])
+            gemm(dz, plan.z[i - 1], grads[2 * i], trans_b=True)
             torch.sum(dz, 2, out=grads[2 * i + 1])
-            da = torch.bmm(w_t[i], dz, out=input_grad[i])
+            da = gemm(plan.params[2 * i], dz, input_grad[i], trans_a=True)
             apply(2 * i, grads[2 * i])
             apply(2 * i + 1, grads[2 * i + 1])
             dz = torch.ops.aten.threshold_backward.grad_input(da, plan.z[i - 1], 0, grad_input=da)  # ReLU'
         for (x, start, end), (grad, rows) in zip(groups, first):
-            torch.mm(dz[start:end].view(grad.shape[0], batch) if rows is None else rows, x, out=grad)
+            gemm(dz[start:end].view(grad.shape[0], batch) if rows is None else rows, x, grad)
         apply(0, grads[0])
         apply(1, torch.sum(dz, 2, out=grads[1]))
 
@@ -324,6 +326,11 @@ class Job:
     @property
     def n_folds(self) -> int:
         return len(self.folds)
+
+    @property
+    def matmul(self) -> str:
+        """What does the batched MLP's matrix products: ``"openblas"`` or ``"torch"`` (see :mod:`.gemm`)."""
+        return gemm_backend_for(self.device, self.dtype) if self.backend == "batched" else "torch"
 
     def make_step(self) -> BatchedMLP | AutogradStep:
         """A fresh forward/backward of this job's backend (it keeps buffers: one per stack)."""

@@ -350,10 +350,11 @@ class Search:
 
     def _stacks(self, n_configs: int, lanes: int) -> int:
         """Into how many stacks a claimed batch is cut: one per lane, and on CPU small enough that
-        a stack's working set stays in cache (:data:`CPU_STACK_MEMBERS` members)."""
-        if lanes == 1 or not str(self.job.device).startswith("cpu"):
+        a stack's working set stays in cache (:data:`CPU_STACK_MEMBERS`, by what does its products)."""
+        job = self.job
+        if lanes == 1 or not str(job.device).startswith("cpu"):
             return lanes
-        return max(lanes, math.ceil(n_configs * self.job.n_folds / CPU_STACK_MEMBERS))
+        return max(lanes, math.ceil(n_configs * job.n_folds / CPU_STACK_MEMBERS[job.matmul]))
 
     def _run_parts(self, parts: list[tuple[list[Any], Members, str | None]], lanes: int) -> int:
         """Train stacks, ``lanes`` side by side, each with one intra-op thread (small GEMMs scale
@@ -538,11 +539,16 @@ class Search:
             os._exit(code)  # no atexit handlers, no finalizers of the parent's objects (storage connections)
 
 
-CPU_STACK_MEMBERS = 16
+CPU_STACK_MEMBERS = {"torch": 16, "openblas": 32}
 """On CPU a claimed batch is cut into stacks of at most this many members (configurations x
-folds): stacked tensors then stay in cache between the ops of a step. Measured on the 2-core
-benchmark machine (MLP 40-100-100-10, batch 100): batched matmuls over 3.8 MB run at 78 GFLOP/s
-and over 15 MB at 53; per member-step, 2 x 16-member stacks took 0.87-0.92x the time of 2 x 32."""
+folds), by what does the stack's matrix products (:mod:`.gemm`). Measured end to end on the
+benchmark's 8 x 8 grid (MLP 40-100-100-10, batch 100, 2 lanes):
+
+- torch (MKL): stacked tensors then stay in cache between the ops of a step. On the 2-core
+  AVX2 machine, batched matmuls over 3.8 MB ran at 78 GFLOP/s and over 15 MB at 53, and
+  2 x 16-member stacks took 0.87-0.92x the time of 2 x 32; on the AVX-512 one, the same time.
+- OpenBLAS (AVX-512, packed operands): 2 x 32-member stacks took 0.93-0.94x the time of
+  4 x 16, as per-call overheads count for fewer members (2026-11-30)."""
 
 
 def _forked_lanes_available(job: Job) -> bool:

@@ -1,0 +1,129 @@
+"""Batched fp32 matrix products for the CPU sweep engine: torch's, or OpenBLAS's AVX-512 kernels.
+
+The batched MLP spends ~85 % of a step in matrix products of about 100 x 100 x 100
+per member. torch's CPU build does them with MKL, and MKL runs its AVX2 code on
+CPUs that are not Intel's, even where the CPU has AVX-512. On an AMD EPYC with
+AVX-512 (2026-11-30) torch's ``bmm`` of 16 members of 100 x 100 x 100 ran at
+96 GFLOP/s on one core, OpenBLAS's SkylakeX kernels at 183-245 GFLOP/s, and the
+CPU's AVX-512 FMA peak is 272 GFLOP/s (``benchmarks/gemm_speed.py`` measures this).
+
+So on such a CPU the engine calls OpenBLAS (the ``scipy-openblas32`` wheel, through
+its strided batched GEMM ``cblas_sgemm_batch_strided``), and torch everywhere else.
+The choice depends only on the CPU, so a sweep resumed on the same machine takes the
+same path and gives the same bits. ``INERTIA_GEMM=torch`` or ``=openblas`` overrides
+it. Every member's product is computed on its own (no reduction across members),
+so a member's numbers do not depend on which others share its stack.
+"""
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+
+
+def _cpu_vendor() -> str:
+    """The CPU's vendor id (Linux; elsewhere empty)."""
+    try:
+        first_cpu = Path("/proc/cpuinfo").read_text().split("\n\n", 1)[0]
+    except OSError:
+        return ""
+    return next((line.split(":", 1)[1].strip() for line in first_cpu.splitlines() if line.startswith("vendor_id")), "")
+
+
+# OpenBLAS's names for its kernels with AVX-512 (the ``sgemm`` of all three is SkylakeX's)
+_AVX512_CORES = {"skylakex", "cooperlake", "sapphirerapids"}
+
+
+@lru_cache(maxsize=1)
+def _openblas():
+    """The OpenBLAS library of ``scipy-openblas32`` (its kernels picked for this CPU, or as
+    ``OPENBLAS_CORETYPE`` says), or None where it is not installed."""
+    spec = importlib.util.find_spec("scipy_openblas32")  # located, not imported: importing it loads it too
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    libs = sorted((Path(spec.submodule_search_locations[0]) / "lib").glob("*scipy_openblas*.[sd][ol]*"))
+    try:
+        lib = ctypes.CDLL(str(libs[0]))
+        gemm = lib.scipy_cblas_sgemm_batch_strided
+    except (IndexError, OSError, AttributeError):
+        return None
+    i, f, p = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
+    gemm.argtypes = [i, i, i, i, i, i, f, p, i, i, p, i, i, f, p, i, i, i]
+    gemm.restype = None
+    lib.scipy_openblas_get_corename.restype = ctypes.c_char_p
+    return lib
+
+
+def openblas_core() -> str | None:
+    """The name of the kernels OpenBLAS runs here (e.g. ``SkylakeX``), or None when it is not available."""
+    lib = _openblas()
+    return None if lib is None else lib.scipy_openblas_get_corename().decode()
+
+
+def wants_openblas() -> bool:
+    """OpenBLAS where it runs AVX-512 kernels and torch's MKL would not (a CPU that is not Intel's).
+
+    ``INERTIA_GEMM=torch`` or ``=openblas`` overrides the choice.
+    """
+    choice = os.environ.get("INERTIA_GEMM", "auto")
+    if choice not in ("auto", "torch", "openblas"):
+        raise ValueError(f"INERTIA_GEMM must be auto, torch or openblas, got {choice!r}")
+    if choice != "auto":
+        return choice == "openblas"
+    core = openblas_core()
+    return (core is not None and core.lower() in _AVX512_CORES and torch.backends.mkl.is_available()
+            and _cpu_vendor() != "GenuineIntel")
+
+
+def backend_for(device: torch.device | str, dtype: torch.dtype) -> str:
+    """``"openblas"`` for float32 on the CPU where :func:`wants_openblas` and OpenBLAS loads, else ``"torch"``."""
+    wanted = torch.device(device).type == "cpu" and dtype == torch.float32 and wants_openblas()
+    return "openblas" if wanted and _openblas() is not None else "torch"
+
+
+class BatchedGemm:
+    """``out = beta * out + op(a) @ op(b)`` over a leading batch axis (or none), ``op`` an optional transpose.
+
+    ``a``, ``b`` and ``out`` are the stored, contiguous matrices ``[..., rows, cols]``;
+    ``trans_a``/``trans_b`` say to use their transposes. One object per engine: it
+    decides once between OpenBLAS and torch (:func:`wants_openblas`) and keeps
+    OpenBLAS's thread count equal to torch's.
+    """
+
+    def __init__(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        self.backend = backend_for(device, dtype)
+        self._lib = _openblas() if self.backend == "openblas" else None
+        self._threads = 0
+
+    def __call__(self, a: Tensor, b: Tensor, out: Tensor, *, trans_a: bool = False, trans_b: bool = False,
+                 beta: float = 0.0) -> Tensor:
+        if self._lib is None:
+            op_a = a.transpose(-1, -2) if trans_a else a
+            op_b = b.transpose(-1, -2) if trans_b else b
+            if out.dim() == 2:
+                return torch.addmm(out, op_a, op_b, beta=beta, out=out) if beta else torch.mm(op_a, op_b, out=out)
+            return torch.baddbmm(out, op_a, op_b, beta=beta, out=out) if beta else torch.bmm(op_a, op_b, out=out)
+        threads = torch.get_num_threads()
+        if threads != self._threads:
+            self._lib.scipy_openblas_set_num_threads(threads)
+            self._threads = threads
+        m, n = out.shape[-2:]
+        k = a.shape[-2] if trans_a else a.shape[-1]
+        count = out.shape[0] if out.dim() == 3 else 1
+        if not (a.is_contiguous() and b.is_contiguous() and out.is_contiguous()):
+            raise ValueError("BatchedGemm needs contiguous matrices (pass transposes as trans_a/trans_b)")
+        if (a.shape[-2:] != ((k, m) if trans_a else (m, k)) or b.shape[-2:] != ((n, k) if trans_b else (k, n))
+                or a.numel() != count * m * k or b.numel() != count * k * n):
+            raise ValueError(f"shapes do not multiply: {tuple(a.shape)}, {tuple(b.shape)} -> {tuple(out.shape)}")
+        self._lib.scipy_cblas_sgemm_batch_strided(
+            _ROW_MAJOR, _TRANS if trans_a else _NO_TRANS, _TRANS if trans_b else _NO_TRANS, m, n, k, 1.0,
+            a.data_ptr(), a.shape[-1], m * k, b.data_ptr(), b.shape[-1], k * n, beta,
+            out.data_ptr(), n, m * n, count)
+        return out

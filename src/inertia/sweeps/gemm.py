@@ -2,17 +2,20 @@
 
 The batched MLP spends ~85 % of a step in matrix products of about 100 x 100 x 100
 per member. torch's CPU build does them with MKL, and MKL runs its AVX2 code on
-CPUs that are not Intel's, even where the CPU has AVX-512. On an AMD EPYC with
-AVX-512 (2026-11-30) torch's ``bmm`` of 16 members of 100 x 100 x 100 ran at
-96 GFLOP/s on one core, OpenBLAS's SkylakeX kernels at 183-245 GFLOP/s, and the
-CPU's AVX-512 FMA peak is 272 GFLOP/s (``benchmarks/gemm_speed.py`` measures this).
+CPUs that are not Intel's, even where the CPU has AVX-512. On a 2-core AMD EPYC
+with AVX-512 (2026-11-30, one thread, 16 members, ``benchmarks/gemm_speed.py``),
+torch's ``bmm`` of 100 x 100 x 100 ran at 95-97 GFLOP/s and OpenBLAS's SkylakeX
+kernels at 175-238 GFLOP/s; a sweep step took 0.54x the time.
 
-So on such a CPU the engine calls OpenBLAS (the ``scipy-openblas32`` wheel, through
-its strided batched GEMM ``cblas_sgemm_batch_strided``), and torch everywhere else.
-The choice depends only on the CPU, so a sweep resumed on the same machine takes the
-same path and gives the same bits. ``INERTIA_GEMM=torch`` or ``=openblas`` overrides
-it. Every member's product is computed on its own (no reduction across members),
-so a member's numbers do not depend on which others share its stack.
+So where OpenBLAS runs AVX-512 kernels on such a CPU, the engine calls it (the
+``scipy-openblas32`` wheel, through its strided batched GEMM
+``cblas_sgemm_batch_strided``), and torch everywhere else. OpenBLAS picks its
+kernels when it is loaded, by the CPU or as ``OPENBLAS_CORETYPE`` says: a machine
+that names an AVX2 core there (``Haswell``) gets torch's products. The choice
+depends only on the machine, so a sweep resumed there takes the same path and
+gives the same bits. ``INERTIA_GEMM=torch`` or ``=openblas`` overrides it. Every
+member's product is computed on its own (no reduction across members), so a
+member's numbers do not depend on which others share its stack.
 """
 from __future__ import annotations
 

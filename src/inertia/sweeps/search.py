@@ -547,7 +547,7 @@ benchmark's 8 x 8 grid (MLP 40-100-100-10, batch 100, 2 lanes):
 - torch (MKL): stacked tensors then stay in cache between the ops of a step. On the 2-core
   AVX2 machine, batched matmuls over 3.8 MB ran at 78 GFLOP/s and over 15 MB at 53, and
   2 x 16-member stacks took 0.87-0.92x the time of 2 x 32; on the AVX-512 one, the same time.
-- OpenBLAS (AVX-512, packed operands): 2 x 32-member stacks took 0.93-0.94x the time of
+- OpenBLAS (AVX-512, packed operands): 2 x 32-member stacks took 0.93-0.95x the time of
   4 x 16, as per-call overheads count for fewer members (2026-11-30)."""
 
 

@@ -222,6 +222,41 @@ def test_resume_after_sigkill_never_recomputes_a_finished_configuration(tmp_path
     assert not list((out / "checkpoints").glob("batch-*"))
 
 
+@pytest.mark.parametrize("when", ["after claiming, before the first checkpoint", "while training, no checkpoints"])
+def test_an_interrupted_sweep_gives_back_what_no_checkpoint_holds(tmp_path, monkeypatch, when):
+    """Ctrl-C (or any error) at a moment no checkpoint covers: the trials taken go back to WAITING,
+    and the same command trains each configuration once."""
+    import optuna
+
+    from inertia.sweeps.search import Search
+
+    grid = dict(lr=[0.01, 0.1], momentum=[0.0, 0.9])
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    if when.startswith("after claiming"):
+        kw = dict(out=tmp_path / "run", storage=storage)
+
+        def interrupt(self, members, path):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(Search, "_save", interrupt)
+    else:
+        def interrupt_after_some_steps(done, total):
+            if done > 0:
+                raise KeyboardInterrupt
+
+        kw = dict(storage=storage, progress=interrupt_after_some_steps)
+    with pytest.raises(KeyboardInterrupt):
+        inertia.sweep(**{**SMALL, **kw}, **grid)
+    study = optuna.load_study(study_name="sweep", storage=storage)
+    states = [t.state for t in study.trials]
+    assert len(states) == 4 and set(states) == {optuna.trial.TrialState.WAITING}, states
+    monkeypatch.undo()
+    res = inertia.sweep(**{**SMALL, **kw, "progress": False}, **grid)
+    trials = optuna.load_study(study_name="sweep", storage=storage).trials
+    assert len(trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert len(res.records()) == 4
+
+
 def test_two_workers_on_postgresql_finish_the_grid_without_duplicates(tmp_path, postgres_url):
     import optuna
     import psycopg2

@@ -10,6 +10,10 @@
   ``checkpoint_every`` seconds. A restarted worker first claims orphaned
   checkpoints (the owning process is gone), loads them and continues; finished
   trials are never recomputed.
+- An interrupted run (Ctrl-C, an error) puts the trials it took that no
+  checkpoint holds back to WAITING, for the next run. Only a SIGKILL in the
+  moment between claiming a batch and writing its first checkpoint (or at any
+  time, without an output folder) leaves trials RUNNING that no run will train.
 - Pruning: Optuna pruners see the mean validation loss over folds every
   ``eval_every`` steps (fold-aware); a pruned configuration leaves the stack.
 """
@@ -203,31 +207,36 @@ class Search:
         return study
 
     # ------------------------------------------------------------ claiming
-    def _claim_waiting(self, limit: int) -> list[Any]:
+    def _claim_waiting(self, limit: int, claimed: dict[int, tuple[Any, str | None]]) -> list[Any]:
         import optuna
         from optuna.trial import TrialState
 
         storage = self.study._storage
-        claimed = []
+        batch = []
         for frozen in storage.get_all_trials(self.study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
-            if len(claimed) >= limit:
+            if len(batch) >= limit:
                 break
             try:
                 if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
-                    claimed.append(optuna.Trial(self.study, frozen._trial_id))
+                    batch.append(optuna.Trial(self.study, frozen._trial_id))
+                    claimed[batch[-1].number] = (batch[-1], None)
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
-        return claimed
+        return batch
 
-    def _ask(self, limit: int) -> list[Any]:
+    def _ask(self, limit: int, claimed: dict[int, tuple[Any, str | None]]) -> list[Any]:
+        """Up to ``limit`` trials for this worker, each noted in ``claimed`` as soon as it is taken."""
         from optuna.trial import TrialState
 
         if self.sampler == "grid":
-            return self._claim_waiting(limit)
+            return self._claim_waiting(limit, claimed)
         existing = len(self.study.get_trials(deepcopy=False, states=(
             TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)))
-        wanted = min(limit, max(0, int(self.trials or 0) - existing))
-        return [self.study.ask() for _ in range(wanted)]
+        batch = []
+        for _ in range(min(limit, max(0, int(self.trials or 0) - existing))):
+            batch.append(self.study.ask())
+            claimed[batch[-1].number] = (batch[-1], None)
+        return batch
 
     def _config(self, trial: Any) -> dict[str, float]:
         config = {}
@@ -284,7 +293,6 @@ class Search:
     # ------------------------------------------------------------ running
     def run(self) -> int:
         """Work until no configuration is left to claim; returns how many this worker trained."""
-        import optuna
         from optuna.trial import TrialState
 
         if self.study is None:
@@ -299,6 +307,18 @@ class Search:
         self._steps_running = {}
         if self.on_progress is not None:
             self.on_progress(self._steps_done, self._steps_total)
+        claimed: dict[int, tuple[Any, str | None]] = {}   # trial number -> (trial, its checkpoint)
+        try:
+            return self._work(per_chunk, claimed)
+        except BaseException:  # interrupted (Ctrl-C) or failed: give back what no checkpoint holds
+            self._give_back(claimed)
+            raise
+
+    def _work(self, per_chunk: int, claimed: dict[int, tuple[Any, str | None]]) -> int:
+        """Resume orphaned checkpoints, then claim and train batches; every trial taken is noted in ``claimed``."""
+        import optuna
+        from optuna.trial import TrialState
+
         trained = 0
         resumed = []
         for path in self._orphans():
@@ -317,13 +337,14 @@ class Search:
                 os.remove(path)  # killed after telling every result: nothing left to do
                 continue
             live = [optuna.Trial(self.study, t._trial_id) for t in trials]
+            claimed.update({t.number: (t, path) for t in live})
             members = Members(self.job, sd["members"]["configs"], keys)
             members.load_state_dict(sd["members"])
             self.log(f"resuming {len(keys)} configurations from step {members.step} ({os.path.basename(path)})")
             resumed.append((live, members, path))
         trained += self._run_parts(resumed, self._lanes(len(resumed)))
         while True:
-            batch = self._ask(per_chunk)
+            batch = self._ask(per_chunk, claimed)
             if not batch:
                 break
             parts = []
@@ -336,9 +357,25 @@ class Search:
                 if folder is not None:
                     path = os.path.join(folder, f"batch-{part[0].number:06d}.pt.claimed-{os.getpid()}-{_host()}")
                     self._save(members, path)
+                    claimed.update({t.number: (t, path) for t in part})
                 parts.append((part, members, path))
             trained += self._run_parts(parts, lanes)
         return trained
+
+    def _give_back(self, claimed: dict[int, tuple[Any, str | None]]) -> None:
+        """Put the trials this run took and no checkpoint holds back to WAITING, so that the next run
+        (any worker) trains them: without it they would stay RUNNING, and never be trained."""
+        from optuna.trial import TrialState
+
+        storage = self.study._storage
+        for trial, path in claimed.values():
+            if path is not None and os.path.exists(path):
+                continue  # the next run resumes it from there
+            try:
+                if storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+                    storage.set_trial_state_values(trial._trial_id, state=TrialState.WAITING)
+            except Exception as error:  # the storage is gone too: the trial stays RUNNING
+                self.log(f"could not give back trial {trial.number}: {error}")
 
     def _lanes(self, n_configs: int) -> int:
         """How many stacks train side by side: on CPU one per torch thread (each single-threaded)."""

@@ -257,6 +257,34 @@ def test_an_interrupted_sweep_gives_back_what_no_checkpoint_holds(tmp_path, monk
     assert len(res.records()) == 4
 
 
+def test_a_dead_workers_trials_are_trained_again_once_their_heartbeat_is_stale(tmp_path, monkeypatch):
+    """A worker dies (os._exit: no clean-up) holding every trial of the grid, with no checkpoint
+    (no output folder). Once its heartbeats are older than the grace period, the next worker
+    fails those trials and trains a copy of each: the grid completes, each point once."""
+    import optuna
+
+    from inertia.sweeps import search
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    grid = dict(lr=[0.01, 0.1], momentum=[0.0, 0.9])
+    dies = (f"import os, inertia, inertia.sweeps.search as search; search.HEARTBEAT_SECONDS = 1; "
+            f"inertia.sweep(data='digits', model='mlp', steps=40, batch_size=32, lr={grid['lr']}, "
+            f"momentum={grid['momentum']}, storage={storage!r}, "
+            f"progress=lambda done, total: os._exit(3) if done > 0 else None)")
+    assert subprocess.run([sys.executable, "-c", dies], env=_env(), timeout=120).returncode == 3
+    held = optuna.load_study(study_name="sweep", storage=storage).trials
+    assert [t.state for t in held] == [optuna.trial.TrialState.RUNNING] * 4  # nobody will tell these
+    monkeypatch.setattr(search, "HEARTBEAT_SECONDS", 1)
+    time.sleep(3.2)  # past the grace period (2 heartbeats), in SQLite's whole seconds
+    res = inertia.sweep(**SMALL, storage=storage, **grid)
+    trials = optuna.load_study(study_name="sweep", storage=storage).trials
+    states = [t.state for t in trials]
+    assert states.count(optuna.trial.TrialState.FAIL) == 4 and states.count(optuna.trial.TrialState.COMPLETE) == 4
+    done = [(t.params["lr"], t.params["momentum"]) for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(done) == sorted((a, b) for a in grid["lr"] for b in grid["momentum"])
+    assert len(res.records()) == 4
+
+
 def test_two_workers_on_postgresql_finish_the_grid_without_duplicates(tmp_path, postgres_url):
     import optuna
     import psycopg2

@@ -11,9 +11,12 @@
   checkpoints (the owning process is gone), loads them and continues; finished
   trials are never recomputed.
 - An interrupted run (Ctrl-C, an error) puts the trials it took that no
-  checkpoint holds back to WAITING, for the next run. Only a SIGKILL in the
-  moment between claiming a batch and writing its first checkpoint (or at any
-  time, without an output folder) leaves trials RUNNING that no run will train.
+  checkpoint holds back to WAITING, for the next run.
+- A worker records a heartbeat for every trial it holds (database storages);
+  a trial whose worker died without a checkpoint that a restart here resumes
+  (SIGKILL before its first checkpoint, no output folder, a lost machine) goes
+  stale after two minutes, and the next claim fails it and trains a copy
+  (:data:`HEARTBEAT_SECONDS`).
 - Pruning: Optuna pruners see the mean validation loss over folds every
   ``eval_every`` steps (fold-aware); a pruned configuration leaves the stack.
 """
@@ -25,6 +28,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -56,19 +60,35 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def open_storage(url: str | None):
-    """An Optuna storage for ``url`` (None: in memory); unreachable URLs raise :class:`StorageError`."""
+HEARTBEAT_SECONDS = 60
+"""A worker records a heartbeat for every trial it holds at least this often; a RUNNING trial
+whose last heartbeat is older than twice this is stale (its worker died: SIGKILL, a lost
+machine) and any worker fails it and queues a copy that the next claim trains
+(``optuna.storages.RetryHeartbeatStaleTrialCallback``)."""
+
+
+def open_storage(url: str | None, heartbeat: int | None = None):
+    """An Optuna storage for ``url`` (None: in memory); unreachable URLs raise :class:`StorageError`.
+
+    ``heartbeat``: seconds between the heartbeats that its trials' workers promise to record
+    (database storages only); stale trials are retried (:data:`HEARTBEAT_SECONDS`).
+    """
     import optuna
 
     if url is None:
         return optuna.storages.InMemoryStorage()
     url = normalize_url(url)
-    kwargs = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if url.startswith("sqlite") else {}
+    kwargs: dict[str, Any] = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if url.startswith("sqlite") else {}
     if url.startswith("postgresql"):
         kwargs = {"engine_kwargs": {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}}
     for attempt in range(4):
         try:
-            return optuna.storages.RDBStorage(url, **kwargs)
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                if heartbeat:
+                    kwargs.update(heartbeat_interval=int(heartbeat), grace_period=2 * int(heartbeat),
+                                  heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
+                return optuna.storages.RDBStorage(url, **kwargs)
         except Exception as error:  # sqlalchemy / driver errors of every kind
             # two workers creating the tables of a fresh database at once: one gets an
             # IntegrityError; the tables exist now, so try again
@@ -144,6 +164,8 @@ class Search:
     _steps_done: int = field(default=0, init=False)          # progress, in configuration-steps
     _steps_total: int = field(default=0, init=False)
     _steps_running: dict = field(default_factory=dict, init=False)
+    _held: dict = field(default_factory=dict, init=False)            # trial id -> trial this worker trains
+    _last_beat: float = field(default=0.0, init=False)
 
     def __post_init__(self) -> None:
         if self.lanes not in LANES:
@@ -154,7 +176,7 @@ class Search:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        storage = open_storage(self.storage_url)
+        storage = open_storage(self.storage_url, heartbeat=HEARTBEAT_SECONDS)
         direction = METRICS[self.metric][1]
         sig = json.dumps(self.signature, sort_keys=True, default=str)
         kwargs = dict(storage=storage, study_name=self.study_name, direction=direction,
@@ -220,6 +242,7 @@ class Search:
                 if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
                     batch.append(optuna.Trial(self.study, frozen._trial_id))
                     claimed[batch[-1].number] = (batch[-1], None)
+                    self._hold([batch[-1]])
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
         return batch
@@ -230,13 +253,37 @@ class Search:
 
         if self.sampler == "grid":
             return self._claim_waiting(limit, claimed)
-        existing = len(self.study.get_trials(deepcopy=False, states=(
-            TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)))
+        existing = len(self.study.get_trials(deepcopy=False, states=(  # FAIL: stale, and retried
+            TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)))
         batch = []
         for _ in range(min(limit, max(0, int(self.trials or 0) - existing))):
-            batch.append(self.study.ask())
+            batch.append(self.study.ask())   # a WAITING trial (retried, given back) first
             claimed[batch[-1].number] = (batch[-1], None)
+            self._hold([batch[-1]])
         return batch
+
+    # ------------------------------------------------------------ heartbeats
+    def _hold(self, trials: Sequence[Any]) -> None:
+        """This worker trains ``trials`` from now on: their heartbeat, at once and until told."""
+        self._held.update({t._trial_id: t for t in trials})
+        self._beat(trials)
+
+    def _release(self, trials: Sequence[Any]) -> None:
+        for t in trials:
+            self._held.pop(t._trial_id, None)
+
+    def _beat(self, trials: Sequence[Any]) -> None:
+        storage = self.study._storage
+        if getattr(storage, "get_heartbeat_interval", lambda: None)():   # database storages
+            for t in trials:
+                storage.record_heartbeat(t._trial_id)
+
+    def _heartbeat(self) -> None:
+        """Every held trial's heartbeat, if a third of :data:`HEARTBEAT_SECONDS` has passed."""
+        now = time.monotonic()
+        if now - self._last_beat >= HEARTBEAT_SECONDS / 3:
+            self._last_beat = now
+            self._beat(list(self._held.values()))
 
     def _config(self, trial: Any) -> dict[str, float]:
         config = {}
@@ -300,7 +347,7 @@ class Search:
         per_chunk = configs_per_chunk(self.job, self.memory_budget)
         if self.max_batch:
             per_chunk = min(per_chunk, int(self.max_batch))
-        finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        finished = (TrialState.COMPLETE, TrialState.PRUNED)
         expected = len(grid_points(self.space)) if self.sampler == "grid" else int(self.trials or 0)
         self._steps_done = len(self.study.get_trials(deepcopy=False, states=finished)) * self.job.steps
         self._steps_total = max(expected * self.job.steps, self._steps_done)
@@ -338,12 +385,17 @@ class Search:
                 continue
             live = [optuna.Trial(self.study, t._trial_id) for t in trials]
             claimed.update({t.number: (t, path) for t in live})
+            self._hold(live)
             members = Members(self.job, sd["members"]["configs"], keys)
             members.load_state_dict(sd["members"])
             self.log(f"resuming {len(keys)} configurations from step {members.step} ({os.path.basename(path)})")
             resumed.append((live, members, path))
         trained += self._run_parts(resumed, self._lanes(len(resumed)))
         while True:
+            # trials of dead workers that no checkpoint here resumed: failed, and queued again
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self.study)
             batch = self._ask(per_chunk, claimed)
             if not batch:
                 break
@@ -368,6 +420,7 @@ class Search:
         from optuna.trial import TrialState
 
         storage = self.study._storage
+        self._release([trial for trial, _ in claimed.values()])
         for trial, path in claimed.values():
             if path is not None and os.path.exists(path):
                 continue  # the next run resumes it from there
@@ -431,6 +484,7 @@ class Search:
     def _progress(self, stack: Any, step: int, n_configs: int) -> None:
         """Report this worker's progress: every stack's step x its configurations, over all it will train."""
         self._steps_running[stack] = step * n_configs
+        self._heartbeat()
         if self.on_progress is not None:
             self.on_progress(self._steps_done + sum(self._steps_running.values()), self._steps_total)
 
@@ -480,6 +534,7 @@ class Search:
                 self.study.tell(trial, state=TrialState.PRUNED)
             else:
                 self.study.tell(trial, math.inf if direction == "minimize" else -math.inf)
+        self._release(trials)
         if path is not None and os.path.exists(path):
             os.remove(path)
         self._steps_running.pop(stack, None)
@@ -513,7 +568,8 @@ class Search:
                         self._lane_child(theirs, parent, members, path)
                     theirs.close()
                     running[mine] = (pid, trials, path)
-                for conn in wait(list(running)):
+                self._heartbeat()
+                for conn in wait(list(running), timeout=HEARTBEAT_SECONDS / 3):
                     pid, trials, path = running[conn]
                     try:
                         message = conn.recv()

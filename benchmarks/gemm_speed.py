@@ -20,9 +20,9 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import torch
+from _results import write_json
 
 from inertia.sweeps import gemm
 
@@ -92,10 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"benchmark": "gemm_speed", "command": " ".join([sys.executable.split("/")[-1], *sys.argv]),
                "members": g, "batch_size": args.batch_size, "openblas_core": core, "torch": torch.__version__,
                "rows": rows}
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=1))
-    print(f"wrote {path}")
+    write_json(payload, args.json)
     return 0
 
 

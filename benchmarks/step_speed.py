@@ -36,7 +36,6 @@ achieved bandwidth against a measured device copy bandwidth.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -46,6 +45,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from _results import write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import inertia  # noqa: E402
@@ -316,10 +316,7 @@ def main(argv=None) -> int:
         read_bandwidth_GBps=read_bandwidth / 1e9,
         rows=rows,
     )
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2))
-    print(f"wrote {path}")
+    write_json(out, args.json)
     return 0
 
 

@@ -43,6 +43,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
+from _results import write_json
 import torch.nn.functional as F
 
 LRS = [10 ** (-3 + 3 * i / 7) for i in range(8)]
@@ -354,10 +355,7 @@ def main(argv: list[str] | None = None) -> int:
                     "matmul_gflops": rate, "onednn_matmul_gflops": rate_onednn},
         "flops_per_member_step": per_step, "methods": rows, "summary": summary,
     }
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=1))
-    print(f"wrote {path}")
+    write_json(payload, args.json)
     return 0
 
 

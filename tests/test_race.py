@@ -1,7 +1,6 @@
 """The race engine: N configurations of any rule at once, through the rules' own update."""
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch

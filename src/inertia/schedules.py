@@ -26,7 +26,7 @@ al. 2013), :func:`demon` (Chen et al.).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor

@@ -5,12 +5,10 @@
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from . import color, pyplot, save, style_axes
 

@@ -23,7 +23,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, MutableMapping
 
-import torch
 from torch import Tensor
 
 Hyper = Mapping[str, Any]

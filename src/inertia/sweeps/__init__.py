@@ -12,12 +12,12 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from .engine import Job, Members, configs_per_chunk, make_folds, run_members, train
+from .engine import Job, Members, make_folds, train
 from .gemm import openblas_core
 from .results import SweepResults
 from .search import LANES, METRICS, Search, StorageError, grid_points, records_from_study
@@ -249,8 +249,9 @@ def sweep(
             search.run()
     else:
         search.run()
-    matmul = job.matmul if job.matmul == "torch" else f"{job.matmul} {openblas_core()}"
-    meta = {**signature, "device": str(device), "backend": job.backend, "matmul": matmul,
+    matmul = job.matmul
+    meta = {**signature, "device": str(device), "backend": job.backend,
+            "matmul": matmul if matmul == "torch" else f"openblas {openblas_core()}",
             "dataset": repr(dataset), "storage": storage, "study_name": study_name}
     results = SweepResults(records_from_study(search.study, list(space)), list(space), metric, meta)
     if tensorboard is not None:

@@ -64,6 +64,17 @@ def _openblas():
     return lib
 
 
+_openblas_threads = [0]   # OpenBLAS's thread count is one setting for the whole process
+
+
+def _match_torch_threads(lib) -> None:
+    """OpenBLAS runs with as many threads as torch (one in a sweep's lane)."""
+    threads = torch.get_num_threads()
+    if threads != _openblas_threads[0]:
+        lib.scipy_openblas_set_num_threads(threads)
+        _openblas_threads[0] = threads
+
+
 def openblas_core() -> str | None:
     """The name of the kernels OpenBLAS runs here (e.g. ``SkylakeX``), or None when it is not available."""
     lib = _openblas()
@@ -96,14 +107,13 @@ class BatchedGemm:
 
     ``a``, ``b`` and ``out`` are the stored, contiguous matrices ``[..., rows, cols]``;
     ``trans_a``/``trans_b`` say to use their transposes. One object per engine: it
-    decides once between OpenBLAS and torch (:func:`wants_openblas`) and keeps
-    OpenBLAS's thread count equal to torch's.
+    decides once between OpenBLAS and torch (:func:`backend_for`); OpenBLAS runs with
+    torch's thread count.
     """
 
     def __init__(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
         self.backend = backend_for(device, dtype)
         self._lib = _openblas() if self.backend == "openblas" else None
-        self._threads = 0
 
     def __call__(self, a: Tensor, b: Tensor, out: Tensor, *, trans_a: bool = False, trans_b: bool = False,
                  beta: float = 0.0) -> Tensor:
@@ -113,10 +123,7 @@ class BatchedGemm:
             if out.dim() == 2:
                 return torch.addmm(out, op_a, op_b, beta=beta, out=out) if beta else torch.mm(op_a, op_b, out=out)
             return torch.baddbmm(out, op_a, op_b, beta=beta, out=out) if beta else torch.bmm(op_a, op_b, out=out)
-        threads = torch.get_num_threads()
-        if threads != self._threads:
-            self._lib.scipy_openblas_set_num_threads(threads)
-            self._threads = threads
+        _match_torch_threads(self._lib)
         m, n = out.shape[-2:]
         k = a.shape[-2] if trans_a else a.shape[-1]
         count = out.shape[0] if out.dim() == 3 else 1

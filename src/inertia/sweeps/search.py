@@ -164,7 +164,7 @@ class Search:
     _steps_done: int = field(default=0, init=False)          # progress, in configuration-steps
     _steps_total: int = field(default=0, init=False)
     _steps_running: dict = field(default_factory=dict, init=False)
-    _held: dict = field(default_factory=dict, init=False)            # trial id -> trial this worker trains
+    _held: dict = field(default_factory=dict, init=False)   # trial id -> (trial, its checkpoint): taken, not told
     _last_beat: float = field(default=0.0, init=False)
 
     def __post_init__(self) -> None:
@@ -229,7 +229,7 @@ class Search:
         return study
 
     # ------------------------------------------------------------ claiming
-    def _claim_waiting(self, limit: int, claimed: dict[int, tuple[Any, str | None]]) -> list[Any]:
+    def _claim_waiting(self, limit: int) -> list[Any]:
         import optuna
         from optuna.trial import TrialState
 
@@ -241,32 +241,34 @@ class Search:
             try:
                 if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
                     batch.append(optuna.Trial(self.study, frozen._trial_id))
-                    claimed[batch[-1].number] = (batch[-1], None)
-                    self._hold([batch[-1]])
+                    self._hold(batch[-1:])
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
         return batch
 
-    def _ask(self, limit: int, claimed: dict[int, tuple[Any, str | None]]) -> list[Any]:
-        """Up to ``limit`` trials for this worker, each noted in ``claimed`` as soon as it is taken."""
+    def _ask(self, limit: int) -> list[Any]:
+        """Up to ``limit`` trials for this worker, each held (:meth:`_hold`) as soon as it is taken."""
         from optuna.trial import TrialState
 
         if self.sampler == "grid":
-            return self._claim_waiting(limit, claimed)
+            return self._claim_waiting(limit)
         existing = len(self.study.get_trials(deepcopy=False, states=(  # FAIL: stale, and retried
             TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)))
         batch = []
         for _ in range(min(limit, max(0, int(self.trials or 0) - existing))):
             batch.append(self.study.ask())   # a WAITING trial (retried, given back) first
-            claimed[batch[-1].number] = (batch[-1], None)
-            self._hold([batch[-1]])
+            self._hold(batch[-1:])
         return batch
 
     # ------------------------------------------------------------ heartbeats
-    def _hold(self, trials: Sequence[Any]) -> None:
+    def _hold(self, trials: Sequence[Any], checkpoint: str | None = None) -> None:
         """This worker trains ``trials`` from now on: their heartbeat, at once and until told."""
-        self._held.update({t._trial_id: t for t in trials})
+        self._held.update({t._trial_id: (t, checkpoint) for t in trials})
         self._beat(trials)
+
+    def _checkpointed(self, trials: Sequence[Any], path: str) -> None:
+        """A checkpoint at ``path`` holds ``trials``: a run that stops now resumes them from there."""
+        self._held.update({t._trial_id: (t, path) for t in trials})
 
     def _release(self, trials: Sequence[Any]) -> None:
         for t in trials:
@@ -283,7 +285,7 @@ class Search:
         now = time.monotonic()
         if now - self._last_beat >= HEARTBEAT_SECONDS / 3:
             self._last_beat = now
-            self._beat(list(self._held.values()))
+            self._beat([t for t, _ in list(self._held.values())])
 
     def _config(self, trial: Any) -> dict[str, float]:
         config = {}
@@ -354,15 +356,14 @@ class Search:
         self._steps_running = {}
         if self.on_progress is not None:
             self.on_progress(self._steps_done, self._steps_total)
-        claimed: dict[int, tuple[Any, str | None]] = {}   # trial number -> (trial, its checkpoint)
         try:
-            return self._work(per_chunk, claimed)
+            return self._work(per_chunk)
         except BaseException:  # interrupted (Ctrl-C) or failed: give back what no checkpoint holds
-            self._give_back(claimed)
+            self._give_back()
             raise
 
-    def _work(self, per_chunk: int, claimed: dict[int, tuple[Any, str | None]]) -> int:
-        """Resume orphaned checkpoints, then claim and train batches; every trial taken is noted in ``claimed``."""
+    def _work(self, per_chunk: int) -> int:
+        """Resume orphaned checkpoints, then claim and train batches until none is left."""
         import optuna
         from optuna.trial import TrialState
 
@@ -384,8 +385,7 @@ class Search:
                 os.remove(path)  # killed after telling every result: nothing left to do
                 continue
             live = [optuna.Trial(self.study, t._trial_id) for t in trials]
-            claimed.update({t.number: (t, path) for t in live})
-            self._hold(live)
+            self._hold(live, path)
             members = Members(self.job, sd["members"]["configs"], keys)
             members.load_state_dict(sd["members"])
             self.log(f"resuming {len(keys)} configurations from step {members.step} ({os.path.basename(path)})")
@@ -396,7 +396,7 @@ class Search:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(self.study)
-            batch = self._ask(per_chunk, claimed)
+            batch = self._ask(per_chunk)
             if not batch:
                 break
             parts = []
@@ -409,19 +409,19 @@ class Search:
                 if folder is not None:
                     path = os.path.join(folder, f"batch-{part[0].number:06d}.pt.claimed-{os.getpid()}-{_host()}")
                     self._save(members, path)
-                    claimed.update({t.number: (t, path) for t in part})
+                    self._checkpointed(part, path)
                 parts.append((part, members, path))
             trained += self._run_parts(parts, lanes)
         return trained
 
-    def _give_back(self, claimed: dict[int, tuple[Any, str | None]]) -> None:
-        """Put the trials this run took and no checkpoint holds back to WAITING, so that the next run
-        (any worker) trains them: without it they would stay RUNNING, and never be trained."""
+    def _give_back(self) -> None:
+        """Put the trials this worker holds and no checkpoint holds back to WAITING, so that the next
+        run (any worker) trains them: without it they would stay RUNNING until their heartbeat is stale."""
         from optuna.trial import TrialState
 
         storage = self.study._storage
-        self._release([trial for trial, _ in claimed.values()])
-        for trial, path in claimed.values():
+        held, self._held = list(self._held.values()), {}
+        for trial, path in held:
             if path is not None and os.path.exists(path):
                 continue  # the next run resumes it from there
             try:

@@ -41,14 +41,36 @@ def test_products_equal_float64_matmul(product, trans_a, trans_b, batch, beta):
     torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_a_members_product_does_not_depend_on_the_others(product):
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_a_shared_right_operand_equals_float64_matmul(product, trans_a, trans_b):
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(4, *((19, 37) if trans_a else (37, 19)), generator=g)
+    b = torch.randn(*((23, 19) if trans_b else (19, 23)), generator=g)
+    out = torch.randn(4, 37, 23, generator=g)
+    op_a = a.double().transpose(-1, -2) if trans_a else a.double()
+    op_b = b.double().t() if trans_b else b.double()
+    expected = out.double() + op_a @ op_b
+    product(a, b, out, trans_a=trans_a, trans_b=trans_b, beta=1.0)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_a_members_product_does_not_depend_on_the_others(product, shared):
     # what lets a diverged member leave the stack without changing the others' bits
     g = torch.Generator().manual_seed(1)
-    a, b = torch.randn(6, 100, 100, generator=g), torch.randn(6, 100, 100, generator=g)
-    together = product(a, b, torch.empty(6, 100, 100), trans_b=True)
-    for i in (0, 3, 5):
-        alone = product(a[i:i + 1].clone(), b[i:i + 1].clone(), torch.empty(1, 100, 100), trans_b=True)
+    count = 17
+    a = torch.randn(count, 100, 40, generator=g)
+    b = torch.randn(100, 40, generator=g) if shared else torch.randn(count, 100, 40, generator=g)
+    together = product(a, b, torch.empty(count, 100, 100), trans_b=True)
+    for i in (0, 3, 16):
+        mine = b if shared else b[i:i + 1].clone()
+        alone = product(a[i:i + 1].clone(), mine, torch.empty(1, 100, 100), trans_b=True)
         assert torch.equal(together[i], alone[0])
+        if i:
+            fewer = product(a[1:i + 1].clone(), b if shared else b[1:i + 1].clone(), torch.empty(i, 100, 100),
+                            trans_b=True)
+            assert torch.equal(together[i], fewer[-1])
 
 
 def test_openblas_rejects_what_it_cannot_multiply(monkeypatch):

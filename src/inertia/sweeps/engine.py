@@ -126,12 +126,11 @@ class _MLPPlan:
         self.rows, self.batch = rows, batch
         w0 = params[0]
         self.gemm = BatchedGemm(w0.device, w0.dtype)
-        m_all, out_f, in_f = w0.shape
+        m_all = w0.shape[0]
         self.z = [self._empty(m_all, params[2 * i].shape[1], batch) for i in range(len(params) // 2)]
         self.bias = [params[2 * i + 1].unsqueeze(2) for i in range(len(self.z))]
-        self.first = [(params[1][start:end].reshape((end - start) * out_f, 1),   # per fold: bias, weight, output
-                       w0[start:end].reshape((end - start) * out_f, in_f),
-                       self.z[0][start:end].view((end - start) * out_f, batch)) for start, end in rows]
+        self.first = [(self.bias[0][start:end], w0[start:end], self.z[0][start:end])   # per fold: bias, weight,
+                      for start, end in rows]                                         # output of layer 1
         self._backward: tuple | None = None
 
     def _empty(self, *shape: int) -> Tensor:
@@ -153,10 +152,9 @@ class _MLPPlan:
                 input_grad[i] = room.view(-1)[:need].view(z[i - 1].shape)
             minus_one = torch.full((z[0].shape[0], 1, self.batch), -1.0, dtype=z[0].dtype, device=z[0].device)
             grads = [torch.empty_like(p) for p in params]
-            out_f, in_f = grads[0].shape[1:]
-            first = [(grads[0][start:end].view((end - start) * out_f, in_f),  # per fold: weight gradient,
-                      None if len(z) == 1 else                                # input of the layer above
-                      input_grad[1][start:end].view((end - start) * out_f, self.batch)) for start, end in self.rows]
+            first = [(grads[0][start:end],                                    # per fold: weight gradient,
+                      None if len(z) == 1 else input_grad[1][start:end])      # input of the layer above
+                     for start, end in self.rows]
             self._backward = (grads, input_grad, minus_one, first)
         return self._backward
 
@@ -165,9 +163,9 @@ class BatchedMLP:
     """Forward and hand-written backward of stacked MLPs (``nn.Linear`` + ``nn.ReLU``), in
     feature-major layout: activations ``[M, features, B]``, all contiguous.
 
-    Layer 1 of all members of a fold is one GEMM ``[m*out, in] @ [in, B]`` (they
-    share the batch); later layers are batched GEMMs over members (:mod:`.gemm`:
-    torch's, or OpenBLAS's AVX-512 kernels where MKL would not use them). Same maths as
+    Layer 1 of all members of a fold multiplies their shared batch; every layer is a
+    batched GEMM over members (:mod:`.gemm`: torch's, or OpenBLAS's AVX-512 kernels
+    where MKL would not use them). Same maths as
     autograd through ``nn.Linear`` + ``nn.ReLU`` + ``cross_entropy`` (checked
     against separately trained models). :meth:`backward` hands each gradient to
     ``apply`` as soon as it is final and its parameter no longer needed, so the
@@ -223,7 +221,7 @@ class BatchedMLP:
             apply(2 * i + 1, grads[2 * i + 1])
             dz = torch.ops.aten.threshold_backward.grad_input(da, plan.z[i - 1], 0, grad_input=da)  # ReLU'
         for (x, start, end), (grad, rows) in zip(groups, first):
-            gemm(dz[start:end].view(grad.shape[0], batch) if rows is None else rows, x, grad)
+            gemm(dz[start:end] if rows is None else rows, x, grad)
         apply(0, grads[0])
         apply(1, torch.sum(dz, 2, out=grads[1]))
 

@@ -106,7 +106,11 @@ class BatchedGemm:
     """``out = beta * out + op(a) @ op(b)`` over a leading batch axis (or none), ``op`` an optional transpose.
 
     ``a``, ``b`` and ``out`` are the stored, contiguous matrices ``[..., rows, cols]``;
-    ``trans_a``/``trans_b`` say to use their transposes. One object per engine: it
+    ``trans_a``/``trans_b`` say to use their transposes. A 2-D ``b`` with a 3-D ``out`` is
+    shared by every product of the batch (the minibatch all members of a fold see).
+    OpenBLAS multiplies each member on its own even then, so that a member's numbers
+    do not depend on how many share its stack; torch stacks the members' rows into one
+    product (``[count * m, k] @ op(b)``). One object per engine: it
     decides once between OpenBLAS and torch (:func:`backend_for`); OpenBLAS runs with
     torch's thread count.
     """
@@ -117,9 +121,15 @@ class BatchedGemm:
 
     def __call__(self, a: Tensor, b: Tensor, out: Tensor, *, trans_a: bool = False, trans_b: bool = False,
                  beta: float = 0.0) -> Tensor:
+        shared_b = b.dim() == 2 and out.dim() == 3
         if self._lib is None:
             op_a = a.transpose(-1, -2) if trans_a else a
             op_b = b.transpose(-1, -2) if trans_b else b
+            if shared_b and not trans_a:
+                self(a.reshape(-1, a.shape[-1]), b, out.view(-1, out.shape[-1]), trans_b=trans_b, beta=beta)
+                return out
+            if shared_b:
+                op_b = op_b.expand(out.shape[0], *op_b.shape)
             if out.dim() == 2:
                 return torch.addmm(out, op_a, op_b, beta=beta, out=out) if beta else torch.mm(op_a, op_b, out=out)
             return torch.baddbmm(out, op_a, op_b, beta=beta, out=out) if beta else torch.bmm(op_a, op_b, out=out)
@@ -130,10 +140,10 @@ class BatchedGemm:
         if not (a.is_contiguous() and b.is_contiguous() and out.is_contiguous()):
             raise ValueError("BatchedGemm needs contiguous matrices (pass transposes as trans_a/trans_b)")
         if (a.shape[-2:] != ((k, m) if trans_a else (m, k)) or b.shape[-2:] != ((n, k) if trans_b else (k, n))
-                or a.numel() != count * m * k or b.numel() != count * k * n):
+                or a.numel() != count * m * k or b.numel() != (1 if shared_b else count) * k * n):
             raise ValueError(f"shapes do not multiply: {tuple(a.shape)}, {tuple(b.shape)} -> {tuple(out.shape)}")
         self._lib.scipy_cblas_sgemm_batch_strided(
             _ROW_MAJOR, _TRANS if trans_a else _NO_TRANS, _TRANS if trans_b else _NO_TRANS, m, n, k, 1.0,
-            a.data_ptr(), a.shape[-1], m * k, b.data_ptr(), b.shape[-1], k * n, beta,
+            a.data_ptr(), a.shape[-1], m * k, b.data_ptr(), b.shape[-1], 0 if shared_b else k * n, beta,
             out.data_ptr(), n, m * n, count)
         return out

@@ -239,6 +239,9 @@ class Search:
             if len(batch) >= limit:
                 break
             try:
+                # heartbeat first: the trial is never RUNNING without one (nor with an old one of
+                # an earlier holder's), so if this process dies at any moment it goes stale
+                self._beat([frozen])
                 if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
                     batch.append(optuna.Trial(self.study, frozen._trial_id))
                     self._hold(batch[-1:])
@@ -257,14 +260,14 @@ class Search:
         batch = []
         for _ in range(min(limit, max(0, int(self.trials or 0) - existing))):
             batch.append(self.study.ask())   # a WAITING trial (retried, given back) first
+            self._beat(batch[-1:])
             self._hold(batch[-1:])
         return batch
 
     # ------------------------------------------------------------ heartbeats
     def _hold(self, trials: Sequence[Any], checkpoint: str | None = None) -> None:
-        """This worker trains ``trials`` from now on: their heartbeat, at once and until told."""
+        """This worker trains ``trials`` from now on (heartbeats until they are told)."""
         self._held.update({t._trial_id: (t, checkpoint) for t in trials})
-        self._beat(trials)
 
     def _checkpointed(self, trials: Sequence[Any], path: str) -> None:
         """A checkpoint at ``path`` holds ``trials``: a run that stops now resumes them from there."""
@@ -385,6 +388,7 @@ class Search:
                 os.remove(path)  # killed after telling every result: nothing left to do
                 continue
             live = [optuna.Trial(self.study, t._trial_id) for t in trials]
+            self._beat(live)
             self._hold(live, path)
             members = Members(self.job, sd["members"]["configs"], keys)
             members.load_state_dict(sd["members"])

@@ -22,6 +22,7 @@ import sys
 import time
 
 import torch
+
 from _results import write_json
 
 from inertia.sweeps import gemm

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+
 from _results import write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))

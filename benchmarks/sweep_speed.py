@@ -43,8 +43,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
-from _results import write_json
 import torch.nn.functional as F
+
+from _results import write_json
 
 LRS = [10 ** (-3 + 3 * i / 7) for i in range(8)]
 MOMENTA = [0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995]

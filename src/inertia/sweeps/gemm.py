@@ -13,9 +13,9 @@ So where OpenBLAS runs AVX-512 kernels on such a CPU, the engine calls it (the
 kernels when it is loaded, by the CPU or as ``OPENBLAS_CORETYPE`` says: a machine
 that names an AVX2 core there (``Haswell``) gets torch's products. The choice
 depends only on the machine, so a sweep resumed there takes the same path and
-gives the same bits. ``INERTIA_GEMM=torch`` or ``=openblas`` overrides it. Every
-member's product is computed on its own (no reduction across members), so a
-member's numbers do not depend on which others share its stack.
+gives the same bits. ``INERTIA_GEMM=torch`` or ``=openblas`` overrides it. No
+product reduces across members, so a member's numbers do not depend on which
+others share its stack (tested for both backends).
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from torch import Tensor
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
 
+@lru_cache(maxsize=1)
 def _cpu_vendor() -> str:
     """The CPU's vendor id (Linux; elsewhere empty)."""
     try:

@@ -266,12 +266,9 @@ class Search:
 
     # ------------------------------------------------------------ heartbeats
     def _hold(self, trials: Sequence[Any], checkpoint: str | None = None) -> None:
-        """This worker trains ``trials`` from now on (heartbeats until they are told)."""
+        """This worker trains ``trials`` from now on (heartbeats until they are told); ``checkpoint``:
+        the file that holds them, from which a run that stops resumes them."""
         self._held.update({t._trial_id: (t, checkpoint) for t in trials})
-
-    def _checkpointed(self, trials: Sequence[Any], path: str) -> None:
-        """A checkpoint at ``path`` holds ``trials``: a run that stops now resumes them from there."""
-        self._held.update({t._trial_id: (t, path) for t in trials})
 
     def _release(self, trials: Sequence[Any]) -> None:
         for t in trials:
@@ -413,7 +410,7 @@ class Search:
                 if folder is not None:
                     path = os.path.join(folder, f"batch-{part[0].number:06d}.pt.claimed-{os.getpid()}-{_host()}")
                     self._save(members, path)
-                    self._checkpointed(part, path)
+                    self._hold(part, path)   # a run that stops now resumes them from there
                 parts.append((part, members, path))
             trained += self._run_parts(parts, lanes)
         return trained

@@ -342,7 +342,8 @@ def test_a_spec_takes_the_hyperparameters_value_as_its_base_and_the_runs_length(
     ("nosuch", "unknown schedule 'nosuch'"),
     ("cosine(x=1)", "unexpected keyword argument 'x'"),
     ("cosine(", "is not a schedule like cosine"),
-    ("__import__('os')", "is not a schedule like cosine"),
+    ("__import__('os')", "unknown schedule '__import__'"),
+    ("cosine(print(1))", "is not a schedule like cosine"),
 ])
 def test_bad_specs_are_one_line_errors_naming_the_hyperparameter(text, message):
     from inertia.schedules import check_spec

@@ -164,3 +164,43 @@ def test_chunking_gives_the_same_results_as_one_chunk():
     assert any(r["status"] == "diverged" for r in whole)
     one_each = train(job, configs, memory_budget=1)  # never below one configuration per chunk
     assert one_each == whole
+
+
+@pytest.mark.parametrize("backend", ["batched", "vmap"])
+def test_metrics_at_every_evaluation_point_equal_separately_trained_models(backend):
+    x, y = _data()
+    x_test, y_test = _data(60, seed=1)
+    job = _job(_mlp, backend, steps=12, eval_every=5, x=x, y=y, x_test=x_test, y_test=y_test)
+    assert job.eval_steps == [5, 10, 12]
+    configs = CONFIGS[:2]
+    records = run_members(Members(job, configs, [0, 1])).results()
+    x, x_test = job.x, job.x_test
+    for c, cfg in enumerate(configs):
+        seen = {"val_loss": [], "val_accuracy": [], "test_loss": [], "test_accuracy": []}
+        for k, (tr, val) in enumerate(job.folds):
+            torch.manual_seed(3)
+            model = _mlp().to(torch.float64)
+            opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"])
+            points = {}
+            for t in range(job.steps):
+                idx = batch_at(tr, t, 16, 3, k)
+                opt.zero_grad()
+                F.cross_entropy(model(x[idx]), y[idx]).backward()
+                opt.step()
+                if t + 1 in job.eval_steps:
+                    with torch.no_grad():
+                        points[t + 1] = [F.cross_entropy(model(x[val]), y[val]).item(),
+                                         (model(x[val]).argmax(1) == y[val]).double().mean().item(),
+                                         F.cross_entropy(model(x_test), y_test).item(),
+                                         (model(x_test).argmax(1) == y_test).double().mean().item()]
+            for i, name in enumerate(seen):
+                seen[name].append([points[s][i] for s in job.eval_steps])
+        record = records[c]
+        assert record["eval_steps"] == [5, 10, 12]
+        for name, per_fold in seen.items():
+            expected = torch.tensor(per_fold, dtype=torch.float64)
+            torch.testing.assert_close(torch.tensor(record[f"{name}_mean_curve"], dtype=torch.float64), expected.mean(0), rtol=1e-9, atol=1e-12)
+            torch.testing.assert_close(torch.tensor(record[f"{name}_std_curve"], dtype=torch.float64),
+                                       expected.std(0, unbiased=False),
+                                       rtol=1e-7, atol=1e-12)
+            assert record[f"{name}_mean"] == pytest.approx(float(expected.mean(0)[-1]), rel=1e-9)

@@ -214,17 +214,18 @@ def sweep(
     elif out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
 
+    if eval_every is None:
+        eval_every = max(1, int(steps) // 10)
     job = Job(factory, dataset.x_train, dataset.y_train, fold_idx, preset, fixed, int(steps), int(batch_size),
               seed=int(seed), x_test=dataset.x_test, y_test=dataset.y_test, device=str(device), dtype=dtype,
-              backend=backend, diverge_factor=float(diverge_factor))
+              backend=backend, diverge_factor=float(diverge_factor), eval_every=int(eval_every))
     signature = {
         "data": getattr(dataset, "name", str(data)), "model": model_name, "optimizer": optimizer,
         "space": space, "fixed": {k: v for k, v in fixed.items()}, "steps": int(steps),
         "batch_size": int(batch_size), "folds": int(folds), "seed": int(seed), "sampler": sampler,
         "trials": trials, "metric": metric, "dtype": str(dtype), "diverge_factor": float(diverge_factor),
+        "eval_every": int(eval_every),
     }
-    if eval_every is None:
-        eval_every = max(1, int(steps) // 10)
     search = Search(job, space, signature, storage_url=storage, study_name=study_name, sampler=sampler,
                     trials=trials, pruner=pruner, metric=metric, out=None if out is None else str(out),
                     checkpoint_every=float(checkpoint_every), eval_every=int(eval_every),

@@ -297,6 +297,7 @@ class Job:
     diverge_above: float | None = None  # absolute threshold instead of the factor
     curve_points: int = 200
     schedules: dict[str, Any] = field(default_factory=dict)  # name -> schedule spec (inertia.core.with_schedules)
+    eval_every: int = 0            # validation and test metrics every this many steps (0: at the end only)
 
     def __post_init__(self) -> None:
         torch.manual_seed(self.seed)
@@ -325,6 +326,12 @@ class Job:
     @property
     def n_folds(self) -> int:
         return len(self.folds)
+
+    @property
+    def eval_steps(self) -> list[int]:
+        """The steps after which every member's validation and test metrics are recorded (the last is ``steps``)."""
+        every = int(self.eval_every)
+        return [*(range(every, self.steps, every) if every > 0 else ()), self.steps]
 
     @property
     def matmul(self) -> str:
@@ -400,8 +407,9 @@ class Members:
         self.alive = torch.ones(n * k, dtype=torch.bool)     # per original member
         self.diverged_step: dict[int, int] = {}               # config -> step (1-based)
         self.pruned: dict[int, int] = {}                      # config -> step
-        self.val: dict[int, tuple[float, float]] = {}         # original member -> (loss, accuracy) at the end
-        self.test: dict[int, tuple[float, float]] = {}
+        # val loss, val accuracy, test loss, test accuracy of each original member at each of job.eval_steps
+        self.history = torch.full((len(METRIC_NAMES), n * k, len(job.eval_steps)), math.nan, dtype=torch.float64)
+        self._point = {s: i for i, s in enumerate(job.eval_steps)}
         self._fold_rows: list[tuple[int, int, int]] | None = None
         self._limit: Tensor | None = None   # divergence threshold per stack row
         self._step = job.make_step()
@@ -525,30 +533,34 @@ class Members:
             correct += (logits.argmax(-1) == yb).sum(1).double()
         return (loss_sum / len(x)).cpu(), (correct / len(x)).cpu()
 
-    def validate(self) -> dict[int, tuple[float, float]]:
-        """Validation (loss, accuracy) of every live member, keyed by original member index."""
-        out = {}
+    def record(self) -> None:
+        """Validation metrics of every live member on its fold's validation part, and test metrics,
+        at this step (one of ``job.eval_steps``), at the rule's evaluation point."""
+        p = self._point[self.step]
         for k, start, end in self.fold_rows():
             _, val_idx = self.job.folds[k]
             loss, acc = self.evaluate(self.job.x[val_idx], self.job.y[val_idx], (start, end))
-            for j in range(end - start):
-                out[int(self.live[start + j])] = (float(loss[j]), float(acc[j]))
-        return out
-
-    def config_means(self, per_member: dict[int, tuple[float, float]]) -> dict[int, tuple[float, float]]:
-        """Per live configuration: (mean validation loss, mean accuracy) over its folds."""
-        sums: dict[int, list[tuple[float, float]]] = {}
-        for member, value in per_member.items():
-            sums.setdefault(int(self.config_of[member]), []).append(value)
-        return {c: (sum(v[0] for v in vs) / len(vs), sum(v[1] for v in vs) / len(vs)) for c, vs in sums.items()}
-
-    def finish(self) -> None:
-        """Final validation and test metrics of the surviving members."""
-        self.val.update(self.validate())
+            self.history[0, self.live[start:end], p] = loss
+            self.history[1, self.live[start:end], p] = acc
         if self.job.x_test is not None and len(self.live):
             loss, acc = self.evaluate(self.job.x_test, self.job.y_test)
-            for j in range(len(self.live)):
-                self.test[int(self.live[j])] = (float(loss[j]), float(acc[j]))
+            self.history[2, self.live, p] = loss
+            self.history[3, self.live, p] = acc
+
+    def config_means(self) -> dict[int, tuple[float, float]]:
+        """Per live configuration: (mean validation loss, mean accuracy) over its folds at this step's record."""
+        p = self._point[self.step]
+        out = {}
+        for c in sorted(set(self.config_of[self.live].tolist())):
+            members = self.live[self.config_of[self.live] == c]
+            out[c] = (float(self.history[0, members, p].mean()), float(self.history[1, members, p].mean()))
+        return out
+
+    def finish(self) -> None:
+        """Record the final metrics of the surviving members (unless this step's are recorded)."""
+        if len(self.live) and self.step in self._point and not bool(
+                torch.isfinite(self.history[0, self.live, self._point[self.step]]).all()):
+            self.record()
 
     def results(self) -> list[dict[str, Any]]:
         """One record per configuration (in input order)."""
@@ -564,18 +576,7 @@ class Members:
                 rec["pruned_step"] = self.pruned[c]
             else:
                 rec["status"], rec["diverged_step"] = "ok", None
-            for prefix, table in (("val", self.val), ("test", self.test)):
-                values = [table[m] for m in members if m in table]
-                if values and rec["status"] == "ok":
-                    losses = torch.tensor([v[0] for v in values], dtype=torch.float64)
-                    accs = torch.tensor([v[1] for v in values], dtype=torch.float64)
-                    rec[f"{prefix}_loss_mean"] = float(losses.mean())
-                    rec[f"{prefix}_loss_std"] = float(losses.std(unbiased=False))
-                    rec[f"{prefix}_accuracy_mean"] = float(accs.mean())
-                    rec[f"{prefix}_accuracy_std"] = float(accs.std(unbiased=False))
-                else:
-                    for key in ("loss_mean", "loss_std", "accuracy_mean", "accuracy_std"):
-                        rec[f"{prefix}_{key}"] = None
+            rec.update(self._metrics(members, rec["status"] == "ok"))
             curve = self.curves[members].mean(0)  # mean over folds per step
             rec["train_loss_final"] = _last_finite(curve)
             rec["train_loss_curve"] = _subsample(curve, self.job.curve_points)
@@ -583,12 +584,25 @@ class Members:
             out.append(rec)
         return out
 
+    def _metrics(self, members: list[int], finished: bool) -> dict[str, Any]:
+        """Mean and std over a configuration's folds of each metric: at the end (``val_loss_mean``, ...;
+        None unless ``finished``) and at every evaluation point (``val_loss_mean_curve``, ...)."""
+        rows = self.history[:, members]                       # [metric, member, point]
+        mean, std = rows.mean(1), rows.std(1, unbiased=False)
+        out: dict[str, Any] = {"eval_steps": list(self.job.eval_steps)}
+        for i, name in enumerate(METRIC_NAMES):
+            out[f"{name}_mean"] = _number(mean[i, -1]) if finished else None
+            out[f"{name}_std"] = _number(std[i, -1]) if finished else None
+            out[f"{name}_mean_curve"] = [_number(v) for v in mean[i]]
+            out[f"{name}_std_curve"] = [_number(v) for v in std[i]]
+        return out
+
     # -- checkpointing ---------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
             "keys": self.keys, "configs": self.configs, "step": self.step,
             "stack": self.stack.state_dict(),
-            "curves": self.curves, "alive": self.alive,
+            "curves": self.curves, "alive": self.alive, "history": self.history,
             "first": getattr(self, "_first_by_member", None), "first_loss": self.first_loss,
             "diverged_step": self.diverged_step, "pruned": self.pruned,
         }
@@ -596,7 +610,7 @@ class Members:
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         self.step = int(sd["step"])
         self.stack.load_state_dict(sd["stack"])
-        self.curves, self.alive = sd["curves"], sd["alive"]
+        self.curves, self.alive, self.history = sd["curves"], sd["alive"], sd["history"]
         if sd["first"] is not None:
             self._first_by_member = sd["first"]
         self.first_loss = sd["first_loss"]
@@ -615,6 +629,16 @@ def member_hyper(job: Job, configs: Sequence[dict[str, float]], swept: Sequence[
     return MemberHyper(rule, values)
 
 
+METRIC_NAMES = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
+"""What :meth:`Members.record` measures at every evaluation point (``Members.history``'s first axis)."""
+
+
+def _number(value: Tensor) -> float | None:
+    """A float, or None for NaN/inf (a member that diverged, or no test set)."""
+    v = float(value)
+    return v if math.isfinite(v) else None
+
+
 def _last_finite(curve: Tensor) -> float | None:
     finite = curve[torch.isfinite(curve)]
     return float(finite[-1]) if len(finite) else None
@@ -629,12 +653,12 @@ def _subsample(curve: Tensor, points: int) -> list[float | None]:
 
 
 def train(job: Job, configs: Sequence[dict[str, float]], *, memory_budget: int | None = None,
-          eval_every: int = 0, on_eval: Callable[[Members, dict[int, tuple[float, float]]], Sequence[int]] | None = None,
+          on_eval: Callable[[Members, dict[int, tuple[float, float]]], Sequence[int]] | None = None,
           on_step: Callable[[Members], None] | None = None) -> list[dict[str, Any]]:
     """Train every configuration (x every fold of ``job``) and return one record per configuration.
 
     Configurations run in chunks sized by :func:`configs_per_chunk`. ``on_eval``
-    (every ``eval_every`` steps) gets the per-configuration mean validation
+    (at every ``job.eval_steps``) gets the per-configuration mean validation
     (loss, accuracy) and returns configurations to prune.
     """
     per_chunk = configs_per_chunk(job, memory_budget)
@@ -642,21 +666,25 @@ def train(job: Job, configs: Sequence[dict[str, float]], *, memory_budget: int |
     for start in range(0, len(configs), per_chunk):
         part = list(configs[start:start + per_chunk])
         members = Members(job, part, list(range(start, start + len(part))))
-        run_members(members, eval_every=eval_every, on_eval=on_eval, on_step=on_step)
+        run_members(members, on_eval=on_eval, on_step=on_step)
         records.extend(members.results())
     return records
 
 
-def run_members(members: Members, *, eval_every: int = 0, on_eval=None, on_step=None,
+def run_members(members: Members, *, on_eval=None, on_step=None,
                 on_checkpoint: Callable[[Members], None] | None = None) -> Members:
-    """Train ``members`` from their current step to the end; hooks for pruning, progress, checkpoints."""
+    """Train ``members`` from their current step to the end, recording metrics at ``job.eval_steps``;
+    hooks for pruning (``on_eval(members, config_means)`` returns configurations to prune), progress
+    and checkpoints."""
+    points = set(members.job.eval_steps)
     while not members.done:
         members.train_step()
-        if eval_every and on_eval is not None and members.step % eval_every == 0 and not members.done and len(members.live):
-            means = members.config_means(members.validate())
-            prune = list(on_eval(members, means) or [])
-            if prune:
-                members.prune_configs(prune)
+        if members.step in points and len(members.live):
+            members.record()
+            if on_eval is not None and not members.done:
+                prune = list(on_eval(members, members.config_means()) or [])
+                if prune:
+                    members.prune_configs(prune)
         if on_step is not None:
             on_step(members)
         if on_checkpoint is not None:

@@ -38,7 +38,9 @@ from .engine import Job, Members, configs_per_chunk, run_members
 
 RESULT_KEYS = ("status", "diverged_step", "pruned_step", "val_loss_mean", "val_loss_std", "val_accuracy_mean",
                "val_accuracy_std", "test_loss_mean", "test_loss_std", "test_accuracy_mean", "test_accuracy_std",
-               "train_loss_final", "train_loss_curve", "steps")
+               "train_loss_final", "train_loss_curve", "steps", "eval_steps",
+               *(f"{m}_{s}_curve" for m in ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
+                 for s in ("mean", "std")))
 
 LANES = ("auto", "processes", "threads")   # where side-by-side stacks run
 
@@ -514,8 +516,9 @@ class Search:
                 self._save(m, path)
                 last_save[0] = time.time()
 
-        run_members(members, eval_every=self.eval_every if self.pruner not in (None, False, "none") else 0,
-                    on_eval=lambda m, means: judge(m.step, means), on_step=on_step, on_checkpoint=on_checkpoint)
+        pruning = self.pruner not in (None, False, "none")
+        run_members(members, on_eval=(lambda m, means: judge(m.step, means)) if pruning else None,
+                    on_step=on_step, on_checkpoint=on_checkpoint)
         return members.results()
 
     def _tell(self, trials: list[Any], records: list[dict[str, Any]], path: str | None, stack: Any) -> None:

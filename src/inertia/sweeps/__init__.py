@@ -2,8 +2,8 @@
 
 >>> results = inertia.sweep("digits", "mlp", lr=[0.01, 0.1], momentum=[0, 0.9], steps=200)
 >>> results.best, results.table(), results.records()
->>> inertia.plots.sweep.heatmap(results, "heatmap.png")          # the picture
->>> inertia.tensorboard.write_sweep(results, "runs/tb")            # one TensorBoard run per configuration
+>>> from inertia.plots.sweep import heatmap; heatmap(results, "heatmap.png")
+>>> from inertia.tensorboard import write_sweep; write_sweep(results, "runs/tb")
 
 A sweep is four specs (:mod:`.specs`): what to train, how to train, how to search, where and
 how to run. :mod:`.engine` trains stacked members; :mod:`.study` is the Optuna study (what to

@@ -83,7 +83,7 @@ class TaskSpec:
     data: Any = "mnist1d"
     model: Any = "mlp"
     optimizer: str = "momentum"
-    space: Mapping[str, Any] = field(default_factory=lambda: {"lr": (0.1,)})
+    space: Mapping[str, Any] = field(default_factory=lambda: {"lr": "1e-3:1:8", "momentum": DEFAULT_MOMENTA})
     fixed: Mapping[str, Any] = field(default_factory=dict)
     schedules: Mapping[str, Any] = field(default_factory=dict)
 

@@ -1,4 +1,4 @@
-"""The results of a sweep: records, the best configuration, a table, CSV/JSON, the heatmap."""
+"""The results of a sweep: records, the best configuration, a table, CSV/JSON (pictures: :mod:`inertia.plots.sweep`)."""
 from __future__ import annotations
 
 import csv
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..rules.sgd import effective_lr
-from .search import METRICS
+from .specs import METRICS
 
 
 @dataclass
@@ -102,12 +102,6 @@ class SweepResults:
         path.write_text(json.dumps(payload, indent=1, default=_json_default, allow_nan=False)
                         if _no_nan(payload) else json.dumps(_clean(payload), indent=1, default=_json_default))
         return path
-
-    def heatmap(self, path: str | Path | None = None, *, title: str | None = None, metric: str | None = None):
-        """The lr x momentum heatmap (see :func:`inertia.plots.sweep.heatmap`); saved when ``path`` is given."""
-        from ..plots.sweep import heatmap
-
-        return heatmap(self, path, title=title, metric=metric)
 
     def train_command(self, config: dict[str, Any] | None = None) -> str | None:
         """The ``inertia train`` command that reproduces ``config`` (default: the best)."""

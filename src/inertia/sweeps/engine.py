@@ -87,23 +87,52 @@ def _epoch_order(n: int, seed: int, fold: int, epoch: int) -> Tensor:
 
 
 def mlp_layout(model: nn.Module) -> list[str] | None:
-    """Parameter names of an MLP that the batched path can run (Linear/ReLU chain with biases), else None."""
+    """Parameter names of a module the batched path can run, else None.
+
+    The batched path runs the chain Linear, ReLU, Linear, ..., Linear (biases on) of the
+    module's leaves in registration order. A module qualifies only if it is built of
+    those leaves and its own forward, on a random input with random parameters, gives
+    the chain's output: a residual connection or another call order does not.
+    """
     leaves = [m for m in model.modules() if len(list(m.children())) == 0]
     if not leaves or any(not isinstance(m, (nn.Linear, nn.ReLU)) for m in leaves):
         return None
-    kinds = ["L" if isinstance(m, nn.Linear) else "R" for m in leaves]
-    if kinds[0] != "L" or kinds[-1] != "L" or "RR" in "".join(kinds) or "LL" in "".join(kinds):
+    kinds = "".join("L" if isinstance(m, nn.Linear) else "R" for m in leaves)
+    if kinds[0] != "L" or kinds[-1] != "L" or "RR" in kinds or "LL" in kinds:
         return None
-    if any(m.bias is None for m in leaves if isinstance(m, nn.Linear)):
-        return None
-    if list(model.buffers()):
-        return None
-    # the module's own forward must be the plain chain: check on a random input
     linears = [m for m in leaves if isinstance(m, nn.Linear)]
-    names = [n for n, _ in model.named_parameters()]
-    if len(names) != 2 * len(linears):
+    if any(m.bias is None for m in linears) or list(model.buffers()):
         return None
-    return names
+    if any(a.out_features != b.in_features for a, b in zip(linears, linears[1:])):
+        return None
+    named = list(model.named_parameters())
+    chain = [p for m in linears for p in (m.weight, m.bias)]
+    if len(named) != len(chain) or any(p is not q for (_, p), q in zip(named, chain)):
+        return None
+    names = [n for n, _ in named]
+    return names if _forward_is_chain(model, names, linears) else None
+
+
+def _forward_is_chain(model: nn.Module, names: list[str], linears: list[nn.Linear]) -> bool:
+    """Does ``model``'s forward compute the Linear/ReLU chain? Checked in float64 on CPU with random
+    parameters and input (a private generator: the global random state is left alone)."""
+    from torch.func import functional_call
+
+    g = torch.Generator().manual_seed(0)
+    params = [torch.randn(p.shape, generator=g, dtype=torch.float64) for _, p in model.named_parameters()]
+    x = torch.randn(5, linears[0].in_features, generator=g, dtype=torch.float64)
+    expected = x
+    for i in range(len(linears)):
+        expected = F.linear(expected, params[2 * i], params[2 * i + 1])
+        if i < len(linears) - 1:
+            expected = expected.relu()
+    try:
+        with torch.no_grad():
+            out = functional_call(model, dict(zip(names, params)), (x,))
+    except Exception:  # a forward that cannot even take the chain's input is not the chain
+        return False
+    return (isinstance(out, Tensor) and out.shape == expected.shape
+            and bool(torch.allclose(out, expected, rtol=1e-9, atol=1e-9)))
 
 
 Groups = Sequence[tuple[Tensor, int, int]]  # (input batch [B, f], first member, end member)

@@ -261,9 +261,6 @@ class TanhNet(nn.Module):
 
 MODELS = {"batched": (mlp, 2), "vmap": (TanhNet, 1)}   # backend: (model, folds)
 TUPLES = {case.id for case in CASES if any(isinstance(v, tuple) for v in case.configs[0].values())}
-SWEEP_BETAS_BUG = pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "the sweep engine cannot give configurations their own tuple hyperparameter (betas): "
-    "engine.member_hyper does float(config['betas'])"))
 NADAM_PSI_BUG = pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
     "nadam_update: per-configuration momentum_decay with betas[0] a number (not a tensor) makes mu an "
     "[M, 1, ...] tensor but mu_product a 0-dim one: mu_product.mul_(mu) fails to broadcast"))
@@ -276,8 +273,7 @@ def _variants(case: Case, engine: str, backend: str = "") -> list:
     if case.id not in TUPLES:
         return [(True, (), name)]
     shared_marks = (NADAM_PSI_BUG,) if case.preset == "nadam" else ()
-    varied_marks = (SWEEP_BETAS_BUG,) if engine == "sweep" else ()
-    return [(True, varied_marks, name), (False, shared_marks, f"{name}-tuples-shared")]
+    return [(True, (), name), (False, shared_marks, f"{name}-tuples-shared")]
 
 
 def _sweep_params():

@@ -651,11 +651,18 @@ class Members:
 def member_hyper(job: Job, configs: Sequence[dict[str, float]], swept: Sequence[str]) -> MemberHyper:
     """The hyperparameters of stacked members (one configuration dict per member), validated with the
     rule: swept values as ``[M]`` tensors, the job's fixed ones as given, its schedules over its steps."""
-    per_member = {name: torch.tensor([float(c[name]) for c in configs], dtype=torch.float64) for name in swept}
+    per_member = {name: _per_member([c[name] for c in configs]) for name in swept}
     rule = job.preset.rule
     values = with_schedules(rule, job.preset.hyper(**{**job.fixed, **per_member}), job.schedules, job.steps, swept)
     validate_schedules(rule, values, job.steps)
     return MemberHyper(rule, values)
+
+
+def _per_member(values: list[Any]) -> Any:
+    """One hyperparameter's values, one per member: an ``[M]`` tensor, or a tuple of them (``betas``)."""
+    if isinstance(values[0], (tuple, list)):
+        return tuple(_per_member([v[i] for v in values]) for i in range(len(values[0])))
+    return torch.tensor([float(v) for v in values], dtype=torch.float64)
 
 
 METRIC_NAMES = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")

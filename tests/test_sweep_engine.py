@@ -204,3 +204,27 @@ def test_metrics_at_every_evaluation_point_equal_separately_trained_models(backe
                                        expected.std(0, unbiased=False),
                                        rtol=1e-7, atol=1e-12)
             assert record[f"{name}_mean"] == pytest.approx(float(expected.mean(0)[-1]), rel=1e-9)
+
+
+def test_each_seed_of_a_several_seed_sweep_equals_a_separate_run_with_that_seed():
+    x, y = _data()
+    x_test, y_test = _data(60, seed=1)
+
+    def job(seed, seeds):
+        return Job(_mlp, x, y, make_folds(len(y), 2, seed), rules.get("momentum"), {}, 10, 16, seed=seed,
+                   dtype=torch.float64, x_test=x_test, y_test=y_test, eval_every=5, seeds=seeds)
+
+    together = run_members(Members(job(3, 3), CONFIGS, [0, 1, 2])).results()
+    for s in range(3):
+        alone = run_members(Members(job(3 + s, 1), CONFIGS, [0, 1, 2])).results()
+        for c in range(len(CONFIGS)):
+            mine = together[c]["per_seed"][s]
+            assert mine["seed"] == 3 + s
+            for key in ("val_loss_mean", "val_accuracy_std", "test_loss_mean", "test_accuracy_mean"):
+                assert mine[key] == pytest.approx(alone[c][key], rel=1e-10, abs=1e-12), (s, c, key)
+            assert mine["val_loss_mean_curve"] == pytest.approx(alone[c]["val_loss_mean_curve"], rel=1e-10)
+    # the overall figures are over every seed and fold: 6 members per configuration
+    losses = [m["val_loss_mean"] for m in together[0]["per_seed"]]
+    assert together[0]["val_loss_mean"] == pytest.approx(sum(losses) / 3, rel=1e-10)
+    with pytest.raises(ValueError, match="seeds must be an integer >= 1, got 0"):
+        job(3, 0)

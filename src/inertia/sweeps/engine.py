@@ -29,7 +29,7 @@ import functools
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -304,6 +304,16 @@ def make_vmap_forward(model: nn.Module, names: Sequence[str]) -> Callable[[Seque
 # ----------------------------------------------------------------- the job
 
 
+class Split(NamedTuple):
+    """One (seed, fold) pair: where its members' initialization, batches and validation come from."""
+
+    seed: int            # initialization, batch order and fold assignment
+    fold: int
+    train: Tensor        # indices into the training pool (on the job's device)
+    val: Tensor
+    cpu_train: Tensor    # the same, on the CPU (the batches are drawn there)
+
+
 @dataclass
 class Job:
     """Everything the engine needs that is the same for every member."""
@@ -327,10 +337,16 @@ class Job:
     curve_points: int = 200
     schedules: dict[str, Any] = field(default_factory=dict)  # name -> schedule spec (inertia.core.with_schedules)
     eval_every: int = 0            # validation and test metrics every this many steps (0: at the end only)
+    seeds: int = 1                 # seed s = seed + s: its own initialization, batch order and folds
 
     def __post_init__(self) -> None:
-        torch.manual_seed(self.seed)
-        self.template = self.model_factory().to(device=self.device, dtype=self.dtype)
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ValueError(f"seeds must be an integer >= 1, got {self.seeds!r}")
+        self.templates = []
+        for s in range(self.seeds):
+            torch.manual_seed(self.seed + s)
+            self.templates.append(self.model_factory().to(device=self.device, dtype=self.dtype))
+        self.template = self.templates[0]
         self.names = [n for n, _ in self.template.named_parameters()]
         if list(self.template.buffers()):
             raise ValueError("sweeps need models without buffers (e.g. no BatchNorm running statistics)")
@@ -350,11 +366,19 @@ class Job:
             self.x_test = self.x_test.to(self.device, self.dtype)
             self.y_test = self.y_test.to(self.device)
         self.folds = [(t.to(self.device), v.to(self.device)) for t, v in self.folds]
-        self._cpu_folds = [(t.cpu(), v.cpu()) for t, v in self.folds]
+        self.splits = [Split(self.seed + s, k, t.to(self.device), v.to(self.device), t.cpu())
+                       for s in range(self.seeds)
+                       for k, (t, v) in enumerate(self.folds if s == 0 else
+                                                  make_folds(len(self.y), len(self.folds), self.seed + s))]
 
     @property
     def n_folds(self) -> int:
         return len(self.folds)
+
+    @property
+    def members_per_config(self) -> int:
+        """Members that train each configuration: one per (seed, fold)."""
+        return len(self.splits)
 
     @property
     def eval_steps(self) -> list[int]:
@@ -378,7 +402,7 @@ class Job:
         widths = sum(p.shape[0] for p in self.template.parameters() if p.dim() >= 2) or 1
         if self.backend == "vmap":
             widths *= 4  # unknown model: be generous with activations
-        n_eval = max(len(v) for _, v in self.folds)
+        n_eval = max(len(split.val) for split in self.splits)
         if self.x_test is not None:
             n_eval = max(n_eval, len(self.x_test))
         return size * (6 * n_params + 4 * self.batch_size * widths + 2 * n_eval * widths)
@@ -402,7 +426,7 @@ def default_memory_budget(device: str) -> int:
 def configs_per_chunk(job: Job, memory_budget: int | None = None) -> int:
     """How many configurations (each with all its folds) fit in memory at once (at least 1)."""
     budget = default_memory_budget(job.device) if memory_budget is None else int(memory_budget)
-    per_config = job.member_bytes() * job.n_folds
+    per_config = job.member_bytes() * job.members_per_config
     return max(1, budget // per_config)
 
 
@@ -422,14 +446,16 @@ class Members:
         self.job = job
         self.keys = list(keys)
         self.configs = [dict(c) for c in configs]
-        n, k = len(configs), job.n_folds
-        # member m: fold m // n, configuration m % n (fold-major)
+        n, k = len(configs), job.members_per_config
+        # member m: split m // n (job.splits: seed-major, then fold), configuration m % n
         self.config_of = torch.arange(n).repeat(k)
-        self.fold_of = torch.arange(k).repeat_interleave(n)
+        self.split_of = torch.arange(k).repeat_interleave(n)
         self.step = 0
         self.swept = sorted({name for c in configs for name in c})
         self.stack = Stack(job.preset.rule, [
-            p.detach().unsqueeze(0).repeat(n * k, *([1] * p.dim())).contiguous() for p in job.template.parameters()
+            torch.cat([p.detach().unsqueeze(0).expand(n, *p.shape) for p in (
+                list(job.templates[split.seed - job.seed].parameters())[i] for split in job.splits)]).contiguous()
+            for i in range(len(job.names))
         ], member_hyper(job, [self.configs[int(c)] for c in self.config_of], self.swept))
         self.curves = torch.full((n * k, job.steps), float("nan"), dtype=torch.float64)
         self.first_loss: Tensor | None = None
@@ -439,7 +465,7 @@ class Members:
         # val loss, val accuracy, test loss, test accuracy of each original member at each of job.eval_steps
         self.history = torch.full((len(METRIC_NAMES), n * k, len(job.eval_steps)), math.nan, dtype=torch.float64)
         self._point = {s: i for i, s in enumerate(job.eval_steps)}
-        self._fold_rows: list[tuple[int, int, int]] | None = None
+        self._split_rows: list[tuple[int, int, int]] | None = None
         self._limit: Tensor | None = None   # divergence threshold per stack row
         self._step = job.make_step()
         self._eval_step = job.make_step()
@@ -454,18 +480,18 @@ class Members:
         return self.stack.rows
 
     # -- structure ---------------------------------------------------------
-    def fold_rows(self) -> list[tuple[int, int, int]]:
-        """``(fold, first row, end row)`` of every fold present in the stack (cached until rows leave)."""
-        if self._fold_rows is None:
-            folds = self.fold_of[self.live]
+    def split_rows(self) -> list[tuple[int, int, int]]:
+        """``(split, first row, end row)`` of every split present in the stack (cached until rows leave)."""
+        if self._split_rows is None:
+            splits = self.split_of[self.live]
             out, start = [], 0
-            for k in range(self.job.n_folds):
-                count = int((folds == k).sum())
+            for g in range(self.job.members_per_config):
+                count = int((splits == g).sum())
                 if count:
-                    out.append((k, start, start + count))
+                    out.append((g, start, start + count))
                 start += count
-            self._fold_rows = out
-        return self._fold_rows
+            self._split_rows = out
+        return self._split_rows
 
     @property
     def done(self) -> bool:
@@ -479,7 +505,7 @@ class Members:
         keep[rows] = False
         self.alive[self.live[~keep]] = False
         self.stack.keep(keep.nonzero().squeeze(1))
-        self._fold_rows = None
+        self._split_rows = None
         self._limit = None
 
     def prune_configs(self, configs: Sequence[int]) -> None:
@@ -496,8 +522,9 @@ class Members:
         parameter as soon as the backward pass has its gradient."""
         job = self.job
         t = self.step
-        rows = self.fold_rows()
-        batches = [batch_at(job._cpu_folds[k][0], t, job.batch_size, job.seed, k) for k, _, _ in rows]
+        rows = self.split_rows()
+        batches = [batch_at(job.splits[g].cpu_train, t, job.batch_size, job.splits[g].seed, job.splits[g].fold)
+                   for g, _, _ in rows]
         if job.x.device.type != "cpu":
             batches = [b.to(job.x.device) for b in batches]
         groups = [(job.x.index_select(0, b), start, end) for b, (_, start, end) in zip(batches, rows)]
@@ -566,8 +593,8 @@ class Members:
         """Validation metrics of every live member on its fold's validation part, and test metrics,
         at this step (one of ``job.eval_steps``), at the rule's evaluation point."""
         p = self._point[self.step]
-        for k, start, end in self.fold_rows():
-            _, val_idx = self.job.folds[k]
+        for g, start, end in self.split_rows():
+            val_idx = self.job.splits[g].val
             loss, acc = self.evaluate(self.job.x[val_idx], self.job.y[val_idx], (start, end))
             self.history[0, self.live[start:end], p] = loss
             self.history[1, self.live[start:end], p] = acc
@@ -606,6 +633,10 @@ class Members:
             else:
                 rec["status"], rec["diverged_step"] = "ok", None
             rec.update(self._metrics(members, rec["status"] == "ok"))
+            if self.job.seeds > 1:
+                rec["per_seed"] = [{"seed": seed, **self._metrics(
+                    [m for m in members if self.job.splits[int(self.split_of[m])].seed == seed], rec["status"] == "ok")}
+                    for seed in range(self.job.seed, self.job.seed + self.job.seeds)]
             curve = self.curves[members].mean(0)  # mean over folds per step
             rec["train_loss_final"] = _last_finite(curve)
             rec["train_loss_curve"] = _subsample(curve, self.job.curve_points)
@@ -614,7 +645,7 @@ class Members:
         return out
 
     def _metrics(self, members: list[int], finished: bool) -> dict[str, Any]:
-        """Mean and std over a configuration's folds of each metric: at the end (``val_loss_mean``, ...;
+        """Mean and std over a configuration's members (seeds and folds) of each metric: at the end (``val_loss_mean``, ...;
         None unless ``finished``) and at every evaluation point (``val_loss_mean_curve``, ...)."""
         rows = self.history[:, members]                       # [metric, member, point]
         mean, std = rows.mean(1), rows.std(1, unbiased=False)
@@ -644,7 +675,7 @@ class Members:
             self._first_by_member = sd["first"]
         self.first_loss = sd["first_loss"]
         self.diverged_step, self.pruned = dict(sd["diverged_step"]), dict(sd["pruned"])
-        self._fold_rows = None
+        self._split_rows = None
         self._limit = None
 
 

@@ -65,7 +65,7 @@ def stack_count(job: Job, n_configs: int, lanes: int) -> int:
     a stack's working set stays in cache (:data:`CPU_STACK_MEMBERS`, by what does its products)."""
     if lanes == 1 or not str(job.device).startswith("cpu"):
         return lanes
-    return max(lanes, math.ceil(n_configs * job.n_folds / CPU_STACK_MEMBERS[job.matmul]))
+    return max(lanes, math.ceil(n_configs * job.members_per_config / CPU_STACK_MEMBERS[job.matmul]))
 
 
 def split(items: list[Any], parts: int) -> list[list[Any]]:

@@ -32,6 +32,7 @@ _LAZY = {
     "surfaces": "inertia.surfaces",
     "data": "inertia.data",
     "models": "inertia.models",
+    "stack": "inertia.stacked",
 }
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .._text import parse_literal
+from .reproduce import train_command
 
 DESCRIPTION = """\
 Sweep learning rate x momentum (and any numeric hyperparameter of the rule) by
@@ -118,7 +119,7 @@ def run_command(args: argparse.Namespace) -> int:
         acc = best.get("test_accuracy_mean")
         console.print(f"best by {results.metric}: " + ", ".join(f"{n}={best[n]:.4g}" for n in results.swept)
                       + (f"; test accuracy {acc * 100:.1f}%" if acc is not None else ""))
-        console.print("reproduce it with:\n  " + results.train_command(), highlight=False, soft_wrap=True)
+        console.print("reproduce it with:\n  " + train_command(results), highlight=False, soft_wrap=True)
     else:
         console.print("[red]no configuration finished (all diverged or pruned)[/]")
     for path in written:

@@ -320,3 +320,34 @@ def test_torch_lr_schedulers_work_on_inertia_optimizers(cls):
     assert our_moms == ref_moms and len(set(our_moms)) > 5
     for key in ref:
         torch.testing.assert_close(ours[key], ref[key], rtol=1e-12, atol=1e-14)
+
+
+# ---------------------------------------------------------------- schedule specs
+
+def test_a_spec_takes_the_hyperparameters_value_as_its_base_and_the_runs_length():
+    from inertia.schedules import cosine, from_spec, sutskever_ramp, warmup_cosine
+
+    base = torch.tensor([0.01, 0.1])
+    built = from_spec("cosine", base=base, steps=100)
+    for t in (0, 37, 100):
+        assert torch.equal(built(t), cosine(base, 100)(t))
+    assert from_spec("cosine(end=1e-3)", base=0.5, steps=10)(10) == pytest.approx(1e-3)
+    assert from_spec("sutskever_ramp(every=10)", base=0.95)(1000) == sutskever_ramp(0.95, every=10)(1000)
+    assert from_spec("warmup_cosine(warmup=4)", base=1.0, steps=40)(2) == warmup_cosine(1.0, 4, 40)(2)
+    ready = cosine(0.3, 5)
+    assert from_spec(ready, base=99.0, steps=7) is ready  # a finished schedule is used as is
+
+
+@pytest.mark.parametrize("text,message", [
+    ("nosuch", "unknown schedule 'nosuch'"),
+    ("cosine(x=1)", "unexpected keyword argument 'x'"),
+    ("cosine(", "is not a schedule like cosine"),
+    ("__import__('os')", "unknown schedule '__import__'"),
+    ("cosine(print(1))", "is not a schedule like cosine"),
+])
+def test_bad_specs_are_one_line_errors_naming_the_hyperparameter(text, message):
+    from inertia.schedules import check_spec
+
+    with pytest.raises(ValueError, match=message) as info:
+        check_spec("lr", text)
+    assert str(info.value).startswith(f"--schedule lr={text}:") and "\n" not in str(info.value)

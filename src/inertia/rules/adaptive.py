@@ -175,6 +175,7 @@ ADAM_DEFAULTS = dict(
 
 ADAM_RULE = Rule(
     name="adam",
+    state={"exp_avg": "element", "exp_avg_sq": "element", "max_exp_avg_sq": "element"},
     defaults=ADAM_DEFAULTS,
     numeric=("lr", "betas", "eps", "weight_decay"),
     update=adam_update,
@@ -232,6 +233,7 @@ NADAM_DEFAULTS = dict(
 
 NADAM_RULE = Rule(
     name="nadam",
+    state={"exp_avg": "element", "exp_avg_sq": "element", "mu_product": "member"},
     defaults=NADAM_DEFAULTS,
     numeric=("lr", "betas", "eps", "weight_decay", "momentum_decay"),
     update=nadam_update,
@@ -293,6 +295,7 @@ RMSPROP_DEFAULTS = dict(
 
 RMSPROP_RULE = Rule(
     name="rmsprop",
+    state={"square_avg": "element", "grad_avg": "element", "momentum_buffer": "element"},
     defaults=RMSPROP_DEFAULTS,
     numeric=("lr", "alpha", "eps", "weight_decay", "momentum"),
     update=rmsprop_update,

@@ -16,17 +16,31 @@ a test surface). A rule knows nothing about those engines.
   (so it is 1 on the first update, as in torch.optim).
 - Structural options (``nesterov``, ``convention``, ...) are ordinary entries of
   ``hyper`` holding Python values; they are the same for every configuration.
+- A rule declares the layout of every state entry it creates (:attr:`Rule.state`):
+  ``"element"`` (the parameter's shape), ``"member"`` (one value per configuration:
+  ``[N, 1, ..., 1]``, or 0-dim when every configuration shares it); ``step`` is the
+  engine's counter, shared by all. Engines select, save and move state by this
+  layout, never by guessing from shapes.
+- A rule whose gradients are taken at another point than the one to evaluate
+  (Schedule-Free: trains at y, evaluates at x) declares ``eval_point`` (the point to
+  evaluate, computed out of place from the training point) and ``train_point``
+  (its inverse).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any, Callable, Mapping, MutableMapping
 
 from torch import Tensor
 
 Hyper = Mapping[str, Any]
 State = MutableMapping[str, Tensor]
+Point = Callable[[Tensor, State, Hyper], Tensor]
+
+STATE_KINDS = ("element", "member")
+"""Layouts of a rule's state entries (see the module docstring); ``step`` is ``"shared"``."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +49,9 @@ class Rule:
 
     ``numeric`` names the hyperparameters that may be tensors of shape ``[N]``
     (one value per configuration) and that schedules may drive; every other
-    entry of ``defaults`` is a structural option.
+    entry of ``defaults`` is a structural option. ``state`` maps each state entry
+    the rule creates (a name or an ``fnmatch`` pattern such as ``velocity_*``) to its
+    layout in :data:`STATE_KINDS`. ``eval_point``/``train_point``: see the module docstring.
     """
 
     name: str
@@ -45,6 +61,26 @@ class Rule:
     validate: Callable[[Hyper], None]
     summary: str = ""
     aliases: tuple[str, ...] = field(default=())
+    state: Mapping[str, str] = field(default_factory=dict)
+    eval_point: Point | None = None
+    train_point: Point | None = None
+
+    def __post_init__(self) -> None:
+        bad = {k: v for k, v in self.state.items() if v not in STATE_KINDS}
+        if bad:
+            raise ValueError(f"{self.name}: state layouts must be one of {STATE_KINDS}, got {bad}")
+        if (self.eval_point is None) != (self.train_point is None):
+            raise ValueError(f"{self.name}: eval_point and train_point go together")
+
+    def state_kind(self, entry: str) -> str:
+        """The declared layout of state entry ``entry``: ``"shared"`` for ``step``, else from :attr:`state`."""
+        if entry == "step":
+            return "shared"
+        for pattern, kind in self.state.items():
+            if fnmatchcase(entry, pattern):
+                return kind
+        raise KeyError(f"rule {self.name!r} keeps state {entry!r} but does not declare its layout "
+                       f"(Rule.state); declared: {sorted(self.state)}")
 
     def check(self, hyper: Hyper) -> dict[str, Any]:
         """Merge ``hyper`` over the defaults, reject unknown names, validate."""

@@ -97,6 +97,7 @@ def validate_qhm(h: Hyper) -> None:
 
 QHM_RULE = Rule(
     name="qhm",
+    state={"momentum_buffer": "element"},
     defaults=dict(lr=0.01, momentum=0.999, nu=0.7, weight_decay=0.0, decoupled_weight_decay=False, maximize=False),
     numeric=("lr", "momentum", "nu", "weight_decay"),
     update=qhm_update,
@@ -132,6 +133,7 @@ def validate_aggmo(h: Hyper) -> None:
 
 AGGMO_RULE = Rule(
     name="aggmo",
+    state={"velocity_*": "element"},
     defaults=dict(lr=0.01, betas=(0.0, 0.9, 0.99), weight_decay=0.0, decoupled_weight_decay=False, maximize=False),
     numeric=("lr", "betas", "weight_decay"),
     update=aggmo_update,
@@ -191,6 +193,9 @@ def validate_schedulefree(h: Hyper) -> None:
 
 SCHEDULEFREE_RULE = Rule(
     name="schedulefree",
+    state={"z": "element", "lr_max": "member", "weight_sum": "member"},
+    eval_point=lambda y, state, hyper: schedulefree_x(y.clone(), state["z"], hyper["momentum"]),  # x from y
+    train_point=lambda x, state, hyper: schedulefree_y(x.clone(), state["z"], hyper["momentum"]),  # y from x
     defaults=dict(lr=1.0, momentum=0.9, weight_decay=0.0, warmup_steps=0, r=0.0, weight_lr_power=2.0, maximize=False),
     numeric=("lr", "momentum", "weight_decay"),
     update=schedulefree_update,
@@ -249,4 +254,7 @@ def lookahead(rule: Rule, k: int = 5, alpha: float = 0.5) -> Rule:
         update=update,
         validate=validate,
         summary=f"Lookahead (Zhang et al. 2019) around {rule.name}",
+        state={**rule.state, "slow": "element"},
+        eval_point=rule.eval_point,
+        train_point=rule.train_point,
     )

@@ -28,14 +28,14 @@ from __future__ import annotations
 import functools
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..rules import broadcast_hyper
+from ..core import MemberHyper, Stack, validate_schedules, with_schedules
 from .gemm import BatchedGemm, backend_for as gemm_backend_for
 
 # ----------------------------------------------------------------- folds and batches
@@ -296,6 +296,7 @@ class Job:
     diverge_factor: float = 10.0   # loss > factor x (first-step loss) counts as diverged
     diverge_above: float | None = None  # absolute threshold instead of the factor
     curve_points: int = 200
+    schedules: dict[str, Any] = field(default_factory=dict)  # name -> schedule spec (inertia.core.with_schedules)
 
     def __post_init__(self) -> None:
         torch.manual_seed(self.seed)
@@ -390,56 +391,30 @@ class Members:
         self.config_of = torch.arange(n).repeat(k)
         self.fold_of = torch.arange(k).repeat_interleave(n)
         self.step = 0
-        names = sorted({name for c in configs for name in c})
-        self.swept = names
-        # validate every configuration through the rule before training
-        hyper = self._hyper_tensors(self.config_of)
-        merged = job.preset.hyper(**{**job.fixed, **hyper})
-        self.structural = {k2: v for k2, v in merged.items() if k2 not in names}
-        with torch.no_grad():
-            self.params = [
-                p.detach().unsqueeze(0).repeat(n * k, *([1] * p.dim())).contiguous()
-                for p in job.template.parameters()
-            ]
-        step = torch.zeros((), dtype=torch.float32)  # one counter, shared by every parameter's state
-        self.state: list[dict[str, Tensor]] = [{"step": step} for _ in self.params]
+        self.swept = sorted({name for c in configs for name in c})
+        self.stack = Stack(job.preset.rule, [
+            p.detach().unsqueeze(0).repeat(n * k, *([1] * p.dim())).contiguous() for p in job.template.parameters()
+        ], member_hyper(job, [self.configs[int(c)] for c in self.config_of], self.swept))
         self.curves = torch.full((n * k, job.steps), float("nan"), dtype=torch.float64)
         self.first_loss: Tensor | None = None
         self.alive = torch.ones(n * k, dtype=torch.bool)     # per original member
-        self.live = torch.arange(n * k)                       # original member index of each stack row
         self.diverged_step: dict[int, int] = {}               # config -> step (1-based)
         self.pruned: dict[int, int] = {}                      # config -> step
         self.val: dict[int, tuple[float, float]] = {}         # original member -> (loss, accuracy) at the end
         self.test: dict[int, tuple[float, float]] = {}
-        self._hyper_cache: dict | None = None
         self._fold_rows: list[tuple[int, int, int]] | None = None
         self._limit: Tensor | None = None   # divergence threshold per stack row
         self._step = job.make_step()
         self._eval_step = job.make_step()
 
-    # -- hyperparameters ------------------------------------------------
-    def _hyper_tensors(self, config_of: Tensor) -> dict[str, Tensor]:
-        out = {}
-        for name in sorted({n for c in self.configs for n in c}):
-            values = torch.tensor([float(self.configs[int(c)][name]) for c in config_of], dtype=torch.float64)
-            out[name] = values
-        return out
-
-    def _hyper_for(self, index: int, param: Tensor) -> dict[str, Any]:
-        if self._hyper_cache is None:
-            self._hyper_cache = {}
-        key = ("param", index)
-        hyper = self._hyper_cache.get(key)
-        if hyper is None:
-            hyper = dict(self.structural)
-            for name, values in self._stack_hyper.items():
-                hyper[name] = broadcast_hyper(values, param)
-            self._hyper_cache[key] = hyper
-        return hyper
+    @property
+    def params(self) -> list[Tensor]:
+        return self.stack.params
 
     @property
-    def _stack_hyper(self) -> dict[str, Tensor]:
-        return {k: v.to(self.job.device) for k, v in self._hyper_tensors(self.config_of[self.live]).items()}
+    def live(self) -> Tensor:
+        """The original member index of each stack row."""
+        return self.stack.rows
 
     # -- structure ---------------------------------------------------------
     def fold_rows(self) -> list[tuple[int, int, int]]:
@@ -466,15 +441,7 @@ class Members:
         keep = torch.ones(len(self.live), dtype=torch.bool)
         keep[rows] = False
         self.alive[self.live[~keep]] = False
-        idx = keep.nonzero().squeeze(1).to(self.job.device)
-        m = len(self.live)
-        self.params = [p.detach().index_select(0, idx) for p in self.params]
-        for st in self.state:
-            for name, t in list(st.items()):
-                if t.dim() > 0 and t.shape[0] == m:
-                    st[name] = t.index_select(0, idx)
-        self.live = self.live[keep]
-        self._hyper_cache = None
+        self.stack.keep(keep.nonzero().squeeze(1))
         self._fold_rows = None
         self._limit = None
 
@@ -519,15 +486,14 @@ class Members:
             gone = torch.isin(self.config_of[self.live], dead)
             kept = (~gone).nonzero().squeeze(1).to(job.device)
             self.remove(gone.nonzero().squeeze(1))   # the backward below still sees every row
-        self.state[0]["step"] += 1  # shared by every parameter's state
-        rule, params, state = job.preset.rule, self.params, self.state
+        stack = self.stack
+        stack.begin_step()
 
         def apply(i: int, grad: Tensor) -> None:
-            if kept is not None:
-                grad = grad.index_select(0, kept)
-            rule.update(params[i], grad, state[i], self._hyper_for(i, params[i]))
+            stack.update(i, grad if kept is None else grad.index_select(0, kept))
 
         self._step.backward(apply)
+        stack.end_step()
         self.step = t + 1
 
     def _divergence_limit(self) -> Tensor:
@@ -547,7 +513,7 @@ class Members:
         start, end = rows if rows is not None else (0, len(self.live))
         if end <= start:
             return torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
-        params = [p[start:end] for p in self.params]
+        params = [p[start:end] for p in self.stack.eval_params()]
         loss_sum = torch.zeros(end - start, dtype=torch.float64, device=x.device)
         correct = torch.zeros(end - start, dtype=torch.float64, device=x.device)
         for i in range(0, len(x), chunk):
@@ -621,9 +587,8 @@ class Members:
     def state_dict(self) -> dict[str, Any]:
         return {
             "keys": self.keys, "configs": self.configs, "step": self.step,
-            "params": [p.detach().cpu() for p in self.params],
-            "state": [{k: v.cpu() for k, v in st.items()} for st in self.state],
-            "curves": self.curves, "alive": self.alive, "live": self.live,
+            "stack": self.stack.state_dict(),
+            "curves": self.curves, "alive": self.alive,
             "first": getattr(self, "_first_by_member", None), "first_loss": self.first_loss,
             "diverged_step": self.diverged_step, "pruned": self.pruned,
         }
@@ -631,18 +596,24 @@ class Members:
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         dev = self.job.device
         self.step = int(sd["step"])
-        self.params = [p.to(dev) for p in sd["params"]]
-        self.state = [{k: (v.to(dev) if v.dim() > 0 else v) for k, v in st.items()} for st in sd["state"]]
-        for st in self.state[1:]:
-            st["step"] = self.state[0]["step"]  # one shared counter again (saved once per parameter)
-        self.curves, self.alive, self.live = sd["curves"], sd["alive"], sd["live"]
+        self.stack.load_state_dict(sd["stack"])
+        self.curves, self.alive = sd["curves"], sd["alive"]
         if sd["first"] is not None:
             self._first_by_member = sd["first"]
         self.first_loss = sd["first_loss"]
         self.diverged_step, self.pruned = dict(sd["diverged_step"]), dict(sd["pruned"])
-        self._hyper_cache = None
         self._fold_rows = None
         self._limit = None
+
+
+def member_hyper(job: Job, configs: Sequence[dict[str, float]], swept: Sequence[str]) -> MemberHyper:
+    """The hyperparameters of stacked members (one configuration dict per member), validated with the
+    rule: swept values as ``[M]`` tensors, the job's fixed ones as given, its schedules over its steps."""
+    per_member = {name: torch.tensor([float(c[name]) for c in configs], dtype=torch.float64) for name in swept}
+    rule = job.preset.rule
+    values = with_schedules(rule, job.preset.hyper(**{**job.fixed, **per_member}), job.schedules, job.steps, swept)
+    validate_schedules(rule, values, job.steps)
+    return MemberHyper(rule, values)
 
 
 def _last_finite(curve: Tensor) -> float | None:

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from . import rules
 from . import schedules as S
+from .core import is_scheduled, validate_schedules, with_schedules
 from .optim import make_optimizer
 from .sweeps import _load_data, _model_factory
 from .sweeps.engine import batch_at, make_folds
@@ -97,10 +98,10 @@ def fit(
             a model name or factory).
         optimizer: a registered rule name; ``hyper``: its hyperparameters (the rest keep
             the rule's defaults).
-        schedules: hyperparameter name -> schedule: a spec string for
-            :func:`inertia.schedules.from_spec` (``"cosine"``, ``"sutskever_ramp(0.99)"``;
-            the hyperparameter's value is the schedule's ``base``) or a Schedule; for a tuple
-            hyperparameter (Adam's ``betas``) a tuple with one of those or None per component.
+        schedules: hyperparameter name -> schedule, as the sweep takes them
+            (:func:`inertia.core.with_schedules`): a spec (``"cosine"``, ``"sutskever_ramp(0.99)"``;
+            the hyperparameter's value is its base) or a schedule; for a tuple hyperparameter
+            (Adam's ``betas``) a tuple with one of those or None per component.
         folds: K models on K-fold cross-validation (1: one model on a 20 % holdout).
         on_step: called with a :class:`FitStep` after every update.
 
@@ -138,7 +139,7 @@ class _Plan:
 
 def _plan(optimizer: str, hyper: dict[str, Any], schedules: dict[str, Any], steps: int, batch_size: int,
           folds: int, device: str | None) -> _Plan:
-    """Check every setting (no data needed) and build the schedules."""
+    """Check every setting (no data needed) and build the schedules as the sweep does."""
     for name, value in (("steps", steps), ("batch_size", batch_size), ("folds", folds)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -147,30 +148,15 @@ def _plan(optimizer: str, hyper: dict[str, Any], schedules: dict[str, Any], step
     if unknown:
         raise ValueError(f"{optimizer}: unknown hyperparameter(s) {unknown}; known: {sorted(preset.defaults)}")
     full = preset.hyper(**hyper)
-    built = {name: _schedule(optimizer, full, name, spec, steps) for name, spec in schedules.items()}
+    values = with_schedules(preset.rule, full, schedules, steps)
+    validate_schedules(preset.rule, values, steps)
+    built = {name: _driven(values[name]) for name in schedules}
     return _Plan(optimizer, hyper, full, built, steps, batch_size, _device(device))
 
 
-def _schedule(optimizer: str, full: dict[str, Any], name: str, spec: Any, steps: int) -> Any:
-    """The schedule of hyperparameter ``name`` (base: its configured value), or a tuple of them."""
-    if name not in full:
-        raise ValueError(f"schedules: optimizer {optimizer!r} has no {name!r} hyperparameter; "
-                         f"its hyperparameters: {', '.join(sorted(full))}")
-    base = full[name]
-    if isinstance(spec, tuple):
-        if not isinstance(base, tuple) or len(base) != len(spec):
-            raise ValueError(f"schedules[{name!r}]: a tuple of schedules needs a tuple hyperparameter "
-                             f"of the same length, {name} is {base!r}")
-        return tuple(None if s is None else _one_schedule(name, s, b, steps) for s, b in zip(spec, base))
-    if isinstance(base, bool) or not isinstance(base, (int, float)):
-        raise ValueError(f"schedules[{name!r}]: only a numeric hyperparameter can follow a schedule, {name} is {base!r}")
-    return _one_schedule(name, spec, base, steps)
-
-
-def _one_schedule(name: str, spec: Any, base: float, steps: int) -> S.Schedule:
-    if isinstance(spec, str):
-        S.check_spec(name, spec)
-    return S.from_spec(spec, base=base, steps=steps)
+def _driven(value: Any) -> Any:
+    """A schedule for :class:`~inertia.schedules.HyperScheduler`: a tuple's unscheduled parts become None."""
+    return tuple(v if is_scheduled(v) else None for v in value) if isinstance(value, tuple) else value
 
 
 def _device(name: str | None) -> torch.device:

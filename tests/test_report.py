@@ -8,7 +8,8 @@ import re
 import pytest
 
 import inertia
-from inertia.races import race_grid, slider_grid
+from inertia.commands.race import slider_grid
+from inertia.races import race_grid
 from inertia.report import write_race_report, write_sweep_report
 
 

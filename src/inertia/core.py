@@ -179,10 +179,10 @@ class Stack:
     def hyper_for(self, i: int) -> dict[str, Any]:
         """Parameter ``i``'s hyperparameters, shaped to broadcast along its member axis."""
         param = self.params[i]
+        values = self._current()
         key = (param.dim(), param.device, param.dtype)
         shaped = self._shaped.get(key)
         if shaped is None:
-            values = self._current()
             shaped = self._shaped[key] = {k: shape_hyper(v, param) if k in self.rule.numeric else v
                                           for k, v in values.items()}
         return shaped
@@ -217,7 +217,8 @@ class Stack:
         """The parameters at the rule's evaluation point (the training parameters are left as they are)."""
         if self.rule.eval_point is None:
             return self.params
-        return [eval_point(self.rule, p, st, self.hyper_for(i)) for i, (p, st) in enumerate(zip(self.params, self.state))]
+        return [eval_point(self.rule, p, st, self.hyper_for(i))
+                for i, (p, st) in enumerate(zip(self.params, self.state))]
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:

@@ -23,7 +23,8 @@ import torch
 from torch import Tensor
 
 from . import rules
-from .rules import broadcast_hyper
+from .core import MemberHyper, Stack, is_scheduled, validate_schedules, value_at, with_schedules
+from .schedules import Schedule
 from .surfaces import Surface, as_surface
 
 #: a position farther than this many plot-widths from the start counts as diverged
@@ -97,60 +98,47 @@ def label_for(config: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
-def _value_at(value: Any, step: int) -> Any:
-    """A hyperparameter's value at ``step`` (a callable or a schedule object is called with the step)."""
-    if callable(value) and not isinstance(value, (Tensor, type)):
-        return value(step)
-    return value
+class _Columns(Schedule):
+    """Per-configuration values of one hyperparameter, some of them schedules: ``step -> [n] tensor``."""
 
+    def __init__(self, values: list[Any], dtype: torch.dtype):
+        self.values, self.dtype = values, dtype
 
-class _Group:
-    """Configurations of one rule with identical structural options."""
-
-    def __init__(self, presets: list[rules.Preset], indices: list[int], given: list[dict[str, Any]]):
-        self.rule = presets[0].rule
-        self.indices = indices
-        self.given = given
-        numeric = set(self.rule.numeric)
-        # each configuration keeps its own preset's defaults ("sgd" and "momentum" share one rule)
-        merged = [{**preset.overrides, **g} for preset, g in zip(presets, given)]
-        # structural options and constant numbers shared by all; per-config numbers become [n] tensors
-        self.constant: dict[str, Any] = {}
-        self.varying: dict[str, list[Any]] = {}
-        for name in self.rule.defaults:
-            values = [m.get(name, self.rule.defaults[name]) for m in merged]
-            if name in numeric:
-                self.varying[name] = values
-            else:
-                self.constant[name] = values[0]
-        self.dynamic = {name for name, vals in self.varying.items()
-                        if any(_value_at(v, 0) is not v or (isinstance(v, (tuple, list))
-                                                          and any(_value_at(e, 0) is not e for e in v)) for v in vals)}
-
-    def hyper(self, step: int, alive: Tensor, dtype: torch.dtype) -> dict[str, Any]:
-        keep = alive.tolist()
-        out = dict(self.constant)
-        for name, values in self.varying.items():
-            values = [_value_at(v, step) for v, k in zip(values, keep) if k]
-            if values and isinstance(values[0], (tuple, list)):  # e.g. betas: a tuple of [n] tensors
-                out[name] = tuple(_column([_value_at(v[e], step) for v in values], dtype) for e in range(len(values[0])))
-            else:
-                out[name] = _column(values, dtype)
-        return out
+    def __call__(self, step: int) -> Tensor:
+        return torch.tensor([float(value_at(v, step)) for v in self.values], dtype=self.dtype)
 
 
 def _column(values: list[Any], dtype: torch.dtype) -> Any:
-    """One hyperparameter across configurations: a plain number if all equal, else an ``[n]`` tensor."""
+    """One hyperparameter across configurations: a plain number if all equal (the rules' fast
+    paths), else an ``[n]`` tensor, or a schedule of such tensors when any value is a schedule."""
+    if any(is_scheduled(v) for v in values):
+        return _Columns(values, dtype)
     vals = [float(v) for v in values]
-    if vals and all(v == vals[0] for v in vals):
-        return vals[0]  # the same for every configuration: a plain number keeps the rules' fast paths
+    if all(v == vals[0] for v in vals):
+        return vals[0]
     return torch.tensor(vals, dtype=dtype)
 
 
-def _broadcast(value: Any, x: Tensor) -> Any:
-    if isinstance(value, tuple):
-        return tuple(broadcast_hyper(v, x) for v in value)
-    return broadcast_hyper(value, x)
+def _group_hyper(presets: list[rules.Preset], given: list[dict[str, Any]], dtype: torch.dtype,
+                 schedules: Mapping[str, Any], steps: int) -> MemberHyper:
+    """The hyperparameters of configurations of one rule with identical structural options."""
+    rule = presets[0].rule
+    # each configuration keeps its own preset's defaults ("sgd" and "momentum" share one rule)
+    merged = [{**rule.defaults, **preset.overrides, **g} for preset, g in zip(presets, given)]
+    values: dict[str, Any] = {}
+    for name in rule.defaults:
+        column = [m[name] for m in merged]
+        if name not in rule.numeric:
+            values[name] = column[0]
+        elif isinstance(column[0], (tuple, list)):  # e.g. betas: one column per component
+            values[name] = tuple(_column([c[e] for c in column], dtype) for e in range(len(column[0])))
+        else:
+            values[name] = _column(column, dtype)
+    varying = [n for n, v in values.items() if isinstance(v, Tensor) or
+               (isinstance(v, tuple) and any(isinstance(e, Tensor) for e in v))]
+    values = with_schedules(rule, values, schedules, steps, varying)
+    validate_schedules(rule, values, steps)
+    return MemberHyper(rule, values)
 
 
 def _split(config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -160,8 +148,59 @@ def _split(config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return str(config.get("rule", "sgd")), given
 
 
+def _groups(configs: list[dict[str, Any]], schedules: Mapping[str, Any]) -> dict[tuple, tuple[list, list, list]]:
+    """Configurations grouped by rule and structural options, each validated with its rule."""
+    groups: dict[tuple, tuple[list[rules.Preset], list[int], list[dict]]] = {}
+    numeric = {n for c in configs for n in rules.get(_split(c)[0]).rule.numeric}
+    unknown = [k for k in schedules if k not in numeric]
+    if unknown:
+        raise ValueError(f"--schedule {unknown[0]}=...: no raced optimizer has a numeric hyperparameter "
+                         f"{unknown[0]!r}; theirs: {', '.join(sorted(numeric))}")
+    for i, config in enumerate(configs):
+        name, given = _split(config)
+        preset = rules.get(name)
+        try:
+            full = preset.hyper(**{k: value_at(v, 0) for k, v in given.items()})
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"configuration {i} ({label_for(config)}): {error}") from None
+        structural = tuple((k, repr(full[k])) for k in sorted(full) if k not in preset.rule.numeric)
+        entry = groups.setdefault((preset.rule.name, structural), ([], [], []))
+        entry[0].append(preset)
+        entry[1].append(i)
+        entry[2].append(given)
+    return groups
+
+
+@torch.no_grad()
+def _run(stack: Stack, surf: Surface, steps: int, limit: float, idx: Tensor,
+         positions: Tensor, losses: Tensor, diverged_step: Tensor) -> None:
+    """Move one group's points ``steps`` times, recording positions and losses at the rule's evaluation
+    point; a point that diverges (NaN/inf, or beyond ``limit``) leaves the stack."""
+    for t in range(steps):
+        if len(stack) == 0:
+            break
+        grad = surf.gradient(stack.params[0])
+        stack.begin_step()
+        stack.update(0, grad)
+        stack.end_step()
+        x = stack.params[0]
+        point = stack.eval_params()[0]
+        value = surf.value(point)
+        bad = ~torch.isfinite(value) | ~torch.isfinite(x).all(-1) | (x.abs().amax(-1) > limit)
+        rows = idx[stack.rows]
+        positions[rows, t + 1] = point
+        losses[rows, t + 1] = value
+        if bool(bad.any()):
+            gone = rows[bad]
+            diverged_step[gone] = t + 1
+            positions[gone, t + 1] = math.nan
+            losses[gone, t + 1] = math.nan
+            stack.keep((~bad).nonzero().squeeze(1))
+
+
 def race(surface: Any, configs: Sequence[Mapping[str, Any]], steps: int = 200, start: Any = None,
-         dtype: torch.dtype = torch.float64, labels: Sequence[str] | None = None) -> RaceResult:
+         dtype: torch.dtype = torch.float64, labels: Sequence[str] | None = None,
+         schedules: Mapping[str, Any] | None = None) -> RaceResult:
     """Run every configuration for ``steps`` steps from ``start`` (default: the surface's own start).
 
     Args:
@@ -171,6 +210,9 @@ def race(surface: Any, configs: Sequence[Mapping[str, Any]], steps: int = 200, s
             to :func:`inertia.rules.get` (default ``"sgd"``). A numeric hyperparameter may
             be a callable ``step -> value`` (a schedule); it is called with the step
             number (0 for the first update).
+        schedules: hyperparameter name -> schedule spec (``"cosine"``, ``"sutskever_ramp"``, ...),
+            applied to every configuration that has that hyperparameter, starting from its own
+            value over ``steps`` steps (:func:`inertia.core.with_schedules`).
         start: one point ``[dim]`` for all, or ``[N, dim]``, one per configuration.
         dtype: float64 (default) or float32.
     """
@@ -196,24 +238,8 @@ def race(surface: Any, configs: Sequence[Mapping[str, Any]], steps: int = 200, s
         if tuple(start_t.shape) != (n, dim):
             raise ValueError(f"start must have shape [{dim}] or [{n}, {dim}], got {tuple(start_t.shape)}")
 
-    # group by rule and structural options; validate every configuration with its rule
-    groups: dict[tuple, tuple[list[rules.Preset], list[int], list[dict]]] = {}
-    for i, config in enumerate(configs):
-        name, given = _split(config)
-        preset = rules.get(name)
-        at0 = {k: (type(v)(_value_at(e, 0) for e in v) if isinstance(v, (tuple, list)) else _value_at(v, 0))
-               for k, v in given.items()}
-        try:
-            full = preset.hyper(**at0)
-        except (TypeError, ValueError) as error:
-            raise type(error)(f"configuration {i} ({label_for(config)}): {error}") from None
-        structural = tuple((k, repr(full[k])) for k in sorted(full) if k not in preset.rule.numeric)
-        key = (preset.rule.name, structural)
-        groups.setdefault(key, ([], [], []))
-        groups[key][0].append(preset)
-        groups[key][1].append(i)
-        groups[key][2].append(given)
-
+    schedules = dict(schedules or {})
+    groups = _groups(configs, schedules)
     positions = torch.full((n, steps + 1, dim), math.nan, dtype=dtype)
     losses = torch.full((n, steps + 1), math.nan, dtype=dtype)
     diverged_step = torch.full((n,), -1, dtype=torch.int64)
@@ -222,45 +248,11 @@ def race(surface: Any, configs: Sequence[Mapping[str, Any]], steps: int = 200, s
         losses[:, 0] = surf.value(start_t)
     scale = max(hi - lo for lo, hi in surf.bounds)
     limit = ESCAPE_FACTOR * (scale + float(start_t.abs().max()))
-
     for presets, indices, given in groups.values():
-        group = _Group(presets, indices, given)
         idx = torch.tensor(indices)
-        x = start_t[idx].clone()
-        alive = torch.ones(len(indices), dtype=torch.bool)
-        state: dict[str, Tensor] = {"step": torch.zeros((), dtype=torch.float32)}
-        hyper_static = None if group.dynamic else group.hyper(0, alive, dtype)
-        rows = idx.clone()  # which configurations the rows of x belong to
-        for t in range(steps):
-            if x.shape[0] == 0:
-                break
-            hyper = hyper_static if hyper_static is not None else group.hyper(t, alive, dtype)
-            hyper = {k: _broadcast(v, x) for k, v in hyper.items()}
-            state["step"] += 1
-            grad = surf.gradient(x)
-            with torch.no_grad():
-                group.rule.update(x, grad, state, hyper)
-                value = surf.value(x)
-            bad = ~torch.isfinite(value) | ~torch.isfinite(x).all(-1) | (x.abs().amax(-1) > limit)
-            positions[rows, t + 1] = x
-            losses[rows, t + 1] = value
-            if bool(bad.any()):
-                gone = rows[bad]
-                diverged_step[gone] = t + 1
-                positions[gone, t + 1] = math.nan
-                losses[gone, t + 1] = math.nan
-                keep = ~bad
-                # compact: drop the diverged rows from the positions, the state and the hyperparameters
-                old = x.shape[0]
-                x = x[keep].clone()
-                for key_, value_ in list(state.items()):
-                    if value_.dim() > 0 and value_.shape[0] == old:
-                        state[key_] = value_[keep].clone()
-                rows = rows[keep]
-                alive_idx = alive.nonzero().squeeze(1)
-                alive[alive_idx[bad]] = False
-                if hyper_static is not None:
-                    hyper_static = group.hyper(0, alive, dtype)
+        own = {k: v for k, v in schedules.items() if k in presets[0].rule.numeric}
+        stack = Stack(presets[0].rule, [start_t[idx].clone()], _group_hyper(presets, given, dtype, own, steps))
+        _run(stack, surf, steps, limit, idx, positions, losses, diverged_step)
     if labels is None:
         labels = [c.get("label") or label_for(c) for c in configs]
     return RaceResult(surf, configs, list(labels), positions, losses, diverged_step, steps)
@@ -279,31 +271,4 @@ def race_grid(surface: Any, rule: str = "momentum", lrs: Sequence[float] = (), m
     return result
 
 
-def slider_grid(result: RaceResult, rule: str | None = None) -> RaceResult:
-    """The (lr, momentum) grid behind the report's sliders, raced around ``result``'s own settings.
-
-    ``rule`` defaults to the race's first heavy-ball or Nesterov configuration
-    (else ``"momentum"``). Learning rates: the base lr × 2^(k/2), k = −6..6, plus every lr
-    the race used; the base is the quadratic's optimal lr, or the race's own lr for
-    ``rule``. Momenta: 0, 0.1, …, 0.9, 0.95, 0.99 plus the race's own (and the optimum).
-    """
-    configs = result.configs
-    rule = rule or next((c["rule"] for c in configs if c.get("rule") in ("momentum", "nesterov")), "momentum")
-    s = result.surface
-    lrs_given = [float(c["lr"]) for c in configs if isinstance(c.get("lr"), (int, float))]
-    mus_given = [float(c["momentum"]) for c in configs
-                 if isinstance(c.get("momentum"), (int, float)) and 0 <= c["momentum"] < 1]
-    if s.is_quadratic:
-        base, mu0 = s.optimal("momentum")
-    else:
-        same = [float(c["lr"]) for c in configs if c.get("rule") == rule and isinstance(c.get("lr"), (int, float))]
-        base = same[0] if same else (sorted(lrs_given)[len(lrs_given) // 2] if lrs_given else 0.01)
-        mu0 = 0.9
-    lrs = sorted(set([base] + [float(f"{base * 2 ** (k / 2):.6g}") for k in range(-6, 7) if k] + lrs_given))
-    momenta = sorted(set([round(0.1 * k, 2) for k in range(10)] + [0.95, 0.99, mu0] + mus_given))
-    if rule == "nesterov":
-        momenta = [m for m in momenta if m > 0]
-    return race_grid(s, rule, lrs, momenta, steps=result.steps, start=result.positions[0, 0])
-
-
-__all__ = ["race", "race_grid", "slider_grid", "RaceResult", "label_for"]
+__all__ = ["race", "race_grid", "RaceResult", "label_for"]

@@ -637,12 +637,14 @@ class ScheduleSpec:
 
     def build(self, base: Value = None, steps: int | None = None) -> Schedule:
         """The schedule for a hyperparameter whose value is ``base`` in a run of ``steps`` steps."""
+        import inspect
+
         factory, base_name, steps_name, defaults = _TEMPLATES[self.name]
         kwargs = {**defaults(int(steps or 1)), **self.given}
-        if base_name not in kwargs:
-            if base is None:
-                raise ValueError(f"schedule {self}: needs {base_name}= (no value to start from)")
+        if base_name not in kwargs and base is not None:
             kwargs[base_name] = base
+        elif base_name not in kwargs and inspect.signature(factory).parameters[base_name].default is inspect._empty:
+            raise ValueError(f"schedule {self}: needs {base_name}= (no value to start from)")
         if steps_name is not None and steps_name not in kwargs:
             if steps is None:
                 raise ValueError(f"schedule {self}: needs {steps_name}=")

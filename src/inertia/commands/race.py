@@ -78,31 +78,59 @@ def _split_top_level(text: str) -> list[str]:
 
 
 def _schedule(raw: str, spec: str) -> Any:
-    """``cosine(0.05, 300)`` or ``sutskever_ramp(mu_max=0.99, every=100)`` -> that :mod:`inertia.schedules` schedule.
+    """``cosine(0.05, 300)`` or ``sutskever_ramp(mu_max=0.99, every=100)`` -> that :mod:`inertia.schedules` schedule
+    (a literal call, parsed, never evaluated: :func:`inertia.schedules.parse_spec`)."""
+    from ..schedules import parse_spec
 
-    Only a call of a schedule name with literal arguments is accepted (parsed with ``ast``, never evaluated).
+    try:
+        return parse_spec(raw).build()
+    except ValueError as error:
+        raise ValueError(f"--optimizer {spec!r}: {error}") from None
+
+
+def slider_grid(result: Any, rule: str | None = None) -> Any:
+    """The (lr, momentum) grid behind the report's sliders, raced around ``result``'s own settings.
+
+    ``rule`` defaults to the race's first heavy-ball or Nesterov configuration
+    (else ``"momentum"``). Learning rates: the base lr × 2^(k/2), k = −6..6, plus every lr
+    the race used; the base is the quadratic's optimal lr, or the race's own lr for
+    ``rule``. Momenta: 0, 0.1, …, 0.9, 0.95, 0.99 plus the race's own (and the optimum).
     """
-    import ast
+    from ..races import race_grid
 
-    from .. import schedules
+    configs = result.configs
+    rule = rule or next((c["rule"] for c in configs if c.get("rule") in ("momentum", "nesterov")), "momentum")
+    s = result.surface
+    lrs_given = [float(c["lr"]) for c in configs if isinstance(c.get("lr"), (int, float))]
+    mus_given = [float(c["momentum"]) for c in configs
+                 if isinstance(c.get("momentum"), (int, float)) and 0 <= c["momentum"] < 1]
+    if s.is_quadratic:
+        base, mu0 = s.optimal("momentum")
+    else:
+        same = [float(c["lr"]) for c in configs if c.get("rule") == rule and isinstance(c.get("lr"), (int, float))]
+        base = same[0] if same else (sorted(lrs_given)[len(lrs_given) // 2] if lrs_given else 0.01)
+        mu0 = 0.9
+    lrs = sorted(set([base] + [float(f"{base * 2 ** (k / 2):.6g}") for k in range(-6, 7) if k] + lrs_given))
+    momenta = sorted(set([round(0.1 * k, 2) for k in range(10)] + [0.95, 0.99, mu0] + mus_given))
+    if rule == "nesterov":
+        momenta = [m for m in momenta if m > 0]
+    return race_grid(s, rule, lrs, momenta, steps=result.steps, start=result.positions[0, 0])
 
-    try:
-        node = ast.parse(raw, mode="eval").body
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
-            raise ValueError
-        args = [ast.literal_eval(a) for a in node.args]
-        kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
-    except (SyntaxError, ValueError):
-        raise ValueError(f"--optimizer {spec!r}: {raw!r} is neither a number nor a schedule call like "
-                         f"cosine(0.05, 300)") from None
-    names = sorted(n for n in getattr(schedules, "__all__", []) if n not in ("Schedule", "HyperScheduler", "as_schedule"))
-    factory = getattr(schedules, node.func.id, None) if node.func.id in names else None
-    if factory is None:
-        raise ValueError(f"--optimizer {spec!r}: unknown schedule {node.func.id!r}; known: {', '.join(names)}")
-    try:
-        return factory(*args, **kwargs)
-    except TypeError as error:
-        raise ValueError(f"--optimizer {spec!r}: {node.func.id}: {error}") from None
+
+def parse_schedules(items: list[str]) -> dict[str, Any]:
+    """``["lr=cosine", "momentum=sutskever_ramp(every=50)"]`` -> ``{name: ScheduleSpec}`` (one-line errors)."""
+    from ..schedules import check_spec
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        name, eq, spec = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not eq or not name or not spec.strip():
+            raise ValueError(f"--schedule expects NAME=SPEC such as lr=cosine, got {item!r}")
+        if name in out:
+            raise ValueError(f"--schedule {name} is given twice")
+        out[name] = check_spec(name, spec.strip())
+    return out
 
 
 def add_parser(subparsers: Any) -> None:
@@ -120,6 +148,10 @@ def add_parser(subparsers: Any) -> None:
                         "a value may be a schedule from inertia.schedules, e.g. "
                         "'momentum:lr=0.02,momentum=sutskever_ramp(0.99,every=50)'; on a quadratic, "
                         "sgd:optimal and momentum:optimal take the theory's optimal lr (and momentum)")
+    p.add_argument("--schedule", action="append", default=[], metavar="NAME=SPEC",
+                   help="a schedule for hyperparameter NAME of every configuration that has it, starting from "
+                        "that configuration's value, e.g. --schedule lr=cosine or --schedule "
+                        "momentum=sutskever_ramp(every=50) (repeatable; schedules: inertia.schedules)")
     p.add_argument("--steps", type=int, default=300, help="steps per configuration (default 300)")
     p.add_argument("--start", default=None, help="starting point x,y (default: the surface's own)")
     p.add_argument("--out", default="race-out", help="output folder (default race-out)")
@@ -139,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
     surface = surfaces.parse(args.surface)
     specs = args.optimizer or ["sgd:lr=0.02", "momentum:lr=0.02,momentum=0.9"]
     configs = [parse_optimizer(s, surface) for s in specs]
+    schedules = parse_schedules(args.schedule)
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     start = None
@@ -150,12 +183,13 @@ def run(args: argparse.Namespace) -> int:
         if len(start) != surface.dim:
             raise ValueError(f"--start needs {surface.dim} numbers for {surface.name}, got {len(start)}")
     dtype = torch.float32 if args.float32 else torch.float64
-    result = race(surface, configs, steps=args.steps, start=start, dtype=dtype)
+    result = race(surface, configs, steps=args.steps, start=start, dtype=dtype, schedules=schedules)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     summary = result.summary()
     (out / "race.json").write_text(json.dumps(dict(surface=surface.name, steps=args.steps, configs=configs,
+                                                   schedules={k: str(v) for k, v in schedules.items()},
                                                    labels=result.labels, summary=summary), indent=1, default=repr))
     written.append(out / "race.json")
     from ..plots.race import animate, plot_contour, plot_losses
@@ -166,7 +200,6 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_gif:
             written.append(animate(result, out / "race.gif", frames=args.frames))
         if not args.no_report:
-            from ..races import slider_grid
             from ..report import write_race_report
 
             written.append(write_race_report(out / "report.html", result, slider_grid(result),

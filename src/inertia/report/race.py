@@ -167,7 +167,7 @@ def write_race_report(path: str | Path, result: Any, grid: Any, *, title: str = 
     """Write the interactive race page for ``result`` (a :class:`~inertia.races.RaceResult` on a 2-D surface).
 
     ``grid`` holds the trajectories the sliders show, raced beforehand by the engine
-    (:func:`inertia.races.slider_grid` or :func:`inertia.races.race_grid`); the page only
+    (:func:`inertia.commands.race.slider_grid` or :func:`inertia.races.race_grid`); the page only
     draws them. ``images``: caption -> PNG file to embed.
     """
     from ..plots import color

@@ -594,7 +594,6 @@ class Members:
         }
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
-        dev = self.job.device
         self.step = int(sd["step"])
         self.stack.load_state_dict(sd["stack"])
         self.curves, self.alive = sd["curves"], sd["alive"]

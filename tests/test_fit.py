@@ -48,8 +48,6 @@ def test_the_printed_command_reproduces_every_sweep_record(tmp_path, folds):
         assert len(ours["folds"]) == folds and ours["config"]["folds"] == folds
 
 
-@pytest.mark.xfail(strict=True, reason="core.Stack.end_step clears _values but not hyper_for's _shaped cache, "
-                   "so the sweep's schedules stay at their step-0 values")
 def test_fit_equals_the_sweep_engine_under_schedules_of_lr_and_momentum():
     data = load_dataset("digits", seed=1)
     folds = make_folds(len(data.y_train), 2, 1)

@@ -175,7 +175,7 @@ def task_at_once(opts: dict) -> dict:
     start = time.perf_counter()
     res = inertia.sweep(data, "mlp", lr=LRS, momentum=MOMENTA, optimizer="momentum", steps=opts["steps"],
                         batch_size=opts["batch_size"], folds=1, seed=opts["seed"], device="cpu",
-                        diverge_factor=DIVERGE_FACTOR, metric=opts["metric"], progress=False)
+                        diverge_factor=DIVERGE_FACTOR, metric=opts["metric"])
     wall = time.perf_counter() - start
     steps = opts["steps"]
     best = res.best

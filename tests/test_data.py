@@ -1,4 +1,4 @@
-"""Datasets: shapes and dtypes, the MNIST-1D cache, splits, user files and bad input."""
+"""Datasets: shapes and dtypes, the MNIST-1D cache, splits, user files and bad input (more in test_data_any.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -115,8 +115,9 @@ def test_bad_arrays_are_rejected(tmp_path):
         load_dataset(str(path))
     path = tmp_path / "labels.npz"
     np.savez(path, x=np.zeros((10, 2)), y=np.linspace(0, 1, 10))
+    assert load_dataset(str(path)).task == "regression"  # float targets: regression unless told
     with pytest.raises(ValueError, match="integer"):
-        load_dataset(str(path))
+        load_dataset(str(path), task="classification")
     path = tmp_path / "text.csv"
     path.write_text("1,2,0\n3,x,1\n")
     with pytest.raises(ValueError, match="line 2"):

@@ -33,9 +33,10 @@ def _assert_same_numbers(ours: dict, record: dict, n_val: int, n_test: int, fold
         assert ours[f"{prefix}_loss_std"] == pytest.approx(record[f"{prefix}_loss_std"], rel=1e-3, abs=1e-5)
 
 
-@pytest.mark.parametrize("folds", [1, 2])
-def test_the_printed_command_reproduces_every_sweep_record(tmp_path, folds):
-    results = inertia.sweep("digits", "mlp", **GRID, folds=folds)
+@pytest.mark.parametrize("folds,schedules", [
+    (1, {}), (2, {}), (2, {"lr": "cosine(end=1e-4)", "momentum": "sutskever_ramp(every=10)"})])
+def test_the_printed_command_reproduces_every_sweep_record(tmp_path, folds, schedules):
+    results = inertia.sweep("digits", "mlp", **GRID, folds=folds, schedules=schedules)
     data = load_dataset("digits", seed=3)
     n_val = min(len(v) for _, v in make_folds(len(data.y_train), folds, 3))
     for i, record in enumerate(results.records()):
@@ -46,6 +47,7 @@ def test_the_printed_command_reproduces_every_sweep_record(tmp_path, folds):
         ours = json.loads(out.read_text())
         _assert_same_numbers(ours, record, n_val, len(data.y_test), folds)
         assert len(ours["folds"]) == folds and ours["config"]["folds"] == folds
+        assert ours["config"]["schedules"] == schedules
 
 
 def test_fit_equals_the_sweep_engine_under_schedules_of_lr_and_momentum():

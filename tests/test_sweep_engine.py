@@ -164,3 +164,67 @@ def test_chunking_gives_the_same_results_as_one_chunk():
     assert any(r["status"] == "diverged" for r in whole)
     one_each = train(job, configs, memory_budget=1)  # never below one configuration per chunk
     assert one_each == whole
+
+
+@pytest.mark.parametrize("backend", ["batched", "vmap"])
+def test_metrics_at_every_evaluation_point_equal_separately_trained_models(backend):
+    x, y = _data()
+    x_test, y_test = _data(60, seed=1)
+    job = _job(_mlp, backend, steps=12, eval_every=5, x=x, y=y, x_test=x_test, y_test=y_test)
+    assert job.eval_steps == [5, 10, 12]
+    configs = CONFIGS[:2]
+    records = run_members(Members(job, configs, [0, 1])).results()
+    x, x_test = job.x, job.x_test
+    for c, cfg in enumerate(configs):
+        seen = {"val_loss": [], "val_accuracy": [], "test_loss": [], "test_accuracy": []}
+        for k, (tr, val) in enumerate(job.folds):
+            torch.manual_seed(3)
+            model = _mlp().to(torch.float64)
+            opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"])
+            points = {}
+            for t in range(job.steps):
+                idx = batch_at(tr, t, 16, 3, k)
+                opt.zero_grad()
+                F.cross_entropy(model(x[idx]), y[idx]).backward()
+                opt.step()
+                if t + 1 in job.eval_steps:
+                    with torch.no_grad():
+                        points[t + 1] = [F.cross_entropy(model(x[val]), y[val]).item(),
+                                         (model(x[val]).argmax(1) == y[val]).double().mean().item(),
+                                         F.cross_entropy(model(x_test), y_test).item(),
+                                         (model(x_test).argmax(1) == y_test).double().mean().item()]
+            for i, name in enumerate(seen):
+                seen[name].append([points[s][i] for s in job.eval_steps])
+        record = records[c]
+        assert record["eval_steps"] == [5, 10, 12]
+        for name, per_fold in seen.items():
+            expected = torch.tensor(per_fold, dtype=torch.float64)
+            torch.testing.assert_close(torch.tensor(record[f"{name}_mean_curve"], dtype=torch.float64), expected.mean(0), rtol=1e-9, atol=1e-12)
+            torch.testing.assert_close(torch.tensor(record[f"{name}_std_curve"], dtype=torch.float64),
+                                       expected.std(0, unbiased=False),
+                                       rtol=1e-7, atol=1e-12)
+            assert record[f"{name}_mean"] == pytest.approx(float(expected.mean(0)[-1]), rel=1e-9)
+
+
+def test_each_seed_of_a_several_seed_sweep_equals_a_separate_run_with_that_seed():
+    x, y = _data()
+    x_test, y_test = _data(60, seed=1)
+
+    def job(seed, seeds):
+        return Job(_mlp, x, y, make_folds(len(y), 2, seed), rules.get("momentum"), {}, 10, 16, seed=seed,
+                   dtype=torch.float64, x_test=x_test, y_test=y_test, eval_every=5, seeds=seeds)
+
+    together = run_members(Members(job(3, 3), CONFIGS, [0, 1, 2])).results()
+    for s in range(3):
+        alone = run_members(Members(job(3 + s, 1), CONFIGS, [0, 1, 2])).results()
+        for c in range(len(CONFIGS)):
+            mine = together[c]["per_seed"][s]
+            assert mine["seed"] == 3 + s
+            for key in ("val_loss_mean", "val_accuracy_std", "test_loss_mean", "test_accuracy_mean"):
+                assert mine[key] == pytest.approx(alone[c][key], rel=1e-10, abs=1e-12), (s, c, key)
+            assert mine["val_loss_mean_curve"] == pytest.approx(alone[c]["val_loss_mean_curve"], rel=1e-10)
+    # the overall figures are over every seed and fold: 6 members per configuration
+    losses = [m["val_loss_mean"] for m in together[0]["per_seed"]]
+    assert together[0]["val_loss_mean"] == pytest.approx(sum(losses) / 3, rel=1e-10)
+    with pytest.raises(ValueError, match="seeds must be an integer >= 1, got 0"):
+        job(3, 0)

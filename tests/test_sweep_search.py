@@ -17,9 +17,10 @@ import inertia
 from inertia.cli import main as cli_main
 from inertia.commands.reproduce import train_command
 from inertia.sweeps import parse_values
-from inertia.sweeps.search import StorageError
+from inertia.plots.sweep import heatmap
+from inertia.sweeps import StorageError
 
-SMALL = dict(data="digits", model="mlp", steps=40, batch_size=32, progress=False)
+SMALL = dict(data="digits", model="mlp", steps=40, batch_size=32)
 RECORD_KEYS = {"lr", "momentum", "status", "diverged_step", "val_loss_mean", "val_loss_std", "val_accuracy_mean",
                "val_accuracy_std", "train_loss_final", "train_loss_curve"}
 
@@ -59,7 +60,7 @@ def test_sweep_api_outputs_and_rerun_never_recomputes(tmp_path):
     console.print(res.table())
     assert "val loss" in console.export_text()
     png = tmp_path / "heat.png"
-    res.heatmap(png)
+    heatmap(res, png)
     assert png.stat().st_size > 10_000
     res.to_csv(tmp_path / "r.csv")
     data = json.loads(res.to_json(tmp_path / "r.json").read_text())
@@ -79,7 +80,7 @@ def test_random_and_tpe_samplers_stay_in_range(tmp_path):
         recs = res.records()
         assert len(recs) == 5
         assert all(1e-3 <= r["lr"] <= 1e-1 and 0 <= r["momentum"] <= 0.95 for r in recs)
-        res.heatmap(tmp_path / f"{sampler}.png")  # scattered points, not a grid
+        heatmap(res, tmp_path / f"{sampler}.png")  # scattered points, not a grid
         assert (tmp_path / f"{sampler}.png").stat().st_size > 10_000
 
 
@@ -228,7 +229,7 @@ def test_an_interrupted_sweep_gives_back_what_no_checkpoint_holds(tmp_path, monk
     and the same command trains each configuration once."""
     import optuna
 
-    from inertia.sweeps.search import Search
+    from inertia.sweeps.checkpoints import Checkpoints
 
     grid = dict(lr=[0.01, 0.1], momentum=[0.0, 0.9])
     storage = f"sqlite:///{tmp_path / 'study.db'}"
@@ -238,7 +239,7 @@ def test_an_interrupted_sweep_gives_back_what_no_checkpoint_holds(tmp_path, monk
         def interrupt(self, members, path):
             raise KeyboardInterrupt
 
-        monkeypatch.setattr(Search, "_save", interrupt)
+        monkeypatch.setattr(Checkpoints, "save", interrupt)
     else:
         def interrupt_after_some_steps(done, total):
             if done > 0:
@@ -251,7 +252,7 @@ def test_an_interrupted_sweep_gives_back_what_no_checkpoint_holds(tmp_path, monk
     states = [t.state for t in study.trials]
     assert len(states) == 4 and set(states) == {optuna.trial.TrialState.WAITING}, states
     monkeypatch.undo()
-    res = inertia.sweep(**{**SMALL, **kw, "progress": False}, **grid)
+    res = inertia.sweep(**{**SMALL, **kw, "progress": None}, **grid)
     trials = optuna.load_study(study_name="sweep", storage=storage).trials
     assert len(trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert len(res.records()) == 4
@@ -263,18 +264,18 @@ def test_a_dead_workers_trials_are_trained_again_once_their_heartbeat_is_stale(t
     fails those trials and trains a copy of each: the grid completes, each point once."""
     import optuna
 
-    from inertia.sweeps import search
+    from inertia.sweeps import study
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     grid = dict(lr=[0.01, 0.1], momentum=[0.0, 0.9])
-    dies = (f"import os, inertia, inertia.sweeps.search as search; search.HEARTBEAT_SECONDS = 1; "
+    dies = (f"import os, inertia, inertia.sweeps.study as study; study.HEARTBEAT_SECONDS = 1; "
             f"inertia.sweep(data='digits', model='mlp', steps=40, batch_size=32, lr={grid['lr']}, "
             f"momentum={grid['momentum']}, storage={storage!r}, "
             f"progress=lambda done, total: os._exit(3) if done > 0 else None)")
     assert subprocess.run([sys.executable, "-c", dies], env=_env(), timeout=120).returncode == 3
     held = optuna.load_study(study_name="sweep", storage=storage).trials
     assert [t.state for t in held] == [optuna.trial.TrialState.RUNNING] * 4  # nobody will tell these
-    monkeypatch.setattr(search, "HEARTBEAT_SECONDS", 1)
+    monkeypatch.setattr(study, "HEARTBEAT_SECONDS", 1)
     time.sleep(3.2)  # past the grace period (2 heartbeats), in SQLite's whole seconds
     res = inertia.sweep(**SMALL, storage=storage, **grid)
     trials = optuna.load_study(study_name="sweep", storage=storage).trials
@@ -302,7 +303,7 @@ def test_two_workers_on_postgresql_finish_the_grid_without_duplicates(tmp_path, 
                  for i in range(2)]
         outputs = [p.communicate(timeout=300)[0] for p in procs]
         assert all(p.returncode == 0 for p in procs), outputs
-        from inertia.sweeps.search import normalize_url
+        from inertia.sweeps.study import normalize_url
 
         trials = optuna.load_study(study_name="sweep", storage=normalize_url(url)).trials
         assert len(trials) == 6
@@ -317,7 +318,10 @@ def test_two_workers_on_postgresql_finish_the_grid_without_duplicates(tmp_path, 
 
 def test_tensorboard_writes_one_run_per_configuration(tmp_path):
     logdir = tmp_path / "tb"
-    res = inertia.sweep(**SMALL, lr=[0.05, 0.2], momentum=[0.0, 0.9], tensorboard=logdir)
+    from inertia.tensorboard import write_sweep
+
+    res = inertia.sweep(**SMALL, lr=[0.05, 0.2], momentum=[0.0, 0.9])
+    assert write_sweep(res, logdir) == 4
     runs = sorted(p for p in logdir.iterdir() if p.is_dir())
     assert len(runs) == len(res.records()) == 4
     assert all(list(run.rglob("events.out.tfevents*")) for run in runs)

@@ -33,6 +33,7 @@ _LAZY = {
     "surfaces": "inertia.surfaces",
     "data": "inertia.data",
     "models": "inertia.models",
+    "stack": "inertia.stacked",
 }
 
 

@@ -1,4 +1,4 @@
-"""Datasets for training and sweeps: MNIST-1D (generated locally), scikit-learn's digits, user arrays.
+"""Datasets for training and sweeps: MNIST-1D (generated locally), scikit-learn's digits, user data.
 
 Nothing is ever downloaded.
 
@@ -17,11 +17,23 @@ Nothing is ever downloaded.
   80/20 train/test split drawn with ``seed``.
 - a path to a ``.npz`` file with arrays ``x_train, y_train, x_test, y_test``, or
   ``x, y`` (then split 80/20 with ``seed``);
-- a path to a ``.csv`` file: one example per row, the last column the integer
-  class label, an optional header row; split 80/20 with ``seed``.
+- a path to a ``.csv`` file: one example per row, the last column the target (a
+  number, or a text label mapped to a class), an optional header row; split
+  80/20 with ``seed``;
+- a path to an image folder laid out as torchvision's ``ImageFolder``,
+  ``root/class_name/*.png`` (split 80/20 with ``seed``), or ``root/train/class_name/*``
+  with ``root/test/...`` (or ``root/val/...``); read with Pillow, scaled to [0, 1],
+  ``[n, C, H, W]`` with C = 1 when every image is grayscale, else 3 (RGB);
+- (:func:`as_dataset`) a ``torch.utils.data.Dataset`` yielding ``(x, y)`` pairs,
+  stacked into tensors and split 80/20 with ``seed``, a pair ``(train, test)`` of
+  them, or arrays/tensors ``(x, y)`` or ``(x_train, y_train, x_test, y_test)``.
 
-User features are used as given (no standardization). Labels must be integers
-0 .. classes-1.
+Inputs keep their shape (``[n, 8, 8]`` stays so, images are ``[n, C, H, W]``) and
+are used as given: :func:`standardize` is separate, to be fitted on a training part only.
+Targets: integer labels give ``task="classification"`` (labels that are not
+0 .. K-1, or text labels, are mapped to 0 .. K-1 in sorted order and the
+originals kept in ``Dataset.label_names``); other numbers give
+``task="regression"`` (``[n]`` or ``[n, outputs]``). ``task=`` forces either.
 """
 from __future__ import annotations
 
@@ -29,6 +41,7 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,29 +55,60 @@ DATASETS: dict[str, str] = {
 TEST_FRACTION = 0.2
 
 
+TASKS = ("classification", "regression")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
 @dataclass
 class Dataset:
-    """Train and test arrays: features float32 ``[n, features]``, labels int64 ``[n]``."""
+    """Train and test tensors: inputs float32 ``[n, *input_shape]``, targets ``[n]`` or ``[n, outputs]``.
+
+    Classification targets are int64 class indices 0 .. ``classes`` − 1; class k
+    stands for the original label ``label_names[k]`` when labels were mapped
+    (``None``: the labels were already 0 .. K−1). Regression targets are float32.
+    """
 
     name: str
     x_train: Tensor
     y_train: Tensor
     x_test: Tensor
     y_test: Tensor
+    task: str = "classification"
+    label_names: tuple | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one example's input, e.g. ``(40,)`` or ``(1, 28, 28)``."""
+        return tuple(int(d) for d in self.x_train.shape[1:])
 
     @property
     def features(self) -> int:
-        return int(self.x_train.shape[1])
+        """The number of input values per example (the columns of 2-D data)."""
+        return int(np.prod(self.input_shape))
 
     @property
     def classes(self) -> int:
+        if self.task != "classification":
+            raise ValueError(f"dataset {self.name!r} is a regression dataset: it has outputs, not classes")
+        if self.label_names is not None:
+            return len(self.label_names)
         return int(max(int(self.y_train.max()), int(self.y_test.max())) + 1)
 
+    @property
+    def outputs(self) -> int:
+        """What a model must output per example: ``classes``, or the number of regression targets."""
+        if self.task == "classification":
+            return self.classes
+        return 1 if self.y_train.dim() == 1 else int(self.y_train.shape[1])
+
     def __repr__(self) -> str:
-        return (
-            f"Dataset({self.name!r}, train={len(self.y_train)}, test={len(self.y_test)}, "
-            f"features={self.features}, classes={self.classes})"
-        )
+        shape = f"features={self.features}" if len(self.input_shape) == 1 else f"input_shape={self.input_shape}"
+        target = f"classes={self.classes}" if self.task == "classification" else f"regression, outputs={self.outputs}"
+        text = f"Dataset({self.name!r}, train={len(self.y_train)}, test={len(self.y_test)}, {shape}, {target}"
+        if self.label_names is not None:
+            shown = ", ".join(f"{k}: {v!r}" for k, v in enumerate(self.label_names[:10]))
+            text += f", labels={{{shown}{', ...' if len(self.label_names) > 10 else ''}}}"
+        return text + ")"
 
 
 def cache_dir() -> Path:
@@ -73,52 +117,113 @@ def cache_dir() -> Path:
 
 
 def _known() -> str:
-    return ", ".join(sorted(DATASETS)) + ", or a path to a .npz or .csv file"
+    return ", ".join(sorted(DATASETS)) + ", or a path to a .npz or .csv file or an image folder"
 
 
-def _bad(name: str, why: str) -> ValueError:
+def _unknown(name: str, why: str) -> ValueError:
     return ValueError(f"dataset {name!r}: {why}; known datasets: {_known()}")
 
 
-def _make(name: str, x_train, y_train, x_test, y_test) -> Dataset:
-    arrays = {}
-    for key, value in (("x_train", x_train), ("y_train", y_train), ("x_test", x_test), ("y_test", y_test)):
-        array = np.asarray(value)
-        if key.startswith("x"):
-            if array.ndim == 1:
-                array = array[:, None]
-            if array.ndim != 2:
-                raise _bad(name, f"{key} must be 2-D [examples, features], got shape {array.shape}")
-            if not np.issubdtype(array.dtype, np.number):
-                raise _bad(name, f"{key} must be numeric, got dtype {array.dtype}")
-            array = array.astype(np.float32)
-            if not np.isfinite(array).all():
-                raise _bad(name, f"{key} holds NaN or inf")
-        else:
-            if array.ndim != 1:
-                raise _bad(name, f"{key} must be 1-D [examples], got shape {array.shape}")
-            if array.size and not np.issubdtype(array.dtype, np.integer):
-                if not np.issubdtype(array.dtype, np.number) or not np.all(np.mod(array, 1) == 0):
-                    raise _bad(name, f"{key} must hold integer class labels")
-            array = array.astype(np.int64)
-            if array.size and array.min() < 0:
-                raise _bad(name, f"{key} holds a negative class label ({array.min()})")
-        arrays[key] = array
+def _bad(name: str, why: str) -> ValueError:
+    return ValueError(f"dataset {name!r}: {why}")
+
+
+def _inputs(name: str, key: str, value: Any) -> np.ndarray:
+    """Inputs as float32 ``[n, ...]`` (1-D input becomes one feature), finite."""
+    array = np.asarray(value)
+    if array.ndim == 0:
+        raise _bad(name, f"{key} must have an examples axis, got a scalar")
+    if array.ndim == 1:
+        array = array[:, None]
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise _bad(name, f"{key} must be numeric, got dtype {array.dtype}")
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise _bad(name, f"{key} holds NaN or inf")
+    return array
+
+
+def _infer_task(targets: list[np.ndarray]) -> str:
+    if any(t.dtype.kind in "USO" for t in targets):
+        return "classification"
+    if all(t.dtype.kind in "biu" for t in targets):
+        return "classification"
+    if any(t.ndim == 2 and t.shape[1] > 1 for t in targets):
+        return "regression"
+    whole = all(np.isfinite(t).all() and np.all(np.mod(t, 1) == 0) for t in targets)
+    return "classification" if whole else "regression"
+
+
+def _regression(name: str, targets: dict[str, np.ndarray]) -> list[np.ndarray]:
+    out = []
+    for key, t in targets.items():
+        if not np.issubdtype(t.dtype, np.number):
+            raise _bad(name, f"{key} must hold numbers for regression, got dtype {t.dtype}")
+        t = t.astype(np.float32)
+        if not np.isfinite(t).all():
+            raise _bad(name, f"{key} holds NaN or inf")
+        out.append(t)
+    return out
+
+
+def _labels(name: str, key: str, t: np.ndarray, text: bool) -> np.ndarray:
+    """One part's class labels as a 1-D int64 or str array, or a ValueError naming ``key``."""
+    t = t[:, 0] if t.ndim == 2 and t.shape[1] == 1 else t
+    if t.ndim != 1:
+        raise _bad(name, f"{key} must be 1-D [examples] for classification, got shape {t.shape}")
+    if text:
+        return t.astype(str)
+    if t.dtype.kind in "biu":
+        return t.astype(np.int64)
+    whole = np.issubdtype(t.dtype, np.floating) and np.isfinite(t).all() and np.all(np.mod(t, 1) == 0)
+    if not whole or (t.size and np.abs(t).max() >= 2.0**63):
+        raise _bad(name, f"{key} must hold integer class labels for task='classification'")
+    return t.astype(np.int64)
+
+
+def _classification(name: str, targets: dict[str, np.ndarray]) -> tuple[list[np.ndarray], tuple | None]:
+    """Class indices 0 .. K−1, and the original labels (sorted) unless they were already 0 .. K−1.
+
+    Labels are mapped through their sorted unique values, so a label's size
+    (say 10**12) is never used as a count or a one-hot width.
+    """
+    text = any(t.dtype.kind in "USO" for t in targets.values())
+    checked = [_labels(name, key, t, text) for key, t in targets.items()]
+    labels = np.unique(np.concatenate(checked))
+    indices = [np.searchsorted(labels, t).astype(np.int64) for t in checked]
+    if not text and labels[0] == 0 and labels[-1] == len(labels) - 1:
+        return indices, None
+    return indices, tuple(labels.tolist())
+
+
+def _make(name: str, x_train, y_train, x_test, y_test, task: str | None = None) -> Dataset:
+    xs = {"x_train": _inputs(name, "x_train", x_train), "x_test": _inputs(name, "x_test", x_test)}
+    ys = {"y_train": np.asarray(y_train), "y_test": np.asarray(y_test)}
     for part in ("train", "test"):
-        if len(arrays[f"x_{part}"]) != len(arrays[f"y_{part}"]):
-            raise _bad(
-                name,
-                f"x_{part} has {len(arrays[f'x_{part}'])} examples but y_{part} has {len(arrays[f'y_{part}'])}",
-            )
-        if len(arrays[f"y_{part}"]) == 0:
+        x, y = xs[f"x_{part}"], ys[f"y_{part}"]
+        if y.ndim not in (1, 2):
+            raise _bad(name, f"y_{part} must be [examples] or [examples, outputs], got shape {y.shape}")
+        if len(x) != len(y):
+            raise _bad(name, f"x_{part} has {len(x)} examples but y_{part} has {len(y)}")
+        if len(y) == 0:
             raise _bad(name, f"the {part} set is empty")
-    if arrays["x_train"].shape[1] != arrays["x_test"].shape[1]:
-        raise _bad(
-            name,
-            f"x_train has {arrays['x_train'].shape[1]} features but x_test has {arrays['x_test'].shape[1]}",
-        )
-    return Dataset(name, *(torch.from_numpy(np.ascontiguousarray(arrays[k])) for k in
-                           ("x_train", "y_train", "x_test", "y_test")))
+    if xs["x_train"].shape[1:] != xs["x_test"].shape[1:]:
+        raise _bad(name, f"x_train examples have shape {xs['x_train'].shape[1:]} but x_test examples "
+                         f"have {xs['x_test'].shape[1:]}")
+    task = _infer_task(list(ys.values())) if task is None else task
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS} or None, got task={task!r}")
+    label_names = None
+    if task == "regression":
+        targets = _regression(name, ys)
+        if targets[0].shape[1:] != targets[1].shape[1:]:
+            raise _bad(name, f"y_train has {targets[0].shape[1:]} outputs per example but y_test has "
+                             f"{targets[1].shape[1:]}")
+    else:
+        targets, label_names = _classification(name, ys)
+    tensors = [torch.from_numpy(np.ascontiguousarray(a))
+               for a in (xs["x_train"], targets[0], xs["x_test"], targets[1])]
+    return Dataset(name, *tensors, task=task, label_names=label_names)
 
 
 def _split(x: np.ndarray, y: np.ndarray, seed: int, stratify: bool = False):
@@ -203,12 +308,24 @@ def _digits(seed: int) -> Dataset:
     return _make("digits", *_split(x, target, seed, stratify=True))
 
 
-def _npz(path: Path, seed: int) -> Dataset:
+def _split_pair(name: str, x: Any, y: Any, seed: int, task: str | None) -> Dataset:
+    """``(x, y)`` checked, then split 80/20 with ``seed``."""
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim == 0 or y.ndim == 0:
+        raise _bad(name, f"x and y must have an examples axis, got shapes {x.shape} and {y.shape}")
+    if len(x) != len(y):
+        raise _bad(name, f"x has {len(x)} examples but y has {len(y)}")
+    if len(y) == 0:
+        raise _bad(name, "the dataset is empty")
+    return _make(name, *_split(x, y, seed), task=task)
+
+
+def _npz(path: Path, seed: int, task: str | None) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as f:
             keys = set(f.files)
             if {"x_train", "y_train", "x_test", "y_test"} <= keys:
-                return _make(str(path), f["x_train"], f["y_train"], f["x_test"], f["y_test"])
+                return _make(str(path), f["x_train"], f["y_train"], f["x_test"], f["y_test"], task=task)
             if {"x", "y"} <= keys:
                 x, y = np.asarray(f["x"]), np.asarray(f["y"])
             else:
@@ -220,14 +337,11 @@ def _npz(path: Path, seed: int) -> Dataset:
         if isinstance(error, ValueError) and str(error).startswith("dataset "):
             raise
         raise _bad(str(path), f"cannot read it as .npz ({error})") from error
-    if x.ndim == 1:
-        x = x[:, None]
-    if len(x) != len(y):
-        raise _bad(str(path), f"x has {len(x)} examples but y has {len(y)}")
-    return _make(str(path), *_split(x, y, seed))
+    return _split_pair(str(path), x, y, seed, task)
 
 
-def _csv(path: Path, seed: int) -> Dataset:
+def _csv_rows(path: Path) -> tuple[list[list[float]], list[str]]:
+    """Feature rows and label cells; a first line whose features are not numbers is a header."""
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as error:
@@ -236,48 +350,234 @@ def _csv(path: Path, seed: int) -> Dataset:
     if not lines:
         raise _bad(str(path), "the file is empty")
     delimiter = "," if "," in lines[0] else None
-    rows = []
+    rows, labels = [], []
     for number, line in enumerate(lines, start=1):
-        cells = line.split(delimiter)
+        cells = [c.strip() for c in line.split(delimiter)]
         try:
-            rows.append([float(c) for c in cells])
+            rows.append([float(c) for c in cells[:-1]])
         except ValueError:
             if number == 1:
                 continue  # a header row
             raise _bad(str(path), f"line {number} holds a value that is not a number: {line[:80]!r}")
+        labels.append(cells[-1].strip("\"'"))
+    return rows, labels
+
+
+def _csv(path: Path, seed: int, task: str | None) -> Dataset:
+    rows, labels = _csv_rows(path)
     if not rows:
-        raise _bad(str(path), "no numeric rows")
+        raise _bad(str(path), "no data rows")
     widths = {len(r) for r in rows}
     if len(widths) != 1:
-        raise _bad(str(path), f"rows have different numbers of columns: {sorted(widths)}")
-    if widths.pop() < 2:
+        raise _bad(str(path), f"rows have different numbers of columns: {sorted(w + 1 for w in widths)}")
+    if widths.pop() < 1:
         raise _bad(str(path), "needs at least one feature column and the label column")
-    table = np.asarray(rows, dtype=np.float64)
-    return _make(str(path), *_split(table[:, :-1], table[:, -1], seed))
+    try:
+        y = np.asarray([float(v) for v in labels])
+    except ValueError:
+        y = np.asarray(labels)  # text labels: one class per distinct text
+    return _split_pair(str(path), np.asarray(rows, dtype=np.float64), y, seed, task)
 
 
-def load_dataset(name_or_path: str, seed: int = 0) -> Dataset:
-    """Load a dataset by name (see :data:`DATASETS`) or from a ``.npz`` / ``.csv`` file.
+def _image(img: Any, rgb: bool) -> np.ndarray:
+    """A PIL image as float32 ``[C, H, W]`` in [0, 1] (C = 3 if ``rgb`` else 1)."""
+    array = np.asarray(img.convert("RGB" if rgb else "L"), dtype=np.float32) / 255.0
+    return array.transpose(2, 0, 1) if rgb else array[None]
 
-    ``seed`` draws the train/test split where one is drawn (digits, user files
-    without a given split). Raises ``ValueError`` naming the input and listing
-    the known datasets for an unknown name, a missing file or bad arrays.
+
+def _is_image(value: Any) -> bool:
+    return type(value).__module__.startswith("PIL.")
+
+
+def _grayscale(img: Any) -> bool:
+    return img.mode in ("1", "L", "LA", "I", "I;16", "F")
+
+
+def _open_images(name: str, files: list[Path]) -> list[Any]:
+    try:
+        from PIL import Image
+    except ImportError as error:
+        raise _bad(name, "reading an image folder needs Pillow (pip install pillow)") from error
+    images = []
+    for file in files:
+        with Image.open(file) as img:
+            img.load()
+            images.append(img.copy())
+        if images[-1].size != images[0].size:
+            raise _bad(name, f"{file} is {images[-1].size[0]}x{images[-1].size[1]} but {files[0]} is "
+                             f"{images[0].size[0]}x{images[0].size[1]}; all images must have one size")
+    return images
+
+
+def _folder_files(name: str, root: Path) -> tuple[list[Path], list[str]]:
+    """Image files under ``root/class_name/`` and their class names (sorted, as torchvision's ImageFolder)."""
+    files, labels = [], []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        for file in sorted(folder.iterdir()):
+            if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
+                files.append(file)
+                labels.append(folder.name)
+    if not files:
+        raise _bad(name, f"no images in {root}/class_name/ (expected files ending in {', '.join(IMAGE_SUFFIXES)})")
+    return files, labels
+
+
+def _image_folder(root: Path, seed: int, task: str | None) -> Dataset:
+    """``root/class_name/*`` split by ``seed``, or ``root/train/class_name/*`` and ``root/test`` (or ``val``)."""
+    name = str(root)
+    parts = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    test = parts.get("test") or parts.get("val")
+    roots = [parts["train"], test] if "train" in parts and test is not None else [root]
+    found = [_folder_files(name, r) for r in roots]
+    images = [_open_images(name, files) for files, _ in found]
+    rgb = not all(_grayscale(img) for part in images for img in part)
+    arrays = [np.stack([_image(img, rgb) for img in part]) for part in images]
+    if len(roots) == 1:
+        return _split_pair(name, arrays[0], np.asarray(found[0][1]), seed, task)
+    return _make(name, arrays[0], np.asarray(found[0][1]), arrays[1], np.asarray(found[1][1]), task=task)
+
+
+def load_dataset(name_or_path: Any, seed: int = 0, *, task: str | None = None) -> Dataset:
+    """Load a dataset by name (see :data:`DATASETS`), from a ``.npz`` / ``.csv`` file or an image folder.
+
+    Anything else (tensors, arrays, a ``torch.utils.data.Dataset``) goes to
+    :func:`as_dataset`. ``seed`` draws the train/test split where one is drawn
+    (digits, user data without a given split). ``task`` forces "classification"
+    or "regression" (default: from the targets). Raises ``ValueError`` naming the
+    input (and listing the known datasets for an unknown name or a missing file).
     """
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        return as_dataset(name_or_path, seed, task=task)
     name = str(name_or_path)
     key = name.lower()
     if key == "mnist1d" or key == "mnist-1d":
-        return _mnist1d()
+        return _mnist1d() if task is None else _retask(_mnist1d(), task)
     if key == "digits":
-        return _digits(seed)
+        return _digits(seed) if task is None else _retask(_digits(seed), task)
     path = Path(name).expanduser()
     suffix = path.suffix.lower()
     if suffix in (".npz", ".csv"):
         if not path.is_file():
-            raise _bad(name, "no such file")
-        return _npz(path, seed) if suffix == ".npz" else _csv(path, seed)
+            raise _unknown(name, "no such file")
+        return _npz(path, seed, task) if suffix == ".npz" else _csv(path, seed, task)
+    if path.is_dir():
+        return _image_folder(path, seed, task)
     if path.exists():
-        raise _bad(name, "unsupported file type (use .npz or .csv)")
-    raise _bad(name, "unknown dataset")
+        raise _unknown(name, "unsupported file type (use .npz or .csv, or an image folder)")
+    raise _unknown(name, "unknown dataset")
 
 
-__all__ = ["Dataset", "DATASETS", "load_dataset", "cache_dir"]
+def _retask(data: Dataset, task: str) -> Dataset:
+    if task == data.task:
+        return data
+    return _make(data.name, data.x_train, data.y_train, data.x_test, data.y_test, task=task)
+
+
+def _array(value: Any) -> Any:
+    """A tensor as a NumPy array (on the CPU, bfloat16/half as float32); anything else as is."""
+    if isinstance(value, Tensor):
+        value = value.detach().cpu()
+        return (value.float() if value.is_floating_point() and value.dtype != torch.float64 else value).numpy()
+    return value
+
+
+def _example(name: str, index: int, item: Any) -> tuple[Any, Any]:
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        raise _bad(name, f"item {index} must be an (input, target) pair, got {type(item).__name__}")
+    x, y = item
+    if _is_image(x):
+        x = _image(x, rgb=not _grayscale(x))
+    return np.asarray(_array(x)), _array(y)
+
+
+def _from_torch(dataset: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A map-style ``torch.utils.data.Dataset`` of ``(x, y)`` pairs stacked into two arrays."""
+    name = type(dataset).__name__
+    tensors = getattr(dataset, "tensors", None)
+    if isinstance(dataset, torch.utils.data.TensorDataset) and len(tensors) == 2:
+        return _array(tensors[0]), _array(tensors[1])
+    try:
+        n = len(dataset)
+    except TypeError as error:
+        raise _bad(name, "a torch Dataset must be map-style, with __len__ and __getitem__") from error
+    if n == 0:
+        raise _bad(name, "the dataset is empty")
+    pairs = [_example(name, i, dataset[i]) for i in range(n)]
+    for i, (x, _) in enumerate(pairs):
+        if x.shape != pairs[0][0].shape:
+            raise _bad(name, f"item {i}'s input has shape {x.shape} but item 0's has {pairs[0][0].shape}")
+    return np.stack([x for x, _ in pairs]), np.asarray([y for _, y in pairs])
+
+
+def as_dataset(data: Any, seed: int = 0, *, task: str | None = None, name: str | None = None) -> Dataset:
+    """A :class:`Dataset` from whatever the user has.
+
+    - a :class:`Dataset` (returned as is, or converted to ``task``);
+    - a dataset name or path (see :func:`load_dataset`);
+    - a ``torch.utils.data.Dataset`` of ``(x, y)`` pairs (stacked; split 80/20 by
+      ``seed``), or a pair ``(train, test)`` of them;
+    - arrays or tensors of any shape: ``(x, y)`` (split 80/20 by ``seed``) or
+      ``(x_train, y_train, x_test, y_test)``.
+    """
+    if isinstance(data, Dataset):
+        return data if task is None else _retask(data, task)
+    if isinstance(data, (str, os.PathLike)):
+        return load_dataset(data, seed, task=task)
+    if isinstance(data, torch.utils.data.Dataset):
+        return _split_pair(name or type(data).__name__, *_from_torch(data), seed, task)
+    if not isinstance(data, (tuple, list)):
+        raise ValueError(f"data must be a Dataset, a name or path, a torch Dataset, (x, y) or "
+                         f"(x_train, y_train, x_test, y_test); got {type(data).__name__}")
+    if len(data) == 2 and all(isinstance(d, torch.utils.data.Dataset) for d in data):
+        label = name or type(data[0]).__name__
+        return _make(label, *_from_torch(data[0]), *_from_torch(data[1]), task=task)
+    if len(data) == 2:
+        return _split_pair(name or "arrays", *map(_array, data), seed, task)
+    if len(data) == 4:
+        return _make(name or "arrays", *map(_array, data), task=task)
+    raise ValueError(f"data must be (x, y) or (x_train, y_train, x_test, y_test), got {len(data)} items")
+
+
+class Standardizer:
+    r"""``z = (x − mean) / std`` with mean and std (population, ``ddof=0``) from one training part.
+
+    The statistics are per index of axis 1 over all other axes: per feature for
+    ``[n, features]``, per channel for images ``[n, C, H, W]`` or sequences
+    ``[n, C, L]`` (as scikit-learn's ``StandardScaler`` for 2-D data). A constant
+    feature keeps std 1. Fit on the training part only, never on the validation
+    or test part: their statistics would leak into training.
+    Applies to any tensor whose trailing axes match, e.g. a ``[members, B, ...]`` batch.
+    """
+
+    def __init__(self, mean: Tensor, std: Tensor):
+        self.mean, self.std = mean, std
+
+    @classmethod
+    def fit(cls, x: Tensor) -> "Standardizer":
+        x = torch.as_tensor(x)
+        if x.dim() < 2 or len(x) == 0:
+            raise ValueError(f"x must be a non-empty [n, features, ...] tensor, got shape {tuple(x.shape)}")
+        axes = [0, *range(2, x.dim())]
+        wide = x.double()
+        mean = wide.mean(axes, keepdim=True)[0]
+        std = wide.std(axes, correction=0, keepdim=True)[0]
+        std = torch.where(std > 0, std, torch.ones_like(std))
+        return cls(mean.to(x.dtype), std.to(x.dtype))
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return (torch.as_tensor(x) - self.mean) / self.std
+
+    def __repr__(self) -> str:
+        return f"Standardizer(shape={tuple(self.mean.shape)})"
+
+
+def standardize(x_train: Tensor, *others: Tensor) -> tuple[Tensor, ...]:
+    """``(x_train, *others)`` standardized with statistics of ``x_train`` alone (see :class:`Standardizer`).
+
+    In a sweep, call it per fold with that fold's training part first: never fit on the validation part.
+    """
+    scaler = Standardizer.fit(x_train)
+    return tuple(scaler(x) for x in (x_train, *others))
+
+
+__all__ = ["Dataset", "DATASETS", "TASKS", "load_dataset", "as_dataset", "cache_dir", "Standardizer", "standardize"]

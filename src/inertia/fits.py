@@ -109,7 +109,7 @@ def fit(
     """
     plan = _plan(optimizer, dict(hyper or {}), dict(schedules or {}), steps, batch_size, folds, device)
     dataset = _load_data(data, seed)
-    factory, _ = _model_factory(model, dataset.features, dataset.classes)
+    factory = _model_factory(model, dataset.features, dataset.classes)
     fold_idx = make_folds(len(dataset.y_train), folds, seed)
     torch.manual_seed(seed)
     template = factory().to(device=plan.device, dtype=dtype)

@@ -446,14 +446,99 @@ def _is_schedule(value: Any) -> bool:
     return isinstance(value, Schedule) or callable(value)
 
 
-class HyperScheduler:
-    """Drive any hyperparameter of any ``torch.optim.Optimizer`` with schedules.
+def _width(value: Any) -> Any:
+    """n for a per-configuration tensor ``[n]``, None for one value (per component for tuples)."""
+    if isinstance(value, (tuple, list)):
+        return tuple(_width(v) for v in value)
+    return value.numel() if isinstance(value, Tensor) and value.dim() > 0 else None
+
+
+def _per_configuration(width: Any) -> bool:
+    return any(map(_per_configuration, width)) if isinstance(width, tuple) else width is not None
+
+
+_USE_HYPERSCHEDULER = "drive it with inertia.schedules.HyperScheduler, whose schedules take tensors [n]"
+
+
+class PerConfiguration(Tensor):
+    """A per-configuration hyperparameter ``[n]`` as torch's ``lr_scheduler`` classes meet it.
+
+    torch's schedulers write a param group's tensor ``lr`` with ``fill_``. Here
+    ``fill_`` with n values keeps them (``CosineAnnealingLR``, ``StepLR``, ``LambdaLR``
+    ... then schedule each configuration from its own base value); one value for n,
+    reading it as one number (``float``, as ``ReduceLROnPlateau`` does), or a
+    write while another entry of the group that held n values was replaced by
+    one (``OneCycleLR`` with ``cycle_momentum=True``) is a ``ValueError`` saying
+    to use :class:`HyperScheduler`. Arithmetic gives plain tensors; pickling
+    writes a plain tensor.
+    """
+
+    __torch_function__ = torch._C._disabled_torch_function_impl
+
+    def _where(self) -> str:
+        return f"param group {self._index}'s {self._name}"
+
+    def fill_(self, value: Any) -> Tensor:
+        value = torch.as_tensor(value)
+        if value.numel() != self.numel():
+            raise ValueError(f"{self._where()} holds one value per configuration ({self.numel()}), and a torch "
+                             f"lr_scheduler would write {value.numel()} for all of them: {_USE_HYPERSCHEDULER}")
+        lost = [k for k, w in self._widths.items() if k in self._group and _width(self._group[k]) != w]
+        if lost:
+            raise ValueError(f"param group {self._index}'s {lost[0]} held one value per configuration and a torch "
+                             f"lr_scheduler replaced them with one (OneCycleLR: pass max_momentum and "
+                             f"base_momentum as tensors, or cycle_momentum=False): {_USE_HYPERSCHEDULER}")
+        return Tensor.copy_(self, value.reshape(self.shape))
+
+    def __float__(self) -> float:
+        if self.numel() == 1:
+            return float(self.as_subclass(Tensor))
+        raise ValueError(f"{self._where()} holds one value per configuration ({self.numel()}) and cannot be read "
+                         f"as one number (ReduceLROnPlateau does): {_USE_HYPERSCHEDULER}")
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return self.as_subclass(Tensor).__reduce_ex__(protocol)
+
+    def __deepcopy__(self, memo: dict) -> Tensor:
+        return self.as_subclass(Tensor).__deepcopy__(memo)  # a plain copy: it would copy the group
+
+
+def _guarded(value: Any, name: str, index: int, group: dict, widths: dict) -> Any:
+    if isinstance(value, (tuple, list)):
+        return type(value)(_guarded(v, name, index, group, widths) for v in value)
+    if not isinstance(value, Tensor) or value.dim() != 1:
+        return value
+    guarded = value if isinstance(value, PerConfiguration) else value.as_subclass(PerConfiguration)
+    guarded._name, guarded._index, guarded._group, guarded._widths = name, index, group, widths
+    return guarded
+
+
+def guard_per_configuration(optimizer: torch.optim.Optimizer) -> None:
+    """Make every per-configuration hyperparameter of ``optimizer`` a :class:`PerConfiguration`.
+
+    For inertia's optimizers: call it after each ``add_param_group`` (idempotent);
+    it also re-guards the values a ``load_state_dict`` brings.
+    """
+    for index, group in enumerate(optimizer.param_groups):
+        widths = {k: _width(v) for k, v in group.items() if k != "params"}
+        widths = {k: w for k, w in widths.items() if _per_configuration(w)}
+        for name in widths:
+            group[name] = _guarded(group[name], name, index, group, widths)
+    if not getattr(optimizer, "_inertia_guarded", False):
+        optimizer.register_load_state_dict_post_hook(guard_per_configuration)
+        optimizer._inertia_guarded = True
+
+
+class HyperScheduler(torch.optim.lr_scheduler.LRScheduler):
+    """Drive any hyperparameter of any ``torch.optim.Optimizer`` with schedules; a torch ``LRScheduler``.
 
     ``HyperScheduler(optimizer, lr=cosine(0.1, 1000), momentum=sutskever_ramp(0.99),
     betas=(one_cycle_momentum(1000), None))`` writes ``schedule(t)`` into every
-    param group's entry: at construction the values for step 0, after each
-    :meth:`step` those for the next step. Call :meth:`step` after
-    ``optimizer.step()``, as with torch's ``lr_scheduler``.
+    param group's entry, t = ``last_epoch`` (steps taken): at construction the
+    values for step 0, after each :meth:`step` those for the next step. Call
+    :meth:`step` after ``optimizer.step()``, as with torch's ``lr_scheduler``;
+    ``get_last_lr()``, ``state_dict()`` and ``load_state_dict()`` are those of
+    ``LRScheduler``, so trainers that take a torch scheduler (Lightning) take it.
 
     Each keyword names a param-group entry and gives
 
@@ -463,10 +548,10 @@ class HyperScheduler:
     - a list with one of the above (or ``None``) per param group.
 
     Values may be tensors of shape ``[N]`` (per-configuration values for
-    inertia's optimizers). A name no param group has is a ``ValueError``.
-    ``state_dict()``/``load_state_dict()`` save and restore the step; loading
-    writes that step's values into the optimizer, so a resumed run continues
-    with identical values.
+    inertia's optimizers); an entry holding N values keeps N values (a schedule
+    giving one value gives it to all N). A name no param group has is a
+    ``ValueError``. ``load_state_dict`` writes the loaded step's values into the
+    optimizer, so a resumed run continues with identical values.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, **schedules: Any):
@@ -474,32 +559,30 @@ class HyperScheduler:
             raise TypeError(f"{type(optimizer).__name__} is not an optimizer (it has no param_groups)")
         if not schedules:
             raise ValueError("HyperScheduler needs at least one hyperparameter schedule, e.g. lr=cosine(0.1, 1000)")
-        self.optimizer = optimizer
+        self.schedules = {name: self._per_group(optimizer, name, given) for name, given in schedules.items()}
+        super().__init__(optimizer)  # writes the values of step 0 (last_epoch = 0)
+
+    @classmethod
+    def _per_group(cls, optimizer: torch.optim.Optimizer, name: str, given: Any) -> list[Any]:
         groups = optimizer.param_groups
-        self.schedules: dict[str, list[Any]] = {}
-        for name, given in schedules.items():
-            missing = [i for i, g in enumerate(groups) if name not in g]
-            if missing:
-                known = sorted(k for k in groups[0] if k not in ("params", "param_names")) if groups else []
+        missing = [i for i, g in enumerate(groups) if name not in g]
+        if missing:
+            known = sorted(k for k in groups[0] if k not in ("params", "param_names")) if groups else []
+            raise ValueError(
+                f"unknown hyperparameter {name!r} for {type(optimizer).__name__}"
+                f"{' (missing in param group ' + str(missing[0]) + ')' if len(missing) < len(groups) else ''}; "
+                f"its param groups have: {', '.join(known)}"
+            )
+        if isinstance(given, list):
+            if len(given) != len(groups):
                 raise ValueError(
-                    f"unknown hyperparameter {name!r} for {type(optimizer).__name__}"
-                    f"{' (missing in param group ' + str(missing[0]) + ')' if len(missing) < len(groups) else ''}; "
-                    f"its param groups have: {', '.join(known)}"
+                    f"{name}: a list gives one schedule per param group; got {len(given)} for {len(groups)} groups"
                 )
-            if isinstance(given, list):
-                if len(given) != len(groups):
-                    raise ValueError(
-                        f"{name}: a list gives one schedule per param group; got {len(given)} for {len(groups)} groups"
-                    )
-                per_group = list(given)
-            else:
-                per_group = [given] * len(groups)
-            checked = []
-            for index, (group, item) in enumerate(zip(groups, per_group)):
-                checked.append(self._check_item(name, index, group[name], item))
-            self.schedules[name] = checked
-        self.last_step = 0
-        self._apply()
+            per_group = list(given)
+        else:
+            per_group = [given] * len(groups)
+        return [cls._check_item(name, index, group[name], item)
+                for index, (group, item) in enumerate(zip(groups, per_group))]
 
     @staticmethod
     def _check_item(name: str, index: int, current: Any, item: Any) -> Any:
@@ -522,10 +605,16 @@ class HyperScheduler:
 
     @staticmethod
     def _value_like(value: Any, current: Any) -> Any:
-        """Keep a tensor hyperparameter's dtype and device."""
-        if isinstance(current, Tensor):
-            return torch.as_tensor(value, dtype=current.dtype, device=current.device)
-        return value
+        """A tensor hyperparameter keeps its dtype, device, number of values and guard."""
+        if not isinstance(current, Tensor):
+            return value
+        new = torch.as_tensor(value, dtype=current.dtype, device=current.device)
+        if current.dim() == 1 and new.dim() == 0:
+            new = new.expand(current.shape).clone()
+        if isinstance(current, PerConfiguration) and new.shape == current.shape:
+            new = new.as_subclass(PerConfiguration)
+            new.__dict__.update(current.__dict__)
+        return new
 
     def _values(self, step: int) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {}
@@ -545,14 +634,28 @@ class HyperScheduler:
         return out
 
     def _apply(self) -> None:
-        for name, values in self._values(self.last_step).items():
+        for name, values in self._values(self.last_epoch).items():
             for group, value in zip(self.optimizer.param_groups, values):
                 group[name] = value
         self._last = {name: [g[name] for g in self.optimizer.param_groups] for name in self.schedules}
+        self._last_lr = [g["lr"].clone() if isinstance(g["lr"], Tensor) else g["lr"]
+                         for g in self.optimizer.param_groups]
 
-    def step(self) -> None:
-        """Advance one step and write the new values into the param groups."""
-        self.last_step += 1
+    @property
+    def last_step(self) -> int:
+        """Steps taken: the step whose values are in the optimizer (torch's ``last_epoch``)."""
+        return self.last_epoch
+
+    def get_lr(self) -> list[Any]:
+        """The learning rates for step ``last_epoch``, one per param group."""
+        if "lr" in self.schedules:
+            return self._values(self.last_epoch)["lr"]
+        return [g["lr"] for g in self.optimizer.param_groups]
+
+    def step(self, epoch: int | None = None) -> None:
+        """Advance one step (or go to step ``epoch``) and write its values into the param groups."""
+        self._step_count += 1
+        self.last_epoch = self.last_epoch + 1 if epoch is None else int(epoch)
         self._apply()
 
     def get_last(self) -> dict[str, list[Any]]:
@@ -560,21 +663,22 @@ class HyperScheduler:
         return {name: list(values) for name, values in self._last.items()}
 
     def state_dict(self) -> dict[str, Any]:
-        """The scheduler's state: the step (schedules are pure functions of it)."""
-        return {"last_step": self.last_step, "names": sorted(self.schedules)}
+        """The scheduler's state: the step (schedules are pure functions of it) and the names it drives."""
+        return {"last_epoch": self.last_epoch, "_step_count": self._step_count, "names": sorted(self.schedules)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the step and write its values into the optimizer."""
+        """Restore the step (``last_epoch``, or ``last_step`` as saved before) and write its values."""
         names = state.get("names")
         if names is not None and sorted(names) != sorted(self.schedules):
             raise ValueError(
                 f"this state_dict is for a scheduler of {sorted(names)}, but this one schedules "
                 f"{sorted(self.schedules)}"
             )
-        step = int(state["last_step"])
+        step = int(state["last_epoch"] if "last_epoch" in state else state["last_step"])
         if step < 0:
-            raise ValueError(f"last_step must be >= 0, got {step}")
-        self.last_step = step
+            raise ValueError(f"last_epoch must be >= 0, got {step}")
+        self.last_epoch = step
+        self._step_count = int(state.get("_step_count", step + 1))
         self._apply()
 
     def __repr__(self) -> str:
@@ -582,7 +686,7 @@ class HyperScheduler:
             f"{name}={per_group[0]!r}" if all(p is per_group[0] for p in per_group) else f"{name}={per_group!r}"
             for name, per_group in self.schedules.items()
         )
-        return f"HyperScheduler({type(self.optimizer).__name__}, step={self.last_step}, {parts})"
+        return f"HyperScheduler({type(self.optimizer).__name__}, step={self.last_epoch}, {parts})"
 
 
 # ---------------------------------------------------------------- schedule specs

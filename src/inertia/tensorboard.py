@@ -1,8 +1,8 @@
 """TensorBoard output: one run directory per configuration, from plain data.
 
 Training code returns numbers; this module only writes them. ``write_run`` takes
-whole series at once (what a sweep has after training N configurations);
-:class:`RunWriter` logs step by step (what ``inertia train`` does). Both write,
+whole series at once, and ``write_sweep`` one run per configuration of a sweep's results;
+:class:`RunWriter` logs step by step (what ``inertia train`` does). Each writes,
 into ``logdir/run_name``:
 
 - scalars under the tags given (e.g. ``loss``, ``accuracy``, ``lr``,
@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .rules.sgd import effective_lr  # re-exported: callers log it beside lr and momentum
 
-__all__ = ["RunWriter", "write_run", "effective_lr", "safe_run_name"]
+__all__ = ["RunWriter", "write_run", "write_sweep", "effective_lr", "safe_run_name"]
 
 
 def safe_run_name(name: str) -> str:
@@ -140,3 +140,28 @@ def write_run(
         writer.close()
         raise
     return writer.path
+
+
+def write_sweep(results: Any, logdir: str | Path) -> int:
+    """One run per configuration of ``results`` (a :class:`~inertia.sweeps.SweepResults`): its loss
+    curve, lr, momentum and effective lr, and its final metrics; returns how many runs."""
+    count = 0
+    convention = str((results.meta.get("fixed") or {}).get("convention", "torch"))
+    for r in results.records():
+        hparams = {name: r[name] for name in results.swept}
+        name = "_".join(f"{k}={v:.4g}" for k, v in hparams.items())
+        curve = list(r.get("train_loss_curve") or [])
+        steps = r.get("steps") or len(curve)
+        at = [round(i * (steps - 1) / max(1, len(curve) - 1)) + 1 for i in range(len(curve))]
+        scalars = {"loss": [(s, v) for s, v in zip(at, curve) if v is not None]}
+        for tag in ("lr", "momentum"):
+            if tag in hparams:
+                scalars[tag] = [(s, hparams[tag]) for s in (1, steps)]
+        if "lr" in hparams and "momentum" in hparams:
+            eff = float(effective_lr(hparams["lr"], hparams["momentum"], convention))
+            scalars["effective_lr"] = [(s, eff) for s in (1, steps)]
+        final = {k: r[k] for k in ("val_loss_mean", "val_accuracy_mean", "test_accuracy_mean") if r.get(k) is not None}
+        final["diverged"] = 1.0 if r["status"] == "diverged" else 0.0
+        write_run(str(logdir), f"trial{r.get('trial', count):04d}_{name}", hparams, scalars, final)
+        count += 1
+    return count

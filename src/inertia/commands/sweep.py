@@ -4,10 +4,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from .._text import parse_literal
+from ..sweeps.specs import (DEFAULT_MOMENTA, LANES, METRICS, SAMPLERS, RunSpec, SearchSpec, SweepSpec, TaskSpec,
+                            TrainSpec)
 from .reproduce import train_command
 
 DESCRIPTION = """\
@@ -39,7 +43,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "sweep", help="train a grid of learning rate x momentum at once; table, heatmap, CSV/JSON",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    what = parser.add_argument_group("what to sweep")
+    what = parser.add_argument_group("what to train (TaskSpec)")
     what.add_argument("--data", default="mnist1d", metavar="NAME|PATH", help="mnist1d, digits, or a .npz/.csv file")
     what.add_argument("--model", default="mlp", help="a model name (mlp, linear, cnn)")
     what.add_argument("--optimizer", default="momentum", help="any registered rule name (momentum, nesterov, sgd, ...)")
@@ -50,28 +54,51 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                       help="sweep another numeric hyperparameter too, e.g. --hyper weight_decay=0,1e-4 (repeatable)")
     what.add_argument("--fixed", action="append", default=[], metavar="NAME=VALUE",
                       help="a hyperparameter shared by all configurations, e.g. --fixed convention=sutskever")
-    run = parser.add_argument_group("training")
-    run.add_argument("--steps", type=int, default=2000)
-    run.add_argument("--batch-size", type=int, default=100)
-    run.add_argument("--folds", type=int, default=1, help="K-fold cross-validation (1: a 20%% holdout)")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    run.add_argument("--metric", default="val_loss", choices=("val_loss", "val_accuracy"))
-    search = parser.add_argument_group("search and storage")
-    search.add_argument("--out", required=True, help="output folder (holds the SQLite study unless --storage)")
-    search.add_argument("--storage", default=None, help="Optuna storage URL, e.g. postgresql://user:pw@host/db")
-    search.add_argument("--study-name", default="sweep")
-    search.add_argument("--sampler", default="grid", choices=("grid", "random", "tpe"))
+    what.add_argument("--schedule", action="append", default=[], metavar="NAME=SPEC",
+                      help="drive a hyperparameter by a schedule, e.g. --schedule lr=cosine "
+                           "--schedule momentum=sutskever_ramp(0.99) (repeatable)")
+    how = parser.add_argument_group("how to train (TrainSpec)")
+    how.add_argument("--steps", type=int, default=2000)
+    how.add_argument("--batch-size", type=int, default=100)
+    how.add_argument("--folds", type=int, default=1, help="K-fold cross-validation (1: a 20%% holdout)")
+    how.add_argument("--seed", type=int, default=0)
+    how.add_argument("--dtype", type=_dtype, default="float32", help="float32 or float64")
+    how.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    how.add_argument("--backend", default="auto", choices=("auto", "batched", "vmap"),
+                     help="batched: hand-written backprop for MLPs; vmap: any model (auto: batched where it can)")
+    how.add_argument("--diverge-factor", type=float, default=10.0, metavar="X",
+                     help="a loss above X times its first value counts as diverged")
+    search = parser.add_argument_group("how to search (SearchSpec)")
+    search.add_argument("--sampler", default="grid", choices=SAMPLERS)
     search.add_argument("--trials", type=int, default=None, help="number of configurations for random/tpe")
-    search.add_argument("--pruner", default="none", choices=("none", "median", "hyperband", "successive_halving", "percentile"))
-    search.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS")
-    search.add_argument("--max-batch", type=int, default=None, help="at most this many configurations at once")
+    search.add_argument("--pruner", default=None, choices=("none", "median", "hyperband", "successive_halving", "percentile"))
+    search.add_argument("--metric", default="val_loss", choices=tuple(METRICS))
+    search.add_argument("--eval-every", type=int, default=None, metavar="STEPS",
+                        help="steps between the pruner's looks (default: a tenth of the steps)")
+    run = parser.add_argument_group("where and how to run (RunSpec)")
+    run.add_argument("--out", required=True, help="output folder (holds the SQLite study unless --storage)")
+    run.add_argument("--storage", default=None, help="Optuna storage URL, e.g. postgresql://user:pw@host/db")
+    run.add_argument("--study-name", default="sweep")
+    run.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS")
+    run.add_argument("--lanes", default="auto", choices=LANES, help="side-by-side stacks in forked processes or threads")
+    run.add_argument("--parallel", type=int, default=None, help="stacks side by side (default on CPU: one per thread)")
+    run.add_argument("--memory-budget", type=int, default=None, metavar="BYTES",
+                     help="the memory the stacked configurations may take (default: what the device has)")
+    run.add_argument("--max-batch", type=int, default=None, help="at most this many configurations at once")
     out = parser.add_argument_group("outputs")
     out.add_argument("--tensorboard", default=None, metavar="DIR", help="also write one TensorBoard run per configuration")
     out.add_argument("--top", type=int, default=10, help="rows of the table of best configurations")
     out.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run_command)
     return parser
+
+
+def _dtype(name: str) -> Any:
+    import torch
+
+    if name not in ("float32", "float64"):
+        raise argparse.ArgumentTypeError(f"expected float32 or float64, got {name!r}")
+    return getattr(torch, name)
 
 
 def _pairs(items: list[str], what: str) -> dict[str, str]:
@@ -84,31 +111,37 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
     return out
 
 
+def sweep_spec(args: argparse.Namespace) -> SweepSpec:
+    """The specs of ``args``: one argument group per spec, one option per field."""
+    task = TaskSpec.from_values(
+        args.data, args.model, optimizer=args.optimizer, lr=args.lr,
+        momentum=DEFAULT_MOMENTA if args.momentum is None else args.momentum, hyper=_pairs(args.hyper, "--hyper"),
+        fixed={k: parse_literal(v) for k, v in _pairs(args.fixed, "--fixed").items()},
+        schedules=_pairs(args.schedule, "--schedule"))
+    return SweepSpec(task, *(spec(**{f.name: getattr(args, f.name) for f in fields(spec)})
+                             for spec in (TrainSpec, SearchSpec, RunSpec)))
+
+
 def run_command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..sweeps import DEFAULT_MOMENTA, sweep
-    from ..sweeps.search import StorageError
+    from ..sweeps import StorageError, run_sweep
 
     console = Console(stderr=False)
-    hyper = _pairs(args.hyper, "--hyper")
-    fixed = {k: parse_literal(v) for k, v in _pairs(args.fixed, "--fixed").items()}
+    spec = sweep_spec(args)
     started = time.time()
     try:
-        results = sweep(
-            args.data, args.model, lr=args.lr, momentum=DEFAULT_MOMENTA if args.momentum is None else args.momentum, hyper=hyper, fixed=fixed,
-            optimizer=args.optimizer, steps=args.steps, batch_size=args.batch_size, folds=args.folds,
-            seed=args.seed, device=args.device, out=args.out, storage=args.storage, study_name=args.study_name,
-            sampler=args.sampler, trials=args.trials, pruner=None if args.pruner == "none" else args.pruner,
-            metric=args.metric, checkpoint_every=args.checkpoint_every, max_batch=args.max_batch,
-            progress=not args.quiet, tensorboard=args.tensorboard,
-            log=lambda message: console.print(f"[dim]{message}[/]"),
-        )
+        with _progress_bar(spec, quiet=args.quiet) as progress:
+            results = run_sweep(spec, progress=progress, log=lambda message: console.print(f"[dim]{message}[/]"))
     except StorageError as error:
         print(f"inertia sweep: error: {error}", file=sys.stderr)
         return 2
     out = Path(args.out)
     written = write_outputs(results, out)
+    if args.tensorboard:
+        from ..tensorboard import write_sweep
+
+        write_sweep(results, args.tensorboard)
     console.print(results.table(top=args.top))
     elapsed = time.time() - started
     console.print(f"{len(results)} configurations in the study; this run took {elapsed:.1f} s "
@@ -129,12 +162,33 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextmanager
+def _progress_bar(spec: SweepSpec, quiet: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A rich progress bar over the sweep's configuration-steps; its update function (None if ``quiet``)."""
+    if quiet:
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("[bold]sweep[/] {task.description}"), BarColumn(),
+                  TextColumn("{task.percentage:>3.0f}%"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), transient=False) as bar:
+        task = bar.add_task(f"{spec.configurations} configurations x {spec.train.folds} fold(s)", total=None)
+
+        def on_progress(done: int, total: int) -> None:   # rich redraws 10 times a second
+            bar.update(task, completed=done, total=total)
+
+        yield on_progress
+
+
 def write_outputs(results: Any, out: Path) -> list[Path]:
     """results.csv, results.json, heatmap.png and (if available) report.html in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     written = [results.to_csv(out / "results.csv"), results.to_json(out / "results.json")]
     if "lr" in results.swept and "momentum" in results.swept and results.records():
-        results.heatmap(out / "heatmap.png")
+        from ..plots.sweep import heatmap
+
+        heatmap(results, out / "heatmap.png")
         written.append(out / "heatmap.png")
     try:
         from ..report import write_sweep_report

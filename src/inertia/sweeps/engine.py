@@ -29,7 +29,7 @@ import functools
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -87,23 +87,52 @@ def _epoch_order(n: int, seed: int, fold: int, epoch: int) -> Tensor:
 
 
 def mlp_layout(model: nn.Module) -> list[str] | None:
-    """Parameter names of an MLP that the batched path can run (Linear/ReLU chain with biases), else None."""
+    """Parameter names of a module the batched path can run, else None.
+
+    The batched path runs the chain Linear, ReLU, Linear, ..., Linear (biases on) of the
+    module's leaves in registration order. A module qualifies only if it is built of
+    those leaves and its own forward, on a random input with random parameters, gives
+    the chain's output: a residual connection or another call order does not.
+    """
     leaves = [m for m in model.modules() if len(list(m.children())) == 0]
     if not leaves or any(not isinstance(m, (nn.Linear, nn.ReLU)) for m in leaves):
         return None
-    kinds = ["L" if isinstance(m, nn.Linear) else "R" for m in leaves]
-    if kinds[0] != "L" or kinds[-1] != "L" or "RR" in "".join(kinds) or "LL" in "".join(kinds):
+    kinds = "".join("L" if isinstance(m, nn.Linear) else "R" for m in leaves)
+    if kinds[0] != "L" or kinds[-1] != "L" or "RR" in kinds or "LL" in kinds:
         return None
-    if any(m.bias is None for m in leaves if isinstance(m, nn.Linear)):
-        return None
-    if list(model.buffers()):
-        return None
-    # the module's own forward must be the plain chain: check on a random input
     linears = [m for m in leaves if isinstance(m, nn.Linear)]
-    names = [n for n, _ in model.named_parameters()]
-    if len(names) != 2 * len(linears):
+    if any(m.bias is None for m in linears) or list(model.buffers()):
         return None
-    return names
+    if any(a.out_features != b.in_features for a, b in zip(linears, linears[1:])):
+        return None
+    named = list(model.named_parameters())
+    chain = [p for m in linears for p in (m.weight, m.bias)]
+    if len(named) != len(chain) or any(p is not q for (_, p), q in zip(named, chain)):
+        return None
+    names = [n for n, _ in named]
+    return names if _forward_is_chain(model, names, linears) else None
+
+
+def _forward_is_chain(model: nn.Module, names: list[str], linears: list[nn.Linear]) -> bool:
+    """Does ``model``'s forward compute the Linear/ReLU chain? Checked in float64 on CPU with random
+    parameters and input (a private generator: the global random state is left alone)."""
+    from torch.func import functional_call
+
+    g = torch.Generator().manual_seed(0)
+    params = [torch.randn(p.shape, generator=g, dtype=torch.float64) for _, p in model.named_parameters()]
+    x = torch.randn(5, linears[0].in_features, generator=g, dtype=torch.float64)
+    expected = x
+    for i in range(len(linears)):
+        expected = F.linear(expected, params[2 * i], params[2 * i + 1])
+        if i < len(linears) - 1:
+            expected = expected.relu()
+    try:
+        with torch.no_grad():
+            out = functional_call(model, dict(zip(names, params)), (x,))
+    except Exception:  # a forward that cannot even take the chain's input is not the chain
+        return False
+    return (isinstance(out, Tensor) and out.shape == expected.shape
+            and bool(torch.allclose(out, expected, rtol=1e-9, atol=1e-9)))
 
 
 Groups = Sequence[tuple[Tensor, int, int]]  # (input batch [B, f], first member, end member)
@@ -275,6 +304,16 @@ def make_vmap_forward(model: nn.Module, names: Sequence[str]) -> Callable[[Seque
 # ----------------------------------------------------------------- the job
 
 
+class Split(NamedTuple):
+    """One (seed, fold) pair: where its members' initialization, batches and validation come from."""
+
+    seed: int            # initialization, batch order and fold assignment
+    fold: int
+    train: Tensor        # indices into the training pool (on the job's device)
+    val: Tensor
+    cpu_train: Tensor    # the same, on the CPU (the batches are drawn there)
+
+
 @dataclass
 class Job:
     """Everything the engine needs that is the same for every member."""
@@ -297,10 +336,17 @@ class Job:
     diverge_above: float | None = None  # absolute threshold instead of the factor
     curve_points: int = 200
     schedules: dict[str, Any] = field(default_factory=dict)  # name -> schedule spec (inertia.core.with_schedules)
+    eval_every: int = 0            # validation and test metrics every this many steps (0: at the end only)
+    seeds: int = 1                 # seed s = seed + s: its own initialization, batch order and folds
 
     def __post_init__(self) -> None:
-        torch.manual_seed(self.seed)
-        self.template = self.model_factory().to(device=self.device, dtype=self.dtype)
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ValueError(f"seeds must be an integer >= 1, got {self.seeds!r}")
+        self.templates = []
+        for s in range(self.seeds):
+            torch.manual_seed(self.seed + s)
+            self.templates.append(self.model_factory().to(device=self.device, dtype=self.dtype))
+        self.template = self.templates[0]
         self.names = [n for n, _ in self.template.named_parameters()]
         if list(self.template.buffers()):
             raise ValueError("sweeps need models without buffers (e.g. no BatchNorm running statistics)")
@@ -320,11 +366,25 @@ class Job:
             self.x_test = self.x_test.to(self.device, self.dtype)
             self.y_test = self.y_test.to(self.device)
         self.folds = [(t.to(self.device), v.to(self.device)) for t, v in self.folds]
-        self._cpu_folds = [(t.cpu(), v.cpu()) for t, v in self.folds]
+        self.splits = [Split(self.seed + s, k, t.to(self.device), v.to(self.device), t.cpu())
+                       for s in range(self.seeds)
+                       for k, (t, v) in enumerate(self.folds if s == 0 else
+                                                  make_folds(len(self.y), len(self.folds), self.seed + s))]
 
     @property
     def n_folds(self) -> int:
         return len(self.folds)
+
+    @property
+    def members_per_config(self) -> int:
+        """Members that train each configuration: one per (seed, fold)."""
+        return len(self.splits)
+
+    @property
+    def eval_steps(self) -> list[int]:
+        """The steps after which every member's validation and test metrics are recorded (the last is ``steps``)."""
+        every = int(self.eval_every)
+        return [*(range(every, self.steps, every) if every > 0 else ()), self.steps]
 
     @property
     def matmul(self) -> str:
@@ -342,7 +402,7 @@ class Job:
         widths = sum(p.shape[0] for p in self.template.parameters() if p.dim() >= 2) or 1
         if self.backend == "vmap":
             widths *= 4  # unknown model: be generous with activations
-        n_eval = max(len(v) for _, v in self.folds)
+        n_eval = max(len(split.val) for split in self.splits)
         if self.x_test is not None:
             n_eval = max(n_eval, len(self.x_test))
         return size * (6 * n_params + 4 * self.batch_size * widths + 2 * n_eval * widths)
@@ -366,7 +426,7 @@ def default_memory_budget(device: str) -> int:
 def configs_per_chunk(job: Job, memory_budget: int | None = None) -> int:
     """How many configurations (each with all its folds) fit in memory at once (at least 1)."""
     budget = default_memory_budget(job.device) if memory_budget is None else int(memory_budget)
-    per_config = job.member_bytes() * job.n_folds
+    per_config = job.member_bytes() * job.members_per_config
     return max(1, budget // per_config)
 
 
@@ -386,23 +446,26 @@ class Members:
         self.job = job
         self.keys = list(keys)
         self.configs = [dict(c) for c in configs]
-        n, k = len(configs), job.n_folds
-        # member m: fold m // n, configuration m % n (fold-major)
+        n, k = len(configs), job.members_per_config
+        # member m: split m // n (job.splits: seed-major, then fold), configuration m % n
         self.config_of = torch.arange(n).repeat(k)
-        self.fold_of = torch.arange(k).repeat_interleave(n)
+        self.split_of = torch.arange(k).repeat_interleave(n)
         self.step = 0
         self.swept = sorted({name for c in configs for name in c})
         self.stack = Stack(job.preset.rule, [
-            p.detach().unsqueeze(0).repeat(n * k, *([1] * p.dim())).contiguous() for p in job.template.parameters()
+            torch.cat([p.detach().unsqueeze(0).expand(n, *p.shape) for p in (
+                list(job.templates[split.seed - job.seed].parameters())[i] for split in job.splits)]).contiguous()
+            for i in range(len(job.names))
         ], member_hyper(job, [self.configs[int(c)] for c in self.config_of], self.swept))
         self.curves = torch.full((n * k, job.steps), float("nan"), dtype=torch.float64)
         self.first_loss: Tensor | None = None
         self.alive = torch.ones(n * k, dtype=torch.bool)     # per original member
         self.diverged_step: dict[int, int] = {}               # config -> step (1-based)
         self.pruned: dict[int, int] = {}                      # config -> step
-        self.val: dict[int, tuple[float, float]] = {}         # original member -> (loss, accuracy) at the end
-        self.test: dict[int, tuple[float, float]] = {}
-        self._fold_rows: list[tuple[int, int, int]] | None = None
+        # val loss, val accuracy, test loss, test accuracy of each original member at each of job.eval_steps
+        self.history = torch.full((len(METRIC_NAMES), n * k, len(job.eval_steps)), math.nan, dtype=torch.float64)
+        self._point = {s: i for i, s in enumerate(job.eval_steps)}
+        self._split_rows: list[tuple[int, int, int]] | None = None
         self._limit: Tensor | None = None   # divergence threshold per stack row
         self._step = job.make_step()
         self._eval_step = job.make_step()
@@ -417,18 +480,18 @@ class Members:
         return self.stack.rows
 
     # -- structure ---------------------------------------------------------
-    def fold_rows(self) -> list[tuple[int, int, int]]:
-        """``(fold, first row, end row)`` of every fold present in the stack (cached until rows leave)."""
-        if self._fold_rows is None:
-            folds = self.fold_of[self.live]
+    def split_rows(self) -> list[tuple[int, int, int]]:
+        """``(split, first row, end row)`` of every split present in the stack (cached until rows leave)."""
+        if self._split_rows is None:
+            splits = self.split_of[self.live]
             out, start = [], 0
-            for k in range(self.job.n_folds):
-                count = int((folds == k).sum())
+            for g in range(self.job.members_per_config):
+                count = int((splits == g).sum())
                 if count:
-                    out.append((k, start, start + count))
+                    out.append((g, start, start + count))
                 start += count
-            self._fold_rows = out
-        return self._fold_rows
+            self._split_rows = out
+        return self._split_rows
 
     @property
     def done(self) -> bool:
@@ -442,7 +505,7 @@ class Members:
         keep[rows] = False
         self.alive[self.live[~keep]] = False
         self.stack.keep(keep.nonzero().squeeze(1))
-        self._fold_rows = None
+        self._split_rows = None
         self._limit = None
 
     def prune_configs(self, configs: Sequence[int]) -> None:
@@ -459,8 +522,9 @@ class Members:
         parameter as soon as the backward pass has its gradient."""
         job = self.job
         t = self.step
-        rows = self.fold_rows()
-        batches = [batch_at(job._cpu_folds[k][0], t, job.batch_size, job.seed, k) for k, _, _ in rows]
+        rows = self.split_rows()
+        batches = [batch_at(job.splits[g].cpu_train, t, job.batch_size, job.splits[g].seed, job.splits[g].fold)
+                   for g, _, _ in rows]
         if job.x.device.type != "cpu":
             batches = [b.to(job.x.device) for b in batches]
         groups = [(job.x.index_select(0, b), start, end) for b, (_, start, end) in zip(batches, rows)]
@@ -525,30 +589,34 @@ class Members:
             correct += (logits.argmax(-1) == yb).sum(1).double()
         return (loss_sum / len(x)).cpu(), (correct / len(x)).cpu()
 
-    def validate(self) -> dict[int, tuple[float, float]]:
-        """Validation (loss, accuracy) of every live member, keyed by original member index."""
-        out = {}
-        for k, start, end in self.fold_rows():
-            _, val_idx = self.job.folds[k]
+    def record(self) -> None:
+        """Validation metrics of every live member on its fold's validation part, and test metrics,
+        at this step (one of ``job.eval_steps``), at the rule's evaluation point."""
+        p = self._point[self.step]
+        for g, start, end in self.split_rows():
+            val_idx = self.job.splits[g].val
             loss, acc = self.evaluate(self.job.x[val_idx], self.job.y[val_idx], (start, end))
-            for j in range(end - start):
-                out[int(self.live[start + j])] = (float(loss[j]), float(acc[j]))
-        return out
-
-    def config_means(self, per_member: dict[int, tuple[float, float]]) -> dict[int, tuple[float, float]]:
-        """Per live configuration: (mean validation loss, mean accuracy) over its folds."""
-        sums: dict[int, list[tuple[float, float]]] = {}
-        for member, value in per_member.items():
-            sums.setdefault(int(self.config_of[member]), []).append(value)
-        return {c: (sum(v[0] for v in vs) / len(vs), sum(v[1] for v in vs) / len(vs)) for c, vs in sums.items()}
-
-    def finish(self) -> None:
-        """Final validation and test metrics of the surviving members."""
-        self.val.update(self.validate())
+            self.history[0, self.live[start:end], p] = loss
+            self.history[1, self.live[start:end], p] = acc
         if self.job.x_test is not None and len(self.live):
             loss, acc = self.evaluate(self.job.x_test, self.job.y_test)
-            for j in range(len(self.live)):
-                self.test[int(self.live[j])] = (float(loss[j]), float(acc[j]))
+            self.history[2, self.live, p] = loss
+            self.history[3, self.live, p] = acc
+
+    def config_means(self) -> dict[int, tuple[float, float]]:
+        """Per live configuration: (mean validation loss, mean accuracy) over its folds at this step's record."""
+        p = self._point[self.step]
+        out = {}
+        for c in sorted(set(self.config_of[self.live].tolist())):
+            members = self.live[self.config_of[self.live] == c]
+            out[c] = (float(self.history[0, members, p].mean()), float(self.history[1, members, p].mean()))
+        return out
+
+    def finish(self) -> None:
+        """Record the final metrics of the surviving members (unless this step's are recorded)."""
+        if len(self.live) and self.step in self._point and not bool(
+                torch.isfinite(self.history[0, self.live, self._point[self.step]]).all()):
+            self.record()
 
     def results(self) -> list[dict[str, Any]]:
         """One record per configuration (in input order)."""
@@ -564,18 +632,11 @@ class Members:
                 rec["pruned_step"] = self.pruned[c]
             else:
                 rec["status"], rec["diverged_step"] = "ok", None
-            for prefix, table in (("val", self.val), ("test", self.test)):
-                values = [table[m] for m in members if m in table]
-                if values and rec["status"] == "ok":
-                    losses = torch.tensor([v[0] for v in values], dtype=torch.float64)
-                    accs = torch.tensor([v[1] for v in values], dtype=torch.float64)
-                    rec[f"{prefix}_loss_mean"] = float(losses.mean())
-                    rec[f"{prefix}_loss_std"] = float(losses.std(unbiased=False))
-                    rec[f"{prefix}_accuracy_mean"] = float(accs.mean())
-                    rec[f"{prefix}_accuracy_std"] = float(accs.std(unbiased=False))
-                else:
-                    for key in ("loss_mean", "loss_std", "accuracy_mean", "accuracy_std"):
-                        rec[f"{prefix}_{key}"] = None
+            rec.update(self._metrics(members, rec["status"] == "ok"))
+            if self.job.seeds > 1:
+                rec["per_seed"] = [{"seed": seed, **self._metrics(
+                    [m for m in members if self.job.splits[int(self.split_of[m])].seed == seed], rec["status"] == "ok")}
+                    for seed in range(self.job.seed, self.job.seed + self.job.seeds)]
             curve = self.curves[members].mean(0)  # mean over folds per step
             rec["train_loss_final"] = _last_finite(curve)
             rec["train_loss_curve"] = _subsample(curve, self.job.curve_points)
@@ -583,12 +644,25 @@ class Members:
             out.append(rec)
         return out
 
+    def _metrics(self, members: list[int], finished: bool) -> dict[str, Any]:
+        """Mean and std over a configuration's members (seeds and folds) of each metric: at the end (``val_loss_mean``, ...;
+        None unless ``finished``) and at every evaluation point (``val_loss_mean_curve``, ...)."""
+        rows = self.history[:, members]                       # [metric, member, point]
+        mean, std = rows.mean(1), rows.std(1, unbiased=False)
+        out: dict[str, Any] = {"eval_steps": list(self.job.eval_steps)}
+        for i, name in enumerate(METRIC_NAMES):
+            out[f"{name}_mean"] = _number(mean[i, -1]) if finished else None
+            out[f"{name}_std"] = _number(std[i, -1]) if finished else None
+            out[f"{name}_mean_curve"] = [_number(v) for v in mean[i]]
+            out[f"{name}_std_curve"] = [_number(v) for v in std[i]]
+        return out
+
     # -- checkpointing ---------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
             "keys": self.keys, "configs": self.configs, "step": self.step,
             "stack": self.stack.state_dict(),
-            "curves": self.curves, "alive": self.alive,
+            "curves": self.curves, "alive": self.alive, "history": self.history,
             "first": getattr(self, "_first_by_member", None), "first_loss": self.first_loss,
             "diverged_step": self.diverged_step, "pruned": self.pruned,
         }
@@ -596,23 +670,40 @@ class Members:
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         self.step = int(sd["step"])
         self.stack.load_state_dict(sd["stack"])
-        self.curves, self.alive = sd["curves"], sd["alive"]
+        self.curves, self.alive, self.history = sd["curves"], sd["alive"], sd["history"]
         if sd["first"] is not None:
             self._first_by_member = sd["first"]
         self.first_loss = sd["first_loss"]
         self.diverged_step, self.pruned = dict(sd["diverged_step"]), dict(sd["pruned"])
-        self._fold_rows = None
+        self._split_rows = None
         self._limit = None
 
 
 def member_hyper(job: Job, configs: Sequence[dict[str, float]], swept: Sequence[str]) -> MemberHyper:
     """The hyperparameters of stacked members (one configuration dict per member), validated with the
     rule: swept values as ``[M]`` tensors, the job's fixed ones as given, its schedules over its steps."""
-    per_member = {name: torch.tensor([float(c[name]) for c in configs], dtype=torch.float64) for name in swept}
+    per_member = {name: _per_member([c[name] for c in configs]) for name in swept}
     rule = job.preset.rule
     values = with_schedules(rule, job.preset.hyper(**{**job.fixed, **per_member}), job.schedules, job.steps, swept)
     validate_schedules(rule, values, job.steps)
     return MemberHyper(rule, values)
+
+
+def _per_member(values: list[Any]) -> Any:
+    """One hyperparameter's values, one per member: an ``[M]`` tensor, or a tuple of them (``betas``)."""
+    if isinstance(values[0], (tuple, list)):
+        return tuple(_per_member([v[i] for v in values]) for i in range(len(values[0])))
+    return torch.tensor([float(v) for v in values], dtype=torch.float64)
+
+
+METRIC_NAMES = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
+"""What :meth:`Members.record` measures at every evaluation point (``Members.history``'s first axis)."""
+
+
+def _number(value: Tensor) -> float | None:
+    """A float, or None for NaN/inf (a member that diverged, or no test set)."""
+    v = float(value)
+    return v if math.isfinite(v) else None
 
 
 def _last_finite(curve: Tensor) -> float | None:
@@ -629,12 +720,12 @@ def _subsample(curve: Tensor, points: int) -> list[float | None]:
 
 
 def train(job: Job, configs: Sequence[dict[str, float]], *, memory_budget: int | None = None,
-          eval_every: int = 0, on_eval: Callable[[Members, dict[int, tuple[float, float]]], Sequence[int]] | None = None,
+          on_eval: Callable[[Members, dict[int, tuple[float, float]]], Sequence[int]] | None = None,
           on_step: Callable[[Members], None] | None = None) -> list[dict[str, Any]]:
     """Train every configuration (x every fold of ``job``) and return one record per configuration.
 
     Configurations run in chunks sized by :func:`configs_per_chunk`. ``on_eval``
-    (every ``eval_every`` steps) gets the per-configuration mean validation
+    (at every ``job.eval_steps``) gets the per-configuration mean validation
     (loss, accuracy) and returns configurations to prune.
     """
     per_chunk = configs_per_chunk(job, memory_budget)
@@ -642,21 +733,25 @@ def train(job: Job, configs: Sequence[dict[str, float]], *, memory_budget: int |
     for start in range(0, len(configs), per_chunk):
         part = list(configs[start:start + per_chunk])
         members = Members(job, part, list(range(start, start + len(part))))
-        run_members(members, eval_every=eval_every, on_eval=on_eval, on_step=on_step)
+        run_members(members, on_eval=on_eval, on_step=on_step)
         records.extend(members.results())
     return records
 
 
-def run_members(members: Members, *, eval_every: int = 0, on_eval=None, on_step=None,
+def run_members(members: Members, *, on_eval=None, on_step=None,
                 on_checkpoint: Callable[[Members], None] | None = None) -> Members:
-    """Train ``members`` from their current step to the end; hooks for pruning, progress, checkpoints."""
+    """Train ``members`` from their current step to the end, recording metrics at ``job.eval_steps``;
+    hooks for pruning (``on_eval(members, config_means)`` returns configurations to prune), progress
+    and checkpoints."""
+    points = set(members.job.eval_steps)
     while not members.done:
         members.train_step()
-        if eval_every and on_eval is not None and members.step % eval_every == 0 and not members.done and len(members.live):
-            means = members.config_means(members.validate())
-            prune = list(on_eval(members, means) or [])
-            if prune:
-                members.prune_configs(prune)
+        if members.step in points and len(members.live):
+            members.record()
+            if on_eval is not None and not members.done:
+                prune = list(on_eval(members, members.config_means()) or [])
+                if prune:
+                    members.prune_configs(prune)
         if on_step is not None:
             on_step(members)
         if on_checkpoint is not None:

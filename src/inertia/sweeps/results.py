@@ -1,4 +1,4 @@
-"""The results of a sweep: records, the best configuration, a table, CSV/JSON, the heatmap."""
+"""The results of a sweep: records, the best configuration, a table, CSV/JSON (pictures: :mod:`inertia.plots.sweep`)."""
 from __future__ import annotations
 
 import csv
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..rules.sgd import effective_lr
-from .search import METRICS
+from .specs import METRICS
 
 
 @dataclass
@@ -102,11 +102,6 @@ class SweepResults:
                         if _no_nan(payload) else json.dumps(_clean(payload), indent=1, default=_json_default))
         return path
 
-    def heatmap(self, path: str | Path | None = None, *, title: str | None = None, metric: str | None = None):
-        """The lr x momentum heatmap (see :func:`inertia.plots.sweep.heatmap`); saved when ``path`` is given."""
-        from ..plots.sweep import heatmap
-
-        return heatmap(self, path, title=title, metric=metric)
 
 
 def _finite(value: Any) -> bool:

@@ -1,0 +1,290 @@
+"""A sweep as four small frozen specs: what to train, how to train, how to search, where and how to run.
+
+:class:`TaskSpec`, :class:`TrainSpec` and :class:`SearchSpec` change the numbers, so together they
+make the study's signature (a study in storage holds one signature; a different one is a different
+sweep). :class:`RunSpec` (storage, lanes, checkpoints, memory) never changes a number and stays out.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Mapping, Sequence
+
+import torch
+
+SAMPLERS = ("grid", "random", "tpe")
+LANES = ("auto", "processes", "threads")   # where side-by-side stacks run
+METRICS = {"val_loss": ("val_loss_mean", "minimize"), "val_accuracy": ("val_accuracy_mean", "maximize")}
+
+DEFAULT_MOMENTA = (0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
+"""The momentum grid swept when none is given (for rules that have a momentum)."""
+
+
+def parse_values(text: str, name: str = "value") -> list[float]:
+    """``"1e-3:1:8"`` -> 8 log-spaced values from 1e-3 to 1 (linear if a bound is <= 0); ``"0,0.9"`` -> list."""
+    text = str(text).strip()
+    try:
+        if ":" in text:
+            parts = text.split(":")
+            if len(parts) != 3:
+                raise ValueError
+            start, stop, count = float(parts[0]), float(parts[1]), int(parts[2])
+            if count < 1:
+                raise ValueError(f"{name}: the count in start:stop:count must be >= 1, got {count}")
+            if count == 1:
+                return [start]
+            if start > 0 and stop > 0:
+                a, b = math.log10(start), math.log10(stop)
+                return [10 ** (a + (b - a) * i / (count - 1)) for i in range(count)]
+            return [start + (stop - start) * i / (count - 1) for i in range(count)]
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as error:
+        if str(error).startswith(name):
+            raise
+        raise ValueError(f"{name}: expected start:stop:count (log-spaced) or a comma list of numbers, got {text!r}") from None
+
+
+def _values(name: str, value: Any) -> tuple[float, ...]:
+    if isinstance(value, str):
+        return tuple(parse_values(value, name))
+    if isinstance(value, (int, float)):
+        return (float(value),)
+    if isinstance(value, torch.Tensor):
+        return tuple(float(v) for v in value.reshape(-1))
+    return tuple(float(v) for v in value)
+
+
+def grid_points(space: Mapping[str, Sequence[float]]) -> list[dict[str, float]]:
+    """The Cartesian product of ``space`` (insertion order of names, values as given)."""
+    points: list[dict[str, float]] = [{}]
+    for name, values in space.items():
+        points = [{**p, name: float(v)} for p in points for v in values]
+    return points
+
+
+def _cast(spec: Any, kind: type, *names: str) -> None:
+    """Convert the fields ``names`` of a frozen ``spec`` to ``kind`` (None stays None)."""
+    for name in names:
+        value = getattr(spec, name)
+        if value is not None:
+            object.__setattr__(spec, name, kind(value))
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What to train: the data, the model, the rule, its swept and fixed hyperparameters, their schedules.
+
+    ``space``: swept name -> values (random/TPE: the range min..max). ``schedules``: hyperparameter
+    name -> schedule spec, a string (``"cosine"``, ``"sutskever_ramp(0.99)"``) or a schedule object.
+    Build one from lists or ``"start:stop:count"`` texts with :meth:`from_values`.
+    """
+
+    data: Any = "mnist1d"
+    model: Any = "mlp"
+    optimizer: str = "momentum"
+    space: Mapping[str, Any] = field(default_factory=lambda: {"lr": "1e-3:1:8", "momentum": DEFAULT_MOMENTA})
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    schedules: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from .. import rules
+
+        object.__setattr__(self, "space", {str(n): _values(str(n), vs) for n, vs in self.space.items()})
+        object.__setattr__(self, "fixed", dict(self.fixed))
+        object.__setattr__(self, "schedules", dict(self.schedules))
+        preset = rules.get(self.optimizer)
+        if not self.space:
+            raise ValueError("the grid is empty: give lr and/or momentum values")
+        empty = [n for n, vs in self.space.items() if not vs]
+        if empty:
+            raise ValueError(f"{empty[0]}: the grid is empty (no values given)")
+        unknown = [n for n in [*self.space, *self.fixed, *self.schedules] if n not in preset.defaults]
+        if unknown:
+            raise ValueError(f"{self.optimizer}: unknown hyperparameter(s) {unknown}; known: {sorted(preset.defaults)}")
+        not_numeric = [n for n in [*self.space, *self.schedules] if n not in preset.rule.numeric]
+        if not_numeric:
+            raise ValueError(f"{self.optimizer}: {not_numeric} cannot be swept or scheduled; "
+                             f"numeric hyperparameters: {list(preset.rule.numeric)}")
+        points = grid_points(self.space)
+        probe = {n: torch.tensor([p[n] for p in points], dtype=torch.float64) for n in self.space}
+        preset.hyper(**{**self.fixed, **probe})  # negative lr, momentum >= 1, ... -> ValueError naming it
+        if "lr" in self.space and min(self.space["lr"]) <= 0:
+            raise ValueError(f"lr must be > 0 in a sweep, got {min(self.space['lr'])!r}")
+
+    @classmethod
+    def from_values(cls, data: Any = "mnist1d", model: Any = "mlp", *, optimizer: str = "momentum",
+                    lr: Any = "1e-3:1:8", momentum: Any = DEFAULT_MOMENTA, hyper: Mapping[str, Any] | None = None,
+                    fixed: Mapping[str, Any] | None = None, schedules: Mapping[str, Any] | None = None) -> "TaskSpec":
+        """The grid ``lr x momentum (x hyper)``; each a list, a number or ``"start:stop:count"``.
+
+        The default momentum grid applies only to rules that have a momentum (adam sweeps lr alone).
+        """
+        from .. import rules
+
+        if momentum is DEFAULT_MOMENTA and "momentum" not in rules.get(optimizer).rule.numeric:
+            momentum = None
+        named = (("lr", lr), ("momentum", momentum), *(hyper or {}).items())
+        space = {name: value for name, value in named if value is not None}
+        return cls(data, model, optimizer, space, dict(fixed or {}), dict(schedules or {}))
+
+    @property
+    def points(self) -> list[dict[str, float]]:
+        return grid_points(self.space)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """How to train: steps, minibatch, folds (1: a 20 % holdout), seed, dtype, device, backend, divergence.
+
+    ``device``: None picks cuda when available. ``backend``: ``auto``, ``batched`` or ``vmap``.
+    ``diverge_factor``: a loss above this x its first value counts as diverged.
+    """
+
+    steps: int = 2000
+    batch_size: int = 100
+    folds: int = 1
+    seed: int = 0
+    dtype: torch.dtype = torch.float32
+    device: str | None = None
+    backend: str = "auto"
+    diverge_factor: float = 10.0
+
+    def __post_init__(self) -> None:
+        _cast(self, int, "steps", "batch_size", "folds", "seed")
+        _cast(self, float, "diverge_factor")
+        for name in ("steps", "batch_size", "folds"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """How to search: the sampler, how many trials, the pruner, the metric that picks the best.
+
+    ``sampler``: ``grid`` (every point once), ``random`` or ``tpe`` (``trials`` points in the ranges
+    spanned by the given values; lr log-uniform). ``pruner``: None, ``"median"``, ``"hyperband"``,
+    ``"successive_halving"``, ``"percentile"`` or an Optuna pruner; it sees the mean validation
+    metric over folds every ``eval_every`` steps (None: a tenth of the steps).
+    ``metric``: ``val_loss`` (minimized) or ``val_accuracy`` (maximized).
+    """
+
+    sampler: str = "grid"
+    trials: int | None = None
+    pruner: Any = None
+    metric: str = "val_loss"
+    eval_every: int | None = None
+
+    def __post_init__(self) -> None:
+        _cast(self, int, "trials", "eval_every")
+        if self.pruner is False or self.pruner == "none":
+            object.__setattr__(self, "pruner", None)
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
+        if self.sampler != "grid" and (self.trials is None or self.trials < 1):
+            raise ValueError(f"the {self.sampler} sampler needs trials >= 1, got trials={self.trials!r}")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Where and how to run; nothing here changes a number.
+
+    ``out``: folder for the SQLite study and checkpoints (one folder = one sweep; a restart resumes).
+    ``storage``: an Optuna storage URL instead (e.g. PostgreSQL shared by several workers).
+    ``checkpoint_every``: seconds between checkpoints. ``parallel``: stacks trained side by side
+    (default on CPU: one per torch thread; 1 on GPU). ``lanes``: where they run, ``processes``
+    (forked, Linux), ``threads`` or ``auto``. ``memory_budget`` (bytes) and ``max_batch`` bound how
+    many configurations are claimed at once.
+    """
+
+    out: str | os.PathLike | None = None
+    storage: str | None = None
+    study_name: str = "sweep"
+    checkpoint_every: float = 60.0
+    lanes: str = "auto"
+    parallel: int | None = None
+    memory_budget: int | None = None
+    max_batch: int | None = None
+
+    def __post_init__(self) -> None:
+        _cast(self, float, "checkpoint_every")
+        _cast(self, int, "parallel", "memory_budget", "max_batch")
+        if self.lanes not in LANES:
+            raise ValueError(f"lanes must be one of {', '.join(LANES)}, got {self.lanes!r}")
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """One sweep: the four specs together."""
+
+    task: TaskSpec = field(default_factory=TaskSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    search: SearchSpec = field(default_factory=SearchSpec)
+    run: RunSpec = field(default_factory=RunSpec)
+
+    @classmethod
+    def from_settings(cls, task: TaskSpec, settings: Mapping[str, Any]) -> "SweepSpec":
+        """``task`` plus keyword ``settings``, each routed to the spec that has a field of its name."""
+        owners = {f.name: spec for spec in (TrainSpec, SearchSpec, RunSpec) for f in fields(spec)}
+        unknown = [name for name in settings if name not in owners]
+        if unknown:
+            raise TypeError(f"unknown sweep setting(s) {unknown}{_hint(unknown)}; known: {', '.join(owners)}")
+        made = [spec(**{k: v for k, v in settings.items() if owners[k] is spec})
+                for spec in (TrainSpec, SearchSpec, RunSpec)]
+        return cls(task, *made)
+
+    def signature(self) -> dict[str, Any]:
+        """Everything that changes the numbers, as plain data (must match when a study resumes)."""
+        return {**as_plain(self.task), **as_plain(self.train), **as_plain(self.search)}
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting of every spec, as plain data, in one dict."""
+        return {**self.signature(), **as_plain(self.run)}
+
+    @property
+    def configurations(self) -> int:
+        """How many configurations the search trains in all."""
+        return len(self.task.points) if self.search.sampler == "grid" else int(self.search.trials)
+
+    def resolved(self, **task: Any) -> "SweepSpec":
+        """This sweep with the task's fields in ``task``, the device picked and ``eval_every`` set."""
+        train = replace(self.train, device=self.train.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        search = self.search
+        if search.eval_every is None:
+            search = replace(search, eval_every=max(1, train.steps // 10))
+        return replace(self, task=replace(self.task, **task), train=train, search=search)
+
+
+_MOVED = {"tensorboard": "write the runs with inertia.tensorboard.write_sweep(results, logdir)"}
+
+
+def _hint(unknown: Sequence[str]) -> str:
+    hints = [_MOVED[name] for name in unknown if name in _MOVED]
+    return f" ({'; '.join(hints)})" if hints else ""
+
+
+def as_plain(spec: Any) -> dict[str, Any]:
+    """A spec's fields as JSON-ready data (:func:`plain`)."""
+    return {f.name: plain(getattr(spec, f.name)) for f in fields(spec)}
+
+
+def plain(value: Any) -> Any:
+    """``value`` as JSON-ready data: containers kept; a dataset by its name, a function or class by its
+    ``__name__``, an object with its own ``repr`` (a schedule, a dtype) by it, any other by its class."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(getattr(value, "name", None), str):
+        return value.name
+    if hasattr(value, "__name__"):
+        return value.__name__
+    if type(value).__repr__ is not object.__repr__:
+        return repr(value)
+    return type(value).__name__

@@ -1,0 +1,135 @@
+"""inertia.stack against n separately built and trained models (torch.optim.SGD, plain modules)."""
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import inertia
+from inertia.stacked import members
+
+
+def small_cnn(dropout: float = 0.0) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * 6 * 6, 3),
+    ).double()
+
+
+def batches(steps: int, size: int = 8):
+    g = torch.Generator().manual_seed(11)
+    return [(torch.randn(size, 1, 8, 8, generator=g, dtype=torch.float64),
+             torch.randint(0, 3, (size,), generator=g)) for _ in range(steps)]
+
+
+def test_members_are_built_under_seed_plus_i_and_the_global_generator_is_restored():
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    stacked = inertia.stack(small_cnn, 3, seed=40)
+    assert torch.equal(torch.rand(1), expected_next)
+    for i in range(3):
+        torch.manual_seed(40 + i)
+        reference = small_cnn()
+        for key, value in reference.state_dict().items():
+            assert torch.equal(stacked.state_dict()[key][i], value), (i, key)
+    weights = stacked.state_dict()["0.weight"]
+    assert not torch.equal(weights[0], weights[1])
+
+
+def test_a_module_or_an_unseeded_factory_gives_one_initialization():
+    model = small_cnn()
+    for stacked in (inertia.stack(model, 2), inertia.stack(small_cnn, 2)):
+        w = stacked.state_dict()["5.weight"]
+        assert w.shape == (2, 3, 144) and torch.equal(w[0], w[1])
+    assert torch.equal(inertia.stack(model, 2).state_dict()["0.bias"][1], model[0].bias.detach())
+    with pytest.raises(ValueError, match="seed needs a factory"):
+        inertia.stack(model, 2, seed=0)
+    with pytest.raises(ValueError, match="n must be"):
+        inertia.stack(small_cnn, 0)
+
+
+def test_parameters_are_stacked_marked_and_named_like_the_template():
+    stacked = inertia.stack(small_cnn, 4, seed=0)
+    names = [name for name, _ in stacked.named_parameters()]
+    assert names == [name for name, _ in small_cnn().named_parameters()]
+    assert all(isinstance(p, nn.Parameter) and p.shape[0] == 4 and members(p) == 4 for p in stacked.parameters())
+    assert set(stacked.state_dict()) == set(small_cnn().state_dict())
+    for clone in (copy.deepcopy(stacked), pickle.loads(pickle.dumps(stacked))):
+        assert all(members(p) == 4 for p in clone.parameters())
+    assert members(small_cnn()[0].weight) is None
+
+
+def test_shared_and_per_member_inputs_match_each_member_alone():
+    stacked = inertia.stack(small_cnn, 3, seed=1).eval()
+    x = torch.randn(5, 1, 8, 8, dtype=torch.float64)
+    xs = torch.randn(3, 5, 1, 8, 8, dtype=torch.float64)
+    shared, own = stacked(x), stacked(xs, per_member=True)
+    assert shared.shape == own.shape == (3, 5, 3)
+    for i in range(3):
+        torch.manual_seed(1 + i)
+        alone = small_cnn().eval()
+        torch.testing.assert_close(shared[i], alone(x))
+        torch.testing.assert_close(own[i], alone(xs[i]))
+
+
+def test_training_with_per_member_lr_and_momentum_equals_separate_torch_sgd_runs():
+    n, steps = 3, 12
+    lr, momentum = [0.05, 0.1, 0.2], [0.0, 0.5, 0.9]
+    data = batches(steps)
+    stacked = inertia.stack(small_cnn, n, seed=7)
+    opt = inertia.SGD(stacked.parameters(), lr=torch.tensor(lr, dtype=torch.float64),
+                      momentum=torch.tensor(momentum, dtype=torch.float64))
+    for x, y in data:
+        out = stacked(x)  # [n, B, classes]
+        loss = F.cross_entropy(out.flatten(0, 1), y.repeat(n), reduction="none").view(n, -1).mean(1).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for i in range(n):
+        torch.manual_seed(7 + i)
+        model = small_cnn()
+        ref = torch.optim.SGD(model.parameters(), lr=lr[i], momentum=momentum[i])
+        for x, y in data:
+            ref.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            ref.step()
+        mine = stacked.member(i)
+        assert type(mine) is nn.Sequential and mine.training
+        for key, value in model.state_dict().items():  # weights AND running statistics
+            torch.testing.assert_close(stacked.state_dict()[key][i], value, rtol=1e-9, atol=1e-11, msg=key)
+            torch.testing.assert_close(mine.state_dict()[key], value, rtol=1e-9, atol=1e-11, msg=key)
+        assert int(mine.state_dict()["1.num_batches_tracked"]) == steps
+
+
+def test_eval_mode_uses_running_statistics_and_leaves_them_alone():
+    stacked = inertia.stack(small_cnn, 2, seed=3)
+    stacked(torch.randn(6, 1, 8, 8, dtype=torch.float64))
+    before = copy.deepcopy(stacked.state_dict())
+    x = torch.randn(4, 1, 8, 8, dtype=torch.float64)
+    out = stacked.eval()(x)
+    assert all(torch.equal(before[k], v) for k, v in stacked.state_dict().items())
+    torch.testing.assert_close(out[1], stacked.member(1).eval()(x))
+
+
+def test_dropout_draws_per_member_and_is_reproducible_under_a_seed():
+    stacked = inertia.stack(lambda: small_cnn(dropout=0.5), 1, seed=0)
+    many = inertia.stack(stacked.member(0), 4)  # four identical members
+    x = torch.randn(6, 1, 8, 8, dtype=torch.float64)
+    torch.manual_seed(99)
+    first = many(x)
+    torch.manual_seed(99)
+    again = many(x)
+    assert torch.equal(first, again)
+    assert not torch.allclose(first[0], first[1])  # same weights, different dropout masks
+    torch.testing.assert_close(many.eval()(x)[0], many.eval()(x)[3])
+
+
+def test_member_index_is_checked():
+    stacked = inertia.stack(small_cnn, 2)
+    with pytest.raises(ValueError, match="member index"):
+        stacked.member(2)

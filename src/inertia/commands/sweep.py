@@ -54,6 +54,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                       help="sweep another numeric hyperparameter too, e.g. --hyper weight_decay=0,1e-4 (repeatable)")
     what.add_argument("--fixed", action="append", default=[], metavar="NAME=VALUE",
                       help="a hyperparameter shared by all configurations, e.g. --fixed convention=sutskever")
+    what.add_argument("--loss", default="auto", choices=("auto", "cross_entropy", "mse", "l1", "huber", "bce_with_logits"),
+                      help="the loss (auto: cross_entropy for integer labels, mse for float targets)")
     what.add_argument("--schedule", action="append", default=[], metavar="NAME=SPEC",
                       help="drive a hyperparameter by a schedule, e.g. --schedule lr=cosine "
                            "--schedule momentum=sutskever_ramp(0.99) (repeatable)")
@@ -68,6 +70,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                      help="batched: hand-written backprop for MLPs; vmap: any model (auto: batched where it can)")
     how.add_argument("--diverge-factor", type=float, default=10.0, metavar="X",
                      help="a loss above X times its first value counts as diverged")
+    how.add_argument("--standardize", action="store_true",
+                     help="standardize the inputs with each fold's training part (never its validation part)")
     search = parser.add_argument_group("how to search (SearchSpec)")
     search.add_argument("--sampler", default="grid", choices=SAMPLERS)
     search.add_argument("--trials", type=int, default=None, help="number of configurations for random/tpe")
@@ -117,7 +121,7 @@ def sweep_spec(args: argparse.Namespace) -> SweepSpec:
         args.data, args.model, optimizer=args.optimizer, lr=args.lr,
         momentum=DEFAULT_MOMENTA if args.momentum is None else args.momentum, hyper=_pairs(args.hyper, "--hyper"),
         fixed={k: parse_literal(v) for k, v in _pairs(args.fixed, "--fixed").items()},
-        schedules=_pairs(args.schedule, "--schedule"))
+        schedules=_pairs(args.schedule, "--schedule"), loss=args.loss)
     return SweepSpec(task, *(spec(**{f.name: getattr(args, f.name) for f in fields(spec)})
                              for spec in (TrainSpec, SearchSpec, RunSpec)))
 

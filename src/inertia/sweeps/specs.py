@@ -15,7 +15,8 @@ import torch
 
 SAMPLERS = ("grid", "random", "tpe")
 LANES = ("auto", "processes", "threads")   # where side-by-side stacks run
-METRICS = {"val_loss": ("val_loss_mean", "minimize"), "val_accuracy": ("val_accuracy_mean", "maximize")}
+METRICS = {"val_loss": ("val_loss_mean", "minimize"), "val_accuracy": ("val_accuracy_mean", "maximize"),
+           "val_rmse": ("val_rmse_mean", "minimize"), "val_r2": ("val_r2_mean", "maximize")}
 
 DEFAULT_MOMENTA = (0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
 """The momentum grid swept when none is given (for rules that have a momentum)."""
@@ -77,6 +78,8 @@ class TaskSpec:
 
     ``space``: swept name -> values (random/TPE: the range min..max). ``schedules``: hyperparameter
     name -> schedule spec, a string (``"cosine"``, ``"sutskever_ramp(0.99)"``) or a schedule object.
+    ``loss``: ``auto`` (cross-entropy for integer labels, mse for float targets), a name in
+    :data:`inertia.sweeps.objective.LOSSES`, or a callable ``loss(output, target)``.
     Build one from lists or ``"start:stop:count"`` texts with :meth:`from_values`.
     """
 
@@ -86,9 +89,14 @@ class TaskSpec:
     space: Mapping[str, Any] = field(default_factory=lambda: {"lr": "1e-3:1:8", "momentum": DEFAULT_MOMENTA})
     fixed: Mapping[str, Any] = field(default_factory=dict)
     schedules: Mapping[str, Any] = field(default_factory=dict)
+    loss: Any = "auto"
 
     def __post_init__(self) -> None:
         from .. import rules
+        from .objective import LOSSES
+
+        if isinstance(self.loss, str) and self.loss != "auto" and self.loss not in LOSSES:
+            raise ValueError(f"loss: unknown loss {self.loss!r}; known: auto, {', '.join(LOSSES)}")
 
         object.__setattr__(self, "space", {str(n): _values(str(n), vs) for n, vs in self.space.items()})
         object.__setattr__(self, "fixed", dict(self.fixed))
@@ -115,7 +123,8 @@ class TaskSpec:
     @classmethod
     def from_values(cls, data: Any = "mnist1d", model: Any = "mlp", *, optimizer: str = "momentum",
                     lr: Any = "1e-3:1:8", momentum: Any = DEFAULT_MOMENTA, hyper: Mapping[str, Any] | None = None,
-                    fixed: Mapping[str, Any] | None = None, schedules: Mapping[str, Any] | None = None) -> "TaskSpec":
+                    fixed: Mapping[str, Any] | None = None, schedules: Mapping[str, Any] | None = None,
+                    loss: Any = "auto") -> "TaskSpec":
         """The grid ``lr x momentum (x hyper)``; each a list, a number or ``"start:stop:count"``.
 
         The default momentum grid applies only to rules that have a momentum (adam sweeps lr alone).
@@ -126,7 +135,7 @@ class TaskSpec:
             momentum = None
         named = (("lr", lr), ("momentum", momentum), *(hyper or {}).items())
         space = {name: value for name, value in named if value is not None}
-        return cls(data, model, optimizer, space, dict(fixed or {}), dict(schedules or {}))
+        return cls(data, model, optimizer, space, dict(fixed or {}), dict(schedules or {}), loss)
 
     @property
     def points(self) -> list[dict[str, float]]:
@@ -138,7 +147,8 @@ class TrainSpec:
     """How to train: steps, minibatch, folds (1: a 20 % holdout), seed, dtype, device, backend, divergence.
 
     ``device``: None picks cuda when available. ``backend``: ``auto``, ``batched`` or ``vmap``.
-    ``diverge_factor``: a loss above this x its first value counts as diverged.
+    ``diverge_factor``: a loss above this x its first value counts as diverged. ``standardize``: the
+    inputs standardized with the statistics of each split's training part (never its validation part).
     """
 
     steps: int = 2000
@@ -149,9 +159,11 @@ class TrainSpec:
     device: str | None = None
     backend: str = "auto"
     diverge_factor: float = 10.0
+    standardize: bool = False
 
     def __post_init__(self) -> None:
         _cast(self, int, "steps", "batch_size", "folds", "seed")
+        _cast(self, bool, "standardize")
         _cast(self, float, "diverge_factor")
         for name in ("steps", "batch_size", "folds"):
             if getattr(self, name) < 1:

@@ -119,7 +119,7 @@ def run_sweep(spec: SweepSpec, *, progress: Callable[[int, int], None] | None = 
     Worker(job, study, spec.search, spec.run, checkpoints, progress, log or (lambda message: None)).run()
     meta = {**spec.flat(), "storage": None if storage is None else redact(storage), "backend": job.backend,
             "matmul": job.matmul if job.matmul == "torch" else f"openblas {openblas_core()}",
-            "dataset": repr(dataset)}
+            "dataset": repr(dataset), "running": study.running()}
     return SweepResults(study.records(), list(spec.task.space), spec.search.metric, meta)
 
 

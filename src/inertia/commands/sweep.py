@@ -79,7 +79,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     search.add_argument("--eval-every", type=int, default=None, metavar="STEPS",
                         help="steps between evaluations: the pruner's looks and the points early stopping "
                              "picks from (default: a tenth of the steps)")
-    search.add_argument("--select", default="best", choices=SELECTIONS,
+    search.add_argument("--select", default="best", metavar="|".join(SELECTIONS),
                         help="score each configuration at its best evaluation point (early stopping; "
                              "default) or at its final step")
     run = parser.add_argument_group("where and how to run (RunSpec)")

@@ -135,7 +135,16 @@ def _job(spec: SweepSpec, dataset: Any) -> Job:
     return Job(factory, dataset.x_train, dataset.y_train, fold_idx, rules.get(task.optimizer), dict(task.fixed),
                how.steps, how.batch_size, seed=how.seed, x_test=dataset.x_test, y_test=dataset.y_test,
                device=how.device, dtype=how.dtype, backend=how.backend, diverge_factor=how.diverge_factor,
-               schedules=dict(task.schedules), eval_every=spec.search.eval_every or 0)
+               schedules=dict(task.schedules), eval_every=spec.search.eval_every or 0, **_seeds(how.seeds))
+
+
+def _seeds(seeds: int) -> dict[str, int]:
+    """``Job``'s ``seeds`` argument where the engine has it (one seed needs none)."""
+    if "seeds" in Job.__dataclass_fields__:
+        return {"seeds": seeds}
+    if seeds > 1:
+        raise ValueError(f"seeds={seeds}: this engine trains one seed at a time")
+    return {}
 
 
 def _storage_url(run: RunSpec) -> str | None:

@@ -99,3 +99,12 @@ def test_each_seed_equals_a_separate_run_with_that_seed():
             mine, other = r["per_seed"][s], alone[(r["lr"], r["momentum"])]
             assert mine["val_loss_mean_curve"] == pytest.approx(other["val_loss_mean_curve"], rel=1e-5)
             assert mine["test_accuracy_mean_curve"] == pytest.approx(other["test_accuracy_mean_curve"], abs=1e-9)
+
+
+def test_the_heatmap_can_show_the_spread(tmp_path):
+    from inertia.plots.sweep import heatmap
+
+    res = inertia.sweep(**SMALL, lr=[0.03, 0.3], momentum=[0.0, 0.9], folds=2)
+    fig = heatmap(res, tmp_path / "std.png", metric="val_loss_std")
+    assert (tmp_path / "std.png").stat().st_size > 0
+    assert "std" in fig.axes[-1].get_ylabel() + fig.axes[0].get_title()

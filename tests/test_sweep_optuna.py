@@ -127,3 +127,28 @@ def test_a_pruned_sweep_equals_the_unpruned_one_up_to_where_it_stopped():
         other = plain[(r["lr"], r["momentum"])]
         upto = r["eval_steps"].index(r.get("pruned_step") or 90) + 1
         assert r["val_loss_mean_curve"][:upto] == other["val_loss_mean_curve"][:upto]
+
+
+def test_the_printed_postgresql_url_opens_the_study(tmp_path, capsys, postgres_url):
+    import uuid
+
+    import optuna
+    import psycopg2
+
+    name = f"inertia_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(postgres_url)
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    try:
+        url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+        assert cli_main(["sweep", "--data", "digits", "--steps", "40", "--batch-size", "32", "--lr", "0.01,0.1",
+                         "--momentum", "0,0.9", "--storage", url, "--out", str(tmp_path / "o"), "--quiet"]) == 0
+        printed = re.search(r"in (\S+) \(for optuna", capsys.readouterr().out).group(1)
+        study = optuna.load_study(study_name="sweep", storage=printed)
+        assert study.metric_names == ["val_loss"] and len(study.trials) == 4
+        assert all(t.distributions["lr"].log and t.distributions[MOMENTUM_PARAM].log for t in study.trials)
+        assert all(set(t.intermediate_values) == {4 * k for k in range(1, 11)} for t in study.trials)
+        study._storage._backend.engine.dispose()
+    finally:
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()

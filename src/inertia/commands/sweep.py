@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .._text import parse_literal
+from ..sweeps.selection import SELECTIONS
 from ..sweeps.specs import (DEFAULT_MOMENTA, LANES, METRICS, SAMPLERS, RunSpec, SearchSpec, SweepSpec, TaskSpec,
                             TrainSpec)
 from .reproduce import train_command
@@ -64,6 +65,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     how.add_argument("--batch-size", type=int, default=100)
     how.add_argument("--folds", type=int, default=1, help="K-fold cross-validation (1: a 20%% holdout)")
     how.add_argument("--seed", type=int, default=0)
+    how.add_argument("--seeds", type=int, default=1, metavar="K",
+                     help="train every configuration from K initializations and batch orders at once "
+                          "(seeds seed..seed+K-1); results are mean +- std over seeds and folds")
     how.add_argument("--dtype", type=_dtype, default="float32", help="float32 or float64")
     how.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     how.add_argument("--backend", default="auto", choices=("auto", "batched", "vmap"),
@@ -78,7 +82,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     search.add_argument("--pruner", default=None, choices=("none", "median", "hyperband", "successive_halving", "percentile"))
     search.add_argument("--metric", default="val_loss", choices=tuple(METRICS))
     search.add_argument("--eval-every", type=int, default=None, metavar="STEPS",
-                        help="steps between the pruner's looks (default: a tenth of the steps)")
+                        help="steps between evaluations: the pruner's looks and the points early stopping "
+                             "picks from (default: a tenth of the steps)")
+    search.add_argument("--select", default="best", metavar="|".join(SELECTIONS),
+                        help="score each configuration at its best evaluation point (early stopping; "
+                             "default) or at its final step")
     run = parser.add_argument_group("where and how to run (RunSpec)")
     run.add_argument("--out", required=True, help="output folder (holds the SQLite study unless --storage)")
     run.add_argument("--storage", default=None, help="Optuna storage URL, e.g. postgresql://user:pw@host/db")
@@ -148,22 +156,39 @@ def run_command(args: argparse.Namespace) -> int:
         write_sweep(results, args.tensorboard)
     console.print(results.table(top=args.top))
     elapsed = time.time() - started
-    console.print(f"{len(results)} configurations in the study; this run took {elapsed:.1f} s "
-                  f"on {results.meta.get('device')} ({results.meta.get('backend')} backend, "
-                  f"matrix products by {results.meta.get('matmul')})")
+    running = results.meta.get("running") or 0
+    console.print(f"{len(results)} configurations in the study"
+                  + (f", {running} still training in other workers (the last to finish writes the complete "
+                     f"outputs)" if running else "")
+                  + f"; this run took {elapsed:.1f} s on {results.meta.get('device')} "
+                  f"({results.meta.get('backend')} backend, matrix products by {results.meta.get('matmul')})")
     best = results.best
     if best is not None:
         acc = best.get("test_accuracy_mean")
         console.print(f"best by {results.metric}: " + ", ".join(f"{n}={best[n]:.4g}" for n in results.swept)
-                      + (f"; test accuracy {acc * 100:.1f}%" if acc is not None else ""))
+                      + f" at step {best.get('best_step')}"
+                      + (f"; test accuracy {acc * 100:.1f}% there" if acc is not None else ""))
+        for warning in results.warnings():
+            console.print(f"[yellow]warning: {warning}[/]")
         console.print("reproduce it with:\n  " + train_command(results), highlight=False, soft_wrap=True)
     else:
         console.print("[red]no configuration finished (all diverged or pruned)[/]")
     for path in written:
         console.print(f"wrote {path}")
+    console.print(f"Optuna study {spec.run.study_name!r} in {study_url(spec)} "
+                  "(for optuna.load_study and optuna-dashboard)", highlight=False, soft_wrap=True)
     if args.tensorboard:
         console.print(f"TensorBoard runs in {args.tensorboard}")
     return 0
+
+
+def study_url(spec: SweepSpec) -> str:
+    """The storage URL as Optuna's own tools open it (the SQLite file in --out, or --storage)."""
+    from ..sweeps.study import normalize_url
+
+    if spec.run.storage:
+        return normalize_url(spec.run.storage)
+    return f"sqlite:///{(Path(spec.run.out) / 'sweep.db').resolve()}"
 
 
 @contextmanager

@@ -122,7 +122,7 @@ def run_sweep(spec: SweepSpec, *, progress: Callable[[int, int], None] | None = 
     Worker(job, study, spec.search, spec.run, checkpoints, progress, log or (lambda message: None)).run()
     meta = {**spec.flat(), "storage": None if storage is None else redact(storage), "backend": job.backend,
             "matmul": job.matmul if job.matmul == "torch" else f"openblas {openblas_core()}",
-            "dataset": repr(dataset)}
+            "dataset": repr(dataset), "running": study.running()}
     return SweepResults(study.records(), list(spec.task.space), spec.search.metric, meta)
 
 
@@ -139,7 +139,7 @@ def _job(spec: SweepSpec, dataset: Any) -> Job:
                how.steps, how.batch_size, seed=how.seed, x_test=dataset.x_test, y_test=dataset.y_test,
                device=how.device, dtype=how.dtype, backend=how.backend, diverge_factor=how.diverge_factor,
                schedules=dict(task.schedules), eval_every=spec.search.eval_every or 0, loss=task.loss,
-               standardize=how.standardize)
+               standardize=how.standardize, seeds=how.seeds)
 
 
 def _storage_url(run: RunSpec) -> str | None:

@@ -13,6 +13,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from .selection import SELECTIONS
+
 SAMPLERS = ("grid", "random", "tpe")
 LANES = ("auto", "processes", "threads")   # where side-by-side stacks run
 METRICS = {"val_loss": ("val_loss_mean", "minimize"), "val_accuracy": ("val_accuracy_mean", "maximize"),
@@ -146,6 +148,9 @@ class TaskSpec:
 class TrainSpec:
     """How to train: steps, minibatch, folds (1: a 20 % holdout), seed, dtype, device, backend, divergence.
 
+    ``seeds``: every configuration is trained from this many initializations and batch orders at
+    once (seed ``seed + s`` for seed ``s``: its initialization, batches and folds).
+
     ``device``: None picks cuda when available. ``backend``: ``auto``, ``batched`` or ``vmap``.
     ``diverge_factor``: a loss above this x its first value counts as diverged. ``standardize``: the
     inputs standardized with the statistics of each split's training part (never its validation part).
@@ -155,6 +160,7 @@ class TrainSpec:
     batch_size: int = 100
     folds: int = 1
     seed: int = 0
+    seeds: int = 1
     dtype: torch.dtype = torch.float32
     device: str | None = None
     backend: str = "auto"
@@ -162,10 +168,10 @@ class TrainSpec:
     standardize: bool = False
 
     def __post_init__(self) -> None:
-        _cast(self, int, "steps", "batch_size", "folds", "seed")
+        _cast(self, int, "steps", "batch_size", "folds", "seed", "seeds")
         _cast(self, bool, "standardize")
         _cast(self, float, "diverge_factor")
-        for name in ("steps", "batch_size", "folds"):
+        for name in ("steps", "batch_size", "folds", "seeds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -178,7 +184,9 @@ class SearchSpec:
     spanned by the given values; lr log-uniform). ``pruner``: None, ``"median"``, ``"hyperband"``,
     ``"successive_halving"``, ``"percentile"`` or an Optuna pruner; it sees the mean validation
     metric over folds every ``eval_every`` steps (None: a tenth of the steps).
-    ``metric``: ``val_loss`` (minimized) or ``val_accuracy`` (maximized).
+    ``metric``: ``val_loss`` (minimized) or ``val_accuracy`` (maximized). ``select``: ``best``
+    scores each configuration at its evaluation point with the best metric (early stopping),
+    ``final`` at its last step (:mod:`.selection`).
     """
 
     sampler: str = "grid"
@@ -186,9 +194,14 @@ class SearchSpec:
     pruner: Any = None
     metric: str = "val_loss"
     eval_every: int | None = None
+    select: str = "best"
 
     def __post_init__(self) -> None:
         _cast(self, int, "trials", "eval_every")
+        if self.select not in SELECTIONS:
+            raise ValueError(f"select must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise ValueError(f"eval_every must be >= 1, got {self.eval_every}")
         if self.pruner is False or self.pruner == "none":
             object.__setattr__(self, "pruner", None)
         if self.sampler not in SAMPLERS:
@@ -235,6 +248,11 @@ class SweepSpec:
     train: TrainSpec = field(default_factory=TrainSpec)
     search: SearchSpec = field(default_factory=SearchSpec)
     run: RunSpec = field(default_factory=RunSpec)
+
+    def __post_init__(self) -> None:
+        every = self.search.eval_every
+        if every is not None and every > self.train.steps:
+            raise ValueError(f"eval_every ({every}) is above the step count ({self.train.steps})")
 
     @classmethod
     def from_settings(cls, task: TaskSpec, settings: Mapping[str, Any]) -> "SweepSpec":

@@ -16,6 +16,7 @@ import pytest
 import inertia
 from inertia.cli import main as cli_main
 from inertia.commands.reproduce import train_command
+from inertia.commands.sweep import results_table
 from inertia.sweeps import parse_values
 from inertia.plots.sweep import heatmap
 from inertia.sweeps import StorageError
@@ -57,7 +58,7 @@ def test_sweep_api_outputs_and_rerun_never_recomputes(tmp_path):
     from rich.console import Console
 
     console = Console(record=True, width=160)
-    console.print(res.table())
+    console.print(results_table(res))
     assert "val loss" in console.export_text()
     png = tmp_path / "heat.png"
     heatmap(res, png)

@@ -154,7 +154,7 @@ def run_command(args: argparse.Namespace) -> int:
         from ..tensorboard import write_sweep
 
         write_sweep(results, args.tensorboard)
-    console.print(results.table(top=args.top))
+    console.print(results_table(results, top=args.top))
     elapsed = time.time() - started
     running = results.meta.get("running") or 0
     console.print(f"{len(results)} configurations in the study"
@@ -230,3 +230,51 @@ def write_outputs(results: Any, out: Path) -> list[Path]:
         write_sweep_report(out / "report.html", results.records(), metric=results.metric_key, title=title)
         written.append(out / "report.html")
     return written
+
+
+def results_table(results: Any, top: int = 10) -> Any:
+    """A ``rich`` table of the ``top`` best configurations: at their selected step, and at the end.
+
+    Classification shows loss and accuracy; regression loss, RMSE and R².
+    """
+    from rich.table import Table
+
+    from ..rules.sgd import effective_lr
+
+    counts, rows = results.counts(), results.records()
+    regression = any(r.get("val_rmse_mean") is not None for r in rows)
+    score = ("val_rmse", "RMSE", 1, "{:.4g}") if regression else ("val_accuracy", "acc %", 100, "{:.1f}")
+    test = ("test_r2", "R²", 1, "{:.3f}") if regression else ("test_accuracy", "acc %", 100, "{:.1f}")
+    table = Table(title=f"best of {len(rows)} configurations ({counts['ok']} finished, {counts['diverged']} "
+                        f"diverged, {counts['pruned']} pruned; scored at their "
+                        f"{'best' if results.meta.get('select', 'best') == 'best' else 'final'} step)")
+    both = "lr" in results.swept and "momentum" in results.swept
+    names = ["#", *results.swept, *(["effective lr"] if both else []), "step", "val loss", f"val {score[1]}",
+             f"test {test[1]}", "final val loss", f"final test {test[1]}"]
+    for name in names:
+        table.add_column(name, justify="right")
+    convention = str((results.meta.get("fixed") or {}).get("convention", "torch"))
+    for i, r in enumerate(results.ranked()[:top], 1):
+        cells = [str(i)] + [f"{r[name]:.4g}" for name in results.swept]
+        if both:
+            cells.append(f"{effective_lr(r['lr'], r['momentum'], convention):.4g}")
+        cells.append(str(r.get("best_step") or "-"))
+        cells.append(_pm(r.get("val_loss_mean"), r.get("val_loss_std"), 1, "{:.4f}"))
+        cells.append(_pm(r.get(f"{score[0]}_mean"), r.get(f"{score[0]}_std"), score[2], score[3]))
+        cells.append(_pm(r.get(f"{test[0]}_mean"), r.get(f"{test[0]}_std"), test[2], test[3]))
+        cells.append(_pm(r.get("final_val_loss_mean"), r.get("final_val_loss_std"), 1, "{:.4f}"))
+        cells.append(_pm(r.get(f"final_{test[0]}_mean"), r.get(f"final_{test[0]}_std"), test[2], test[3]))
+        table.add_row(*cells)
+    return table
+
+
+def _pm(mean: Any, std: Any, scale: float, fmt: str) -> str:
+    """``mean ± std`` (scaled), ``-`` for a missing value."""
+    import math
+
+    if not isinstance(mean, (int, float)) or not math.isfinite(mean):
+        return "-"
+    text = fmt.format(mean * scale)
+    if isinstance(std, (int, float)) and math.isfinite(std) and std > 0:
+        text += " ± " + fmt.format(std * scale)
+    return text

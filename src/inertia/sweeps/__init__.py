@@ -1,7 +1,7 @@
 """Sweeps: train every learning-rate x momentum configuration (x every fold) at once.
 
 >>> results = inertia.sweep("digits", "mlp", lr=[0.01, 0.1], momentum=[0, 0.9], steps=200)
->>> results.best, results.table(), results.records()
+>>> results.best, results.records()
 >>> from inertia.plots.sweep import heatmap; heatmap(results, "heatmap.png")
 >>> from inertia.tensorboard import write_sweep; write_sweep(results, "runs/tb")
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..rules.sgd import effective_lr
 from .specs import METRICS
 
 
@@ -55,37 +54,6 @@ class SweepResults:
         for r in self.rows:
             out[r["status"]] = out.get(r["status"], 0) + 1
         return out
-
-    # ------------------------------------------------------------ outputs
-    def table(self, top: int = 10):
-        """A ``rich`` table of the ``top`` best configurations: at their selected step, and at the end."""
-        from rich.table import Table
-
-        counts = self.counts()
-        table = Table(title=f"best of {len(self.rows)} configurations "
-                            f"({counts['ok']} finished, {counts['diverged']} diverged, {counts['pruned']} pruned; "
-                            f"scored at their {'best' if self.meta.get('select', 'best') == 'best' else 'final'} step)")
-        table.add_column("#", justify="right")
-        for name in self.swept:
-            table.add_column(name, justify="right")
-        both = "lr" in self.swept and "momentum" in self.swept
-        if both:
-            table.add_column("effective lr", justify="right")
-        for name in ("step", "val loss", "val acc %", "test acc %", "final val loss", "final test acc %"):
-            table.add_column(name, justify="right")
-        for i, r in enumerate(self.ranked()[:top], 1):
-            cells = [str(i)] + [f"{r[name]:.4g}" for name in self.swept]
-            if both:
-                convention = str((self.meta.get("fixed") or {}).get("convention", "torch"))
-                cells.append(f"{effective_lr(r['lr'], r['momentum'], convention):.4g}")
-            cells.append(str(r.get("best_step") or "-"))
-            for prefix in ("", "final_"):
-                cells.append(_pm(r.get(f"{prefix}val_loss_mean"), r.get(f"{prefix}val_loss_std"), 1, "{:.4f}"))
-                if not prefix:
-                    cells.append(_pm(r.get("val_accuracy_mean"), r.get("val_accuracy_std"), 100, "{:.1f}"))
-                cells.append(_pm(r.get(f"{prefix}test_accuracy_mean"), r.get(f"{prefix}test_accuracy_std"), 100, "{:.1f}"))
-            table.add_row(*cells)
-        return table
 
     def warnings(self) -> list[str]:
         """What a person should know about the best: it lies on the edge of the range (which way to widen)."""
@@ -144,15 +112,6 @@ def _edge(name: str, value: float, values: Sequence[float], grid: bool) -> tuple
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def _pm(mean: Any, std: Any, scale: float, fmt: str) -> str:
-    if not _finite(mean):
-        return "-"
-    text = fmt.format(mean * scale)
-    if _finite(std) and std > 0:
-        text += " ± " + fmt.format(std * scale)
-    return text
 
 
 def _keys(rows: Sequence[dict[str, Any]], swept: Sequence[str]) -> list[str]:

@@ -10,12 +10,22 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
+from .objective import METRICS as TASK_METRICS
+
 SELECTIONS = ("best", "final")
 """``best``: each configuration at its evaluation point with the best validation metric (early
 stopping); ``final``: at its last step."""
 
-MEASURES = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
 STATS = ("mean", "std")
+MEASURES = tuple(f"{part}_{name}" for part in ("val", "test")
+                 for name in dict.fromkeys(n for names in TASK_METRICS.values() for n in names))
+"""Every metric an evaluation point may hold: ``val_loss``, ``val_accuracy``, ``val_rmse``, ``val_r2``, test too."""
+
+
+def measures(record: Mapping[str, Any]) -> list[str]:
+    """The metrics a record holds at every evaluation point: ``val_loss``, ``val_accuracy``, ``test_loss``,
+    ... (``val_rmse``, ``val_r2`` for regression)."""
+    return [key[:-len("_mean_curve")] for key in record if key.endswith("_mean_curve")]
 
 
 def best_point(record: Mapping[str, Any], metric: str = "val_loss") -> int | None:
@@ -37,7 +47,8 @@ def select(record: Mapping[str, Any], metric: str = "val_loss", mode: str = "bes
     if mode not in SELECTIONS:
         raise ValueError(f"select must be one of {', '.join(SELECTIONS)}, got {mode!r}")
     out = dict(record)
-    for measure in MEASURES:
+    names = measures(record)
+    for measure in names:
         for stat in STATS:
             out[f"final_{measure}_{stat}"] = record.get(f"{measure}_{stat}")
     out["best_step"] = None
@@ -48,7 +59,7 @@ def select(record: Mapping[str, Any], metric: str = "val_loss", mode: str = "bes
     if point is None or point < 0:
         return out
     out["best_step"] = int(steps[point])
-    for measure in MEASURES:
+    for measure in names:
         for stat in STATS:
             curve = record.get(f"{measure}_{stat}_curve") or []
             out[f"{measure}_{stat}"] = curve[point] if point < len(curve) else None

@@ -65,7 +65,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     how.add_argument("--batch-size", type=int, default=100)
     how.add_argument("--folds", type=int, default=1, help="K-fold cross-validation (1: a 20%% holdout)")
     how.add_argument("--seed", type=int, default=0)
-    how.add_argument("--seeds", type=int, default=1, metavar="K",
+    how.add_argument("--seeds", type=int, default=3, metavar="K",
                      help="train every configuration from K initializations and batch orders at once "
                           "(seeds seed..seed+K-1); results are mean +- std over seeds and folds")
     how.add_argument("--dtype", type=_dtype, default="float32", help="float32 or float64")
@@ -80,7 +80,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     search.add_argument("--sampler", default="grid", choices=SAMPLERS)
     search.add_argument("--trials", type=int, default=None, help="number of configurations for random/tpe")
     search.add_argument("--pruner", default=None, choices=("none", "median", "hyperband", "successive_halving", "percentile"))
-    search.add_argument("--metric", default="val_loss", choices=tuple(METRICS))
+    search.add_argument("--metric", default="auto", choices=("auto", *METRICS),
+                        help="what picks the best: auto (val_accuracy for classification, val_loss for regression)")
     search.add_argument("--eval-every", type=int, default=None, metavar="STEPS",
                         help="steps between evaluations: the pruner's looks and the points early stopping "
                              "picks from (default: a tenth of the steps)")

@@ -149,7 +149,8 @@ class TrainSpec:
     """How to train: steps, minibatch, folds (1: a 20 % holdout), seed, dtype, device, backend, divergence.
 
     ``seeds``: every configuration is trained from this many initializations and batch orders at
-    once (seed ``seed + s`` for seed ``s``: its initialization, batches and folds).
+    once (seed ``seed + s`` for seed ``s``: its initialization, batches and folds); 3 by default, so
+    that a ranking is not one seed's luck.
 
     ``device``: None picks cuda when available. ``backend``: ``auto``, ``batched`` or ``vmap``.
     ``diverge_factor``: a loss above this x its first value counts as diverged. ``standardize``: the
@@ -160,7 +161,7 @@ class TrainSpec:
     batch_size: int = 100
     folds: int = 1
     seed: int = 0
-    seeds: int = 1
+    seeds: int = 3
     dtype: torch.dtype = torch.float32
     device: str | None = None
     backend: str = "auto"
@@ -184,7 +185,8 @@ class SearchSpec:
     spanned by the given values; lr log-uniform). ``pruner``: None, ``"median"``, ``"hyperband"``,
     ``"successive_halving"``, ``"percentile"`` or an Optuna pruner; it sees the mean validation
     metric over folds every ``eval_every`` steps (None: a tenth of the steps).
-    ``metric``: ``val_loss`` (minimized) or ``val_accuracy`` (maximized). ``select``: ``best``
+    ``metric``: ``val_loss``, ``val_rmse`` (minimized), ``val_accuracy``, ``val_r2`` (maximized), or
+    ``auto``: accuracy for classification, the loss for regression. ``select``: ``best``
     scores each configuration at its evaluation point with the best metric (early stopping),
     ``final`` at its last step (:mod:`.selection`).
     """
@@ -192,7 +194,7 @@ class SearchSpec:
     sampler: str = "grid"
     trials: int | None = None
     pruner: Any = None
-    metric: str = "val_loss"
+    metric: str = "auto"
     eval_every: int | None = None
     select: str = "best"
 
@@ -206,8 +208,8 @@ class SearchSpec:
             object.__setattr__(self, "pruner", None)
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
-        if self.metric not in METRICS:
-            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
+        if self.metric != "auto" and self.metric not in METRICS:
+            raise ValueError(f"metric must be one of auto, {', '.join(METRICS)}, got {self.metric!r}")
         if self.sampler != "grid" and (self.trials is None or self.trials < 1):
             raise ValueError(f"the {self.sampler} sampler needs trials >= 1, got trials={self.trials!r}")
 

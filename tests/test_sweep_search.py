@@ -15,6 +15,7 @@ import pytest
 
 import inertia
 from inertia.cli import main as cli_main
+from inertia.commands.reproduce import train_command
 from inertia.sweeps import parse_values
 from inertia.plots.sweep import heatmap
 from inertia.sweeps import StorageError
@@ -64,7 +65,7 @@ def test_sweep_api_outputs_and_rerun_never_recomputes(tmp_path):
     res.to_csv(tmp_path / "r.csv")
     data = json.loads(res.to_json(tmp_path / "r.json").read_text())
     assert len(data["records"]) == 6 and data["best"]["lr"] == best["lr"]
-    cmd = res.train_command()
+    cmd = train_command(res)
     assert cmd.startswith("inertia train --data digits --model mlp --optimizer momentum --lr ")
     # the same call again: everything is already in the study, nothing is trained again
     finished = {t.number: t.datetime_complete for t in _study(out).trials}

@@ -1,4 +1,4 @@
-"""``inertia train``: results, hyperparameter passing (against torch.optim.SGD), schedules and bad input."""
+"""``inertia train``: results, hyperparameter passing, schedules and bad input (its numbers: tests/test_fit.py)."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,6 @@ import json
 import pytest
 import torch
 
-import inertia
 from inertia import rules
 from inertia.cli import main
 from inertia.rules.base import Rule, add_scaled_
@@ -23,12 +22,22 @@ def _run(tmp_path, *extra):
 def test_train_digits_writes_json(tmp_path, capsys):
     result = _run(tmp_path, "--optimizer", "momentum", "--lr", "0.1", "--momentum", "0.9")
     printed = capsys.readouterr().out
-    assert "test accuracy" in printed and "train loss" in printed
-    assert result["test_accuracy"] > 0.5  # chance is 0.1
-    assert 0 < result["train_loss"] < 2.3
+    assert "validation" in printed and "test" in printed and "train" in printed
+    assert result["test_accuracy_mean"] > 0.5 and result["val_accuracy_mean"] > 0.5  # chance is 0.1
+    assert 0 < result["train_loss_mean"] < 2.3 and result["val_loss_std"] == 0.0
+    assert len(result["folds"]) == 1 and result["folds"][0]["test_accuracy"] == result["test_accuracy_mean"]
     cfg = result["config"]
-    assert cfg["data"] == "digits" and cfg["model"] == "mlp" and cfg["steps"] == 40
+    assert cfg["data"] == "digits" and cfg["model"] == "mlp" and cfg["steps"] == 40 and cfg["folds"] == 1
     assert cfg["hyperparameters"]["lr"] == 0.1 and cfg["hyperparameters"]["momentum"] == 0.9
+
+
+def test_folds_train_one_model_per_fold_and_report_mean_and_std(tmp_path, capsys):
+    result = _run(tmp_path, "--folds", "3", "--tensorboard", str(tmp_path / "tb"))
+    assert "±" in capsys.readouterr().out
+    assert [path.endswith(f"_fold={k}") for k, path in enumerate(result["tensorboard"])] == [True] * 3
+    val = torch.tensor([f["val_loss"] for f in result["folds"]], dtype=torch.float64)
+    assert len(val) == 3 and result["val_loss_mean"] == pytest.approx(float(val.mean()))
+    assert result["val_loss_std"] == pytest.approx(float(val.std(unbiased=False))) and result["val_loss_std"] > 0
 
 
 def test_only_given_hyperparameters_are_passed(tmp_path):
@@ -39,26 +48,13 @@ def test_only_given_hyperparameters_are_passed(tmp_path):
     assert hyper["dampening"] == 0.25 and hyper["momentum"] == 0.5
 
 
-@pytest.mark.parametrize("extra,torch_kwargs", [
-    (["--optimizer", "momentum", "--lr", "0.05", "--momentum", "0.8"], dict(lr=0.05, momentum=0.8)),
-    (["--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.9", "--nesterov", "--weight-decay", "0.01"],
-     dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
-])
-def test_training_equals_the_same_loop_with_torch_sgd(tmp_path, monkeypatch, extra, torch_kwargs):
-    ours = _run(tmp_path, *extra)
-    monkeypatch.setattr(inertia, "make_optimizer", lambda name, params, **hyper: torch.optim.SGD(params, **torch_kwargs))
-    ref = _run(tmp_path, *extra)
-    assert ours["train_loss"] == pytest.approx(ref["train_loss"], rel=1e-5)
-    assert ours["test_loss"] == pytest.approx(ref["test_loss"], rel=1e-5)
-
-
 def test_onecycle_schedule_writes_onecyclelr_values(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     steps = 20
     result = _run(tmp_path, "--steps", str(steps), "--lr", "0.4", "--schedule", "onecycle",
                   "--tensorboard", str(tmp_path / "tb"))
-    acc = EventAccumulator(result["tensorboard"], size_guidance={"scalars": 0})
+    acc = EventAccumulator(result["tensorboard"][0], size_guidance={"scalars": 0})
     acc.Reload()
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=0.4, momentum=0.9)
@@ -73,7 +69,7 @@ def test_onecycle_schedule_writes_onecyclelr_values(tmp_path):
     assert [e.value for e in acc.Scalars("momentum")] == pytest.approx(moms, rel=1e-6)
     assert [e.value for e in acc.Scalars("effective_lr")] == pytest.approx(
         [lr / (1 - m) for lr, m in zip(lrs, moms)], rel=1e-5)
-    assert acc.Scalars("test_accuracy")[0].value == pytest.approx(result["test_accuracy"], rel=1e-6)
+    assert acc.Scalars("test_accuracy")[0].value == pytest.approx(result["test_accuracy_mean"], rel=1e-6)
 
 
 def test_momentum_for_a_rule_without_momentum_is_a_clear_error(monkeypatch, capsys):
@@ -114,6 +110,6 @@ def test_help_explains_every_option(capsys):
         main(["train", "--help"])
     text = capsys.readouterr().out
     for option in ["--data", "--model", "--optimizer", "--lr", "--momentum", "--nesterov", "--convention",
-                   "--schedule", "--weight-decay", "--steps", "--batch-size", "--seed", "--device", "--json",
+                   "--schedule", "--weight-decay", "--steps", "--batch-size", "--folds", "--seed", "--device", "--json",
                    "--tensorboard"]:
         assert option in text

@@ -27,6 +27,7 @@ _LAZY = {
     "AggMo": "inertia.optim",
     "Lookahead": "inertia.optim",
     "ScheduleFreeSGD": "inertia.optim",
+    "fit": "inertia.fits",
     "sweep": "inertia.sweeps",
     "race": "inertia.races",
     "surfaces": "inertia.surfaces",

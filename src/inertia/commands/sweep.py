@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator
 from .._text import parse_literal
 from ..sweeps.specs import (DEFAULT_MOMENTA, LANES, METRICS, SAMPLERS, RunSpec, SearchSpec, SweepSpec, TaskSpec,
                             TrainSpec)
+from .reproduce import train_command
 
 DESCRIPTION = """\
 Sweep learning rate x momentum (and any numeric hyperparameter of the rule) by
@@ -151,7 +152,7 @@ def run_command(args: argparse.Namespace) -> int:
         acc = best.get("test_accuracy_mean")
         console.print(f"best by {results.metric}: " + ", ".join(f"{n}={best[n]:.4g}" for n in results.swept)
                       + (f"; test accuracy {acc * 100:.1f}%" if acc is not None else ""))
-        console.print("reproduce it with:\n  " + results.train_command(), highlight=False, soft_wrap=True)
+        console.print("reproduce it with:\n  " + train_command(results), highlight=False, soft_wrap=True)
     else:
         console.print("[red]no configuration finished (all diverged or pruned)[/]")
     for path in written:

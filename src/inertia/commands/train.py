@@ -1,7 +1,8 @@
-"""``inertia train``: train one model with one optimizer and report train loss and test accuracy."""
+"""``inertia train``: train one model with one optimizer (:func:`inertia.fit`) and report its metrics."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -20,17 +21,27 @@ SCHEDULES = {
     "warmup-cosine": "linear warm-up from 0 to --lr over the first 5%% of steps, then cosine to 0",
 }
 
+HYPER_OPTIONS = ("lr", "momentum", "nesterov", "convention", "weight_decay")
+"""Rule hyperparameters that have an option of their own (every other one goes through --hyper)."""
+
 DESCRIPTION = """\
-Train one model with one optimizer and report the final train loss and test accuracy.
+Train one model with one optimizer and report its validation, test and train
+loss and accuracy.
+
+The data pipeline is the sweep's: the same split of the training set into
+--folds folds (1: a 20% holdout for validation), the same minibatch at every
+step and the same initialization for every --seed, so the command a sweep
+prints reproduces that sweep's numbers. --folds K trains K models (one per
+fold) and reports mean +- std over the folds.
 
 Every registered optimizer name works (inertia.rules.PRESETS); only the
 hyperparameters you give are passed, the rest keep the rule's defaults.
-Minibatches are drawn without replacement (reshuffled every epoch) with --seed,
-which also seeds the model's initialization. The train loss reported is the
-mean cross-entropy over the whole training set after the last step.
+--schedule NAME=SPEC drives any numeric hyperparameter; the value you give
+for NAME (or the rule's default) is the schedule's peak or start.
 
-example:
+examples:
   inertia train --data mnist1d --model mlp --optimizer momentum --lr 0.05 --momentum 0.9 --steps 3000
+  inertia train --lr 0.05 --schedule lr=cosine --schedule "momentum=sutskever_ramp(0.99)" --folds 5
 """
 
 
@@ -71,7 +82,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     parser = subparsers.add_parser(
         "train",
-        help="train one model with one optimizer; prints the train loss and test accuracy",
+        help="train one model with one optimizer; prints validation, test and train loss and accuracy",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -105,51 +116,62 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     opt.add_argument("--hyper", action="append", default=[], metavar="NAME=VALUE",
                      help="any other hyperparameter of the rule, e.g. --hyper dampening=0.1 "
                      "(numbers, true/false or words; repeatable)")
-    opt.add_argument("--schedule", choices=tuple(SCHEDULES), default="constant",
-                     help="learning-rate schedule: " + "; ".join(f"{k}: {v}" for k, v in SCHEDULES.items())
+    opt.add_argument("--schedule", action="append", default=[], metavar="NAME=SPEC|KIND",
+                     help="a schedule for any numeric hyperparameter, e.g. --schedule lr=cosine "
+                     "--schedule 'momentum=sutskever_ramp(0.99)' (see inertia.schedules.from_spec; repeatable); "
+                     "or a bare learning-rate schedule: " + "; ".join(f"{k}: {v}" for k, v in SCHEDULES.items())
                      + " (default: constant)")
     run = parser.add_argument_group("run")
     run.add_argument("--steps", type=_positive_int("--steps"), default=3000,
-                     help="optimizer steps (minibatches) (default: 3000)")
+                     help="optimizer steps (minibatches) per fold (default: 3000)")
     run.add_argument("--batch-size", type=_positive_int("--batch-size"), default=100,
                      help="examples per minibatch (default: 100)")
+    run.add_argument("--folds", type=int, default=1,
+                     help="K-fold cross-validation, one model per fold (default: 1, a 20%% holdout), as inertia sweep")
     run.add_argument("--seed", type=int, default=0, help="seed for initialization, batches and data splits (default: 0)")
     run.add_argument("--device", default=None, metavar="cpu|cuda",
                      help="where to train (default: cuda if available, else cpu)")
     out = parser.add_argument_group("output")
     out.add_argument("--json", type=Path, default=None, metavar="PATH",
-                     help="write {train_loss, test_accuracy, ..., config} as JSON to PATH")
+                     help="write {val_loss_mean, ..., test_accuracy_mean, folds, config} as JSON to PATH")
     out.add_argument("--tensorboard", type=Path, default=None, metavar="DIR",
-                     help="write a TensorBoard run (loss, lr, momentum, effective lr, hyperparameters) under DIR")
+                     help="write a TensorBoard run per fold (loss, lr, momentum, effective lr, hyperparameters) under DIR")
     out.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run_command)
     return parser
 
 
-# ---------------------------------------------------------------- helpers
+@functools.lru_cache(maxsize=1)
+def options() -> dict[str, argparse.Action]:
+    """The options of ``inertia train`` by destination: the one source of its flag names."""
+    parser = add_parser(argparse.ArgumentParser(prog="inertia").add_subparsers())
+    return {action.dest: action for action in parser._actions if action.option_strings}
+
+
+def flag(dest: str) -> str:
+    """``"weight_decay"`` -> ``"--weight-decay"``, read from the parser."""
+    return options()[dest].option_strings[0]
+
+
+# ---------------------------------------------------------------- arguments -> inertia.fit
+
+def _no_such(optimizer: str, what: str, name: str, known: Any) -> ValueError:
+    return ValueError(f"{what}: optimizer {optimizer!r} has no {name!r} hyperparameter; "
+                      f"its hyperparameters: {', '.join(sorted(known))}")
+
 
 def optimizer_hyper(args: argparse.Namespace) -> dict[str, Any]:
     """The hyperparameters the user gave, checked against the rule's names."""
     from .. import rules
 
-    preset = rules.get(args.optimizer)
-    known = preset.defaults
+    known = rules.get(args.optimizer).defaults
     given: dict[str, Any] = {}
-    flags = {
-        "lr": ("--lr", args.lr),
-        "momentum": ("--momentum", args.momentum),
-        "nesterov": ("--nesterov", args.nesterov),
-        "convention": ("--convention", args.convention),
-        "weight_decay": ("--weight-decay", args.weight_decay),
-    }
-    for name, (flag, value) in flags.items():
+    for name in HYPER_OPTIONS:
+        value = getattr(args, name)
         if value is None:
             continue
         if name not in known:
-            raise ValueError(
-                f"{flag}: optimizer {args.optimizer!r} has no {name!r} hyperparameter; "
-                f"its hyperparameters: {', '.join(sorted(known))}"
-            )
+            raise _no_such(args.optimizer, flag(name), name, known)
         given[name] = value
     for item in args.hyper:
         if "=" not in item:
@@ -157,197 +179,163 @@ def optimizer_hyper(args: argparse.Namespace) -> dict[str, Any]:
         name, text = item.split("=", 1)
         name = name.strip().replace("-", "_")
         if name not in known:
-            raise ValueError(
-                f"--hyper {item}: optimizer {args.optimizer!r} has no {name!r} hyperparameter; "
-                f"its hyperparameters: {', '.join(sorted(known))}"
-            )
+            raise _no_such(args.optimizer, f"--hyper {item}", name, known)
         given[name] = parse_literal(text)
     return given
 
 
-def lr_schedule(kind: str, lr: float, steps: int):
-    """The learning-rate schedule for --schedule (a function of the step)."""
-    from .. import schedules as S
+def schedule_specs(args: argparse.Namespace, full: dict[str, Any]) -> dict[str, Any]:
+    """--schedule items as :func:`inertia.fit`'s ``schedules`` (checked there): NAME=SPEC, or a bare KIND."""
+    specs: dict[str, Any] = {}
+    for item in args.schedule:
+        name, _, spec = item.partition("=")
+        name, spec = name.strip().replace("-", "_"), spec.strip()
+        if item.strip() in SCHEDULES:
+            found = legacy_schedules(item.strip(), full)
+        elif spec and name.isidentifier():
+            found = {name: spec}
+        else:
+            raise ValueError(f"--schedule {item}: expected NAME=SPEC (e.g. lr=cosine) or one of {', '.join(SCHEDULES)}")
+        for name, spec in found.items():
+            if name in specs:
+                raise ValueError(f"--schedule {item}: {name} has a schedule already")
+            specs[name] = spec
+    return specs
 
-    if kind == "constant":
-        return S.constant(lr)
-    if kind == "cosine":
-        return S.cosine(lr, steps)
-    if kind == "step":
-        return S.step_decay(lr, step_size=max(1, math.ceil(steps / 3)), gamma=0.1)
+
+LEGACY = {
+    "constant": {},
+    "cosine": {"lr": "cosine"},
+    "step": {"lr": "step_decay"},
+    "onecycle": {"lr": "one_cycle"},
+    "warmup-cosine": {"lr": "warmup_cosine"},
+}
+"""The schedule specs of a bare ``--schedule KIND`` (see SCHEDULES)."""
+
+ONE_CYCLE_MOMENTUM = "one_cycle_momentum(max=0.95)"  # 0.95 -> 0.85 -> 0.95, as torch's OneCycleLR
+
+
+def legacy_schedules(kind: str, full: dict[str, Any]) -> dict[str, Any]:
+    """The schedules of a bare ``--schedule KIND``: the learning rate's (and 1cycle's momentum or beta1)."""
+    if LEGACY[kind] and "lr" not in full:
+        raise ValueError(f"--schedule {kind}: the optimizer has no learning rate")
+    found: dict[str, Any] = dict(LEGACY[kind])
     if kind == "onecycle":
-        if steps < 4:
-            raise ValueError(f"--schedule onecycle needs --steps >= 4, got {steps}")
-        return S.one_cycle(lr, steps)
-    if kind == "warmup-cosine":
-        if steps < 2:
-            raise ValueError(f"--schedule warmup-cosine needs --steps >= 2, got {steps}")
-        return S.warmup_cosine(lr, max(1, round(0.05 * steps)), steps)
-    raise ValueError(f"unknown schedule {kind!r}; known: {', '.join(SCHEDULES)}")
-
-
-def pick_device(name: str | None):
-    import torch
-
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise ValueError(f"--device: {error}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine")
-    return device
-
-
-def evaluate(model, x, y, batch: int = 4096) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``."""
-    import torch
-    import torch.nn.functional as F
-
-    was_training = model.training
-    model.eval()
-    loss_sum, correct = 0.0, 0
-    with torch.no_grad():
-        for start in range(0, len(y), batch):
-            logits = model(x[start:start + batch])
-            target = y[start:start + batch]
-            loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
-            correct += int((logits.argmax(1) == target).sum())
-    model.train(was_training)
-    return loss_sum / len(y), correct / len(y)
-
-
-def train(
-    args: argparse.Namespace,
-    on_step: Callable[[int, float], None] | None = None,
-) -> dict[str, Any]:
-    """Train as ``args`` says and return the results (no printing)."""
-    import torch
-    import torch.nn.functional as F
-
-    from .. import make_optimizer, rules
-    from ..data import load_dataset
-    from ..models import build_model
-    from ..schedules import HyperScheduler, one_cycle_momentum
-
-    # validate everything before loading data or training
-    hyper = optimizer_hyper(args)
-    preset = rules.get(args.optimizer)
-    full = preset.hyper(**hyper)  # raises ValueError naming a bad argument
-    lr = float(full["lr"]) if "lr" in full else None
-    if args.schedule != "constant" and lr is None:
-        raise ValueError(f"--schedule {args.schedule}: optimizer {args.optimizer!r} has no learning rate")
-    schedule = lr_schedule(args.schedule, lr, args.steps) if lr is not None else None
-    device = pick_device(args.device)
-
-    data = load_dataset(args.data, seed=args.seed)
-    torch.manual_seed(args.seed)
-    model = build_model(args.model, data.features, data.classes).to(device)
-    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
-    x_test, y_test = data.x_test.to(device), data.y_test.to(device)
-    optimizer = make_optimizer(args.optimizer, model.parameters(), **hyper)
-
-    drive: dict[str, Any] = {}
-    if schedule is not None and args.schedule != "constant":
-        drive["lr"] = schedule
-    if args.schedule == "onecycle":
         if "momentum" in full:
-            drive["momentum"] = one_cycle_momentum(args.steps)
+            found["momentum"] = ONE_CYCLE_MOMENTUM
         elif isinstance(full.get("betas"), tuple) and len(full["betas"]) == 2:  # Adam-style (beta1, beta2)
-            drive["betas"] = (one_cycle_momentum(args.steps), None)
-    scheduler = HyperScheduler(optimizer, **drive) if drive else None
+            found["betas"] = (ONE_CYCLE_MOMENTUM, None)
+    return found
 
-    writer = None
-    if args.tensorboard is not None:
-        from ..tensorboard import RunWriter
 
-        run_name = f"{args.optimizer}_lr={lr}_{time.strftime('%Y%m%d-%H%M%S')}_seed={args.seed}"
-        writer = RunWriter(args.tensorboard, run_name, config(args, full))
-    log_every = max(1, args.steps // 200)
+def fit_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of :func:`inertia.fit`, every flag checked (errors name the flag)."""
+    from .. import rules
 
-    n = len(y_train)
-    batch = min(args.batch_size, n)
-    generator = torch.Generator().manual_seed(args.seed)
-    order = torch.randperm(n, generator=generator).to(device)
-    position = 0
-    model.train()
-    started = time.perf_counter()
+    if args.folds < 1:
+        raise ValueError(f"--folds must be a positive integer, got {args.folds}")
+    hyper = optimizer_hyper(args)
+    full = rules.get(args.optimizer).hyper(**hyper)  # raises ValueError naming a bad argument
+    return dict(data=args.data, model=args.model, optimizer=args.optimizer, hyper=hyper,
+                schedules=schedule_specs(args, full), steps=args.steps, batch_size=args.batch_size,
+                folds=args.folds, seed=args.seed, device=args.device)
+
+
+# ---------------------------------------------------------------- training and its outputs
+
+def train(args: argparse.Namespace, on_step: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    """Train as ``args`` says and return the results as JSON data (no printing)."""
+    from ..fits import fit
+
+    kwargs = fit_arguments(args)
+    writers: dict[int, Any] = {}
+    log = _tensorboard_logger(args, kwargs, writers) if args.tensorboard is not None else None
+
+    def step(info) -> None:
+        if log is not None:
+            log(info)
+        if on_step is not None:
+            on_step(info)
+
     try:
-        for step in range(args.steps):
-            if position + batch > n:
-                order = torch.randperm(n, generator=generator).to(device)
-                position = 0
-            index = order[position:position + batch]
-            position += batch
-            loss = F.cross_entropy(model(x_train[index]), y_train[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if writer is not None and (step % log_every == 0 or step == args.steps - 1):
-                group = optimizer.param_groups[0]
-                values = {"loss": float(loss.detach())}
-                if "lr" in group:
-                    values["lr"] = float(group["lr"])
-                if "momentum" in group:
-                    values["momentum"] = float(group["momentum"])
-                    if "lr" in group:
-                        from ..tensorboard import effective_lr
-
-                        values["effective_lr"] = effective_lr(
-                            values["lr"], values["momentum"], group.get("convention", "torch"))
-                betas = group.get("betas")
-                if isinstance(betas, (tuple, list)) and len(betas) == 2:
-                    values["beta1"] = float(betas[0])
-                writer.log(step, **values)
-            if scheduler is not None:
-                scheduler.step()
-            if on_step is not None:
-                on_step(step, loss)
-        seconds = time.perf_counter() - started
-        if callable(getattr(optimizer, "eval", None)):
-            optimizer.eval()  # e.g. Schedule-Free: evaluate at the averaged point x
-        train_loss, train_accuracy = evaluate(model, x_train, y_train)
-        test_loss, test_accuracy = evaluate(model, x_test, y_test)
+        result = fit(**kwargs, on_step=step)
     except BaseException:
-        if writer is not None:
+        for writer in writers.values():
             writer.close()
         raise
-    results = {
-        "train_loss": train_loss,
-        "train_accuracy": train_accuracy,
-        "test_loss": test_loss,
-        "test_accuracy": test_accuracy,
-        "seconds": seconds,
-        "device": str(device),
-        "config": config(args, full),
-    }
-    if writer is not None:
-        writer.finish({k: results[k] for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy")})
-        results["tensorboard"] = str(writer.path)
+    folds = [vars(f) for f in result.folds]
+    results = {**result.record(), "folds": folds, "seconds": result.seconds, "device": result.device,
+               "config": config(kwargs, result.hyperparameters)}
+    for k, writer in sorted(writers.items()):
+        writer.finish({m: v for m, v in folds[k].items() if m != "last_loss"})
+    if writers:
+        results["tensorboard"] = [str(writers[k].path) for k in sorted(writers)]
     return results
 
 
-def config(args: argparse.Namespace, full: dict[str, Any]) -> dict[str, Any]:
+def _tensorboard_logger(args: argparse.Namespace, kwargs: dict[str, Any], writers: dict[int, Any]):
+    """An ``on_step`` that writes fold k's loss, lr, momentum, effective lr and beta1 to ``writers[k]``."""
+    from .. import rules
+    from ..tensorboard import RunWriter, effective_lr
+
+    full = rules.get(args.optimizer).hyper(**kwargs["hyper"])
+    every = max(1, args.steps // 200)
+    name = f"{args.optimizer}_lr={full.get('lr')}_{time.strftime('%Y%m%d-%H%M%S')}_seed={args.seed}"
+
+    def log(info) -> None:
+        if info.step % every and info.step != args.steps - 1:
+            return
+        if info.fold not in writers:
+            run = name if args.folds == 1 else f"{name}_fold={info.fold}"
+            writers[info.fold] = RunWriter(args.tensorboard, run, config(kwargs, full))
+        group = info.optimizer.param_groups[0]
+        values = {"loss": float(info.loss)}
+        values.update({k: float(group[k]) for k in ("lr", "momentum") if k in group})
+        if "lr" in values and "momentum" in values:
+            values["effective_lr"] = effective_lr(values["lr"], values["momentum"], group.get("convention", "torch"))
+        betas = group.get("betas")
+        if isinstance(betas, (tuple, list)) and len(betas) == 2:
+            values["beta1"] = float(betas[0])
+        writers[info.fold].log(info.step, **values)
+
+    return log
+
+
+def _plain(value: Any) -> Any:
+    return value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+
+
+def config(kwargs: dict[str, Any], full: dict[str, Any]) -> dict[str, Any]:
     """The run's settings as plain JSON data (the rule's full hyperparameters included)."""
-    plain = {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in full.items()}
     return {
-        "data": args.data,
-        "model": args.model,
-        "optimizer": args.optimizer,
-        "hyperparameters": plain,
-        "schedule": args.schedule,
-        "steps": args.steps,
-        "batch_size": args.batch_size,
-        "seed": args.seed,
+        "data": kwargs["data"],
+        "model": kwargs["model"],
+        "optimizer": kwargs["optimizer"],
+        "hyperparameters": {k: _plain(v) for k, v in full.items()},
+        "schedules": {k: _plain(v) for k, v in kwargs["schedules"].items()},
+        **{k: kwargs[k] for k in ("steps", "batch_size", "folds", "seed")},
     }
+
+
+def _pm(mean: float, std: float, folds: int, fmt: str) -> str:
+    return fmt.format(mean) + (" ± " + fmt.format(std) if folds > 1 else "")
+
+
+def summary(results: dict[str, Any], folds: int) -> list[str]:
+    """The printed lines: validation, test and train loss and accuracy (mean ± std over folds)."""
+    lines = []
+    for label, prefix in (("validation", "val"), ("test", "test"), ("train", "train")):
+        loss = _pm(results[f"{prefix}_loss_mean"], results[f"{prefix}_loss_std"], folds, "{:.4f}")
+        accuracy = _pm(results[f"{prefix}_accuracy_mean"], results[f"{prefix}_accuracy_std"], folds, "{:.2%}")
+        lines.append(f"{label:<11}loss {loss}   accuracy {accuracy}")
+    return lines
 
 
 def run_command(args: argparse.Namespace) -> int:
     from ..optim import NonFiniteGradientError
 
     # checks that need no data, so a typo fails at once
-    optimizer_hyper(args)
+    fit_arguments(args)
     if args.json is not None and args.json.is_dir():
         raise ValueError(f"--json {args.json}: is a directory; give a file path")
 
@@ -361,31 +349,31 @@ def run_command(args: argparse.Namespace) -> int:
         )
     state = {"smooth": None}
 
-    def on_step(step: int, loss) -> None:
-        if progress is None or (step % 20 and step != args.steps - 1):
+    def on_step(info) -> None:
+        if progress is None or (info.step % 20 and info.step != args.steps - 1):
             return
-        value = float(loss.detach())
-        state["smooth"] = value if state["smooth"] is None else 0.9 * state["smooth"] + 0.1 * value
-        progress.update(task, completed=step + 1, loss=f"{state['smooth']:.4f}")
+        value = float(info.loss)
+        state["smooth"] = value if state["smooth"] is None or info.step == 0 else 0.9 * state["smooth"] + 0.1 * value
+        progress.update(task, completed=info.fold * args.steps + info.step + 1, loss=f"{state['smooth']:.4f}")
 
     try:
         if progress is not None:
             with progress:
-                task = progress.add_task("train", total=args.steps, loss="-")
+                task = progress.add_task("train", total=args.steps * args.folds, loss="-")
                 results = train(args, on_step)
         else:
             results = train(args)
     except NonFiniteGradientError as error:
         print(f"inertia train: error: {error}", file=sys.stderr)
         return 1
-    print(f"train loss     {results['train_loss']:.4f}   (train accuracy {results['train_accuracy']:.2%})")
-    print(f"test accuracy  {results['test_accuracy']:.2%}   (test loss {results['test_loss']:.4f})")
-    print(f"{args.steps} steps in {results['seconds']:.1f} s on {results['device']}")
+    print("\n".join(summary(results, args.folds)))
+    folds = f" x {args.folds} folds" if args.folds > 1 else ""
+    print(f"{args.steps} steps{folds} in {results['seconds']:.1f} s on {results['device']}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")
-    if "tensorboard" in results:
-        print(f"tensorboard run: {results['tensorboard']}")
+    for path in results.get("tensorboard", []):
+        print(f"tensorboard run: {path}")
     return 0
 
 

@@ -6,13 +6,10 @@ one configuration on one fold, ordered fold-major). The update is the rule's own
 (:func:`inertia.rules.broadcast_hyper`), exactly as :class:`inertia.RuleOptimizer`
 does for one model; the maths is never written here.
 
-Forward/backward for all members at once, two interchangeable paths:
-
-- ``"batched"`` (MLPs made of ``nn.Linear`` + ``nn.ReLU``): every member of a fold
-  sees the same input batch, so the first layer of all members of a fold is one
-  GEMM ``x @ [W_1 ... W_m]``; the later layers are ``baddbmm`` over members.
-- ``"vmap"`` (any ``nn.Module`` without buffers): ``torch.func.functional_call``
-  under ``torch.vmap``.
+Forward/backward for all members at once: :mod:`.backends` (a hand-written
+batched MLP, or ``functional_call`` + ``vmap`` for any ``nn.Module``, buffers
+included). What is minimized and measured: :mod:`.objective` (any loss; accuracy
+for classification, RMSE and R² for regression).
 
 The loss is the sum over members of each member's mean loss, so one backward
 gives every member its own gradient. Members never mix: a member that diverges
@@ -32,11 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core import MemberHyper, Stack, validate_schedules, with_schedules
-from .gemm import BatchedGemm, backend_for as gemm_backend_for
+from .backends import AutogradStep, BatchedMLP, VmapForward, mlp_layout
+from .gemm import backend_for as gemm_backend_for
+from .objective import check_output, make_objective
 
 # ----------------------------------------------------------------- folds and batches
 
@@ -83,224 +81,6 @@ def _epoch_order(n: int, seed: int, fold: int, epoch: int) -> Tensor:
     return torch.randperm(n, generator=g)
 
 
-# ----------------------------------------------------------------- forward paths
-
-
-def mlp_layout(model: nn.Module) -> list[str] | None:
-    """Parameter names of a module the batched path can run, else None.
-
-    The batched path runs the chain Linear, ReLU, Linear, ..., Linear (biases on) of the
-    module's leaves in registration order. A module qualifies only if it is built of
-    those leaves and its own forward, on a random input with random parameters, gives
-    the chain's output: a residual connection or another call order does not.
-    """
-    leaves = [m for m in model.modules() if len(list(m.children())) == 0]
-    if not leaves or any(not isinstance(m, (nn.Linear, nn.ReLU)) for m in leaves):
-        return None
-    kinds = "".join("L" if isinstance(m, nn.Linear) else "R" for m in leaves)
-    if kinds[0] != "L" or kinds[-1] != "L" or "RR" in kinds or "LL" in kinds:
-        return None
-    linears = [m for m in leaves if isinstance(m, nn.Linear)]
-    if any(m.bias is None for m in linears) or list(model.buffers()):
-        return None
-    if any(a.out_features != b.in_features for a, b in zip(linears, linears[1:])):
-        return None
-    named = list(model.named_parameters())
-    chain = [p for m in linears for p in (m.weight, m.bias)]
-    if len(named) != len(chain) or any(p is not q for (_, p), q in zip(named, chain)):
-        return None
-    names = [n for n, _ in named]
-    return names if _forward_is_chain(model, names, linears) else None
-
-
-def _forward_is_chain(model: nn.Module, names: list[str], linears: list[nn.Linear]) -> bool:
-    """Does ``model``'s forward compute the Linear/ReLU chain? Checked in float64 on CPU with random
-    parameters and input (a private generator: the global random state is left alone)."""
-    from torch.func import functional_call
-
-    g = torch.Generator().manual_seed(0)
-    params = [torch.randn(p.shape, generator=g, dtype=torch.float64) for _, p in model.named_parameters()]
-    x = torch.randn(5, linears[0].in_features, generator=g, dtype=torch.float64)
-    expected = x
-    for i in range(len(linears)):
-        expected = F.linear(expected, params[2 * i], params[2 * i + 1])
-        if i < len(linears) - 1:
-            expected = expected.relu()
-    try:
-        with torch.no_grad():
-            out = functional_call(model, dict(zip(names, params)), (x,))
-    except Exception:  # a forward that cannot even take the chain's input is not the chain
-        return False
-    return (isinstance(out, Tensor) and out.shape == expected.shape
-            and bool(torch.allclose(out, expected, rtol=1e-9, atol=1e-9)))
-
-
-Groups = Sequence[tuple[Tensor, int, int]]  # (input batch [B, f], first member, end member)
-ApplyGrad = Callable[[int, Tensor], None]   # (parameter index, its finished gradient [M, ...])
-
-
-class _MLPPlan:
-    """Buffers of one stack's batched step and the views of them and of the parameters, made once.
-
-    A step of a 64-member stack writes about a dozen 1 MB intermediates. Allocated
-    afresh every step, glibc hands that memory back to the kernel and takes it
-    again, so every step paid ~2000 page faults (measured: up to 1.6x slower).
-    Views (reshapes, transposes, per-fold slices) are made once too: every call
-    into torch costs microseconds, and a GIL hand-off when stacks train side by side
-    in threads (fewer calls: 6 % faster steps, measured).
-    """
-
-    def __init__(self, params: Sequence[Tensor], rows: tuple[tuple[int, int], ...], batch: int):
-        self.params = list(params)
-        self.rows, self.batch = rows, batch
-        w0 = params[0]
-        self.gemm = BatchedGemm(w0.device, w0.dtype)
-        m_all = w0.shape[0]
-        self.z = [self._empty(m_all, params[2 * i].shape[1], batch) for i in range(len(params) // 2)]
-        self.bias = [params[2 * i + 1].unsqueeze(2) for i in range(len(self.z))]
-        self.first = [(self.bias[0][start:end], w0[start:end], self.z[0][start:end])   # per fold: bias, weight,
-                      for start, end in rows]                                         # output of layer 1
-        self._backward: tuple | None = None
-
-    def _empty(self, *shape: int) -> Tensor:
-        return torch.empty(shape, dtype=self.params[0].dtype, device=self.params[0].device)
-
-    def fits(self, params: Sequence[Tensor], rows: tuple[tuple[int, int], ...], batch: int) -> bool:
-        return (rows == self.rows and batch == self.batch and len(params) == len(self.params)
-                and all(a is b for a, b in zip(params, self.params)))
-
-    def backward_buffers(self) -> tuple:
-        """Gradients, input-gradient outputs, -1s and the per-fold views of layer 1, made on first use."""
-        if self._backward is None:
-            z, params = self.z, self.params
-            input_grad: list[Tensor | None] = [None] * len(z)
-            for i in range(len(z) - 1, 0, -1):
-                # the input gradient of layer i (shape of z[i-1]) goes where z[i] was: dead by then (if it fits)
-                need = z[i - 1].numel()
-                room = z[i] if z[i].numel() >= need else self._empty(need)
-                input_grad[i] = room.view(-1)[:need].view(z[i - 1].shape)
-            minus_one = torch.full((z[0].shape[0], 1, self.batch), -1.0, dtype=z[0].dtype, device=z[0].device)
-            grads = [torch.empty_like(p) for p in params]
-            first = [(grads[0][start:end],                                    # per fold: weight gradient,
-                      None if len(z) == 1 else input_grad[1][start:end])      # input of the layer above
-                     for start, end in self.rows]
-            self._backward = (grads, input_grad, minus_one, first)
-        return self._backward
-
-
-class BatchedMLP:
-    """Forward and hand-written backward of stacked MLPs (``nn.Linear`` + ``nn.ReLU``), in
-    feature-major layout: activations ``[M, features, B]``, all contiguous.
-
-    Layer 1 of all members of a fold multiplies their shared batch; every layer is a
-    batched GEMM over members (:mod:`.gemm`: torch's, or OpenBLAS's AVX-512 kernels
-    where MKL would not use them). Same maths as
-    autograd through ``nn.Linear`` + ``nn.ReLU`` + ``cross_entropy`` (checked
-    against separately trained models). :meth:`backward` hands each gradient to
-    ``apply`` as soon as it is final and its parameter no longer needed, so the
-    update reads it while it is still in cache.
-    """
-
-    def __init__(self) -> None:
-        self._plan: _MLPPlan | None = None
-        self._pending: tuple[_MLPPlan, Sequence[Tensor], Tensor, Tensor] | None = None
-
-    def _plan_for(self, params: Sequence[Tensor], groups: Groups) -> _MLPPlan:
-        rows = tuple((start, end) for _, start, end in groups)
-        batch = groups[0][0].shape[0]
-        if self._plan is None or not self._plan.fits(params, rows, batch):
-            self._plan = _MLPPlan(params, rows, batch)
-        return self._plan
-
-    def _forward(self, plan: _MLPPlan, params: Sequence[Tensor], groups: Groups) -> Tensor:
-        gemm = plan.gemm
-        for (x, _, _), (bias, weight, out) in zip(groups, plan.first):
-            gemm(weight, x, out.copy_(bias.expand_as(out)), trans_b=True, beta=1.0)
-        for i in range(1, len(plan.z)):
-            plan.z[i - 1].relu_()
-            gemm(params[2 * i], plan.z[i - 1], plan.z[i].copy_(plan.bias[i].expand_as(plan.z[i])), beta=1.0)
-        return plan.z[-1]
-
-    def logits(self, params: Sequence[Tensor], groups: Groups) -> Tensor:
-        """Logits ``[M, B, C]`` (a view of this object's buffer: valid until its next call)."""
-        return self._forward(self._plan_for(params, groups), params, groups).transpose(1, 2)
-
-    def loss(self, params: Sequence[Tensor], groups: Groups, targets: Tensor) -> Tensor:
-        """Per-member mean cross-entropy ``[M]`` (``targets`` ``[M, B]``); :meth:`backward` may follow."""
-        plan = self._plan_for(params, groups)
-        logp = torch.log_softmax(self._forward(plan, params, groups), dim=1)
-        self._pending = (plan, groups, targets, logp)
-        return F.nll_loss(logp, targets, reduction="none").mean(1)
-
-    def backward(self, apply: ApplyGrad) -> None:
-        """Gradients of the last :meth:`loss`, top layer first, each passed to ``apply(index, grad)``."""
-        assert self._pending is not None, "backward() needs a loss() first"
-        plan, groups, targets, logp = self._pending
-        self._pending = None
-        grads, input_grad, minus_one, first = plan.backward_buffers()
-        batch, gemm = plan.batch, plan.gemm
-        dz = logp.exp_()                                   # (softmax - one_hot) / B
-        dz.scatter_add_(1, targets.unsqueeze(1), minus_one)
-        dz.div_(batch)
-        for i in range(len(plan.z) - 1, 0, -1):
-            gemm(dz, plan.z[i - 1], grads[2 * i], trans_b=True)
-            torch.sum(dz, 2, out=grads[2 * i + 1])
-            da = gemm(plan.params[2 * i], dz, input_grad[i], trans_a=True)
-            apply(2 * i, grads[2 * i])
-            apply(2 * i + 1, grads[2 * i + 1])
-            dz = torch.ops.aten.threshold_backward.grad_input(da, plan.z[i - 1], 0, grad_input=da)  # ReLU'
-        for (x, start, end), (grad, rows) in zip(groups, first):
-            gemm(dz[start:end] if rows is None else rows, x, grad)
-        apply(0, grads[0])
-        apply(1, torch.sum(dz, 2, out=grads[1]))
-
-
-class AutogradStep:
-    """The same interface through autograd, for any model: a sum of per-member mean losses
-    gives each member its own gradient."""
-
-    def __init__(self, forward: Callable[[Sequence[Tensor], Groups], Tensor]):
-        self.forward = forward
-        self._pending: tuple[list[Tensor], Tensor] | None = None
-
-    def logits(self, params: Sequence[Tensor], groups: Groups) -> Tensor:
-        return self.forward(params, groups)
-
-    def loss(self, params: Sequence[Tensor], groups: Groups, targets: Tensor) -> Tensor:
-        with torch.enable_grad():
-            leaves = [p.detach().requires_grad_(True) for p in params]
-            logits = self.forward(leaves, groups)
-            m, b, c = logits.shape
-            losses = F.cross_entropy(logits.reshape(m * b, c), targets.reshape(m * b),
-                                     reduction="none").view(m, b).mean(1)
-            self._pending = (leaves, losses.sum())
-        return losses.detach()
-
-    def backward(self, apply: ApplyGrad) -> None:
-        assert self._pending is not None, "backward() needs a loss() first"
-        leaves, total = self._pending
-        self._pending = None
-        for i, grad in enumerate(torch.autograd.grad(total, leaves)):
-            apply(i, grad)
-
-
-def make_vmap_forward(model: nn.Module, names: Sequence[str]) -> Callable[[Sequence[Tensor], Groups], Tensor]:
-    """Forward of stacked copies of ``model`` through ``functional_call`` under ``vmap``."""
-    from torch.func import functional_call, vmap
-
-    def one(p: tuple[Tensor, ...], x: Tensor) -> Tensor:
-        return functional_call(model, dict(zip(names, p)), (x,))
-
-    batched = vmap(one, in_dims=(0, 0))
-
-    def forward(params: Sequence[Tensor], groups: Groups) -> Tensor:
-        xs = [x.unsqueeze(0).expand(end - start, *x.shape) for x, start, end in groups]
-        x = xs[0] if len(xs) == 1 else torch.cat(xs)
-        return batched(tuple(params), x)
-
-    return forward
-
-
 # ----------------------------------------------------------------- the job
 
 
@@ -312,6 +92,8 @@ class Split(NamedTuple):
     train: Tensor        # indices into the training pool (on the job's device)
     val: Tensor
     cpu_train: Tensor    # the same, on the CPU (the batches are drawn there)
+    x: Tensor            # the training pool's inputs (standardized with this split's training part, if asked)
+    x_test: Tensor | None
 
 
 @dataclass
@@ -338,6 +120,8 @@ class Job:
     schedules: dict[str, Any] = field(default_factory=dict)  # name -> schedule spec (inertia.core.with_schedules)
     eval_every: int = 0            # validation and test metrics every this many steps (0: at the end only)
     seeds: int = 1                 # seed s = seed + s: its own initialization, batch order and folds
+    loss: Any = "auto"             # a name of .objective.LOSSES, "auto" (by the targets' dtype) or a callable
+    standardize: bool = False      # inputs standardized with each split's training part (never its validation)
 
     def __post_init__(self) -> None:
         if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
@@ -348,28 +132,60 @@ class Job:
             self.templates.append(self.model_factory().to(device=self.device, dtype=self.dtype))
         self.template = self.templates[0]
         self.names = [n for n, _ in self.template.named_parameters()]
-        if list(self.template.buffers()):
-            raise ValueError("sweeps need models without buffers (e.g. no BatchNorm running statistics)")
-        layout = mlp_layout(self.template)
-        backend = self.backend
-        if backend == "auto":
-            backend = "batched" if layout is not None else "vmap"
-        if backend == "batched" and layout is None:
-            raise ValueError("the batched backend needs an MLP of nn.Linear and nn.ReLU layers")
-        if backend not in ("batched", "vmap"):
-            raise ValueError(f"backend must be auto, batched or vmap, got {self.backend!r}")
-        self.backend = backend
-        self._vmap_forward = make_vmap_forward(self.template, self.names) if backend == "vmap" else None
+        self.buffer_names = [n for n, _ in self.template.named_buffers()]
+        self.objective = make_objective(self.loss, self.y)
+        self.backend = self._pick_backend()
+        self._vmap_forward = (VmapForward(self.template, self.names, self.buffer_names)
+                              if self.backend == "vmap" else None)
         self.x = self.x.to(self.device, self.dtype)
-        self.y = self.y.to(self.device)
+        self.y = self.objective.target(self.y, self.dtype).to(self.device)
         if self.x_test is not None:
             self.x_test = self.x_test.to(self.device, self.dtype)
-            self.y_test = self.y_test.to(self.device)
+            self.y_test = self.objective.target(self.y_test, self.dtype).to(self.device)
+        self._check_output()
         self.folds = [(t.to(self.device), v.to(self.device)) for t, v in self.folds]
-        self.splits = [Split(self.seed + s, k, t.to(self.device), v.to(self.device), t.cpu())
-                       for s in range(self.seeds)
+        self.splits = [self._split(s, k, t, v) for s in range(self.seeds)
                        for k, (t, v) in enumerate(self.folds if s == 0 else
                                                   make_folds(len(self.y), len(self.folds), self.seed + s))]
+
+    def _pick_backend(self) -> str:
+        layout = mlp_layout(self.template) if self.x.dim() == 2 and self.objective.name == "cross_entropy" else None
+        if self.backend not in ("auto", "batched", "vmap"):
+            raise ValueError(f"backend must be auto, batched or vmap, got {self.backend!r}")
+        if self.backend == "batched" and layout is None:
+            raise ValueError("the batched backend needs an MLP of nn.Linear and nn.ReLU layers whose forward is "
+                             "that chain, 2-D inputs and the cross_entropy loss; backend vmap runs any model")
+        return "vmap" if self.backend == "vmap" or layout is None else "batched"
+
+    def _check_output(self) -> None:
+        """One forward of two examples: the model's output must fit the targets and the loss (one line if not)."""
+        classes = int(self.y.max()) + 1 if self.objective.name == "cross_entropy" and len(self.y) else None
+        if classes is not None and self.y_test is not None and len(self.y_test):
+            classes = max(classes, int(self.y_test.max()) + 1)
+        self.template.eval()
+        try:
+            with torch.no_grad():
+                out = self.template(self.x[:2])
+        except Exception as error:
+            raise ValueError(f"model: its forward fails on a batch of inputs of shape {tuple(self.x[:2].shape)}: "
+                             f"{type(error).__name__}: {error}") from None
+        finally:
+            self.template.train()
+        check_output(self.objective, out, self.y[:2], classes)
+
+    def _split(self, s: int, fold: int, train: Tensor, val: Tensor) -> Split:
+        x, x_test = self.x, self.x_test
+        if self.standardize:
+            from ..data import Standardizer
+
+            scaler = Standardizer.fit(x.index_select(0, train.to(x.device)))
+            x, x_test = scaler(x), None if x_test is None else scaler(x_test)
+        return Split(self.seed + s, fold, train.to(self.device), val.to(self.device), train.cpu(), x, x_test)
+
+    @property
+    def metric_names(self) -> list[str]:
+        """What every evaluation point records: ``val_loss``, ``val_accuracy`` (or ``val_rmse``, ``val_r2``), test too."""
+        return [f"{part}_{name}" for part in ("val", "test") for name in self.objective.metrics]
 
     @property
     def n_folds(self) -> int:
@@ -393,7 +209,7 @@ class Job:
 
     def make_step(self) -> BatchedMLP | AutogradStep:
         """A fresh forward/backward of this job's backend (it keeps buffers: one per stack)."""
-        return BatchedMLP() if self.backend == "batched" else AutogradStep(self._vmap_forward)
+        return BatchedMLP() if self.backend == "batched" else AutogradStep(self._vmap_forward, self.objective)
 
     def member_bytes(self) -> int:
         """Rough bytes one member needs (parameters, gradient, rule state, activations)."""
@@ -452,18 +268,16 @@ class Members:
         self.split_of = torch.arange(k).repeat_interleave(n)
         self.step = 0
         self.swept = sorted({name for c in configs for name in c})
-        self.stack = Stack(job.preset.rule, [
-            torch.cat([p.detach().unsqueeze(0).expand(n, *p.shape) for p in (
-                list(job.templates[split.seed - job.seed].parameters())[i] for split in job.splits)]).contiguous()
-            for i in range(len(job.names))
-        ], member_hyper(job, [self.configs[int(c)] for c in self.config_of], self.swept))
+        self.stack = Stack(job.preset.rule, _stacked(job, n, "parameters"),
+                           member_hyper(job, [self.configs[int(c)] for c in self.config_of], self.swept))
+        self.buffers = _stacked(job, n, "buffers")    # the members' own (BatchNorm running statistics)
         self.curves = torch.full((n * k, job.steps), float("nan"), dtype=torch.float64)
         self.first_loss: Tensor | None = None
         self.alive = torch.ones(n * k, dtype=torch.bool)     # per original member
         self.diverged_step: dict[int, int] = {}               # config -> step (1-based)
         self.pruned: dict[int, int] = {}                      # config -> step
         # val loss, val accuracy, test loss, test accuracy of each original member at each of job.eval_steps
-        self.history = torch.full((len(METRIC_NAMES), n * k, len(job.eval_steps)), math.nan, dtype=torch.float64)
+        self.history = torch.full((len(job.metric_names), n * k, len(job.eval_steps)), math.nan, dtype=torch.float64)
         self._point = {s: i for i, s in enumerate(job.eval_steps)}
         self._split_rows: list[tuple[int, int, int]] | None = None
         self._limit: Tensor | None = None   # divergence threshold per stack row
@@ -504,7 +318,9 @@ class Members:
         keep = torch.ones(len(self.live), dtype=torch.bool)
         keep[rows] = False
         self.alive[self.live[~keep]] = False
-        self.stack.keep(keep.nonzero().squeeze(1))
+        index = keep.nonzero().squeeze(1)
+        self.stack.keep(index)
+        self.buffers = [b.index_select(0, index.to(b.device)) for b in self.buffers]
         self._split_rows = None
         self._limit = None
 
@@ -527,13 +343,10 @@ class Members:
                    for g, _, _ in rows]
         if job.x.device.type != "cpu":
             batches = [b.to(job.x.device) for b in batches]
-        groups = [(job.x.index_select(0, b), start, end) for b, (_, start, end) in zip(batches, rows)]
-        if len(rows) == 1:
-            target = job.y.index_select(0, batches[0]).expand(len(self.live), -1)
-        else:
-            target = torch.cat([job.y.index_select(0, b).expand(end - start, -1)
-                                for b, (_, start, end) in zip(batches, rows)])
-        losses = self._step.loss(self.params, groups, target)
+        groups = [(job.splits[g].x.index_select(0, b), start, end) for b, (g, start, end) in zip(batches, rows)]
+        target = torch.cat([job.y.index_select(0, b).unsqueeze(0).expand(end - start, len(b), *job.y.shape[1:])
+                            for b, (_, start, end) in zip(batches, rows)])
+        losses = self._step.loss(self.params, self.buffers, groups, target, seed=_step_seed(job.seed, t))
         values = losses.to("cpu", torch.float64)
         self.curves[self.live, t] = values
         if self.first_loss is None:
@@ -572,44 +385,39 @@ class Members:
         return self._limit
 
     @torch.no_grad()
-    def evaluate(self, x: Tensor, y: Tensor, rows: tuple[int, int] | None = None, chunk: int = 512) -> tuple[Tensor, Tensor]:
-        """Mean loss and accuracy of stack rows ``rows`` (default all) on ``(x, y)``: two ``[m]`` tensors."""
-        start, end = rows if rows is not None else (0, len(self.live))
-        if end <= start:
-            return torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
+    def evaluate(self, x: Tensor, y: Tensor, rows: tuple[int, int], chunk: int = 512) -> Tensor:
+        """The metrics ``[m, len(objective.metrics)]`` of stack rows ``rows`` on ``(x, y)``, at the rule's
+        evaluation point, in eval mode (BatchNorm with each member's own running statistics)."""
+        start, end = rows
         params = [p[start:end] for p in self.stack.eval_params()]
-        loss_sum = torch.zeros(end - start, dtype=torch.float64, device=x.device)
-        correct = torch.zeros(end - start, dtype=torch.float64, device=x.device)
+        buffers = [b[start:end] for b in self.buffers]
+        objective = self.job.objective
+        sums = torch.zeros(end - start, len(objective.metrics), dtype=torch.float64, device=x.device)
         for i in range(0, len(x), chunk):
-            xb, yb = x[i:i + chunk], y[i:i + chunk]
-            logits = self._eval_step.logits(params, [(xb, 0, end - start)])
-            m, b, c = logits.shape
-            loss = F.cross_entropy(logits.reshape(m * b, c), yb.expand(m, -1).reshape(m * b), reduction="none")
-            loss_sum += loss.view(m, b).sum(1).double()
-            correct += (logits.argmax(-1) == yb).sum(1).double()
-        return (loss_sum / len(x)).cpu(), (correct / len(x)).cpu()
+            out = self._eval_step.outputs(params, buffers, [(x[i:i + chunk], 0, end - start)])
+            sums += objective.sums(out, y[i:i + chunk])
+        return objective.finish(sums, y).cpu()
 
     def record(self) -> None:
-        """Validation metrics of every live member on its fold's validation part, and test metrics,
-        at this step (one of ``job.eval_steps``), at the rule's evaluation point."""
-        p = self._point[self.step]
+        """Validation metrics of every live member on its split's validation part, and test metrics,
+        at this step (one of ``job.eval_steps``)."""
+        p, job = self._point[self.step], self.job
+        per_part = len(job.objective.metrics)
         for g, start, end in self.split_rows():
-            val_idx = self.job.splits[g].val
-            loss, acc = self.evaluate(self.job.x[val_idx], self.job.y[val_idx], (start, end))
-            self.history[0, self.live[start:end], p] = loss
-            self.history[1, self.live[start:end], p] = acc
-        if self.job.x_test is not None and len(self.live):
-            loss, acc = self.evaluate(self.job.x_test, self.job.y_test)
-            self.history[2, self.live, p] = loss
-            self.history[3, self.live, p] = acc
+            split, members = job.splits[g], self.live[start:end]
+            self.history[:per_part, members, p] = self.evaluate(split.x[split.val], job.y[split.val], (start, end)).T
+            if split.x_test is not None:
+                self.history[per_part:, members, p] = self.evaluate(split.x_test, job.y_test, (start, end)).T
 
-    def config_means(self) -> dict[int, tuple[float, float]]:
-        """Per live configuration: (mean validation loss, mean accuracy) over its folds at this step's record."""
+    def config_means(self) -> dict[int, dict[str, float]]:
+        """Per live configuration: each validation metric (``val_loss``, ...), its mean over the
+        configuration's members at this step's record."""
         p = self._point[self.step]
+        names = [(i, name) for i, name in enumerate(self.job.metric_names) if name.startswith("val_")]
         out = {}
         for c in sorted(set(self.config_of[self.live].tolist())):
             members = self.live[self.config_of[self.live] == c]
-            out[c] = (float(self.history[0, members, p].mean()), float(self.history[1, members, p].mean()))
+            out[c] = {name: float(self.history[i, members, p].mean()) for i, name in names}
         return out
 
     def finish(self) -> None:
@@ -650,7 +458,7 @@ class Members:
         rows = self.history[:, members]                       # [metric, member, point]
         mean, std = rows.mean(1), rows.std(1, unbiased=False)
         out: dict[str, Any] = {"eval_steps": list(self.job.eval_steps)}
-        for i, name in enumerate(METRIC_NAMES):
+        for i, name in enumerate(self.job.metric_names):
             out[f"{name}_mean"] = _number(mean[i, -1]) if finished else None
             out[f"{name}_std"] = _number(std[i, -1]) if finished else None
             out[f"{name}_mean_curve"] = [_number(v) for v in mean[i]]
@@ -661,7 +469,7 @@ class Members:
     def state_dict(self) -> dict[str, Any]:
         return {
             "keys": self.keys, "configs": self.configs, "step": self.step,
-            "stack": self.stack.state_dict(),
+            "stack": self.stack.state_dict(), "buffers": [b.cpu() for b in self.buffers],
             "curves": self.curves, "alive": self.alive, "history": self.history,
             "first": getattr(self, "_first_by_member", None), "first_loss": self.first_loss,
             "diverged_step": self.diverged_step, "pruned": self.pruned,
@@ -670,6 +478,7 @@ class Members:
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         self.step = int(sd["step"])
         self.stack.load_state_dict(sd["stack"])
+        self.buffers = [b.to(self.job.device) for b in sd["buffers"]]
         self.curves, self.alive, self.history = sd["curves"], sd["alive"], sd["history"]
         if sd["first"] is not None:
             self._first_by_member = sd["first"]
@@ -696,8 +505,16 @@ def _per_member(values: list[Any]) -> Any:
     return torch.tensor([float(v) for v in values], dtype=torch.float64)
 
 
-METRIC_NAMES = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
-"""What :meth:`Members.record` measures at every evaluation point (``Members.history``'s first axis)."""
+def _stacked(job: Job, n: int, kind: str) -> list[Tensor]:
+    """The templates' parameters or buffers stacked for n configurations of every split (split-major)."""
+    per_split = [list(getattr(job.templates[split.seed - job.seed], kind)()) for split in job.splits]
+    return [torch.cat([tensors[i].detach().unsqueeze(0).expand(n, *tensors[i].shape) for tensors in per_split])
+            .contiguous() for i in range(len(per_split[0]))]
+
+
+def _step_seed(seed: int, step: int) -> int:
+    """The seed of step ``step``'s random draws (dropout): a pure function, so a resumed run draws the same."""
+    return (int(seed) * 1_000_003 + int(step) * 7_919 + 104_729) % (2**63 - 1)
 
 
 def _number(value: Tensor) -> float | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -103,34 +102,6 @@ class SweepResults:
                         if _no_nan(payload) else json.dumps(_clean(payload), indent=1, default=_json_default))
         return path
 
-    def train_command(self, config: dict[str, Any] | None = None) -> str | None:
-        """The ``inertia train`` command that reproduces ``config`` (default: the best)."""
-        config = config or self.best
-        if config is None:
-            return None
-        meta = self.meta
-        parts = ["inertia", "train"]
-        for flag, key in (("--data", "data"), ("--model", "model"), ("--optimizer", "optimizer")):
-            if meta.get(key) is not None:
-                parts += [flag, str(meta[key])]
-        own = ("lr", "momentum", "weight_decay", "convention")
-        for name in self.swept:
-            value = f"{config[name]:.6g}"
-            parts += [f"--{name.replace('_', '-')}", value] if name in own else ["--hyper", f"{name}={value}"]
-        for name, value in (meta.get("fixed") or {}).items():
-            if name in self.swept:
-                continue
-            if isinstance(value, bool):
-                parts += [f"--{name.replace('_', '-')}"] if value and name == "nesterov" else \
-                    ["--hyper", f"{name}={value}"]
-            elif name in own:
-                parts += [f"--{name.replace('_', '-')}", str(value)]
-            else:
-                parts += ["--hyper", f"{name}={value}"]
-        for flag, key in (("--steps", "steps"), ("--batch-size", "batch_size"), ("--seed", "seed")):
-            if meta.get(key) is not None:
-                parts += [flag, str(meta[key])]
-        return " ".join(shlex.quote(p) for p in parts)
 
 
 def _finite(value: Any) -> bool:

@@ -268,9 +268,9 @@ class Study:
         return config
 
     # ------------------------------------------------------------ results
-    def report(self, trial: Any, loss: float, accuracy: float, step: int) -> bool:
-        """Report the metric at ``step``; should ``trial`` be pruned?"""
-        trial.report(loss if self.search.metric == "val_loss" else accuracy, step)
+    def report(self, trial: Any, metrics: Mapping[str, float], step: int) -> bool:
+        """Report the sweep's metric (of the validation ``metrics`` at ``step``); should ``trial`` be pruned?"""
+        trial.report(metrics[self.search.metric], step)
         return trial.should_prune()
 
     def tell(self, trial: Any, record: Mapping[str, Any], worker: str) -> None:

@@ -155,11 +155,11 @@ class Worker:
                     on_step=lambda m: progress(m.step), on_checkpoint=on_checkpoint)
         return members.results()
 
-    def judge(self, trials: list[Any]) -> Callable[[int, dict[int, tuple[float, float]]], list[int]]:
-        """Report every configuration's mean validation metric at a step; return those to prune."""
+    def judge(self, trials: list[Any]) -> Callable[[int, dict[int, dict[str, float]]], list[int]]:
+        """Report every configuration's mean validation metrics at a step; return those to prune."""
 
-        def judge(step: int, means: dict[int, tuple[float, float]]) -> list[int]:
-            return [c for c, (loss, acc) in means.items() if self.study.report(trials[c], loss, acc, step)]
+        def judge(step: int, means: dict[int, dict[str, float]]) -> list[int]:
+            return [c for c, metrics in means.items() if self.study.report(trials[c], metrics, step)]
 
         return judge
 

@@ -1,0 +1,60 @@
+"""The ``inertia train`` command that reproduces one configuration of a sweep.
+
+Flags come from ``inertia train``'s own parser (:func:`.train.options`), so the
+command and the parser cannot drift; numbers are written with ``repr`` (the
+shortest text that reads back as the same float).
+"""
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from . import train
+
+RUN = ("steps", "batch_size", "folds", "seed")
+"""Settings of the sweep's ``meta`` that ``inertia train`` takes as options of the same name."""
+
+
+def train_command(results: Any, config: dict[str, Any] | None = None) -> str | None:
+    """The command that trains ``config`` (default: the best) of ``results`` as the sweep did.
+
+    It carries what changes the numbers: data, model, optimizer, swept and fixed
+    hyperparameters, schedules, steps, batch size, folds and seed. None when no
+    configuration finished.
+    """
+    config = config or results.best
+    if config is None:
+        return None
+    meta = results.meta
+    parts = ["inertia", "train"]
+    for key in ("data", "model", "optimizer"):
+        if meta.get(key) is not None:
+            parts += [train.flag(key), str(meta[key])]
+    fixed = {k: v for k, v in (meta.get("fixed") or {}).items() if k not in results.swept}
+    for name, value in {**{n: config[n] for n in results.swept}, **fixed}.items():
+        parts += _hyperparameter(name, value)
+    for name, spec in (meta.get("schedules") or {}).items():
+        parts += [train.flag("schedule"), f"{name}={spec}"]
+    for key in RUN:
+        if meta.get(key) is not None:
+            parts += [train.flag(key), str(meta[key])]
+    return shlex.join(parts)
+
+
+def _hyperparameter(name: str, value: Any) -> list[str]:
+    """``--lr 0.05``, ``--nesterov``, or ``--hyper name=value`` where the rule's name has no option."""
+    action = train.options().get(name) if name in train.HYPER_OPTIONS else None
+    if action is None:
+        return [train.flag("hyper"), f"{name}={_text(value)}"]
+    if action.nargs == 0:  # a switch such as --nesterov
+        return [action.option_strings[0]] if value == action.const else [train.flag("hyper"), f"{name}={_text(value)}"]
+    return [action.option_strings[0], _text(value)]
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+__all__ = ["train_command"]

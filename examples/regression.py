@@ -15,17 +15,15 @@ from torch import Tensor, nn
 
 
 class RegressionMLP(nn.Module):
-    """``features -> hidden -> hidden -> outputs`` with Tanh; the output is ``[batch]`` for one target."""
+    """``features -> hidden -> hidden -> outputs`` with Tanh."""
 
     def __init__(self, features: int, outputs: int = 1, hidden: int = 32):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(features, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
                                  nn.Linear(hidden, outputs))
-        self.outputs = outputs
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.net(x.flatten(1))
-        return out.squeeze(1) if self.outputs == 1 else out
+        return self.net(x.flatten(1))
 
 
 def make_data(path: str = "regression.npz", n: int = 1000, features: int = 5, noise: float = 0.1,

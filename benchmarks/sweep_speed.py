@@ -179,7 +179,7 @@ def _train_one(data, train_idx, val_idx, lr, momentum, steps, batch, seed, facto
     from inertia.sweeps.engine import batch_at
 
     torch.manual_seed(seed)
-    model = factory()
+    model = factory().to(data.x_train.device)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     first = None
     done = 0
@@ -234,7 +234,10 @@ def interleaved(at_once, loop, opts: dict, grid: list, repeats: int) -> tuple[li
 
 
 def peak_rss_mib() -> float:
-    """This process's peak resident memory (``ru_maxrss``, KiB on Linux) in MiB."""
+    """This process's peak resident memory (``ru_maxrss``, KiB on Linux) in MiB; on a GPU, its peak
+    allocated GPU memory instead."""
+    if torch.cuda.is_available() and torch.cuda.max_memory_allocated():
+        return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -417,7 +420,11 @@ def _cnn_setup(opts: dict):
     if opts["threads"]:
         torch.set_num_threads(opts["threads"])
     data = digits_images(opts["seed"])
-    return data, *make_folds(len(data.y_train), 1, opts["seed"])[0]
+    train_idx, val_idx = make_folds(len(data.y_train), 1, opts["seed"])[0]
+    device = opts["device"]
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        setattr(data, name, getattr(data, name).to(device))
+    return data, train_idx, val_idx.to(device)
 
 
 def task_cnn_at_once(opts: dict) -> dict:
@@ -427,7 +434,7 @@ def task_cnn_at_once(opts: dict) -> dict:
     data, _, _ = _cnn_setup(opts)
     start = time.perf_counter()
     res = inertia.sweep(data, cnn_factory, lr=LRS, momentum=CNN_MOMENTA, optimizer="momentum", steps=opts["steps"],
-                        batch_size=opts["batch_size"], folds=1, seed=opts["seed"], device="cpu",
+                        batch_size=opts["batch_size"], folds=1, seed=opts["seed"], device=opts["device"],
                         diverge_factor=DIVERGE_FACTOR, metric=opts["metric"], eval_every=opts["steps"])
     wall = time.perf_counter() - start  # evaluated once, at the end, as the loop is
     steps, best = opts["steps"], res.best
@@ -454,7 +461,7 @@ def cnn_workload(args: argparse.Namespace) -> dict:
     """The CNN workload: DigitsCNN on 1 x 8 x 8 digits, 32 configurations at once against a loop."""
     steps = args.cnn_steps or (20 if args.quick else 500)
     opts = {"steps": steps, "batch_size": args.batch_size, "seed": args.seed, "metric": args.metric,
-            "threads": args.threads, "loop_threads": args.loop_threads}
+            "threads": args.threads, "loop_threads": args.loop_threads, "device": args.device}
     per_step = flops_per_member_step(layer_macs(cnn_factory(), (1, 8, 8)), args.batch_size)
     rates = {"matmul": matmul_rate(), "conv": conv_rate()}
     print(f"digits 1x8x8, DigitsCNN width {CNN_WIDTH}, batch {args.batch_size}, {steps} steps, 8 x 4 grid; "
@@ -483,7 +490,7 @@ def cnn_workload(args: argparse.Namespace) -> dict:
               f"mu {row['best']['momentum']:g}, test acc {100 * row['best']['test_accuracy']:.1f} %")
     print(f"at once: median of {', '.join(f'{w:.1f}' for w in walls)} s; speedup {speedup:.2f}x (required >= 3x "
           f"on CPU) -> " + ("bar met" if speedup >= 3 else "bar NOT met"), flush=True)
-    return {"steps": steps, "batch_size": args.batch_size, "grid": {"lr": LRS, "momentum": CNN_MOMENTA},
+    return {"steps": steps, "batch_size": args.batch_size, "device": args.device, "grid": {"lr": LRS, "momentum": CNN_MOMENTA},
             "model": f"DigitsCNN(in_channels=1, classes=10, width={CNN_WIDTH})", "loop_threads":
             args.loop_threads or torch.get_num_threads(), "rates_gflops": rates, "flops_per_member_step": per_step,
             "methods": rows, "summary": {"speedup": speedup, "required_speedup": 3.0, "passes": speedup >= 3}}
@@ -496,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="the MLP's steps (default 2000)")
     parser.add_argument("--cnn-steps", type=int, default=None, help="the CNN's steps (default 500)")
     parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--device", default="cpu", help="the CNN workload's device (cpu, cuda)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads for every method (default: torch's)")
     parser.add_argument("--loop-threads", type=int, default=None,

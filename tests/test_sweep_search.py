@@ -218,7 +218,7 @@ def test_resume_after_sigkill_never_recomputes_a_finished_configuration(tmp_path
     assert "resuming" in again.stdout and "from step 0 " not in again.stdout
     trials = _study(out).trials
     assert len(trials) == 6 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
-    assert len({(t.params["lr"], t.params["momentum"]) for t in trials}) == 6
+    assert len({(t.params["lr"], t.params["1-momentum"]) for t in trials}) == 6
     assert {t.number: t.datetime_complete for t in trials if t.number in done_before} == stamps
     assert not list((out / "checkpoints").glob("batch-*"))
 
@@ -281,8 +281,8 @@ def test_a_dead_workers_trials_are_trained_again_once_their_heartbeat_is_stale(t
     trials = optuna.load_study(study_name="sweep", storage=storage).trials
     states = [t.state for t in trials]
     assert states.count(optuna.trial.TrialState.FAIL) == 4 and states.count(optuna.trial.TrialState.COMPLETE) == 4
-    done = [(t.params["lr"], t.params["momentum"]) for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert sorted(done) == sorted((a, b) for a in grid["lr"] for b in grid["momentum"])
+    done = [(t.params["lr"], t.params["1-momentum"]) for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(done) == sorted((a, 1 - b) for a in grid["lr"] for b in grid["momentum"])
     assert len(res.records()) == 4
 
 
@@ -308,8 +308,8 @@ def test_two_workers_on_postgresql_finish_the_grid_without_duplicates(tmp_path, 
         trials = optuna.load_study(study_name="sweep", storage=normalize_url(url)).trials
         assert len(trials) == 6
         assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
-        assert len({(t.params["lr"], t.params["momentum"]) for t in trials}) == 6
-        workers = [t.user_attrs["result"]["worker"] for t in trials]
+        assert len({(t.params["lr"], t.params["1-momentum"]) for t in trials}) == 6
+        workers = [t.user_attrs["worker"] for t in trials]
         assert len(set(workers)) == 2, f"one worker did all the work: {workers}"
     finally:
         admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

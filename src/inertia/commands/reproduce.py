@@ -19,8 +19,9 @@ def train_command(results: Any, config: dict[str, Any] | None = None) -> str | N
     """The command that trains ``config`` (default: the best) of ``results`` as the sweep did.
 
     It carries what changes the numbers: data, model, optimizer, swept and fixed
-    hyperparameters, schedules, steps, batch size, folds and seed. None when no
-    configuration finished.
+    hyperparameters, schedules, batch size, folds and seed, and as steps the selected
+    point's (``best_step``: the model there is the one whose metrics the sweep reports).
+    None when no configuration finished.
     """
     config = config or results.best
     if config is None:
@@ -35,9 +36,10 @@ def train_command(results: Any, config: dict[str, Any] | None = None) -> str | N
         parts += _hyperparameter(name, value)
     for name, spec in (meta.get("schedules") or {}).items():
         parts += [train.flag("schedule"), f"{name}={spec}"]
+    run = {**meta, "steps": config.get("best_step") or meta.get("steps")}   # the selected point
     for key in RUN:
-        if meta.get(key) is not None:
-            parts += [train.flag(key), str(meta[key])]
+        if run.get(key) is not None:
+            parts += [train.flag(key), str(run[key])]
     return shlex.join(parts)
 
 

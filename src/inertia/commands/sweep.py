@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .._text import parse_literal
+from ..sweeps.selection import SELECTIONS
 from ..sweeps.specs import (DEFAULT_MOMENTA, LANES, METRICS, SAMPLERS, RunSpec, SearchSpec, SweepSpec, TaskSpec,
                             TrainSpec)
 from .reproduce import train_command
@@ -54,6 +55,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                       help="sweep another numeric hyperparameter too, e.g. --hyper weight_decay=0,1e-4 (repeatable)")
     what.add_argument("--fixed", action="append", default=[], metavar="NAME=VALUE",
                       help="a hyperparameter shared by all configurations, e.g. --fixed convention=sutskever")
+    what.add_argument("--loss", default="auto", choices=("auto", "cross_entropy", "mse", "l1", "huber", "bce_with_logits"),
+                      help="the loss (auto: cross_entropy for integer labels, mse for float targets)")
     what.add_argument("--schedule", action="append", default=[], metavar="NAME=SPEC",
                       help="drive a hyperparameter by a schedule, e.g. --schedule lr=cosine "
                            "--schedule momentum=sutskever_ramp(0.99) (repeatable)")
@@ -62,19 +65,28 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     how.add_argument("--batch-size", type=int, default=100)
     how.add_argument("--folds", type=int, default=1, help="K-fold cross-validation (1: a 20%% holdout)")
     how.add_argument("--seed", type=int, default=0)
+    how.add_argument("--seeds", type=int, default=1, metavar="K",
+                     help="train every configuration from K initializations and batch orders at once "
+                          "(seeds seed..seed+K-1); results are mean +- std over seeds and folds")
     how.add_argument("--dtype", type=_dtype, default="float32", help="float32 or float64")
     how.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     how.add_argument("--backend", default="auto", choices=("auto", "batched", "vmap"),
                      help="batched: hand-written backprop for MLPs; vmap: any model (auto: batched where it can)")
     how.add_argument("--diverge-factor", type=float, default=10.0, metavar="X",
                      help="a loss above X times its first value counts as diverged")
+    how.add_argument("--standardize", action="store_true",
+                     help="standardize the inputs with each fold's training part (never its validation part)")
     search = parser.add_argument_group("how to search (SearchSpec)")
     search.add_argument("--sampler", default="grid", choices=SAMPLERS)
     search.add_argument("--trials", type=int, default=None, help="number of configurations for random/tpe")
     search.add_argument("--pruner", default=None, choices=("none", "median", "hyperband", "successive_halving", "percentile"))
     search.add_argument("--metric", default="val_loss", choices=tuple(METRICS))
     search.add_argument("--eval-every", type=int, default=None, metavar="STEPS",
-                        help="steps between the pruner's looks (default: a tenth of the steps)")
+                        help="steps between evaluations: the pruner's looks and the points early stopping "
+                             "picks from (default: a tenth of the steps)")
+    search.add_argument("--select", default="best", metavar="|".join(SELECTIONS),
+                        help="score each configuration at its best evaluation point (early stopping; "
+                             "default) or at its final step")
     run = parser.add_argument_group("where and how to run (RunSpec)")
     run.add_argument("--out", required=True, help="output folder (holds the SQLite study unless --storage)")
     run.add_argument("--storage", default=None, help="Optuna storage URL, e.g. postgresql://user:pw@host/db")
@@ -117,7 +129,7 @@ def sweep_spec(args: argparse.Namespace) -> SweepSpec:
         args.data, args.model, optimizer=args.optimizer, lr=args.lr,
         momentum=DEFAULT_MOMENTA if args.momentum is None else args.momentum, hyper=_pairs(args.hyper, "--hyper"),
         fixed={k: parse_literal(v) for k, v in _pairs(args.fixed, "--fixed").items()},
-        schedules=_pairs(args.schedule, "--schedule"))
+        schedules=_pairs(args.schedule, "--schedule"), loss=args.loss)
     return SweepSpec(task, *(spec(**{f.name: getattr(args, f.name) for f in fields(spec)})
                              for spec in (TrainSpec, SearchSpec, RunSpec)))
 
@@ -144,22 +156,39 @@ def run_command(args: argparse.Namespace) -> int:
         write_sweep(results, args.tensorboard)
     console.print(results.table(top=args.top))
     elapsed = time.time() - started
-    console.print(f"{len(results)} configurations in the study; this run took {elapsed:.1f} s "
-                  f"on {results.meta.get('device')} ({results.meta.get('backend')} backend, "
-                  f"matrix products by {results.meta.get('matmul')})")
+    running = results.meta.get("running") or 0
+    console.print(f"{len(results)} configurations in the study"
+                  + (f", {running} still training in other workers (the last to finish writes the complete "
+                     f"outputs)" if running else "")
+                  + f"; this run took {elapsed:.1f} s on {results.meta.get('device')} "
+                  f"({results.meta.get('backend')} backend, matrix products by {results.meta.get('matmul')})")
     best = results.best
     if best is not None:
         acc = best.get("test_accuracy_mean")
         console.print(f"best by {results.metric}: " + ", ".join(f"{n}={best[n]:.4g}" for n in results.swept)
-                      + (f"; test accuracy {acc * 100:.1f}%" if acc is not None else ""))
+                      + f" at step {best.get('best_step')}"
+                      + (f"; test accuracy {acc * 100:.1f}% there" if acc is not None else ""))
+        for warning in results.warnings():
+            console.print(f"[yellow]warning: {warning}[/]")
         console.print("reproduce it with:\n  " + train_command(results), highlight=False, soft_wrap=True)
     else:
         console.print("[red]no configuration finished (all diverged or pruned)[/]")
     for path in written:
         console.print(f"wrote {path}")
+    console.print(f"Optuna study {spec.run.study_name!r} in {study_url(spec)} "
+                  "(for optuna.load_study and optuna-dashboard)", highlight=False, soft_wrap=True)
     if args.tensorboard:
         console.print(f"TensorBoard runs in {args.tensorboard}")
     return 0
+
+
+def study_url(spec: SweepSpec) -> str:
+    """The storage URL as Optuna's own tools open it (the SQLite file in --out, or --storage)."""
+    from ..sweeps.study import normalize_url
+
+    if spec.run.storage:
+        return normalize_url(spec.run.storage)
+    return f"sqlite:///{(Path(spec.run.out) / 'sweep.db').resolve()}"
 
 
 @contextmanager

@@ -19,6 +19,9 @@ LABELS = {
     "val_accuracy_mean": "validation accuracy (mean over folds)",
     "test_accuracy_mean": "test accuracy",
     "train_loss_final": "final training loss",
+    "val_loss_std": "validation loss, std over seeds and folds",
+    "val_accuracy_std": "validation accuracy, std over seeds and folds",
+    "test_accuracy_std": "test accuracy, std over seeds",
 }
 
 

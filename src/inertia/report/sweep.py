@@ -18,7 +18,8 @@ from ._html import clean, esc, page, script_json
 
 RESULT_KEYS = {"status", "diverged_step", "pruned_step", "val_loss_mean", "val_loss_std", "val_accuracy_mean",
                "val_accuracy_std", "train_loss_final", "train_loss_curve", "trial", "number", "fold", "seed", "config",
-               "index", "id", "duration_s", "steps", "epochs", "worker", "state", "datetime_start", "datetime_complete"}
+               "index", "id", "duration_s", "steps", "epochs", "worker", "state", "datetime_start", "datetime_complete",
+               "eval_steps", "per_seed", "best_step"}
 RESULT_PREFIXES = ("val_", "test_", "train_")
 RESULT_SUFFIXES = ("_mean", "_std", "_step", "_final", "_curve", "_s", "_time")
 

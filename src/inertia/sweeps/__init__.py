@@ -29,16 +29,13 @@ from .worker import Worker
 
 
 def _load_data(data: Any, seed: int):
-    from ..data import Dataset, load_dataset
+    from ..data import as_dataset
 
-    if isinstance(data, Dataset):
-        return data
-    if isinstance(data, (tuple, list)) and len(data) == 4:
-        return Dataset("arrays", *[torch.as_tensor(a) for a in data])
-    return load_dataset(str(data), seed=seed)
+    return as_dataset(data, seed=seed)
 
 
 def _model_factory(model: Any, features: int, classes: int) -> Callable[[], nn.Module]:
+    """A factory of fresh models: a registered name, ``f(features, classes)`` or ``f()``."""
     from ..models import build_model
 
     if isinstance(model, str):
@@ -66,6 +63,7 @@ def sweep(
     fixed: Mapping[str, Any] | None = None,
     schedules: Mapping[str, Any] | None = None,
     optimizer: str = "momentum",
+    loss: Any = "auto",
     progress: Callable[[int, int], None] | None = None,
     log: Callable[[str], None] | None = None,
     **settings: Any,
@@ -82,6 +80,8 @@ def sweep(
         fixed: hyperparameters shared by every configuration (e.g. ``nesterov``).
         schedules: hyperparameter name -> schedule (``"cosine"``, ``"sutskever_ramp(0.99)"``, a schedule).
         optimizer: a registered rule name (``momentum``, ``nesterov``, ``sgd``, ...).
+        loss: ``auto`` (cross-entropy for integer labels, mse for float targets), ``cross_entropy``,
+            ``mse``, ``l1``, ``huber``, ``bce_with_logits``, or a callable ``loss(output, target)``.
         progress: a function ``f(done, total)``, called in configuration-steps (each stack's
             step x its configurations) of this worker.
         log: a function that shows a line of text (e.g. "resuming ...").
@@ -95,7 +95,7 @@ def sweep(
     :func:`inertia.tensorboard.write_sweep`; build the specs yourself with :func:`run_sweep`.
     """
     task = TaskSpec.from_values(data, model, optimizer=optimizer, lr=lr, momentum=momentum, hyper=hyper,
-                                fixed=fixed, schedules=schedules)
+                                fixed=fixed, schedules=schedules, loss=loss)
     return run_sweep(SweepSpec.from_settings(task, settings), progress=progress, log=log)
 
 
@@ -112,6 +112,9 @@ def run_sweep(spec: SweepSpec, *, progress: Callable[[int, int], None] | None = 
     if spec.train.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device cuda asked for but CUDA is not available")
     job = _job(spec, dataset)
+    if spec.search.metric not in job.metric_names:
+        raise ValueError(f"metric {spec.search.metric}: a {job.objective.task} sweep measures "
+                         f"{', '.join(n for n in job.metric_names if n.startswith('val_'))}")
     storage = _storage_url(spec.run)
     study = Study(dict(spec.task.space), spec.signature(), spec.search, storage, spec.run.study_name,
                   spec.train.seed).open()   # unreachable storage / a different sweep here: error before training
@@ -119,7 +122,7 @@ def run_sweep(spec: SweepSpec, *, progress: Callable[[int, int], None] | None = 
     Worker(job, study, spec.search, spec.run, checkpoints, progress, log or (lambda message: None)).run()
     meta = {**spec.flat(), "storage": None if storage is None else redact(storage), "backend": job.backend,
             "matmul": job.matmul if job.matmul == "torch" else f"openblas {openblas_core()}",
-            "dataset": repr(dataset)}
+            "dataset": repr(dataset), "running": study.running()}
     return SweepResults(study.records(), list(spec.task.space), spec.search.metric, meta)
 
 
@@ -128,14 +131,15 @@ def _job(spec: SweepSpec, dataset: Any) -> Job:
     from .. import rules
 
     task, how = spec.task, spec.train
-    factory = _model_factory(task.model, dataset.features, dataset.classes)
+    factory = _model_factory(task.model, dataset.features, dataset.outputs)
     fold_idx = make_folds(len(dataset.y_train), how.folds, how.seed)
     if max(len(t) for t, _ in fold_idx) < 1:
         raise ValueError("not enough training examples")
     return Job(factory, dataset.x_train, dataset.y_train, fold_idx, rules.get(task.optimizer), dict(task.fixed),
                how.steps, how.batch_size, seed=how.seed, x_test=dataset.x_test, y_test=dataset.y_test,
                device=how.device, dtype=how.dtype, backend=how.backend, diverge_factor=how.diverge_factor,
-               schedules=dict(task.schedules), eval_every=spec.search.eval_every or 0)
+               schedules=dict(task.schedules), eval_every=spec.search.eval_every or 0, loss=task.loss,
+               standardize=how.standardize, seeds=how.seeds)
 
 
 def _storage_url(run: RunSpec) -> str | None:

@@ -58,30 +58,50 @@ class SweepResults:
 
     # ------------------------------------------------------------ outputs
     def table(self, top: int = 10):
-        """A ``rich`` table of the ``top`` best configurations."""
+        """A ``rich`` table of the ``top`` best configurations: at their selected step, and at the end."""
         from rich.table import Table
 
         counts = self.counts()
         table = Table(title=f"best of {len(self.rows)} configurations "
-                            f"({counts['ok']} finished, {counts['diverged']} diverged, {counts['pruned']} pruned)")
+                            f"({counts['ok']} finished, {counts['diverged']} diverged, {counts['pruned']} pruned; "
+                            f"scored at their {'best' if self.meta.get('select', 'best') == 'best' else 'final'} step)")
         table.add_column("#", justify="right")
         for name in self.swept:
             table.add_column(name, justify="right")
-        if "lr" in self.swept and "momentum" in self.swept:
+        both = "lr" in self.swept and "momentum" in self.swept
+        if both:
             table.add_column("effective lr", justify="right")
-        table.add_column("val loss", justify="right")
-        table.add_column("val acc %", justify="right")
-        table.add_column("test acc %", justify="right")
+        for name in ("step", "val loss", "val acc %", "test acc %", "final val loss", "final test acc %"):
+            table.add_column(name, justify="right")
         for i, r in enumerate(self.ranked()[:top], 1):
             cells = [str(i)] + [f"{r[name]:.4g}" for name in self.swept]
-            if "lr" in self.swept and "momentum" in self.swept:
+            if both:
                 convention = str((self.meta.get("fixed") or {}).get("convention", "torch"))
                 cells.append(f"{effective_lr(r['lr'], r['momentum'], convention):.4g}")
-            cells.append(_pm(r.get("val_loss_mean"), r.get("val_loss_std"), 1, "{:.4f}"))
-            cells.append(_pm(r.get("val_accuracy_mean"), r.get("val_accuracy_std"), 100, "{:.1f}"))
-            cells.append(_pm(r.get("test_accuracy_mean"), None, 100, "{:.1f}"))
+            cells.append(str(r.get("best_step") or "-"))
+            for prefix in ("", "final_"):
+                cells.append(_pm(r.get(f"{prefix}val_loss_mean"), r.get(f"{prefix}val_loss_std"), 1, "{:.4f}"))
+                if not prefix:
+                    cells.append(_pm(r.get("val_accuracy_mean"), r.get("val_accuracy_std"), 100, "{:.1f}"))
+                cells.append(_pm(r.get(f"{prefix}test_accuracy_mean"), r.get(f"{prefix}test_accuracy_std"), 100, "{:.1f}"))
             table.add_row(*cells)
         return table
+
+    def warnings(self) -> list[str]:
+        """What a person should know about the best: it lies on the edge of the range (which way to widen)."""
+        best, space = self.best, self.meta.get("space") or {}
+        if best is None:
+            return []
+        out = []
+        for name in self.swept:
+            values = sorted(float(v) for v in space.get(name) or [])
+            if len(values) < 2:
+                continue
+            side = _edge(name, float(best[name]), values, self.meta.get("sampler", "grid") == "grid")
+            if side:
+                out.append(f"the best {name} ({best[name]:.4g}) is the {side[0]} of the range "
+                           f"{values[0]:.4g}..{values[-1]:.4g}: widen {name} {side[1]}")
+        return out
 
     def to_csv(self, path: str | Path) -> Path:
         """All configurations as CSV (the loss curve as a JSON list in one column)."""
@@ -102,6 +122,24 @@ class SweepResults:
                         if _no_nan(payload) else json.dumps(_clean(payload), indent=1, default=_json_default))
         return path
 
+
+
+def _edge(name: str, value: float, values: Sequence[float], grid: bool) -> tuple[str, str] | None:
+    """("top"/"bottom" of the range, which way to widen) when ``value`` lies on an edge of ``values``
+    (grid: is the first or last value; sampled: in the outer tenth of the range, log-scaled where
+    the sampler is); None inside. Momentum 0 is no edge (below it there is nothing to try)."""
+    low, high = values[0], values[-1]
+    scale = {"lr": lambda v: math.log(v), "momentum": lambda v: -math.log(1 - v)}.get(name, lambda v: v)
+    try:
+        u = (scale(value) - scale(low)) / (scale(high) - scale(low))
+    except (ValueError, ZeroDivisionError):
+        return None
+    near = 0.0 if grid else 0.1
+    if u >= 1 - near - 1e-9:
+        return ("top", "toward 1" if name == "momentum" else "upward")
+    if u <= near + 1e-9 and not (name == "momentum" and low <= 0):
+        return ("bottom", "downward")
+    return None
 
 
 def _finite(value: Any) -> bool:

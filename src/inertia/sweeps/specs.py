@@ -13,9 +13,12 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from .selection import SELECTIONS
+
 SAMPLERS = ("grid", "random", "tpe")
 LANES = ("auto", "processes", "threads")   # where side-by-side stacks run
-METRICS = {"val_loss": ("val_loss_mean", "minimize"), "val_accuracy": ("val_accuracy_mean", "maximize")}
+METRICS = {"val_loss": ("val_loss_mean", "minimize"), "val_accuracy": ("val_accuracy_mean", "maximize"),
+           "val_rmse": ("val_rmse_mean", "minimize"), "val_r2": ("val_r2_mean", "maximize")}
 
 DEFAULT_MOMENTA = (0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
 """The momentum grid swept when none is given (for rules that have a momentum)."""
@@ -77,6 +80,8 @@ class TaskSpec:
 
     ``space``: swept name -> values (random/TPE: the range min..max). ``schedules``: hyperparameter
     name -> schedule spec, a string (``"cosine"``, ``"sutskever_ramp(0.99)"``) or a schedule object.
+    ``loss``: ``auto`` (cross-entropy for integer labels, mse for float targets), a name in
+    :data:`inertia.sweeps.objective.LOSSES`, or a callable ``loss(output, target)``.
     Build one from lists or ``"start:stop:count"`` texts with :meth:`from_values`.
     """
 
@@ -86,9 +91,14 @@ class TaskSpec:
     space: Mapping[str, Any] = field(default_factory=lambda: {"lr": "1e-3:1:8", "momentum": DEFAULT_MOMENTA})
     fixed: Mapping[str, Any] = field(default_factory=dict)
     schedules: Mapping[str, Any] = field(default_factory=dict)
+    loss: Any = "auto"
 
     def __post_init__(self) -> None:
         from .. import rules
+        from .objective import LOSSES
+
+        if isinstance(self.loss, str) and self.loss != "auto" and self.loss not in LOSSES:
+            raise ValueError(f"loss: unknown loss {self.loss!r}; known: auto, {', '.join(LOSSES)}")
 
         object.__setattr__(self, "space", {str(n): _values(str(n), vs) for n, vs in self.space.items()})
         object.__setattr__(self, "fixed", dict(self.fixed))
@@ -115,7 +125,8 @@ class TaskSpec:
     @classmethod
     def from_values(cls, data: Any = "mnist1d", model: Any = "mlp", *, optimizer: str = "momentum",
                     lr: Any = "1e-3:1:8", momentum: Any = DEFAULT_MOMENTA, hyper: Mapping[str, Any] | None = None,
-                    fixed: Mapping[str, Any] | None = None, schedules: Mapping[str, Any] | None = None) -> "TaskSpec":
+                    fixed: Mapping[str, Any] | None = None, schedules: Mapping[str, Any] | None = None,
+                    loss: Any = "auto") -> "TaskSpec":
         """The grid ``lr x momentum (x hyper)``; each a list, a number or ``"start:stop:count"``.
 
         The default momentum grid applies only to rules that have a momentum (adam sweeps lr alone).
@@ -126,7 +137,7 @@ class TaskSpec:
             momentum = None
         named = (("lr", lr), ("momentum", momentum), *(hyper or {}).items())
         space = {name: value for name, value in named if value is not None}
-        return cls(data, model, optimizer, space, dict(fixed or {}), dict(schedules or {}))
+        return cls(data, model, optimizer, space, dict(fixed or {}), dict(schedules or {}), loss)
 
     @property
     def points(self) -> list[dict[str, float]]:
@@ -137,23 +148,30 @@ class TaskSpec:
 class TrainSpec:
     """How to train: steps, minibatch, folds (1: a 20 % holdout), seed, dtype, device, backend, divergence.
 
+    ``seeds``: every configuration is trained from this many initializations and batch orders at
+    once (seed ``seed + s`` for seed ``s``: its initialization, batches and folds).
+
     ``device``: None picks cuda when available. ``backend``: ``auto``, ``batched`` or ``vmap``.
-    ``diverge_factor``: a loss above this x its first value counts as diverged.
+    ``diverge_factor``: a loss above this x its first value counts as diverged. ``standardize``: the
+    inputs standardized with the statistics of each split's training part (never its validation part).
     """
 
     steps: int = 2000
     batch_size: int = 100
     folds: int = 1
     seed: int = 0
+    seeds: int = 1
     dtype: torch.dtype = torch.float32
     device: str | None = None
     backend: str = "auto"
     diverge_factor: float = 10.0
+    standardize: bool = False
 
     def __post_init__(self) -> None:
-        _cast(self, int, "steps", "batch_size", "folds", "seed")
+        _cast(self, int, "steps", "batch_size", "folds", "seed", "seeds")
+        _cast(self, bool, "standardize")
         _cast(self, float, "diverge_factor")
-        for name in ("steps", "batch_size", "folds"):
+        for name in ("steps", "batch_size", "folds", "seeds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -166,7 +184,9 @@ class SearchSpec:
     spanned by the given values; lr log-uniform). ``pruner``: None, ``"median"``, ``"hyperband"``,
     ``"successive_halving"``, ``"percentile"`` or an Optuna pruner; it sees the mean validation
     metric over folds every ``eval_every`` steps (None: a tenth of the steps).
-    ``metric``: ``val_loss`` (minimized) or ``val_accuracy`` (maximized).
+    ``metric``: ``val_loss`` (minimized) or ``val_accuracy`` (maximized). ``select``: ``best``
+    scores each configuration at its evaluation point with the best metric (early stopping),
+    ``final`` at its last step (:mod:`.selection`).
     """
 
     sampler: str = "grid"
@@ -174,9 +194,14 @@ class SearchSpec:
     pruner: Any = None
     metric: str = "val_loss"
     eval_every: int | None = None
+    select: str = "best"
 
     def __post_init__(self) -> None:
         _cast(self, int, "trials", "eval_every")
+        if self.select not in SELECTIONS:
+            raise ValueError(f"select must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise ValueError(f"eval_every must be >= 1, got {self.eval_every}")
         if self.pruner is False or self.pruner == "none":
             object.__setattr__(self, "pruner", None)
         if self.sampler not in SAMPLERS:
@@ -223,6 +248,11 @@ class SweepSpec:
     train: TrainSpec = field(default_factory=TrainSpec)
     search: SearchSpec = field(default_factory=SearchSpec)
     run: RunSpec = field(default_factory=RunSpec)
+
+    def __post_init__(self) -> None:
+        every = self.search.eval_every
+        if every is not None and every > self.train.steps:
+            raise ValueError(f"eval_every ({every}) is above the step count ({self.train.steps})")
 
     @classmethod
     def from_settings(cls, task: TaskSpec, settings: Mapping[str, Any]) -> "SweepSpec":

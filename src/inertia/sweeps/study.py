@@ -10,7 +10,13 @@ No other module of inertia imports Optuna (this one imports it only when a funct
 - A worker records a heartbeat for every trial it holds (database storages); a trial whose
   worker died goes stale after two heartbeats, and the next claim fails it and queues a copy
   (:data:`HEARTBEAT_SECONDS`).
-- Pruners see what :meth:`Study.report` is given (the mean over folds).
+- Pruners see what :meth:`Study.judge` is given (the mean over seeds and folds); the named ones
+  decide for a whole stack at once (:mod:`.pruning`).
+- Optuna-native: lr is a log-scaled float, momentum is stored as ``1-momentum`` on a log scale;
+  the metric is named; every trial carries its validation metric at every evaluation point as
+  intermediate values, its numbers as separate user attributes and its curves (numbers) in one
+  ``curves`` attribute. A diverged configuration is PRUNED (``status``, ``diverged_step``), so
+  ``study.best_trial`` is never one.
 """
 from __future__ import annotations
 
@@ -21,13 +27,20 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
+from .pruning import STACKED, StackedPruner
+from .selection import MEASURES, STATS, select
 from .specs import METRICS, SearchSpec, grid_points
 
-RESULT_KEYS = ("status", "diverged_step", "pruned_step", "val_loss_mean", "val_loss_std", "val_accuracy_mean",
-               "val_accuracy_std", "test_loss_mean", "test_loss_std", "test_accuracy_mean", "test_accuracy_std",
-               "train_loss_final", "train_loss_curve", "steps", "eval_steps",
-               *(f"{m}_{s}_curve" for m in ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
-                 for s in ("mean", "std")))
+SCALARS = ("status", "best_step", "diverged_step", "pruned_step", "steps", "train_loss_final",
+           *(f"{prefix}{m}_{s}" for prefix in ("", "final_") for m in MEASURES for s in STATS))
+"""The user attributes of a finished trial, one per number (``val_loss_mean``: at ``best_step``)."""
+
+CURVES = tuple(f"{m}_{s}" for m in MEASURES for s in STATS)
+"""The curves kept in the trial's ``curves`` attribute (numbers at ``eval_steps``), with ``train_loss``."""
+
+MOMENTUM_PARAM = "1-momentum"
+"""Momentum's name in Optuna: ``1 - momentum`` on a log scale (sampled uniformly in log(1 - momentum))."""
+
 
 HEARTBEAT_SECONDS = 60
 """A worker records a heartbeat for every trial it holds at least this often; a RUNNING trial
@@ -114,6 +127,50 @@ def make_pruner(pruner: Any):
     return pruner
 
 
+@dataclass(frozen=True)
+class Dimension:
+    """How one swept hyperparameter lives in Optuna: lr as a log-scaled float, momentum (in [0, 1))
+    as ``1-momentum`` on a log scale, any other as a linear float, over the range of its values."""
+
+    name: str
+    values: tuple[float, ...]
+
+    @property
+    def flipped(self) -> bool:
+        return self.name == "momentum" and min(self.values) >= 0 and max(self.values) < 1
+
+    @property
+    def param(self) -> str:
+        return MOMENTUM_PARAM if self.flipped else self.name
+
+    @property
+    def log(self) -> bool:
+        return self.flipped or (self.name == "lr" and min(self.values) > 0)
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        low, high = sorted((self.stored(min(self.values)), self.stored(max(self.values))))
+        return low, high
+
+    def stored(self, value: float) -> float:
+        return 1.0 - float(value) if self.flipped else float(value)
+
+    def value(self, stored: float, grid: bool) -> float:
+        """The hyperparameter's value from its stored one (``grid``: exactly the grid value)."""
+        if grid:
+            return float(min(self.values, key=lambda v: abs(self.stored(v) - stored)))
+        return self.stored(stored) if self.flipped else float(stored)
+
+
+def dimensions(space: Mapping[str, Sequence[float]]) -> list[Dimension]:
+    return [Dimension(name, tuple(float(v) for v in values)) for name, values in space.items()]
+
+
+def stored_point(space: Mapping[str, Sequence[float]], point: Mapping[str, float]) -> dict[str, float]:
+    """A grid point as the parameters Optuna stores (momentum as ``1-momentum``)."""
+    return {d.param: d.stored(point[d.name]) for d in dimensions(space)}
+
+
 @dataclass
 class Study:
     """One sweep's Optuna study, behind the few operations a worker needs. Trials are Optuna trials
@@ -139,10 +196,13 @@ class Study:
         study, created = self._create_or_load(kwargs)
         sig = json.dumps(self.signature, sort_keys=True, default=str)
         if created:
+            with warnings.catch_warnings():  # "experimental" in Optuna
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([self.search.metric])
             study.set_user_attr("signature", sig)
             if self.search.sampler == "grid":
                 for point in grid_points(self.space):
-                    study.enqueue_trial(point)
+                    study.enqueue_trial(stored_point(self.space, point))
             study.set_user_attr("ready", True)
         else:
             study = self._join(study, sig, kwargs)
@@ -188,6 +248,7 @@ class Study:
             present = {json.dumps(t.system_attrs.get("fixed_params", t.params), sort_keys=True)
                        for t in study.get_trials(deepcopy=False)}
             for point in grid_points(self.space):
+                point = stored_point(self.space, point)
                 if json.dumps(point, sort_keys=True) not in present:
                     study.enqueue_trial(point)
             study.set_user_attr("ready", True)
@@ -256,38 +317,68 @@ class Study:
                 storage.record_heartbeat(t._trial_id)
 
     def config(self, trial: Any) -> dict[str, float]:
-        """The hyperparameters ``trial`` asks for."""
+        """The hyperparameters ``trial`` asks for (grid: its enqueued point, exactly)."""
+        grid = self.search.sampler == "grid"
         config = {}
-        for name, values in self.space.items():
-            if self.search.sampler == "grid":
-                config[name] = float(trial.suggest_categorical(name, sorted(set(float(v) for v in values))))
+        for dim in dimensions(self.space):
+            low, high = dim.bounds
+            if low == high:
+                config[dim.name] = dim.values[0]
             else:
-                lo, hi = float(min(values)), float(max(values))
-                log = name == "lr" and lo > 0
-                config[name] = float(lo) if lo == hi else float(trial.suggest_float(name, lo, hi, log=log))
+                config[dim.name] = dim.value(trial.suggest_float(dim.param, low, high, log=dim.log), grid)
         return config
 
     # ------------------------------------------------------------ results
     def report(self, trial: Any, metrics: Mapping[str, float], step: int) -> bool:
         """Report the sweep's metric (of the validation ``metrics`` at ``step``); should ``trial`` be pruned?"""
-        trial.report(metrics[self.search.metric], step)
-        return trial.should_prune()
+        return self.judge([trial], step, {0: metrics}) == [0]
+
+    def judge(self, trials: Sequence[Any], step: int, means: Mapping[int, Mapping[str, float]]) -> list[int]:
+        """Report every member of a stack at ``step`` (``means``: index into ``trials`` -> its mean validation
+        metrics by name), all in one commit, then decide for them together; the indices to prune."""
+        mine = {c: metrics[self.search.metric] for c, metrics in means.items()}
+        storage = self.study._storage
+        finite = {c: v for c, v in mine.items() if math.isfinite(v)}
+        write_trial(storage, {trials[c]._trial_id: ({step: v}, {}) for c, v in finite.items()})
+        for c, v in finite.items():   # what Trial.report would cache (its pruner reads the cache)
+            trials[c]._cached_frozen_trial.intermediate_values[step] = v
+        kind = self.search.pruner
+        if kind is None:
+            return []
+        if not (isinstance(kind, str) and kind in STACKED):
+            return [c for c in mine if trials[c].should_prune()]
+        pruner = StackedPruner(kind, int(self.search.eval_every or step), int(self.signature.get("steps") or step))
+        maximize = METRICS[self.search.metric][1] == "maximize"
+        numbers = {trials[c].number for c in mine}
+        others = [(t.number, t.intermediate_values[step]) for t in self.study.get_trials(deepcopy=False)
+                  if t.number not in numbers and step in t.intermediate_values]
+        prune = []
+        for bracket in range(pruner.brackets):
+            if not pruner.is_rung(step, bracket):
+                continue
+            group = {c: v for c, v in mine.items() if pruner.bracket(trials[c].number) == bracket}
+            rivals = [v for n, v in others if pruner.bracket(n) == bracket]
+            prune += pruner.prune(group, rivals, maximize)
+        return sorted(prune)
 
     def tell(self, trial: Any, record: Mapping[str, Any], worker: str) -> None:
-        """Store a configuration's result in its trial and finish it (unless told already)."""
+        """Store a configuration's result in its trial and finish it (unless told already): its numbers
+        at the selected point (:func:`.selection.select`), its curves, its validation metric at every
+        evaluation point; COMPLETE with the selected metric, else PRUNED (diverged or pruned)."""
         from optuna.trial import TrialState
 
-        if self.study._storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
+        storage = self.study._storage
+        if storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
             return  # told before an interruption
-        key, direction = METRICS[self.search.metric]
-        # one attribute (one database commit) per trial
-        trial.set_user_attr("result", {**{k: record.get(k) for k in RESULT_KEYS}, "worker": worker})
-        if record["status"] == "ok":
-            self.study.tell(trial, record[key])
-        elif record["status"] == "pruned":
-            self.study.tell(trial, state=TrialState.PRUNED)
+        record = select(record, self.search.metric, self.search.select)
+        curve = record.get(f"{self.search.metric}_mean_curve") or []
+        steps = {int(s): v for s, v in zip(record.get("eval_steps") or [], curve) if _finite(v)}
+        write_trial(storage, {trial._trial_id: (steps, trial_attrs(record, worker))})
+        value = record.get(METRICS[self.search.metric][0])
+        if record["status"] == "ok" and _finite(value):
+            self.study.tell(trial, value)
         else:
-            self.study.tell(trial, math.inf if direction == "minimize" else -math.inf)
+            self.study.tell(trial, state=TrialState.PRUNED)
 
     def give_back(self, trial: Any) -> None:
         """Put a RUNNING ``trial`` back to WAITING, for the next claim (any worker)."""
@@ -303,22 +394,76 @@ class Study:
 
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
+    def running(self) -> int:
+        """How many trials are RUNNING (in this worker or elsewhere)."""
+        from optuna.trial import TrialState
+
+        return len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
     def records(self) -> list[dict[str, Any]]:
-        return records_from_study(self.study, list(self.space))
+        return records_from_study(self.study, self.space, self.search.sampler)
 
 
-def records_from_study(study: Any, space_names: Sequence[str]) -> list[dict[str, Any]]:
-    """One record per finished trial: its parameters and the results stored as user attributes."""
+def trial_attrs(record: Mapping[str, Any], worker: str) -> dict[str, Any]:
+    """A selected record as a trial's user attributes: one per number, the curves (numbers, at
+    ``eval_steps``) in ``curves``, and each seed's numbers and curves in ``per_seed`` where there are seeds."""
+    attrs: dict[str, Any] = {k: record.get(k) for k in SCALARS}
+    attrs["worker"] = worker
+    curves = {"eval_steps": record.get("eval_steps"), "train_loss": record.get("train_loss_curve")}
+    curves.update({k: record.get(f"{k}_curve") for k in CURVES})
+    attrs["curves"] = curves
+    if record.get("per_seed") is not None:
+        attrs["per_seed"] = record["per_seed"]
+    return attrs
+
+
+def write_trial(storage: Any, updates: Mapping[int, tuple[Mapping[int, float], Mapping[str, Any]]]) -> None:
+    """Intermediate values (step -> value) and user attributes of trials (trial id -> both), in one
+    database commit for database storages (one commit each would take seconds per sweep)."""
+    import optuna
+
+    rdb = getattr(storage, "_backend", storage)
+    if not isinstance(rdb, optuna.storages.RDBStorage):
+        for trial_id, (values, attrs) in updates.items():
+            for step, value in values.items():
+                storage.set_trial_intermediate_value(trial_id, step, value)
+            for key, value in attrs.items():
+                storage.set_trial_user_attr(trial_id, key, value)
+        return
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(rdb.scoped_session, True) as session:
+        for trial_id, (values, attrs) in updates.items():
+            for step, value in values.items():
+                rdb._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
+            for key, value in attrs.items():
+                rdb._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
+
+
+def records_from_study(study: Any, space: Mapping[str, Sequence[float]], sampler: str = "grid") -> list[dict[str, Any]]:
+    """One record per finished trial: its hyperparameters, numbers and curves (``*_curve`` keys)."""
     from optuna.trial import TrialState
 
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
         rec: dict[str, Any] = {"trial": t.number}
-        rec.update({name: t.params.get(name) for name in space_names})
-        stored = t.user_attrs.get("result") or {}
-        for name in (*RESULT_KEYS, "worker"):
-            rec[name] = stored.get(name)
+        for dim in dimensions(space):
+            stored = t.params.get(dim.param)
+            rec[dim.name] = dim.values[0] if stored is None else dim.value(stored, sampler == "grid")
+        attrs = t.user_attrs
+        rec.update({k: attrs.get(k) for k in (*SCALARS, "worker")})
+        curves = attrs.get("curves") or {}
+        rec["eval_steps"] = curves.get("eval_steps")
+        rec["train_loss_curve"] = curves.get("train_loss")
+        rec.update({f"{k}_curve": curves.get(k) for k in CURVES})
+        if "per_seed" in attrs:
+            rec["per_seed"] = attrs["per_seed"]
         if rec["status"] is None:
             rec["status"] = "pruned" if t.state == TrialState.PRUNED else "ok"
         out.append(rec)
     return out
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)

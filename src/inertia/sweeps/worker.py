@@ -150,8 +150,7 @@ class Worker:
                 self.checkpoints.save(m, path)
                 last_save[0] = time.time()
 
-        pruning = self.search.pruner is not None
-        run_members(members, on_eval=(lambda m, means: judge(m.step, means)) if pruning else None,
+        run_members(members, on_eval=lambda m, means: judge(m.step, means),   # intermediate values, pruning
                     on_step=lambda m: progress(m.step), on_checkpoint=on_checkpoint)
         return members.results()
 
@@ -159,7 +158,7 @@ class Worker:
         """Report every configuration's mean validation metrics at a step; return those to prune."""
 
         def judge(step: int, means: dict[int, dict[str, float]]) -> list[int]:
-            return [c for c, metrics in means.items() if self.study.report(trials[c], metrics, step)]
+            return self.study.judge(trials, step, means)
 
         return judge
 

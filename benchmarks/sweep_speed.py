@@ -1,4 +1,14 @@
-"""Benchmark: an 8 x 8 learning rate x momentum grid trained at once, against the same 64 runs one by one.
+"""Benchmark: a learning rate x momentum grid trained at once, against the same runs one by one.
+
+Two workloads (``--workload mlp``, ``cnn``; the default runs both):
+
+- ``mlp``: an 8 x 8 grid on MNIST-1D with the MLP 40-100-100-10 (below);
+- ``cnn``: an 8 x 4 grid (lr 1e-3..1 log-spaced x momentum 0, 0.5, 0.9, 0.99) on scikit-learn's
+  digits as 1 x 8 x 8 images with ``examples/digits_cnn.py``'s DigitsCNN (two Conv2d + BatchNorm2d
+  + ReLU blocks, BatchNorm in train mode), batch 100, ``--cnn-steps`` steps: ``inertia.sweep`` of all
+  32 against a plain ``torch.optim.SGD`` loop over them, with the same initializations and batches.
+  Its figures also give each method's peak memory (the child process's ``ru_maxrss``) and the
+  conv + linear FLOP rate against the machine's measured matmul and convolution rates.
 
 Three ways to train the same 64 configurations (MNIST-1D, MLP 40-100-100-10,
 batch 100, 2000 steps, one 20 % validation holdout, the same minibatches and the
@@ -25,8 +35,11 @@ machine's measured fp32 matmul rate (torch's, and oneDNN's), the best configurat
 test accuracy, and the ceiling: the speedup that the at-once sweep's FLOPs, run at
 each measured matmul rate, would give against this loop.
 
-    python benchmarks/sweep_speed.py            # the full benchmark
-    python benchmarks/sweep_speed.py --quick    # smoke run: 60 steps
+    python benchmarks/sweep_speed.py                   # both workloads
+    python benchmarks/sweep_speed.py --workload cnn    # the CNN alone
+    python benchmarks/sweep_speed.py --quick           # smoke run: 60 steps (CNN: 20)
+
+The JSON file holds the MLP's figures at its top level (as before) and the CNN's under ``"cnn"``.
 """
 from __future__ import annotations
 
@@ -36,6 +49,7 @@ import math
 import multiprocessing
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -47,8 +61,12 @@ import torch.nn.functional as F
 
 from _results import write_json
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/ (a spawned child re-runs this)
+
 LRS = [10 ** (-3 + 3 * i / 7) for i in range(8)]
 MOMENTA = [0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995]
+CNN_MOMENTA = [0.0, 0.5, 0.9, 0.99]
+CNN_WIDTH = 16
 DIVERGE_FACTOR = 10.0
 
 
@@ -93,32 +111,75 @@ def cpu_description() -> str:
     return f"{model} ({isa})"
 
 
-def flops_per_member_step(widths: list[int], batch: int) -> float:
-    """Matmul FLOPs of one training step of one MLP: forward, weight gradients, input gradients (not layer 1)."""
-    macs = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
-    macs_input_grads = sum(a * b for a, b in zip(widths[1:-1], widths[2:]))
-    return 2.0 * batch * (2 * macs + macs_input_grads)
+def conv_rate(seconds: float = 2.0) -> float:
+    """Measured fp32 GFLOP/s of a 3x3 convolution (64 -> 64 channels, 32 x 32, batch 32), forward."""
+    x, w = torch.randn(32, 64, 32, 32), torch.randn(64, 64, 3, 3)
+    F.conv2d(x, w, padding=1)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        F.conv2d(x, w, padding=1)
+        count += 1
+    return 2 * 32 * 64 * 32 * 32 * 64 * 9 * count / (time.perf_counter() - start) / 1e9
 
 
-def train_one(data, train_idx, val_idx, lr, momentum, steps, batch, seed, threads=None):
-    """One model with torch.optim.SGD on the sweep's minibatch sequence; stops on divergence.
+def layer_macs(model: torch.nn.Module, input_shape: tuple[int, ...]) -> list[int]:
+    """Multiply-adds per example of each Conv and Linear layer of ``model``, in the order they run."""
+    macs: list[int] = []
+
+    def count(module, inputs, output):
+        if isinstance(module, torch.nn.Linear):
+            macs.append(module.in_features * module.out_features)
+        else:  # a convolution: each output value is in_channels / groups x kernel multiply-adds
+            macs.append(output[0].numel() * module.weight[0].numel())
+
+    kinds = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, kinds)]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, *input_shape))
+    for hook in hooks:
+        hook.remove()
+    return macs
+
+
+def flops_per_member_step(macs: list[int], batch: int) -> float:
+    """Conv/matmul FLOPs of one training step of one model: forward, weight gradients, input gradients
+    (none for the first layer), from the layers' multiply-adds per example."""
+    return 2.0 * batch * (2 * sum(macs) + sum(macs[1:]))
+
+
+def mlp_factory(data):
+    """The MLP workload's model: the ``mlp`` preset for ``data``."""
+    from inertia.models import model_factory
+
+    return model_factory("mlp", data)
+
+
+def cnn_factory() -> torch.nn.Module:
+    """The CNN workload's model: DigitsCNN for 1 x 8 x 8 digits."""
+    from examples.digits_cnn import DigitsCNN
+
+    return DigitsCNN(in_channels=1, classes=10, width=CNN_WIDTH)
+
+
+def train_one(data, train_idx, val_idx, lr, momentum, steps, batch, seed, threads=None, factory=None):
+    """One model (``factory()``, default the MLP) with torch.optim.SGD on the sweep's minibatch
+    sequence, in train mode; stops on divergence; evaluated in eval mode.
 
     ``threads``: torch's intra-op threads while it trains (default: as they are).
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(threads or previous)
     try:
-        return _train_one(data, train_idx, val_idx, lr, momentum, steps, batch, seed)
+        return _train_one(data, train_idx, val_idx, lr, momentum, steps, batch, seed, factory or mlp_factory(data))
     finally:
         torch.set_num_threads(previous)
 
 
-def _train_one(data, train_idx, val_idx, lr, momentum, steps, batch, seed):
-    from inertia.models import build_model
+def _train_one(data, train_idx, val_idx, lr, momentum, steps, batch, seed, factory):
     from inertia.sweeps.engine import batch_at
 
     torch.manual_seed(seed)
-    model = build_model("mlp", data.features, data.classes)
+    model = factory().to(data.x_train.device)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     first = None
     done = 0
@@ -134,6 +195,7 @@ def _train_one(data, train_idx, val_idx, lr, momentum, steps, batch, seed):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    model.eval()
     with torch.no_grad():
         xv, yv = data.x_train[val_idx], data.y_train[val_idx]
         out = model(xv)
@@ -155,6 +217,28 @@ def in_fresh_process(task, *args):
     sweep took 39-46 s where it took 34 s alone (2026-11-30)."""
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         return pool.submit(task, *args).result()
+
+
+def interleaved(at_once, loop, opts: dict, grid: list, repeats: int) -> tuple[list, list]:
+    """``repeats`` runs of ``at_once(opts)`` before, between and after slices of ``loop(opts, grid_slice)``
+    (so both are timed over the same stretch: this machine's speed drifts by 10-20 % within minutes),
+    each in a fresh process: what the at-once runs and the loop's slices returned."""
+    repeats = max(1, repeats)
+    n_slices = max(1, repeats - 1)
+    runs, slices = [in_fresh_process(at_once, opts)], []
+    for i in range(n_slices):
+        slices.append(in_fresh_process(loop, opts, grid[i * len(grid) // n_slices:(i + 1) * len(grid) // n_slices]))
+        if len(runs) < repeats:
+            runs.append(in_fresh_process(at_once, opts))
+    return runs, slices
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (``ru_maxrss``, KiB on Linux) in MiB; on a GPU, its peak
+    allocated GPU memory instead."""
+    if torch.cuda.is_available() and torch.cuda.max_memory_allocated():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _setup(opts: dict):
@@ -227,33 +311,14 @@ def task_optuna(opts: dict) -> tuple[float, list[int], dict, int]:
     return wall, done_steps, best, sum(1 for t in study.trials if not math.isfinite(t.value))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smoke run: 60 steps")
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads for every method (default: torch's)")
-    parser.add_argument("--loop-threads", type=int, default=None,
-                        help="torch threads for the two loops only (default: as for every method); on a 2-core "
-                             "machine one thread trains this small MLP faster than two")
-    parser.add_argument("--skip-optuna", action="store_true")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="runs of the all-at-once sweep, interleaved with slices of the loop; the median wall "
-                             "time is reported (it is ~10 s, so a single run is at the mercy of a moment's noise)")
-    parser.add_argument("--metric", default="val_loss", choices=("val_loss", "val_accuracy"),
-                        help="how the best configuration is chosen (on the validation holdout)")
-    parser.add_argument("--json", default="benchmarks/results/sweep_speed.json")
-    args = parser.parse_args(argv)
+def mlp_workload(args: argparse.Namespace) -> dict:
+    """The MLP workload: sweep, loop and Optuna on MNIST-1D; prints its table and returns its figures."""
     steps = args.steps or (60 if args.quick else 2000)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
     from inertia.data import load_dataset
 
     data = load_dataset("mnist1d", seed=args.seed)
     widths = [data.features, 100, 100, data.classes]
-    per_step = flops_per_member_step(widths, args.batch_size)
+    per_step = flops_per_member_step(layer_macs(mlp_factory(data)(), data.input_shape), args.batch_size)
     rate = matmul_rate()
     rate_onednn = onednn_matmul_rate()
     cpu = cpu_description()
@@ -265,20 +330,9 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads, "loop_threads": args.loop_threads}
     rows = {}
 
-    # 1 and 2, interleaved: the all-at-once runs (median of --repeats; every run gives the same
-    # numbers) sit before, between and after slices of the loop, so that both are timed over the
-    # same stretch of time (this machine's speed drifts by 10-20 % within minutes); each in a
-    # fresh process
     grid = [(lr, mu) for lr in LRS for mu in MOMENTA]
-    repeats = max(1, args.repeats)
-    n_slices = max(1, repeats - 1)
-    runs, loop, loop_wall = [in_fresh_process(task_at_once, opts)], [], 0.0
-    for i in range(n_slices):
-        wall, records = in_fresh_process(task_loop, opts, grid[i * len(grid) // n_slices:(i + 1) * len(grid) // n_slices])
-        loop_wall += wall
-        loop += records
-        if len(runs) < repeats:
-            runs.append(in_fresh_process(task_at_once, opts))
+    runs, slices = interleaved(task_at_once, task_loop, opts, grid, args.repeats)
+    loop_wall, loop = sum(wall for wall, _ in slices), [r for _, part in slices for r in part]
     walls = [r["wall_s"] for r in runs]
     rows["at_once"] = {**runs[-1], "wall_s": statistics.median(walls), "wall_s_runs": walls}
     print(f"at once: {rows['at_once']['wall_s']:.1f} s (median of {', '.join(f'{w:.1f}' for w in walls)}, "
@@ -356,6 +410,121 @@ def main(argv: list[str] | None = None) -> int:
                     "matmul_gflops": rate, "onednn_matmul_gflops": rate_onednn},
         "flops_per_member_step": per_step, "methods": rows, "summary": summary,
     }
+    return payload
+
+
+def _cnn_setup(opts: dict):
+    from examples.digits_cnn import digits_images
+    from inertia.sweeps.engine import make_folds
+
+    if opts["threads"]:
+        torch.set_num_threads(opts["threads"])
+    data = digits_images(opts["seed"])
+    train_idx, val_idx = make_folds(len(data.y_train), 1, opts["seed"])[0]
+    device = opts["device"]
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        setattr(data, name, getattr(data, name).to(device))
+    return data, train_idx, val_idx.to(device)
+
+
+def task_cnn_at_once(opts: dict) -> dict:
+    """``inertia.sweep`` of the CNN grid: wall time, member-steps, best configuration, peak memory."""
+    import inertia
+
+    data, _, _ = _cnn_setup(opts)
+    start = time.perf_counter()
+    res = inertia.sweep(data, cnn_factory, lr=LRS, momentum=CNN_MOMENTA, optimizer="momentum", steps=opts["steps"],
+                        batch_size=opts["batch_size"], folds=1, seed=opts["seed"], device=opts["device"],
+                        diverge_factor=DIVERGE_FACTOR, metric=opts["metric"], eval_every=opts["steps"])
+    wall = time.perf_counter() - start  # evaluated once, at the end, as the loop is
+    steps, best = opts["steps"], res.best
+    return {"wall_s": wall,
+            "member_steps": sum((r["diverged_step"] or steps) if r["status"] == "diverged" else steps
+                                for r in res.records()),
+            "best": {"lr": best["lr"], "momentum": best["momentum"], "val_loss": best["val_loss_mean"],
+                     "val_accuracy": best["val_accuracy_mean"], "test_accuracy": best["test_accuracy_mean"]},
+            "diverged": res.counts()["diverged"], "backend": res.meta.get("backend"), "peak_rss_mib": peak_rss_mib()}
+
+
+def task_cnn_loop(opts: dict, grid: list[tuple[float, float]]) -> tuple[float, list[dict], float]:
+    """torch.optim.SGD over the CNN ``grid``, one configuration after another: wall time, records, peak memory."""
+    data, train_idx, val_idx = _cnn_setup(opts)
+    start = time.perf_counter()
+    records = [dict(lr=lr, momentum=mu, **train_one(data, train_idx, val_idx, lr, mu, opts["steps"],
+                                                    opts["batch_size"], opts["seed"], opts["loop_threads"],
+                                                    cnn_factory))
+               for lr, mu in grid]
+    return time.perf_counter() - start, records, peak_rss_mib()
+
+
+def cnn_workload(args: argparse.Namespace) -> dict:
+    """The CNN workload: DigitsCNN on 1 x 8 x 8 digits, 32 configurations at once against a loop."""
+    steps = args.cnn_steps or (20 if args.quick else 500)
+    opts = {"steps": steps, "batch_size": args.batch_size, "seed": args.seed, "metric": args.metric,
+            "threads": args.threads, "loop_threads": args.loop_threads, "device": args.device}
+    per_step = flops_per_member_step(layer_macs(cnn_factory(), (1, 8, 8)), args.batch_size)
+    rates = {"matmul": matmul_rate(), "conv": conv_rate()}
+    print(f"digits 1x8x8, DigitsCNN width {CNN_WIDTH}, batch {args.batch_size}, {steps} steps, 8 x 4 grid; "
+          f"{torch.get_num_threads()} threads; matmul {rates['matmul']:.1f}, conv {rates['conv']:.1f} GFLOP/s",
+          flush=True)
+    grid = [(lr, mu) for lr in LRS for mu in CNN_MOMENTA]
+    runs, slices = interleaved(task_cnn_at_once, task_cnn_loop, opts, grid, args.repeats)
+    loop_wall, records = sum(wall for wall, _, _ in slices), [r for _, part, _ in slices for r in part]
+    ok = [r for r in records if r["status"] == "ok"]
+    lb = min(ok, key=lambda r: _rank(r, args.metric))
+    walls = [r["wall_s"] for r in runs]
+    rows = {"at_once": {**runs[-1], "wall_s": statistics.median(walls), "wall_s_runs": walls},
+            "sequential_sgd": {"wall_s": loop_wall, "member_steps": sum(r["steps_run"] for r in records),
+                               "best": {k: lb[k] for k in ("lr", "momentum", "val_loss", "val_accuracy",
+                                                           "test_accuracy")},
+                               "diverged": len(records) - len(ok), "peak_rss_mib": max(rss for _, _, rss in slices)}}
+    for row in rows.values():
+        row["speedup_vs_sequential"] = loop_wall / row["wall_s"]
+        row["gflops"] = row["member_steps"] * per_step / row["wall_s"] / 1e9
+        row.update({f"fraction_of_{name}_rate": row["gflops"] / rate for name, rate in rates.items()})
+    speedup = rows["at_once"]["speedup_vs_sequential"]
+    for name, row in rows.items():
+        print(f"{name:>15}: {row['wall_s']:7.1f} s  {row['speedup_vs_sequential']:5.2f}x  {row['gflops']:6.1f} GFLOP/s "
+              f"({100 * row['fraction_of_conv_rate']:.0f} % of conv, {100 * row['fraction_of_matmul_rate']:.0f} % "
+              f"of matmul)  peak {row['peak_rss_mib']:.0f} MiB  best lr {row['best']['lr']:.3g}, "
+              f"mu {row['best']['momentum']:g}, test acc {100 * row['best']['test_accuracy']:.1f} %")
+    print(f"at once: median of {', '.join(f'{w:.1f}' for w in walls)} s; speedup {speedup:.2f}x (required >= 3x "
+          f"on CPU) -> " + ("bar met" if speedup >= 3 else "bar NOT met"), flush=True)
+    return {"steps": steps, "batch_size": args.batch_size, "device": args.device, "grid": {"lr": LRS, "momentum": CNN_MOMENTA},
+            "model": f"DigitsCNN(in_channels=1, classes=10, width={CNN_WIDTH})", "loop_threads":
+            args.loop_threads or torch.get_num_threads(), "rates_gflops": rates, "flops_per_member_step": per_step,
+            "methods": rows, "summary": {"speedup": speedup, "required_speedup": 3.0, "passes": speedup >= 3}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workload", default="both", choices=("both", "mlp", "cnn"))
+    parser.add_argument("--quick", action="store_true", help="smoke run: 60 steps (CNN: 20)")
+    parser.add_argument("--steps", type=int, default=None, help="the MLP's steps (default 2000)")
+    parser.add_argument("--cnn-steps", type=int, default=None, help="the CNN's steps (default 500)")
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--device", default="cpu", help="the CNN workload's device (cpu, cuda)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for every method (default: torch's)")
+    parser.add_argument("--loop-threads", type=int, default=None,
+                        help="torch threads for the loops only (default: as for every method); on a 2-core "
+                             "machine one thread trains these small models faster than two")
+    parser.add_argument("--skip-optuna", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of the all-at-once sweep, interleaved with slices of the loop; the median wall "
+                             "time is reported (it is ~10 s, so a single run is at the mercy of a moment's noise)")
+    parser.add_argument("--metric", default="val_loss", choices=("val_loss", "val_accuracy"),
+                        help="how the best configuration is chosen (on the validation holdout)")
+    parser.add_argument("--json", default="benchmarks/results/sweep_speed.json")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    payload = mlp_workload(args) if args.workload in ("both", "mlp") else {
+        "benchmark": "sweep_speed", "command": " ".join([sys.executable.split('/')[-1], *sys.argv]),
+        "machine": {"cpu": cpu_description(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "torch": torch.__version__}}
+    if args.workload in ("both", "cnn"):
+        payload["cnn"] = cnn_workload(args)
     write_json(payload, args.json)
     return 0
 

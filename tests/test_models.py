@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from inertia.models import CNN1D, MLP, MODELS, build_model
+from inertia.models import CNN1D, CNN2D, MLP, MODELS, build_model
 
 
 def test_mlp_preset_is_40_100_100_10():
@@ -59,5 +60,42 @@ def test_unknown_model_lists_known_names():
 def test_bad_sizes():
     with pytest.raises(ValueError, match="hidden"):
         MLP(4, 2, hidden=(0,))
-    with pytest.raises(ValueError, match="classes"):
-        MLP(4, 1)
+    with pytest.raises(ValueError, match="outputs"):
+        MLP(4, 0)
+    with pytest.raises(ValueError, match="channels"):
+        CNN2D(1, 10, channels=0)
+
+
+def test_one_output_for_regression():
+    assert build_model("mlp", 5, 1)(torch.randn(3, 5)).shape == (3, 1)
+
+
+def test_registered_models_take_image_inputs():
+    x = torch.randn(4, 1, 8, 8)
+    for name in ("mlp", "linear", "cnn"):
+        torch.manual_seed(0)
+        model = build_model(name, (1, 8, 8), 10)
+        torch.manual_seed(0)
+        flat = build_model(name, 64, 10)
+        torch.testing.assert_close(model(x), flat(x.flatten(1)))  # they read an image as its 64 pixels
+
+
+def test_cnn2d_is_its_two_batchnorm_blocks_then_pooling():
+    torch.manual_seed(0)
+    model = build_model("cnn2d", (3, 8, 6), 5, channels=4)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert [(c.in_channels, c.out_channels, c.stride) for c in convs] == [(3, 4, (1, 1)), (4, 8, (2, 2))]
+    assert [n.num_features for n in norms] == [4, 8]
+    x = torch.randn(7, 3, 8, 6)
+    h = torch.relu(F.batch_norm(convs[0](x), None, None, norms[0].weight, norms[0].bias, training=True))
+    h = torch.relu(F.batch_norm(convs[1](h), None, None, norms[1].weight, norms[1].bias, training=True))
+    torch.testing.assert_close(model(x), model.head(h.mean((2, 3))))
+
+
+def test_cnn2d_reads_h_w_inputs_as_one_channel():
+    torch.manual_seed(0)
+    model = build_model("cnn2d", (8, 8), 10)
+    x = torch.randn(4, 8, 8)
+    torch.testing.assert_close(model(x), model(x[:, None]))
+    assert model.body[0].in_channels == 1

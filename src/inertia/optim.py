@@ -75,14 +75,13 @@ def _real(t: Any) -> Any:
 
 
 def _as_input(value: Any, like: Tensor) -> Any:
-    """A numeric hyperparameter as a tensor input of a compiled graph (tuples per component).
-
-    Shape [1], never 0-dim: Inductor (torch 2.13, CPU) loses in-place updates of 0-dim inputs."""
+    """A numeric hyperparameter as a 0-dim tensor input of a compiled graph (tuples per component),
+    so that a new value never recompiles."""
     if isinstance(value, (tuple, list)):
         return tuple(_as_input(v, like) for v in value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return torch.full((1,), value, dtype=like.dtype, device=like.device)
-    return value.view(1) if isinstance(value, Tensor) and value.dim() == 0 else value
+        return torch.tensor(value, dtype=like.dtype, device=like.device)
+    return value
 
 
 def _guarded_update(update: Callable, params: list[Tensor], grads: list[Tensor], states: list[dict],
@@ -326,8 +325,8 @@ class RuleOptimizer(torch.optim.Optimizer):
         hyper = self._hyper(group, first)
         hyper.update({name: _as_input(hyper[name], first) for name in self.rule.numeric})
 
-        def one(t: Tensor) -> Tensor:
-            t = _real(t)
+        def one(t: Tensor) -> Tensor:  # mutated inputs go in as [1], never 0-dim: Inductor (torch 2.13,
+            t = _real(t)                  # CPU) loses in-place updates of 0-dim inputs
             return t.view(1) if t.dim() == 0 else t
 
         states = [{k: one(v) for k, v in self.state[p].items()} for p in params]
@@ -394,14 +393,22 @@ class RuleOptimizer(torch.optim.Optimizer):
             self._move(mode)
         return self
 
-def _preset_init(preset_name: str, default_lr: float | None = None):
-    """``__init__`` of an optimizer class for a preset; ``default_lr`` overrides the preset's (torch's value)."""
+TORCH_FLAGS = ("foreach", "fused", "capturable", "differentiable")
+"""torch.optim's execution flags: the torch-named classes accept and ignore them (``execution=`` chooses)."""
+
+
+def _preset_init(preset_name: str, default_lr: float | None = None, torch_flags: bool = False):
+    """``__init__`` of an optimizer class for a preset; ``default_lr`` overrides the preset's (torch's
+    value); with ``torch_flags``, :data:`TORCH_FLAGS` are accepted and ignored (drop-in for torch.optim)."""
     preset = rules.get(preset_name)
 
     def __init__(self, params: Iterable, lr: Any = default_lr, *, nonfinite: str = "raise",
                  execution: str = "auto", **hyper: Any) -> None:
         if lr is not None:
             hyper["lr"] = lr
+        if torch_flags:
+            for flag in TORCH_FLAGS:
+                hyper.pop(flag, None)
         RuleOptimizer.__init__(self, params, preset.rule, nonfinite=nonfinite, execution=execution,
                                **{**preset.overrides, **hyper})
 
@@ -418,7 +425,7 @@ class SGD(RuleOptimizer):
     """
 
     rule = rules.SGD_RULE
-    __init__ = _preset_init("sgd", default_lr=1e-3)  # torch.optim.SGD's default
+    __init__ = _preset_init("sgd", default_lr=1e-3, torch_flags=True)  # torch.optim.SGD's default
 
 
 class Momentum(RuleOptimizer):
@@ -440,7 +447,7 @@ class Adam(RuleOptimizer):
     """
 
     rule = rules.ADAM_RULE
-    __init__ = _preset_init("adam")
+    __init__ = _preset_init("adam", torch_flags=True)
 
 
 class AdamW(RuleOptimizer):
@@ -450,7 +457,7 @@ class AdamW(RuleOptimizer):
     """
 
     rule = rules.ADAM_RULE
-    __init__ = _preset_init("adamw")
+    __init__ = _preset_init("adamw", torch_flags=True)
 
 
 class NAdam(RuleOptimizer):
@@ -461,7 +468,7 @@ class NAdam(RuleOptimizer):
     """
 
     rule = rules.NADAM_RULE
-    __init__ = _preset_init("nadam")
+    __init__ = _preset_init("nadam", torch_flags=True)
 
 
 class RMSprop(RuleOptimizer):
@@ -472,7 +479,7 @@ class RMSprop(RuleOptimizer):
     """
 
     rule = rules.RMSPROP_RULE
-    __init__ = _preset_init("rmsprop")
+    __init__ = _preset_init("rmsprop", torch_flags=True)
 
 
 class QHM(RuleOptimizer):

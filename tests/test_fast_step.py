@@ -279,10 +279,16 @@ def _compile_works() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def compiled_ok():
+def compile_available():
     reason = _compile_works()
     if reason:
         pytest.skip(reason)
+
+
+@pytest.fixture
+def compiled_ok(compile_available):
+    """Each test starts from an empty Dynamo cache (its recompile limit is counted across optimizers)."""
+    torch._dynamo.reset()
 
 
 @pytest.mark.parametrize("name, hyper, steps", COMPILED_RUNS,

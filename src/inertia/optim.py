@@ -45,6 +45,8 @@ check waits (without blocking) for a later call if the copy has not landed.
 from __future__ import annotations
 
 import collections
+import functools
+import types
 from typing import Any, Callable, Iterable
 
 import torch
@@ -75,13 +77,13 @@ def _real(t: Any) -> Any:
 
 
 def _as_input(value: Any, like: Tensor) -> Any:
-    """A numeric hyperparameter as a 0-dim tensor input of a compiled graph (tuples per component),
-    so that a new value never recompiles."""
+    """A numeric hyperparameter as a tensor input of a compiled graph (tuples per component), so
+    that a new value never recompiles. Shape [1]: Dynamo guards on the value of a 0-dim CPU input."""
     if isinstance(value, (tuple, list)):
         return tuple(_as_input(v, like) for v in value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return torch.tensor(value, dtype=like.dtype, device=like.device)
-    return value
+        return torch.full((1,), value, dtype=like.dtype, device=like.device)
+    return value.view(1) if isinstance(value, Tensor) and value.dim() == 0 else value
 
 
 def _guarded_update(update: Callable, params: list[Tensor], grads: list[Tensor], states: list[dict],
@@ -318,9 +320,10 @@ class RuleOptimizer(torch.optim.Optimizer):
 
     def _compiled_step(self, group: dict, params: list[Tensor], found: Tensor | None) -> None:
         if self._compiled is None:
-            update = self.rule.update
-            self._compiled = torch.compile(
-                lambda *args: _guarded_update(update, *args), fullgraph=True, dynamic=False)
+            # a code object of its own, so that Dynamo's recompile limit counts this optimizer's graphs only
+            code = _guarded_update.__code__.replace(co_name=f"{self.rule.name}_list_update")
+            fn = types.FunctionType(code, _guarded_update.__globals__)
+            self._compiled = torch.compile(functools.partial(fn, self.rule.update), fullgraph=True, dynamic=False)
         first = _real(params[0])
         hyper = self._hyper(group, first)
         hyper.update({name: _as_input(hyper[name], first) for name in self.rule.numeric})

@@ -202,7 +202,7 @@ def nadam_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper) -> Non
     bias_correction2 = 1 - beta2**step
     mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * psi)))
     mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * psi)))
-    mu_product.mul_(mu.to(mu_product.dtype))
+    mu_product.mul_(mu.to(mu_product.dtype).reshape(mu_product.shape))  # [1] inputs of a compiled list path
     lerp_(exp_avg, g, 1 - beta1)
     exp_avg_sq.mul_(beta2)
     addcmul_(exp_avg_sq, g, g, 1 - beta2)

@@ -32,7 +32,7 @@ that are not per configuration; anything else runs simple. Every path gives the 
 numbers as ``"simple"`` (tests/test_fast_step.py).
 
 Non-finite gradients (``nonfinite=``): every step computes, on the device, one flag
-per parameter (its gradient holds NaN or inf); when any is set the whole step is
+per parameter (its gradient holds NaN or inf: a float64 sum of the gradient, one read); when any is set the whole step is
 skipped on the device: parameters and state are left untouched. ``"skip"`` counts
 such steps on the device (``skipped_steps`` reads the count). ``"raise"`` (default)
 raises :class:`NonFiniteGradientError` naming the first such parameter at the next
@@ -193,11 +193,12 @@ class RuleOptimizer(torch.optim.Optimizer):
 
     @staticmethod
     def _flags(params: list[Tensor]) -> Tensor:
-        """One device flag per parameter: its gradient holds NaN or inf (an inf-norm per gradient)."""
-        peaks = torch._foreach_norm([_real(p.grad.detach()) for p in params], float("inf"))
-        if len({t.dtype for t in peaks}) > 1:
-            peaks = [t.float() for t in peaks]
-        return ~torch.isfinite(torch.stack(peaks))
+        """One device flag per parameter: its gradient holds NaN or inf.
+
+        The test is a float64 sum of each gradient: NaN or inf in any element makes it non-finite, and
+        finite float32 (or narrower) values cannot overflow it, so it is exact for them; a float64
+        gradient counts as non-finite only if its sum overflows (elements near 1e308)."""
+        return ~torch.isfinite(torch.stack([_real(p.grad.detach()).sum(dtype=torch.float64) for p in params]))
 
     def _record(self, flags: Tensor, found: Tensor, params: list[Tensor]) -> None:
         if self.nonfinite == "skip":

@@ -1,71 +1,68 @@
 """The optimizer engine: any :class:`~inertia.rules.Rule` as a ``torch.optim.Optimizer``.
 
 Param groups, closures, ``state_dict``/``load_state_dict``, hooks and torch's own
-``lr_scheduler`` classes work as with ``torch.optim``. A hyperparameter may be a
+``lr_scheduler`` classes work as with ``torch.optim``, and state dicts move both ways
+between inertia's SGD, Adam, AdamW, NAdam, RMSprop and torch.optim's (missing group
+keys are filled from the optimizer's defaults on load). A hyperparameter may be a
 Python number, a 0-dim tensor, or a 1-D tensor of length N: then every parameter's
 first dimension is the configuration axis and configuration i uses the i-th value
 (this is how the sweep engine trains N models at once). Tuple hyperparameters
 (``betas``) are tuples of such values.
 
+The optimizer never changes what a user's parameters are: each keeps its own storage,
+and ``optimizer.state[p]`` is the state the step reads and writes (``step`` is a
+per-parameter tensor, of torch.optim's dtype). Complex parameters are updated as
+``torch.view_as_real`` (as torch.optim does); their state is stored complex.
+
 Execution paths (the rule is written once; the path only changes how it is run):
 
 - ``"simple"``: the reference. The rule is applied to each parameter in turn.
-- ``"flat"``: the group's parameters are moved (once, values unchanged, same
-  ``Parameter`` objects) into one contiguous buffer, the rule's state is kept in
-  matching flat buffers whose per-parameter views are what ``optimizer.state``
-  shows, and the rule runs ONCE over the whole buffer. Gradients are gathered
-  into a flat gradient buffer (a copy, skipped when ``p.grad`` already lives
-  there: it does after a step unless ``zero_grad()`` set it to None).
-- ``"compiled"``: ``"flat"`` with the rule's update compiled by ``torch.compile``
-  (numeric hyperparameters passed as 0-dim tensors, so schedules never recompile).
+- ``"fused"``: torch's fused kernel for a rule and settings it implements
+  (``torch._fused_sgd_`` for SGD in the ``torch`` convention), one call per group;
+  it skips on the device when the non-finite flag is set.
+- ``"compiled"``: ``torch.compile`` of the rule looped over the group's list of
+  tensors (Inductor fuses each tensor's update into one pass), the non-finite skip
+  included as a select; numeric hyperparameters go in as tensors, so schedules never
+  recompile. Compilation time grows with the number of tensors (minutes for hundreds).
 
-``execution="auto"`` (default) picks ``"flat"`` for a group whose parameters share
-dtype and device, have a gradient, and whose hyperparameters are not per
-configuration, ``"compiled"`` instead when such a group holds at least
-``COMPILE_MIN_ELEMENTS`` elements and ``torch.compile`` works, else ``"simple"``.
-All paths give the same numbers as ``"simple"`` (tests/test_fast_step.py).
+``execution="auto"`` (default) picks ``"fused"`` where it applies, else ``"simple"``.
+A fast path runs a group whose parameters share dtype and device and whose state the
+simple path has created (the first step of a group runs simple), with hyperparameters
+that are not per configuration; anything else runs simple. Every path gives the same
+numbers as ``"simple"`` (tests/test_fast_step.py).
 
-What the flat path changes for the user: each parameter's ``.data`` (and, after
-a step, ``.grad``) is a view into the group's flat buffer, so ``torch.save`` of a
-single parameter or state tensor writes the whole buffer (saving a whole
-``state_dict`` writes each buffer once). Two optimizers over the same parameters
-would move them back and forth; use ``execution="simple"`` for one of them.
-A rule that cannot be compiled in one graph (data-dependent Python control flow)
-makes the compiled path warn once and run it on the eager flat path.
-
-The non-finite gradient check costs one reduction: a sum over each flat gradient
-buffer (NaN/inf in any element makes the sum non-finite); only when that sum is
-not finite does the exact per-parameter search run, so a huge but finite
-gradient whose sum overflows is never reported by mistake.
+Non-finite gradients (``nonfinite=``): every step computes, on the device, one flag
+per parameter (its gradient holds NaN or inf: a float64 sum of the gradient, one read); when any is set the whole step is
+skipped on the device: parameters and state are left untouched. ``"skip"`` counts
+such steps on the device (``skipped_steps`` reads the count). ``"raise"`` (default)
+raises :class:`NonFiniteGradientError` naming the first such parameter at the next
+call of ``step()`` or ``zero_grad()`` after the flags have reached the host: on CPU
+that is always the next call; on CUDA the flags are copied asynchronously and the
+check waits (without blocking) for a later call if the copy has not landed.
+``check_nonfinite()`` waits for the flags and raises at once. On the fast paths
+``step()`` reads nothing from the device; the simple path reads the flag to skip.
 """
 from __future__ import annotations
 
 import collections
-import math
-import operator
-import os
-import warnings
+import functools
+import types
 from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor
+from torch.optim.optimizer import _get_fused_kernels_supported_devices
 
-from . import rules
-from .rules import Rule, broadcast_hyper
+from . import core, rules
+from .rules import Rule
+from .rules.adaptive import scalar_dtype
 
 NONFINITE_POLICIES = ("raise", "skip", "off")
-EXECUTIONS = ("auto", "simple", "flat", "compiled")
-COMPILE_MIN_ELEMENTS = int(os.environ.get("INERTIA_COMPILE_MIN_ELEMENTS", 2**21))
+EXECUTIONS = ("auto", "simple", "fused", "compiled")
 
 
 class NonFiniteGradientError(FloatingPointError):
-    """A gradient held NaN or inf; the parameters were left untouched."""
-
-
-def _shape_hyper(value: Any, param: Tensor) -> Any:
-    if isinstance(value, (tuple, list)):
-        return tuple(broadcast_hyper(v, param) for v in value)
-    return broadcast_hyper(value, param)
+    """A gradient held NaN or inf; that step was skipped (parameters and state untouched)."""
 
 
 def _per_configuration(value: Any) -> bool:
@@ -74,107 +71,40 @@ def _per_configuration(value: Any) -> bool:
     return isinstance(value, Tensor) and value.dim() > 0
 
 
-class _FlatGroup:
-    """One param group living in flat buffers: parameters, gradients and the rule's state.
+def _real(t: Any) -> Any:
+    """A complex tensor as its real view ``[..., 2]`` (what the rule updates); anything else as is."""
+    return torch.view_as_real(t) if isinstance(t, Tensor) and t.is_complex() else t
 
-    ``optimizer.state[p]`` holds views of the flat state buffers (so ``state_dict``
-    is per parameter as usual); 0-dim state shared by the group (``step``, NAdam's
-    ``mu_product``, ...) is one tensor object held by every parameter's state.
-    """
 
-    def __init__(self, params: list[Tensor], states: list[dict]):
-        self.params = params
-        self.ids = [id(p) for p in params]
-        first = params[0]
-        self.numels = [p.numel() for p in params]
-        self.offsets = []
-        total = 0
-        for n in self.numels:
-            self.offsets.append(total)
-            total += n
-        self.flat_param = torch.empty(total, dtype=first.dtype, device=first.device)
-        self.flat_grad = torch.zeros(total, dtype=first.dtype, device=first.device)
-        with torch.no_grad():
-            torch._foreach_copy_(self._views(self.flat_param), [p.detach() for p in params])
-            for p, view in zip(params, self._views(self.flat_param)):
-                p.data = view
-        self.param_ptrs = [p.data_ptr() for p in params]
-        self.grad_views = self._views(self.flat_grad)
-        self.grad_ptrs = [g.data_ptr() for g in self.grad_views]
-        self.state: dict[str, Tensor] = {}
-        self.state_dicts: list[dict] = []
-        if states[0]:
-            self._adopt(states)
-        else:
-            self.state["step"] = torch.zeros((), dtype=torch.float32)
+def _as_input(value: Any, like: Tensor) -> Any:
+    """A numeric hyperparameter as a tensor input of a compiled graph (tuples per component), so
+    that a new value never recompiles. Shape [1]: Dynamo guards on the value of a 0-dim CPU input."""
+    if isinstance(value, (tuple, list)):
+        return tuple(_as_input(v, like) for v in value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return torch.full((1,), value, dtype=like.dtype, device=like.device)
+    return value.view(1) if isinstance(value, Tensor) and value.dim() == 0 else value
 
-    @staticmethod
-    def eligible_states(params: list[Tensor], states: list[dict]) -> bool:
-        """True when the per-parameter states can be merged (all empty, or alike with equal scalars)."""
-        keys = set(states[0])
-        if any(set(s) != keys for s in states):
-            return False
-        for key in keys:
-            values = [s[key] for s in states]
-            if not all(isinstance(v, Tensor) for v in values):
-                return False
-            if all(v.shape == p.shape for v, p in zip(values, params)) and key != "step":
-                continue
-            if all(v.shape == values[0].shape and torch.equal(v, values[0]) for v in values):
-                continue
-            return False
-        return True
 
-    def _views(self, flat: Tensor) -> list[Tensor]:
-        return [flat[o:o + n].view_as(p) for o, n, p in zip(self.offsets, self.numels, self.params)]
+def _guarded_update(update: Callable, params: list[Tensor], grads: list[Tensor], states: list[dict],
+                    hyper: dict, skip: Tensor | None) -> None:
+    """``update`` over a list of tensors; with ``skip`` (a device flag) set, nothing changes."""
+    for p, g, s in zip(params, grads, states):
+        if skip is None:
+            update(p, g, s, hyper)
+            continue
+        s["step"].add_((~skip).to(s["step"].dtype))
+        new_p, new_s = p.clone(), {k: v.clone() for k, v in s.items()}
+        update(new_p, g, new_s, hyper)
+        p.copy_(torch.where(skip, p, new_p))
+        for k, v in s.items():
+            if k != "step":
+                v.copy_(torch.where(skip, v, new_s[k]))
 
-    def _adopt(self, states: list[dict]) -> None:
-        """Move existing per-parameter state into flat buffers."""
-        for key in states[0]:
-            values = [s[key] for s in states]
-            if key != "step" and all(v.shape == p.shape for v, p in zip(values, self.params)):
-                flat = torch.empty(self.flat_param.shape, dtype=values[0].dtype, device=values[0].device)
-                torch._foreach_copy_(self._views(flat), values)
-                self.state[key] = flat
-            else:
-                self.state[key] = values[0].clone()
 
-    def split(self, optimizer_state: dict) -> None:
-        """Point every parameter's state at views of the flat state (after a step created it)."""
-        views = {k: self._views(v) if v.shape == self.flat_param.shape and k != "step" else None
-                 for k, v in self.state.items()}
-        self.state_dicts = []
-        for i, p in enumerate(self.params):
-            s = {k: (views[k][i] if views[k] is not None else v) for k, v in self.state.items()}
-            optimizer_state[p] = s
-            self.state_dicts.append(s)
-
-    def valid(self, params: list[Tensor], optimizer_state: dict) -> bool:
-        # list comparisons: this runs every step, so it is kept to a few C-level passes
-        if list(map(id, params)) != self.ids or [p.data_ptr() for p in params] != self.param_ptrs:
-            return False
-        if self.state_dicts:
-            return all(map(operator.is_, map(optimizer_state.get, params), self.state_dicts))
-        return not any(map(optimizer_state.get, params))
-
-    def gather_grads(self) -> None:
-        """Make ``flat_grad`` hold the gradients; afterwards every ``p.grad`` is a view of it."""
-        ptrs = [p.grad.data_ptr() for p in self.params]
-        if ptrs == self.grad_ptrs:
-            return
-        stale = [i for i, (a, b) in enumerate(zip(ptrs, self.grad_ptrs)) if a != b]
-        sources = [self.params[i].grad for i in stale]
-        torch._foreach_copy_([self.grad_views[i] for i in stale], sources)
-        for i in stale:
-            self.params[i].grad = self.grad_views[i]
-
-    def dissolve(self, optimizer_state: dict) -> None:
-        """Give every parameter its own copy of the shared scalar state (before a simple step)."""
-        for p, s in zip(self.params, self.state_dicts):
-            if optimizer_state.get(p) is s:
-                for key, value in s.items():
-                    if value.shape != p.shape or key == "step":
-                        s[key] = value.clone()
+def _rule_ref(rule: Rule) -> Any:
+    """A registered rule by preset name (picklable), any other rule as itself."""
+    return next((name for name, preset in rules.PRESETS.items() if preset.rule is rule), rule)
 
 
 class RuleOptimizer(torch.optim.Optimizer):
@@ -183,15 +113,13 @@ class RuleOptimizer(torch.optim.Optimizer):
     Args:
         params: parameters, named parameters or param-group dicts, as for torch.optim.
         rule: the update rule (subclasses set it as a class attribute).
-        nonfinite: what to do when a gradient holds NaN/inf: ``"raise"`` (default)
-            raises :class:`NonFiniteGradientError` naming the parameter before any
-            parameter changes; ``"skip"`` skips the whole step and counts it in
-            ``skipped_steps``; ``"off"`` does not check.
-        execution: ``"auto"`` (default), ``"simple"``, ``"flat"`` or ``"compiled"``;
-            see the module docstring. ``"flat"`` and ``"compiled"`` fall back to
-            ``"simple"`` for a group they cannot run (per-configuration
-            hyperparameters, mixed dtypes, a parameter without gradient).
+        nonfinite: ``"raise"`` (default), ``"skip"`` or ``"off"``: see the module docstring.
+        execution: ``"auto"`` (default), ``"simple"``, ``"fused"`` or ``"compiled"``;
+            see the module docstring. A fast path falls back to ``"simple"`` for a
+            group it cannot run.
         **hyper: the rule's hyperparameters (unknown names are a ``TypeError``).
+
+    A rule with an evaluation point (Schedule-Free) adds ``eval()``/``train()``.
     """
 
     rule: Rule
@@ -206,210 +134,285 @@ class RuleOptimizer(torch.optim.Optimizer):
             raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}")
         self.nonfinite = nonfinite
         self.execution = execution
-        self.skipped_steps = 0
-        self._flat: dict[int, _FlatGroup] = {}
-        self._compiled: Callable | None = None
-        self._compile_failed = False
+        self._reset_runtime()
         super().__init__(params, self.rule.check(hyper))
+
+    def _reset_runtime(self) -> None:
+        self._skipped: Tensor | None = None      # device count of skipped steps
+        self._pending: list[tuple] = []          # (host flags, CUDA event or None, params) to check
+        self._compiled: Callable | None = None
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         given = {k: v for k, v in param_group.items() if k in self.rule.defaults}
         self.rule.check({**self.defaults, **given})
         super().add_param_group(param_group)
+        if self.rule.eval_point is not None:
+            self.param_groups[-1].setdefault("train_mode", True)
+
+    # ------------------------------------------------------------ pickling, state dicts
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**super().__getstate__(), "nonfinite": self.nonfinite, "skipped_steps": self.skipped_steps,
-                "execution": self.execution}
+        return {**super().__getstate__(), "rule": _rule_ref(self.rule), "nonfinite": self.nonfinite,
+                "execution": self.execution, "_skipped": self._skipped}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        rule = state.pop("rule", None)
         super().__setstate__(state)
+        if rule is not None:
+            self.rule = rules.get(rule).rule if isinstance(rule, str) else rule
         self.__dict__.setdefault("nonfinite", "raise")
-        self.__dict__.setdefault("skipped_steps", 0)
         self.__dict__.setdefault("execution", "auto")
-        self.__dict__.setdefault("_flat", {})
-        self.__dict__.setdefault("_compiled", None)
-        self.__dict__.setdefault("_compile_failed", False)
+        skipped = self.__dict__.pop("_skipped", None)
+        self._reset_runtime()
+        self._skipped = skipped
+        for group in self.param_groups:  # a state dict from torch.optim or an older inertia
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
+            if self.rule.eval_point is not None:
+                group.setdefault("train_mode", True)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
-        self._flat = {}
-        # a state saved from the flat path shares scalar tensors between parameters: unshare them
         seen: set[int] = set()
-        for s in self.state.values():
-            for key, value in list(s.items()):
-                if isinstance(value, Tensor):
-                    if id(value) in seen:
-                        s[key] = value.clone()
+        for group in self.param_groups:
+            for p in group["params"]:
+                s = self.state.get(p)
+                if not isinstance(s, dict):
+                    continue
+                for key, value in list(s.items()):
+                    if key == "step" and not isinstance(value, Tensor):  # older torch dicts: a number
+                        value = torch.tensor(float(value), dtype=scalar_dtype())
+                    if key == "step":
+                        value = value.to(device=p.device)
+                    if isinstance(value, Tensor) and id(value) in seen:  # shared between parameters
+                        value = value.clone()
                     seen.add(id(value))
+                    s[key] = value
 
     # ------------------------------------------------------------ non-finite gradients
 
-    def _with_grads(self) -> list[tuple[dict, list[Tensor]]]:
-        return [(group, [p for p in group["params"] if p.grad is not None]) for group in self.param_groups]
-
-    def _first_nonfinite(self, work: list[tuple[dict, list[Tensor]]]) -> str | None:
-        """Name of the first parameter whose gradient holds NaN/inf, or None (one device sync)."""
-        entries = [(index, group, p) for index, (group, params) in enumerate(work) for p in params]
-        if not entries:
-            return None
-        peaks = torch._foreach_norm([p.grad.detach() for _, _, p in entries], float("inf"))
-        finite = torch.isfinite(torch.stack([peak.float() for peak in peaks])).cpu()
-        if bool(finite.all()):
-            return None
-        index, group, p = entries[int((~finite).nonzero()[0])]
-        position = next(k for k, q in enumerate(group["params"]) if q is p)
-        if group.get("param_names") is not None:
-            return repr(group["param_names"][position])
-        return f"group {index}, parameter {position} of shape {tuple(p.shape)}"
-
     @staticmethod
-    def _maybe_nonfinite(plans: list[tuple[dict, list[Tensor], _FlatGroup | None]]) -> bool:
-        """Cheap filter: False guarantees every gradient is finite (one reduction per flat buffer)."""
-        sums = []
-        for _, params, flat in plans:
-            if flat is not None:
-                sums.append(flat.flat_grad.sum())
-            elif params:
-                sums.extend(p.grad.detach().sum() for p in params)
-        if not sums:
-            return False
-        total = sums[0] if len(sums) == 1 else torch.stack([s.to(sums[0].dtype) for s in sums]).sum()
-        return not math.isfinite(total.item())
+    def _flags(params: list[Tensor]) -> Tensor:
+        """One device flag per parameter: its gradient holds NaN or inf.
+
+        The test is a float64 sum of each gradient: NaN or inf in any element makes it non-finite, and
+        finite float32 (or narrower) values cannot overflow it, so it is exact for them; a float64
+        gradient counts as non-finite only if its sum overflows (elements near 1e308)."""
+        return ~torch.isfinite(torch.stack([_real(p.grad.detach()).sum(dtype=torch.float64) for p in params]))
+
+    def _record(self, flags: Tensor, found: Tensor, params: list[Tensor]) -> None:
+        if self.nonfinite == "skip":
+            self._skipped = found.long() if self._skipped is None else self._skipped.add_(found.long())
+            return
+        event = None
+        if flags.is_cuda:
+            host = torch.empty(flags.shape, dtype=flags.dtype, pin_memory=True)
+            host.copy_(flags, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            flags = host
+        self._pending.append((flags, event, params))
+
+    def check_nonfinite(self, wait: bool = True) -> None:
+        """Raise :class:`NonFiniteGradientError` if a past step had a non-finite gradient.
+
+        ``wait=False`` looks only at flags that have already reached the host (no sync)."""
+        while self._pending:
+            flags, event, params = self._pending[0]
+            if event is not None and not (wait or event.query()):
+                return
+            if event is not None:
+                event.synchronize()
+            self._pending.pop(0)
+            bad = flags.numpy().nonzero()[0]  # host memory: no device read
+            if len(bad):
+                self._pending.clear()
+                raise NonFiniteGradientError(
+                    f"non-finite gradient (NaN or inf) in parameter {self._describe(params[bad[0]])}; "
+                    f"that step was skipped. Lower the learning rate, clip gradients, or pass "
+                    f"nonfinite='skip' to skip such steps.")
+
+    def _describe(self, p: Tensor) -> str:
+        for index, group in enumerate(self.param_groups):
+            for position, q in enumerate(group["params"]):
+                if q is p:
+                    if group.get("param_names") is not None:
+                        return repr(group["param_names"][position])
+                    return f"group {index}, parameter {position} of shape {tuple(p.shape)}"
+        return f"of shape {tuple(p.shape)}"
+
+    @property
+    def skipped_steps(self) -> int:
+        """Steps skipped for a non-finite gradient (``nonfinite="skip"``; reading it syncs)."""
+        return 0 if self._skipped is None else int(self._skipped)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.check_nonfinite(wait=False)
+        super().zero_grad(set_to_none=set_to_none)
 
     # ------------------------------------------------------------ execution paths
 
     def _hyper(self, group: dict, param: Tensor) -> dict[str, Any]:
-        return {name: _shape_hyper(group[name], param) for name in self.rule.defaults}
+        return {name: core.shape_hyper(group[name], param) for name in self.rule.defaults}
 
-    def _flat_plan(self, index: int, group: dict, params: list[Tensor]) -> _FlatGroup | None:
-        """The flat layout for this group if the flat path can run it, else None (and dissolve any)."""
-        flat = self._flat.get(index)
-        usable = (
-            self.execution != "simple"
-            and params
-            and len(params) == len(group["params"])
-            and not any(_per_configuration(group[name]) for name in self.rule.defaults)
-        )
-        if usable and flat is not None and flat.valid(params, self.state):
-            return flat
-        if flat is not None:
-            flat.dissolve(self.state)
-            del self._flat[index]
-        if not usable:
-            return None
+    def _ready(self, group: dict, params: list[Tensor]) -> bool:
+        """Whether a fast path can run this group: one dtype and device, state created, plain hyperparameters."""
         first = params[0]
-        if not (first.is_floating_point() and first.layout == torch.strided):
-            return None
-        if any(p.dtype != first.dtype or p.device != first.device or p.layout != torch.strided or p.dim() == 0
-               or p.grad.is_sparse or p.grad.shape != p.shape for p in params):
-            return None
-        if len({p.data_ptr() for p in params}) != len(params):
-            return None
-        states = [self.state.get(p, {}) for p in params]
-        if not _FlatGroup.eligible_states(params, states):
-            return None
-        if sum(p.numel() for p in params) < 2:
-            return None
-        flat = _FlatGroup(params, [dict(s) for s in states])
-        if flat.state_dicts == [] and states[0]:
-            flat.split(self.state)
-        self._flat[index] = flat
-        return flat
-
-    def _use_compiled(self, flat: _FlatGroup) -> bool:
-        if self._compile_failed or not flat.state_dicts:
+        if any(p.dtype != first.dtype or p.device != first.device for p in params):
             return False
-        if self.execution == "compiled":
-            return True
-        return self.execution == "auto" and flat.flat_param.numel() >= COMPILE_MIN_ELEMENTS
+        if any(_per_configuration(group[name]) for name in self.rule.numeric):
+            return False
+        states = [self.state.get(p) for p in params]
+        if not states[0] or "step" not in states[0]:
+            return False
+        keys = set(states[0])
+        return all(s and set(s) == keys and all(isinstance(v, Tensor) for v in s.values()) for s in states)
 
-    def _flat_step(self, group: dict, flat: _FlatGroup) -> None:
-        flat.state["step"] += 1
-        hyper = self._hyper(group, flat.flat_param)
-        if self._use_compiled(flat):
-            try:
-                self._compiled_update(flat, hyper)
-                return
-            except Exception as error:  # compilation unavailable: stay on the eager flat path
-                self._compile_failed = True
-                warnings.warn(f"inertia: torch.compile of {self.rule.name!r} failed ({type(error).__name__}: "
-                              f"{error}); using the eager flat path", RuntimeWarning, stacklevel=3)
-        created = not flat.state_dicts
-        self.rule.update(flat.flat_param, flat.flat_grad, flat.state, hyper)
-        if created:
-            flat.split(self.state)
+    def _fusable(self, group: dict, params: list[Tensor]) -> bool:
+        """Whether torch's fused SGD kernel computes this group's rule and settings exactly."""
+        if self.rule is not rules.SGD_RULE or group["convention"] != "torch":
+            return False
+        if group["decoupled_weight_decay"] and group["weight_decay"] != 0:
+            return False
+        if any(isinstance(group[name], Tensor) for name in self.rule.numeric):
+            return False
+        first = params[0]
+        if group["momentum"] != 0 and "momentum_buffer" not in self.state[first]:
+            return False
+        return (first.is_floating_point() and not first.is_sparse
+                and first.device.type in _get_fused_kernels_supported_devices())
 
-    def _compiled_update(self, flat: _FlatGroup, hyper: dict[str, Any]) -> None:
-        if self._compiled is None:
-            self._compiled = torch.compile(self.rule.update, fullgraph=True, dynamic=False)
-        param = flat.flat_param
-
-        # Scalars go in as 1-element tensors of shape [1], never 0-dim: with torch 2.13,
-        # Inductor loses in-place updates of 0-dim CPU tensor inputs (and reads stale
-        # values after them). A [1] view shares the 0-dim state tensor's storage.
-        def as_tensor(value: Any) -> Any:
-            if isinstance(value, (tuple, list)):
-                return tuple(as_tensor(v) for v in value)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return torch.full((1,), value, dtype=param.dtype, device=param.device)
-            if isinstance(value, Tensor) and value.dim() == 0:
-                return value.view(1)
-            return value
-
-        numeric = {name: as_tensor(hyper[name]) for name in self.rule.numeric}
-        state = {key: as_tensor(value) for key, value in flat.state.items()}
-        self._compiled(param, flat.flat_grad, state, {**hyper, **numeric})
+    def _path(self, group: dict, params: list[Tensor]) -> str:
+        if self.execution == "simple" or not self._ready(group, params):
+            return "simple"
+        if self.execution in ("auto", "fused") and self._fusable(group, params):
+            return "fused"
+        return "compiled" if self.execution == "compiled" else "simple"
 
     def _simple_step(self, group: dict, params: list[Tensor]) -> None:
-        hyper_cache: dict[tuple, dict[str, Any]] = {}
+        cache: dict[tuple, dict[str, Any]] = {}
         for p in params:
             state = self.state[p]
-            step = state.get("step")
-            # out of place, so that a step tensor shared by several parameters is never counted twice
-            state["step"] = (torch.zeros((), dtype=torch.float32) if step is None else step) + 1
-            key = (p.dim(), p.shape[:1], p.device, p.dtype)
-            hyper = hyper_cache.get(key)
+            if "step" not in state:
+                state["step"] = torch.zeros((), dtype=scalar_dtype(), device=p.device)
+            state["step"] += 1
+            param = _real(p)
+            key = (param.dim(), param.shape[:1], param.device, param.dtype)
+            hyper = cache.get(key)
             if hyper is None:
-                hyper = hyper_cache[key] = self._hyper(group, p)
-            self.rule.update(p, p.grad, state, hyper)
+                hyper = cache[key] = self._hyper(group, param)
+            work = {k: _real(v) for k, v in state.items()}
+            self.rule.update(param, _real(p.grad), work, hyper)
+            for k, v in work.items():  # entries the rule created: stored complex for a complex parameter
+                if state.get(k) is None:
+                    element = p.is_complex() and self.rule.state_kind(k) == "element"
+                    state[k] = torch.view_as_complex(v) if element else v
+
+    def _fused_step(self, group: dict, params: list[Tensor], found: Tensor | None) -> None:
+        states = [self.state[p] for p in params]
+        steps = [s["step"] for s in states]
+        torch._foreach_add_(steps, 1 if found is None else 1 - found)
+        torch._fused_sgd_(
+            params, [p.grad for p in params],
+            [s["momentum_buffer"] for s in states] if group["momentum"] != 0 else [],
+            weight_decay=group["weight_decay"], momentum=group["momentum"], lr=group["lr"],
+            dampening=group["dampening"], nesterov=group["nesterov"], maximize=group["maximize"],
+            is_first_step=False, found_inf=found)
+
+    def _compiled_step(self, group: dict, params: list[Tensor], found: Tensor | None) -> None:
+        if self._compiled is None:
+            # a code object of its own, so that Dynamo's recompile limit counts this optimizer's graphs only
+            code = _guarded_update.__code__.replace(co_name=f"{self.rule.name}_list_update")
+            fn = types.FunctionType(code, _guarded_update.__globals__)
+            self._compiled = torch.compile(functools.partial(fn, self.rule.update), fullgraph=True, dynamic=False)
+        first = _real(params[0])
+        hyper = self._hyper(group, first)
+        hyper.update({name: _as_input(hyper[name], first) for name in self.rule.numeric})
+
+        def one(t: Tensor) -> Tensor:  # mutated inputs go in as [1], never 0-dim: Inductor (torch 2.13,
+            t = _real(t)                  # CPU) loses in-place updates of 0-dim inputs
+            return t.view(1) if t.dim() == 0 else t
+
+        states = [{k: one(v) for k, v in self.state[p].items()} for p in params]
+        skip = None if found is None else found.view(1).bool()
+        if skip is None:
+            torch._foreach_add_([s["step"] for s in states], 1)
+        self._compiled([one(p) for p in params], [one(p.grad) for p in params], states, hyper, skip)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Apply the rule once to every parameter that has a gradient."""
+        """Apply the rule once to every parameter that has a gradient (skipped on a non-finite one)."""
+        self.check_nonfinite(wait=False)
+        if self.rule.eval_point is not None and not all(g["train_mode"] for g in self.param_groups):
+            raise RuntimeError(f"{type(self).__name__}.step() in eval mode: call optimizer.train() first")
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        work = self._with_grads()
-        plans = [(group, params, self._flat_plan(i, group, params)) for i, (group, params) in enumerate(work)]
-        for _, _, flat in plans:
-            if flat is not None:
-                flat.gather_grads()
-        if self.nonfinite != "off" and self._maybe_nonfinite(plans):
-            culprit = self._first_nonfinite(work)
-            if culprit is not None:
-                if self.nonfinite == "skip":
-                    self.skipped_steps += 1
-                    return loss
-                raise NonFiniteGradientError(
-                    f"non-finite gradient (NaN or inf) in parameter {culprit}; the step was not applied. "
-                    f"Lower the learning rate, clip gradients, or pass nonfinite='skip' to skip such steps."
-                )
-        for group, params, flat in plans:
-            if flat is not None:
-                self._flat_step(group, flat)
-            elif params:
+        work = [(group, [p for p in group["params"] if p.grad is not None]) for group in self.param_groups]
+        work = [(group, params) for group, params in work if params]
+        if not work:
+            return loss
+        found = None
+        if self.nonfinite != "off":
+            flags = [self._flags(params) for _, params in work]
+            all_flags = flags[0] if len(flags) == 1 else torch.cat([f.to(flags[0].device) for f in flags])
+            found = all_flags.any().float()
+            self._record(all_flags, found, [p for _, params in work for p in params])
+        paths = [self._path(group, params) for group, params in work]
+        if found is not None and "simple" in paths and bool(found):  # the simple path reads the flag
+            return loss
+        for (group, params), path in zip(work, paths):
+            if path == "simple":
                 self._simple_step(group, params)
+            else:
+                getattr(self, f"_{path}_step")(group, params, found.to(params[0].device) if found is not None
+                                               else None)
         return loss
 
+    # ------------------------------------------------------------ evaluation point
 
-def _preset_init(preset_name: str):
+    @torch.no_grad()
+    def _move(self, to_train: bool) -> None:
+        for group in self.param_groups:
+            if group.get("train_mode", True) == to_train:
+                continue
+            for p in group["params"]:
+                state = self.state.get(p)
+                if state:
+                    hyper = self._hyper(group, p)
+                    p.copy_(self.rule.train_point(p, state, hyper) if to_train
+                            else core.eval_point(self.rule, p, state, hyper))
+            group["train_mode"] = to_train
+
+    def eval(self) -> "RuleOptimizer":
+        """Put the rule's evaluation point in the parameters (Schedule-Free: x); a no-op for most rules."""
+        if self.rule.eval_point is not None:
+            self._move(False)
+        return self
+
+    def train(self, mode: bool = True) -> "RuleOptimizer":
+        """Put the training point back in the parameters (Schedule-Free: y)."""
+        if self.rule.eval_point is not None:
+            self._move(mode)
+        return self
+
+TORCH_FLAGS = ("foreach", "fused", "capturable", "differentiable")
+"""torch.optim's execution flags: the torch-named classes accept and ignore them (``execution=`` chooses)."""
+
+
+def _preset_init(preset_name: str, default_lr: float | None = None, torch_flags: bool = False):
+    """``__init__`` of an optimizer class for a preset; ``default_lr`` overrides the preset's (torch's
+    value); with ``torch_flags``, :data:`TORCH_FLAGS` are accepted and ignored (drop-in for torch.optim)."""
     preset = rules.get(preset_name)
 
-    def __init__(self, params: Iterable, lr: Any = None, *, nonfinite: str = "raise", execution: str = "auto",
-                 **hyper: Any) -> None:
+    def __init__(self, params: Iterable, lr: Any = default_lr, *, nonfinite: str = "raise",
+                 execution: str = "auto", **hyper: Any) -> None:
         if lr is not None:
             hyper["lr"] = lr
+        if torch_flags:
+            for flag in TORCH_FLAGS:
+                hyper.pop(flag, None)
         RuleOptimizer.__init__(self, params, preset.rule, nonfinite=nonfinite, execution=execution,
                                **{**preset.overrides, **hyper})
 
@@ -419,14 +422,14 @@ def _preset_init(preset_name: str):
 class SGD(RuleOptimizer):
     r"""SGD with optional heavy-ball or Nesterov momentum, in the ``torch``, ``sutskever`` or ``ema`` convention.
 
-    ``inertia.SGD(params, lr=0.01, momentum=0.0, dampening=0.0, nesterov=False,
+    ``inertia.SGD(params, lr=1e-3, momentum=0.0, dampening=0.0, nesterov=False,
     weight_decay=0.0, decoupled_weight_decay=False, convention="torch", maximize=False)``.
     With ``convention="torch"`` (the default) it gives the same numbers as
     ``torch.optim.SGD``. The equations are in :mod:`inertia.rules.sgd`.
     """
 
     rule = rules.SGD_RULE
-    __init__ = _preset_init("sgd")
+    __init__ = _preset_init("sgd", default_lr=1e-3, torch_flags=True)  # torch.optim.SGD's default
 
 
 class Momentum(RuleOptimizer):
@@ -448,7 +451,7 @@ class Adam(RuleOptimizer):
     """
 
     rule = rules.ADAM_RULE
-    __init__ = _preset_init("adam")
+    __init__ = _preset_init("adam", torch_flags=True)
 
 
 class AdamW(RuleOptimizer):
@@ -458,7 +461,7 @@ class AdamW(RuleOptimizer):
     """
 
     rule = rules.ADAM_RULE
-    __init__ = _preset_init("adamw")
+    __init__ = _preset_init("adamw", torch_flags=True)
 
 
 class NAdam(RuleOptimizer):
@@ -469,7 +472,7 @@ class NAdam(RuleOptimizer):
     """
 
     rule = rules.NADAM_RULE
-    __init__ = _preset_init("nadam")
+    __init__ = _preset_init("nadam", torch_flags=True)
 
 
 class RMSprop(RuleOptimizer):
@@ -480,7 +483,7 @@ class RMSprop(RuleOptimizer):
     """
 
     rule = rules.RMSPROP_RULE
-    __init__ = _preset_init("rmsprop")
+    __init__ = _preset_init("rmsprop", torch_flags=True)
 
 
 class QHM(RuleOptimizer):
@@ -519,52 +522,13 @@ class ScheduleFreeSGD(RuleOptimizer):
 
     During training the parameters hold y = (1 − β)z + βx, where gradients are
     taken. Call ``optimizer.eval()`` before evaluating (or saving a model for
-    inference): the parameters then hold the averaged iterate x; call
-    ``optimizer.train()`` before training again. ``step()`` in eval mode is an error.
-    Equations: :mod:`inertia.rules.variants`.
+    inference): the parameters then hold the averaged iterate x (the rule's declared
+    evaluation point); call ``optimizer.train()`` before training again. ``step()`` in
+    eval mode is an error. Equations: :mod:`inertia.rules.variants`.
     """
 
     rule = rules.SCHEDULEFREE_RULE
-    _init = _preset_init("schedulefree")
-
-    def __init__(self, params: Iterable, lr: Any = None, **kwargs: Any) -> None:
-        self._init(params, lr, **kwargs)
-        for group in self.param_groups:
-            group.setdefault("train_mode", True)
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        self.param_groups[-1].setdefault("train_mode", True)
-
-    @torch.no_grad()
-    def _swap(self, to_train: bool) -> None:
-        from .rules.variants import schedulefree_x, schedulefree_y
-
-        for group in self.param_groups:
-            if group["train_mode"] == to_train:
-                continue
-            for p in group["params"]:
-                z = self.state.get(p, {}).get("z")
-                if z is not None:
-                    beta = broadcast_hyper(group["momentum"], p)
-                    (schedulefree_y if to_train else schedulefree_x)(p, z, beta)
-            group["train_mode"] = to_train
-
-    def eval(self) -> "ScheduleFreeSGD":
-        """Put x (the point to evaluate) in the parameters."""
-        self._swap(False)
-        return self
-
-    def train(self, mode: bool = True) -> "ScheduleFreeSGD":
-        """Put y (the point where gradients are taken) back in the parameters."""
-        self._swap(mode)
-        return self
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        if not all(group["train_mode"] for group in self.param_groups):
-            raise RuntimeError("ScheduleFreeSGD.step() in eval mode: call optimizer.train() first")
-        return super().step(closure)
+    __init__ = _preset_init("schedulefree")
 
 
 class Lookahead(torch.optim.Optimizer):

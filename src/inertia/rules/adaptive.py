@@ -96,14 +96,12 @@ def scalar_dtype() -> torch.dtype:
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
-def _step_value(state: State, *values: Any) -> Any:
-    """The step count as a Python float when every hyperparameter raised to it is a number
-    (torch's non-capturable path does the same), else as a 0-dim tensor of their dtype."""
-    step = state["step"]
+def _step_value(state: State, *values: Any) -> Tensor:
+    """The step count as a 0-dim tensor, never a Python number (no host read, nothing stale under
+    ``torch.compile``): in the dtype of the first tensor among ``values``, else float64 (the
+    precision torch's Python-float bias corrections have)."""
     tensors = [v for v in values if is_tensor(v)]
-    if tensors:
-        return step.to(tensors[0].dtype)
-    return float(step)
+    return state["step"].to(tensors[0].dtype if tensors else torch.float64)
 
 
 # ---------------------------------------------------------------- Adam / AdamW
@@ -200,16 +198,16 @@ def nadam_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper) -> Non
             else torch.ones((), dtype=scalar_dtype(), device=param.device)
         )
     exp_avg, exp_avg_sq, mu_product = state["exp_avg"], state["exp_avg_sq"], state["mu_product"]
-    step = _step_value(state, psi)  # a Python float unless psi is a tensor: per-configuration betas stay exact
+    step = _step_value(state, psi)
     bias_correction2 = 1 - beta2**step
     mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * psi)))
     mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * psi)))
-    mu_product.mul_(mu.to(mu_product.dtype) if is_tensor(mu) else mu)
+    mu_product.mul_(mu.to(mu_product.dtype).reshape(mu_product.shape))  # [1] inputs of a compiled list path
     lerp_(exp_avg, g, 1 - beta1)
     exp_avg_sq.mul_(beta2)
     addcmul_(exp_avg_sq, g, g, 1 - beta2)
     denom = exp_avg_sq.div(bias_correction2).sqrt().add_(eps)
-    product = mu_product.to(mu.dtype) if is_tensor(mu) else float(mu_product)
+    product = mu_product.to(mu.dtype)
     product_next = product * mu_next
     addcdiv_(param, g, denom, -lr * (1.0 - mu) / (1.0 - product))
     addcdiv_(param, exp_avg, denom, (-lr * mu_next) / (1.0 - product_next))

@@ -109,10 +109,10 @@ def test_fit_equals_a_plain_loop_with_torch_sgd_on_the_same_batches(hyper, torch
         fold = ours.folds[k]
         val_loss, val_acc = _evaluate(model, data.x_train[val_idx], data.y_train[val_idx])
         test_loss, test_acc = _evaluate(model, data.x_test, data.y_test)
-        assert fold.val_loss == pytest.approx(val_loss, rel=1e-5) and fold.val_accuracy == val_acc
-        assert fold.test_loss == pytest.approx(test_loss, rel=1e-5) and fold.test_accuracy == test_acc
+        assert fold.metrics["val_loss"] == pytest.approx(val_loss, rel=1e-5) and fold.metrics["val_accuracy"] == val_acc
+        assert fold.metrics["test_loss"] == pytest.approx(test_loss, rel=1e-5) and fold.metrics["test_accuracy"] == test_acc
         assert fold.last_loss == pytest.approx(float(loss.detach()), rel=1e-5)
-    assert ours.record()["val_loss_mean"] == pytest.approx(sum(f.val_loss for f in ours.folds) / 2)
+    assert ours.record()["val_loss_mean"] == pytest.approx(sum(f.metrics["val_loss"] for f in ours.folds) / 2)
 
 
 def _sutskever(t: int, mu_max: float, every: int) -> float:

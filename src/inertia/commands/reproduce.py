@@ -19,8 +19,8 @@ def train_command(results: Any, config: dict[str, Any] | None = None) -> str | N
     """The command that trains ``config`` (default: the best) of ``results`` as the sweep did.
 
     It carries what changes the numbers: data, model, optimizer, swept and fixed
-    hyperparameters, schedules, steps, batch size, folds and seed. None when no
-    configuration finished.
+    hyperparameters, schedules, loss, standardization, steps, batch size, folds and
+    seed. None when no configuration finished.
     """
     config = config or results.best
     if config is None:
@@ -35,6 +35,10 @@ def train_command(results: Any, config: dict[str, Any] | None = None) -> str | N
         parts += _hyperparameter(name, value)
     for name, spec in (meta.get("schedules") or {}).items():
         parts += [train.flag("schedule"), f"{name}={spec}"]
+    if meta.get("loss") not in (None, "auto"):
+        parts += [train.flag("loss"), str(meta["loss"])]
+    if meta.get("standardize"):
+        parts += [train.flag("standardize")]
     for key in RUN:
         if meta.get(key) is not None:
             parts += [train.flag(key), str(meta[key])]

@@ -46,7 +46,7 @@ examples:
   inertia train --data targets.npz --model cnn --loss huber --standardize
 """
 
-LABELS = {"loss": ("loss", "{:.4f}"), "accuracy": ("accuracy", "{:.2%}"), "rmse": ("RMSE", "{:.4g}"),
+LABELS = {"loss": ("loss", "{:.4f}"), "accuracy": ("accuracy", "{:.2%}"), "rmse": ("RMSE", "{:.4f}"),
           "r2": ("R²", "{:.4f}")}
 """How each metric of a task (inertia.sweeps.objective.METRICS) is printed: its label and format."""
 

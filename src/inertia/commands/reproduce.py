@@ -19,8 +19,8 @@ def train_command(results: Any, config: dict[str, Any] | None = None) -> str | N
     """The command that trains ``config`` (default: the best) of ``results`` as the sweep did.
 
     It carries what changes the numbers: data, model, optimizer, swept and fixed
-    hyperparameters, schedules, loss, standardization, steps, batch size, folds and
-    seed. None when no configuration finished.
+    hyperparameters, schedules, steps, batch size, folds and seed. None when no
+    configuration finished.
     """
     config = config or results.best
     if config is None:

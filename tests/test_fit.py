@@ -1,14 +1,18 @@
-"""``inertia.fit`` and ``inertia train``: the sweep's numbers reproduced, an independent
-torch.optim loop, schedules of any hyperparameter, the reproduce command, bad input."""
+"""``inertia.fit`` and ``inertia train``: the sweep's numbers reproduced (classification and
+regression), independent torch.optim loops (an MLP; a BatchNorm CNN on images), schedules of any
+hyperparameter, the reproduce command, bad input."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shlex
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import inertia
 import inertia.fits
@@ -109,10 +113,10 @@ def test_fit_equals_a_plain_loop_with_torch_sgd_on_the_same_batches(hyper, torch
         fold = ours.folds[k]
         val_loss, val_acc = _evaluate(model, data.x_train[val_idx], data.y_train[val_idx])
         test_loss, test_acc = _evaluate(model, data.x_test, data.y_test)
-        assert fold.val_loss == pytest.approx(val_loss, rel=1e-5) and fold.val_accuracy == val_acc
-        assert fold.test_loss == pytest.approx(test_loss, rel=1e-5) and fold.test_accuracy == test_acc
+        assert fold.metrics["val_loss"] == pytest.approx(val_loss, rel=1e-5) and fold.metrics["val_accuracy"] == val_acc
+        assert fold.metrics["test_loss"] == pytest.approx(test_loss, rel=1e-5) and fold.metrics["test_accuracy"] == test_acc
         assert fold.last_loss == pytest.approx(float(loss.detach()), rel=1e-5)
-    assert ours.record()["val_loss_mean"] == pytest.approx(sum(f.val_loss for f in ours.folds) / 2)
+    assert ours.record()["val_loss_mean"] == pytest.approx(sum(f.metrics["val_loss"] for f in ours.folds) / 2)
 
 
 def _sutskever(t: int, mu_max: float, every: int) -> float:
@@ -180,6 +184,7 @@ def test_the_reproduce_command_carries_fixed_values_schedules_and_folds():
     (["--schedule", "lr=cosine", "--schedule", "cosine"], "lr has a schedule already"),
     (["--schedule", "momentum=linear(start=0.5, end=1.5)"], "momentum"),
     (["--folds", "0"], "--folds"),
+    (["--loss", "nosuch"], "--loss nosuch"),
 ])
 def test_bad_input_is_one_line_and_exit_2_before_any_data_is_loaded(args, needle, capsys, monkeypatch):
     def no_data(*args, **kwargs):
@@ -194,6 +199,165 @@ def test_bad_input_is_one_line_and_exit_2_before_any_data_is_loaded(args, needle
 def test_fit_checks_its_arguments_before_loading_data(monkeypatch):
     monkeypatch.setattr(inertia.fits, "_load_data", lambda *a: pytest.fail("data loaded"))
     for bad, match in [(dict(folds=0), "folds"), (dict(steps=0), "steps"), (dict(hyper={"bogus": 1}), "bogus"),
-                       (dict(hyper={"lr": -1.0}), "lr"), (dict(schedules={"lr": "nosuch"}), "nosuch")]:
+                       (dict(hyper={"lr": -1.0}), "lr"), (dict(schedules={"lr": "nosuch"}), "nosuch"),
+                       (dict(loss="nosuch"), "loss")]:
         with pytest.raises(ValueError, match=match):
             inertia.fit("digits", **bad)
+
+
+# ---------------------------------------------------------------- any loss, task and input shape
+
+
+class Regressor(nn.Module):
+    def __init__(self, features=5, outputs=1):
+        super().__init__()
+        self.a, self.b = nn.Linear(features, 16), nn.Linear(16, outputs)
+
+    def forward(self, x):
+        return self.b(torch.tanh(self.a(x)))
+
+
+class BatchNormCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.head = nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Linear(4 * 8 * 8, 3)
+
+    def forward(self, x):
+        return self.head(F.relu(self.bn(self.conv(x))).flatten(1))
+
+
+def _regression(n, outputs=1, seed=0):
+    """Inputs far from mean 0 / std 1 (so standardization matters) and a smooth target."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 5, generator=g) * torch.tensor([3.0, 0.5, 1.0, 8.0, 2.0]) + 4
+    y = torch.stack([torch.sin(x[:, 0]) + 0.3 * x[:, 1], 0.1 * x[:, 3] - x[:, 2]], 1)[:, :outputs]
+    return x, (y.squeeze(1) if outputs == 1 else y)
+
+
+def _engine_records(data, model, configs, **settings):
+    """The records of the sweep engine itself for ``configs``, on the Job that ``inertia.sweep`` builds."""
+    from inertia.sweeps import SweepSpec, TaskSpec, _job, _load_data
+
+    task = TaskSpec.from_values(data, model, lr=[0.1], momentum=[0.0], loss=settings.pop("loss"))
+    spec = SweepSpec.from_settings(task, settings)
+    dataset = _load_data(data, spec.train.seed)
+    return train_stack(_job(spec.resolved(data=dataset), dataset), configs)
+
+
+REGRESSION = dict(lr=[0.02, 0.05], momentum=[0.0, 0.8], steps=40, batch_size=16, folds=2, seed=2, standardize=True)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_regression_sweeps_printed_command_reproduces_its_loss_rmse_and_r2(tmp_path):
+    x, y = _regression(150)
+    x_test, y_test = _regression(60, seed=1)
+    path = tmp_path / "regression.npz"
+    np.savez(path, x_train=x.numpy(), y_train=y.numpy(), x_test=x_test.numpy(), y_test=y_test.numpy())
+    results = inertia.sweep(str(path), Regressor, loss="mse", **REGRESSION)
+    settings = {k: v for k, v in REGRESSION.items() if k not in ("lr", "momentum", "steps")}
+    for record in results.records():
+        command = shlex.split(train_command(results, record))
+        assert command[command.index("--loss") + 1] == "mse" and "--standardize" in command
+        kwargs = train_face.fit_arguments(build_parser().parse_args(command[1:]))
+        assert kwargs["model"] == "Regressor" and kwargs["data"] == str(path)
+        ours = inertia.fit(**{**kwargs, "model": Regressor, "device": "cpu"}).record()   # the factory by its name
+        reference = _engine_records(str(path), Regressor, [{"lr": record["lr"], "momentum": record["momentum"]}],
+                                    loss="mse", steps=kwargs["steps"], **settings)[0]   # the command's steps
+        for key in ("val_loss_mean", "test_loss_mean", "val_loss_std"):
+            assert ours[key] == pytest.approx(record[key], rel=1e-5), key
+        for part in ("val", "test"):
+            for metric in ("loss", "rmse", "r2"):
+                key = f"{part}_{metric}_mean"
+                assert ours[key] == pytest.approx(reference[key], rel=1e-5, abs=1e-6), key
+        assert ours["val_loss_mean"] == pytest.approx(ours["val_rmse_mean"] ** 2, rel=0.05)  # mse is rmse² per fold
+        assert "val_accuracy_mean" not in ours
+
+
+@pytest.mark.xfail(strict=True, reason="the sweep's stored records keep only the classification metrics "
+                   "(sweeps/study.py): the regression test above reads RMSE and R² from the engine")
+def test_a_regression_sweeps_records_carry_rmse_and_r2():
+    x, y = _regression(60)
+    record = inertia.sweep((x, y), Regressor, loss="mse", lr=[0.05], momentum=[0.0], steps=5).records()[0]
+    assert record["val_rmse_mean"] is not None and record["val_r2_mean"] is not None
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_in_float64_a_standardized_multi_output_huber_fit_equals_the_sweep_engine():
+    x, y = _regression(120, outputs=2)
+    x_test, y_test = _regression(50, outputs=2, seed=1)
+    data = (x, y, x_test, y_test)
+    settings = dict(steps=50, batch_size=16, folds=3, seed=4, standardize=True, dtype=torch.float64)
+    reference = _engine_records(data, Regressor, [{"lr": 0.05, "momentum": 0.9}], loss="huber", **settings)[0]
+    ours = inertia.fit(data, Regressor, hyper={"lr": 0.05, "momentum": 0.9}, loss="huber", device="cpu", **settings)
+    record = ours.record()
+    assert ours.metrics == ("loss", "rmse", "r2")
+    for part in ("val", "test"):
+        for key in (f"{part}_{m}_{s}" for m in ours.metrics for s in ("mean", "std")):
+            assert record[key] == pytest.approx(reference[key], rel=1e-9), key
+    assert record["train_loss_final"] == pytest.approx(reference["train_loss_final"], rel=1e-9)
+    unscaled = inertia.fit(data, Regressor, hyper={"lr": 0.05, "momentum": 0.9}, loss="huber", device="cpu",
+                           **{**settings, "standardize": False}).record()
+    assert unscaled["val_loss_mean"] != pytest.approx(record["val_loss_mean"], rel=1e-3)  # standardizing matters
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_batchnorm_cnn_on_images_equals_a_plain_torch_sgd_loop_on_the_same_batches():
+    """Per-channel standardization from each fold's training part, train mode for every step (BatchNorm's
+    running statistics updated), eval mode for the metrics: written plainly here."""
+    g = torch.Generator().manual_seed(0)
+    x, x_test = torch.rand(90, 1, 8, 8, generator=g) * 4 + 1, torch.rand(30, 1, 8, 8, generator=g) * 4 + 1
+    y, y_test = (((i[:, 0, :4].mean((1, 2)) - i[:, 0, 4:].mean((1, 2))) * 6).round().clamp(-1, 1).long() + 1
+                 for i in (x, x_test))   # 3 classes: top half brighter, alike, darker
+    steps, batch, seed, folds = 25, 16, 6, 2
+    ours = inertia.fit((x, y, x_test, y_test), BatchNormCNN, optimizer="sgd", hyper=dict(lr=0.1, momentum=0.9),
+                       steps=steps, batch_size=batch, folds=folds, seed=seed, standardize=True, device="cpu")
+    torch.manual_seed(seed)
+    template = BatchNormCNN()
+    for k, (train_idx, val_idx) in enumerate(make_folds(len(y), folds, seed)):
+        mean = x[train_idx].double().mean((0, 2, 3), keepdim=True)
+        std = x[train_idx].double().std((0, 2, 3), correction=0, keepdim=True)
+        z, z_test = ((x - mean) / std).float(), ((x_test - mean) / std).float()
+        model = copy.deepcopy(template)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        model.train()
+        for t in range(steps):
+            idx = batch_at(train_idx, t, batch, seed, k)
+            loss = F.cross_entropy(model(z[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        theirs = model.state_dict()
+        assert theirs["bn.num_batches_tracked"] == steps
+        for name, value in ours.models[k].state_dict().items():
+            torch.testing.assert_close(value, theirs[name], rtol=1e-5, atol=1e-6, msg=name)
+        model.eval()
+        for part, (inputs, targets) in {"val": (z[val_idx], y[val_idx]), "test": (z_test, y_test)}.items():
+            val_loss, val_acc = _evaluate(model, inputs, targets)
+            assert ours.folds[k].metrics[f"{part}_loss"] == pytest.approx(val_loss, rel=1e-5)
+            assert ours.folds[k].metrics[f"{part}_accuracy"] == val_acc
+        assert ours.folds[k].last_loss == pytest.approx(float(loss.detach()), rel=1e-5)
+    assert ours.metrics == ("loss", "accuracy")
+
+
+def test_the_reproduce_command_carries_the_loss_and_standardize_unless_defaults():
+    record = {"lr": 0.1, "momentum": 0.9, "status": "ok"}
+    meta = {"data": "targets.npz", "model": "mlp", "optimizer": "momentum", "loss": "huber", "standardize": True}
+    command = train_command(SweepResults([record], ["lr", "momentum"], meta=meta), record)
+    kwargs = train_face.fit_arguments(build_parser().parse_args(shlex.split(command)[1:]))
+    assert kwargs["loss"] == "huber" and kwargs["standardize"] is True
+    defaults = {**meta, "loss": "auto", "standardize": False}
+    plain = train_command(SweepResults([record], ["lr", "momentum"], meta=defaults), record)
+    assert "--loss" not in plain and "--standardize" not in plain
+    kwargs = train_face.fit_arguments(build_parser().parse_args(shlex.split(plain)[1:]))
+    assert kwargs["loss"] == "auto" and kwargs["standardize"] is False
+
+
+def test_cross_entropy_on_float_targets_and_an_unknown_loss_are_one_line_errors(tmp_path, capsys):
+    x, y = _regression(40, outputs=2)
+    path = tmp_path / "regression.npz"
+    np.savez(path, x=x.numpy(), y=y.numpy())
+    assert main(["train", "--data", str(path), "--loss", "cross_entropy", "--steps", "5", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "cross_entropy needs integer class labels" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(ValueError, match="unknown loss 'nosuch'"):
+        inertia.fit(str(path), loss="nosuch")

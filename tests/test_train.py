@@ -1,8 +1,10 @@
-"""``inertia train``: results, hyperparameter passing, schedules and bad input (its numbers: tests/test_fit.py)."""
+"""``inertia train``: results (classification and regression), hyperparameter passing, schedules and bad input
+(its numbers: tests/test_fit.py)."""
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -109,7 +111,27 @@ def test_help_explains_every_option(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = capsys.readouterr().out
-    for option in ["--data", "--model", "--optimizer", "--lr", "--momentum", "--nesterov", "--convention",
-                   "--schedule", "--weight-decay", "--steps", "--batch-size", "--folds", "--seed", "--device", "--json",
+    for option in ["--data", "--model", "--loss", "--optimizer", "--lr", "--momentum", "--nesterov", "--convention",
+                   "--standardize", "--schedule", "--weight-decay", "--steps", "--batch-size", "--folds", "--seed", "--device", "--json",
                    "--tensorboard"]:
         assert option in text
+
+
+def test_a_regression_prints_rmse_and_r2_and_writes_the_tasks_metrics(tmp_path, capsys):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(120, 6, generator=g) * 5 + 3
+    y = torch.stack([x[:, 0] - x[:, 1], torch.sin(x[:, 2])], 1)
+    path = tmp_path / "targets.npz"
+    np.savez(path, x=x.numpy(), y=y.numpy())
+    out = tmp_path / "r.json"
+    assert main(["train", "--data", str(path), "--model", "mlp", "--loss", "huber", "--standardize", "--folds", "2",
+                 "--steps", "30", "--batch-size", "16", "--lr", "0.01", "--quiet", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "RMSE" in printed and "R²" in printed and "accuracy" not in printed
+    result = json.loads(out.read_text())
+    assert result["metrics"] == ["loss", "rmse", "r2"] and "val_accuracy_mean" not in result
+    assert result["config"]["loss"] == "huber" and result["config"]["standardize"] is True
+    for part in ("val", "test", "train"):
+        values = [fold[f"{part}_rmse"] for fold in result["folds"]]
+        assert result[f"{part}_rmse_mean"] == pytest.approx(sum(values) / 2) and all(v > 0 for v in values)
+        assert result[f"{part}_r2_mean"] <= 1

@@ -1,35 +1,39 @@
-"""Train one model with one optimizer on exactly the sweep's data pipeline.
+"""Train one model with one optimizer on exactly the sweep's data pipeline and objective.
 
 >>> result = inertia.fit("digits", "mlp", optimizer="momentum", hyper={"lr": 0.05, "momentum": 0.9},
 ...                      schedules={"lr": "cosine"}, steps=500)          # doctest: +SKIP
 >>> result.record()["val_accuracy_mean"]                                  # doctest: +SKIP
 
 A sweep member and ``fit`` with the same settings see the same data: the
-dataset of :func:`inertia.data.load_dataset` with ``seed``, the folds of
-:func:`~inertia.sweeps.engine.make_folds` (``folds=1``: a 20 % holdout), the
+dataset of :func:`inertia.data.as_dataset` with ``seed``, the folds of
+:func:`~inertia.sweeps.engine.make_folds` (``folds=1``: a 20 % holdout), with
+``standardize`` the inputs standardized with each fold's training part, the
 minibatch of :func:`~inertia.sweeps.engine.batch_at` at every step, and the same
 initialization (``torch.manual_seed(seed)``, then one model from the factory,
-copied for every fold). So ``fit`` reproduces a sweep's record up to float
-rounding. It prints nothing: ``on_step`` lets a caller draw progress or log.
+copied for every fold). They minimize and measure through the same
+:class:`~inertia.sweeps.objective.Objective` (any loss; accuracy, or RMSE and R²).
+So ``fit`` reproduces a sweep's record up to float rounding. It prints nothing:
+``on_step`` lets a caller draw progress or log.
 """
 from __future__ import annotations
 
 import copy
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import rules
 from . import schedules as S
 from .core import is_scheduled, validate_schedules, with_schedules
+from .data import Standardizer
 from .optim import make_optimizer
 from .sweeps import _load_data, _model_factory
 from .sweeps.engine import batch_at, make_folds
+from .sweeps.objective import LOSSES, Objective, check_output, make_objective
 
 
 @dataclass(frozen=True)
@@ -38,38 +42,42 @@ class FitStep:
 
     fold: int
     step: int            # 0-based, within the fold
-    loss: Tensor         # the minibatch's mean cross-entropy before the update
+    loss: Tensor         # the minibatch's mean loss before the update
     optimizer: torch.optim.Optimizer
+
+
+PARTS = ("val", "test", "train")
+"""Where a fold's model is measured: its validation part, the test set, its whole training part."""
 
 
 @dataclass(frozen=True)
 class FoldResult:
-    """Metrics of one fold's model after the last step (mean cross-entropy, accuracy)."""
+    """Metrics of one fold's model after the last step: ``metrics["val_loss"]``, ``["test_rmse"]``, ..."""
 
-    val_loss: float
-    val_accuracy: float
-    test_loss: float
-    test_accuracy: float
-    train_loss: float        # on the fold's whole training part
-    train_accuracy: float
-    last_loss: float         # the last minibatch's loss (the sweep's train_loss_final)
+    metrics: dict[str, float]   # {part}_{metric} for each part of PARTS and metric of the task
+    last_loss: float            # the last minibatch's loss (the sweep's train_loss_final)
+
+    def as_dict(self) -> dict[str, float]:
+        return {**self.metrics, "last_loss": self.last_loss}
 
 
 @dataclass(frozen=True)
 class FitResult:
-    """One :class:`FoldResult` per fold; :meth:`record` summarizes them as the sweep does."""
+    """One :class:`FoldResult` (and trained model) per fold; :meth:`record` summarizes them as the sweep does."""
 
     folds: list[FoldResult]
     hyperparameters: dict[str, Any]   # the rule's full hyperparameters
     seconds: float
     device: str
+    metrics: tuple[str, ...] = ("loss", "accuracy")   # the task's (Objective.metrics)
+    models: list[nn.Module] = field(default_factory=list, repr=False)   # per fold (inputs as it saw them)
 
     def record(self) -> dict[str, float]:
-        """``{val,test,train}_{loss,accuracy}_{mean,std}`` over folds (std with 1/K) and ``train_loss_final``."""
+        """``{val,test,train}_{metric}_{mean,std}`` over folds (std with 1/K) and ``train_loss_final``."""
         out: dict[str, float] = {}
-        for prefix in ("val", "test", "train"):
-            for metric in ("loss", "accuracy"):
-                values = torch.tensor([getattr(f, f"{prefix}_{metric}") for f in self.folds], dtype=torch.float64)
+        for prefix in PARTS:
+            for metric in self.metrics:
+                values = torch.tensor([f.metrics[f"{prefix}_{metric}"] for f in self.folds], dtype=torch.float64)
                 out[f"{prefix}_{metric}_mean"] = float(values.mean())
                 out[f"{prefix}_{metric}_std"] = float(values.std(unbiased=False))
         out["train_loss_final"] = sum(f.last_loss for f in self.folds) / len(self.folds)
@@ -87,6 +95,8 @@ def fit(
     batch_size: int = 100,
     folds: int = 1,
     seed: int = 0,
+    loss: Any = "auto",
+    standardize: bool = False,
     device: str | None = None,
     dtype: torch.dtype = torch.float32,
     on_step: Callable[[FitStep], None] | None = None,
@@ -103,25 +113,36 @@ def fit(
             the hyperparameter's value is its base) or a schedule; for a tuple hyperparameter
             (Adam's ``betas``) a tuple with one of those or None per component.
         folds: K models on K-fold cross-validation (1: one model on a 20 % holdout).
+        loss: as :func:`inertia.sweep` takes it (``auto``: cross-entropy for integer labels,
+            mse for float targets; a name of :data:`~inertia.sweeps.objective.LOSSES`; a callable).
+        standardize: standardize the inputs with the statistics of each fold's training part.
         on_step: called with a :class:`FitStep` after every update.
 
     Every argument is checked before data is loaded; bad ones raise ValueError naming them.
     """
-    plan = _plan(optimizer, dict(hyper or {}), dict(schedules or {}), steps, batch_size, folds, device)
+    plan = _plan(optimizer, dict(hyper or {}), dict(schedules or {}), steps, batch_size, folds, device, loss)
     dataset = _load_data(data, seed)
-    factory = _model_factory(model, dataset.features, dataset.classes)
+    objective = make_objective(loss, dataset.y_train)
+    factory = _model_factory(model, dataset.features, dataset.outputs)
     fold_idx = make_folds(len(dataset.y_train), folds, seed)
     torch.manual_seed(seed)
     template = factory().to(device=plan.device, dtype=dtype)
-    x, y = dataset.x_train.to(plan.device, dtype), dataset.y_train.to(plan.device)
-    x_test, y_test = dataset.x_test.to(plan.device, dtype), dataset.y_test.to(plan.device)
+    x, y = dataset.x_train.to(plan.device, dtype), objective.target(dataset.y_train, dtype).to(plan.device)
+    x_test, y_test = dataset.x_test.to(plan.device, dtype), objective.target(dataset.y_test, dtype).to(plan.device)
+    _check_output(template, objective, x, y, dataset.outputs)
     started = time.perf_counter()
-    results = []
+    results, models = [], []
     for k, (train_idx, val_idx) in enumerate(fold_idx):
+        fold_x, fold_test = x, x_test
+        if standardize:  # as the sweep's Job._split: statistics of this fold's training part only
+            scaler = Standardizer.fit(x.index_select(0, train_idx.to(x.device)))
+            fold_x, fold_test = scaler(x), scaler(x_test)
         net = copy.deepcopy(template)
-        opt, last_loss = _train_fold(net, plan, x, y, train_idx, seed, k, on_step)
-        results.append(_evaluate_fold(net, opt, last_loss, (x, y), (train_idx, val_idx), (x_test, y_test)))
-    return FitResult(results, plan.full, time.perf_counter() - started, str(plan.device))
+        opt, last_loss = _train_fold(net, plan, objective, fold_x, y, train_idx, seed, k, on_step)
+        results.append(_evaluate_fold(net, opt, objective, last_loss, (fold_x, y), (train_idx, val_idx),
+                                      (fold_test, y_test)))
+        models.append(net)
+    return FitResult(results, plan.full, time.perf_counter() - started, str(plan.device), objective.metrics, models)
 
 
 @dataclass(frozen=True)
@@ -138,11 +159,13 @@ class _Plan:
 
 
 def _plan(optimizer: str, hyper: dict[str, Any], schedules: dict[str, Any], steps: int, batch_size: int,
-          folds: int, device: str | None) -> _Plan:
+          folds: int, device: str | None, loss: Any = "auto") -> _Plan:
     """Check every setting (no data needed) and build the schedules as the sweep does."""
     for name, value in (("steps", steps), ("batch_size", batch_size), ("folds", folds)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if isinstance(loss, str) and loss != "auto" and loss not in LOSSES:
+        raise ValueError(f"loss: unknown loss {loss!r}; known: auto, {', '.join(LOSSES)}")
     preset = rules.get(optimizer)
     unknown = sorted(set(hyper) - set(preset.defaults))
     if unknown:
@@ -171,9 +194,23 @@ def _device(name: str | None) -> torch.device:
     return device
 
 
-def _train_fold(net: nn.Module, plan: _Plan, x: Tensor, y: Tensor, train_idx: Tensor, seed: int, fold: int,
-                on_step: Callable[[FitStep], None] | None) -> tuple[torch.optim.Optimizer, float]:
-    """``plan.steps`` updates on fold ``fold``'s minibatches; returns the optimizer and the last loss."""
+def _check_output(model: nn.Module, objective: Objective, x: Tensor, y: Tensor, outputs: int) -> None:
+    """One forward of two examples in eval mode, checked as the sweep checks its template (one line if not)."""
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x[:2])
+    except Exception as error:
+        raise ValueError(f"model: its forward fails on a batch of inputs of shape {tuple(x[:2].shape)}: "
+                         f"{type(error).__name__}: {error}") from None
+    finally:
+        model.train()
+    check_output(objective, out, y[:2], outputs if objective.name == "cross_entropy" else None)
+
+
+def _train_fold(net: nn.Module, plan: _Plan, objective: Objective, x: Tensor, y: Tensor, train_idx: Tensor,
+                seed: int, fold: int, on_step: Callable[[FitStep], None] | None) -> tuple[torch.optim.Optimizer, float]:
+    """``plan.steps`` updates on fold ``fold``'s minibatches (train mode); returns the optimizer and the last loss."""
     opt = make_optimizer(plan.optimizer, net.parameters(), **plan.hyper)
     scheduler = S.HyperScheduler(opt, **plan.schedules) if plan.schedules else None
     train_idx = train_idx.cpu()
@@ -181,7 +218,8 @@ def _train_fold(net: nn.Module, plan: _Plan, x: Tensor, y: Tensor, train_idx: Te
     loss = torch.tensor(math.nan)
     for step in range(plan.steps):
         batch = batch_at(train_idx, step, plan.batch_size, seed, fold).to(x.device)
-        loss = F.cross_entropy(net(x.index_select(0, batch)), y.index_select(0, batch))
+        out = net(x.index_select(0, batch))
+        loss = objective.member_losses(out.unsqueeze(0), y.index_select(0, batch).unsqueeze(0))[0]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -192,31 +230,30 @@ def _train_fold(net: nn.Module, plan: _Plan, x: Tensor, y: Tensor, train_idx: Te
     return opt, float(loss.detach())
 
 
-def _evaluate_fold(net: nn.Module, opt: torch.optim.Optimizer, last_loss: float, pool: tuple[Tensor, Tensor],
-                   split: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor]) -> FoldResult:
+def _evaluate_fold(net: nn.Module, opt: torch.optim.Optimizer, objective: Objective, last_loss: float,
+                   pool: tuple[Tensor, Tensor], split: tuple[Tensor, Tensor],
+                   test: tuple[Tensor, Tensor]) -> FoldResult:
     """Metrics at the rule's evaluation point (Schedule-Free: ``optimizer.eval()``, then back to train)."""
     x, y = pool
     train_idx, val_idx = (i.to(x.device) for i in split)
     switch = callable(getattr(opt, "eval", None))
     if switch:
         opt.eval()
-    val, tst, trn = (evaluate(net, x[val_idx], y[val_idx]), evaluate(net, *test),
-                     evaluate(net, x[train_idx], y[train_idx]))
+    parts = {"val": (x[val_idx], y[val_idx]), "test": test, "train": (x[train_idx], y[train_idx])}
+    metrics = {f"{part}_{name}": float(value) for part in PARTS
+               for name, value in zip(objective.metrics, evaluate(net, objective, *parts[part]))}
     if switch:
         opt.train()
-    return FoldResult(*val, *tst, *trn, last_loss)
+    return FoldResult(metrics, last_loss)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 512) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``."""
+def evaluate(model: nn.Module, objective: Objective, x: Tensor, y: Tensor, chunk: int = 512) -> Tensor:
+    """The metrics ``[len(objective.metrics)]`` of ``model`` on ``(x, y)`` in eval mode, as the sweep sums them."""
     was_training = model.training
     model.eval()
-    loss_sum, correct = 0.0, 0
+    sums = torch.zeros(1, len(objective.metrics), dtype=torch.float64, device=x.device)
     for start in range(0, len(y), chunk):
-        logits = model(x[start:start + chunk])
-        target = y[start:start + chunk]
-        loss_sum += float(F.cross_entropy(logits, target, reduction="sum").double())
-        correct += int((logits.argmax(1) == target).sum())
+        sums += objective.sums(model(x[start:start + chunk]).unsqueeze(0), y[start:start + chunk])
     model.train(was_training)
-    return loss_sum / len(y), correct / len(y)
+    return objective.finish(sums, y)[0].cpu()

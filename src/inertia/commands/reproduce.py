@@ -31,6 +31,10 @@ def train_command(results: Any, config: dict[str, Any] | None = None) -> str | N
     for key in ("data", "model", "optimizer"):
         if meta.get(key) is not None:
             parts += [train.flag(key), str(meta[key])]
+    if meta.get("loss") not in (None, "auto"):
+        parts += [train.flag("loss"), str(meta["loss"])]
+    if meta.get("standardize"):
+        parts += [train.flag("standardize")]
     fixed = {k: v for k, v in (meta.get("fixed") or {}).items() if k not in results.swept}
     for name, value in {**{n: config[n] for n in results.swept}, **fixed}.items():
         parts += _hyperparameter(name, value)

@@ -26,13 +26,14 @@ HYPER_OPTIONS = ("lr", "momentum", "nesterov", "convention", "weight_decay")
 
 DESCRIPTION = """\
 Train one model with one optimizer and report its validation, test and train
-loss and accuracy.
+loss and accuracy (RMSE and R² for a regression task).
 
-The data pipeline is the sweep's: the same split of the training set into
---folds folds (1: a 20% holdout for validation), the same minibatch at every
-step and the same initialization for every --seed, so the command a sweep
-prints reproduces that sweep's numbers. --folds K trains K models (one per
-fold) and reports mean +- std over the folds.
+The data pipeline and the loss are the sweep's: the same split of the training
+set into --folds folds (1: a 20% holdout for validation), the same
+standardization (--standardize: with each fold's training part), the same
+minibatch at every step, the same initialization for every --seed and the same
+--loss, so the command a sweep prints reproduces that sweep's numbers.
+--folds K trains K models (one per fold) and reports mean +- std over the folds.
 
 Every registered optimizer name works (inertia.rules.PRESETS); only the
 hyperparameters you give are passed, the rest keep the rule's defaults.
@@ -42,7 +43,19 @@ for NAME (or the rule's default) is the schedule's peak or start.
 examples:
   inertia train --data mnist1d --model mlp --optimizer momentum --lr 0.05 --momentum 0.9 --steps 3000
   inertia train --lr 0.05 --schedule lr=cosine --schedule "momentum=sutskever_ramp(0.99)" --folds 5
+  inertia train --data targets.npz --model cnn --loss huber --standardize
 """
+
+LABELS = {"loss": ("loss", "{:.4f}"), "accuracy": ("accuracy", "{:.2%}"), "rmse": ("RMSE", "{:.4f}"),
+          "r2": ("R²", "{:.4f}")}
+"""How each metric of a task (inertia.sweeps.objective.METRICS) is printed: its label and format."""
+
+
+def loss_choices() -> tuple[str, ...]:
+    """The names --loss takes: auto and the objective's losses (as inertia sweep --loss)."""
+    from ..sweeps.objective import LOSSES
+
+    return ("auto", *LOSSES)
 
 
 def _positive_int(name: str) -> Callable[[str], int]:
@@ -82,7 +95,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     parser = subparsers.add_parser(
         "train",
-        help="train one model with one optimizer; prints validation, test and train loss and accuracy",
+        help="train one model with one optimizer; prints validation, test and train loss and accuracy "
+        "(RMSE and R² for regression)",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -96,6 +110,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     what.add_argument(
         "--model", default="mlp", metavar="NAME",
         help="model: " + "; ".join(f"{k} ({_escape(v)})" for k, v in MODELS.items()) + " (default: mlp)",
+    )
+    what.add_argument(
+        "--loss", default="auto", metavar="|".join(loss_choices()),
+        help="the loss, as inertia sweep --loss (auto: cross_entropy for integer labels, mse for float targets); "
+        "cross_entropy and bce_with_logits report accuracy, mse, l1 and huber RMSE and R²",
     )
     opt = parser.add_argument_group("optimizer")
     opt.add_argument(
@@ -129,6 +148,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     run.add_argument("--folds", type=int, default=1,
                      help="K-fold cross-validation, one model per fold (default: 1, a 20%% holdout), as inertia sweep")
     run.add_argument("--seed", type=int, default=0, help="seed for initialization, batches and data splits (default: 0)")
+    run.add_argument("--standardize", action="store_true",
+                     help="standardize the inputs (per feature, or per channel for images) with the statistics of "
+                     "each fold's training part, as inertia sweep --standardize")
     run.add_argument("--device", default=None, metavar="cpu|cuda",
                      help="where to train (default: cuda if available, else cpu)")
     out = parser.add_argument_group("output")
@@ -234,11 +256,13 @@ def fit_arguments(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.folds < 1:
         raise ValueError(f"--folds must be a positive integer, got {args.folds}")
+    if args.loss not in loss_choices():
+        raise ValueError(f"--loss {args.loss}: unknown loss; choose from {', '.join(loss_choices())}")
     hyper = optimizer_hyper(args)
     full = rules.get(args.optimizer).hyper(**hyper)  # raises ValueError naming a bad argument
     return dict(data=args.data, model=args.model, optimizer=args.optimizer, hyper=hyper,
                 schedules=schedule_specs(args, full), steps=args.steps, batch_size=args.batch_size,
-                folds=args.folds, seed=args.seed, device=args.device)
+                folds=args.folds, seed=args.seed, loss=args.loss, standardize=args.standardize, device=args.device)
 
 
 # ---------------------------------------------------------------- training and its outputs
@@ -263,9 +287,9 @@ def train(args: argparse.Namespace, on_step: Callable[[Any], None] | None = None
         for writer in writers.values():
             writer.close()
         raise
-    folds = [vars(f) for f in result.folds]
-    results = {**result.record(), "folds": folds, "seconds": result.seconds, "device": result.device,
-               "config": config(kwargs, result.hyperparameters)}
+    folds = [f.as_dict() for f in result.folds]
+    results = {**result.record(), "metrics": list(result.metrics), "folds": folds, "seconds": result.seconds,
+               "device": result.device, "config": config(kwargs, result.hyperparameters)}
     for k, writer in sorted(writers.items()):
         writer.finish({m: v for m, v in folds[k].items() if m != "last_loss"})
     if writers:
@@ -313,7 +337,7 @@ def config(kwargs: dict[str, Any], full: dict[str, Any]) -> dict[str, Any]:
         "optimizer": kwargs["optimizer"],
         "hyperparameters": {k: _plain(v) for k, v in full.items()},
         "schedules": {k: _plain(v) for k, v in kwargs["schedules"].items()},
-        **{k: kwargs[k] for k in ("steps", "batch_size", "folds", "seed")},
+        **{k: kwargs[k] for k in ("loss", "steps", "batch_size", "folds", "seed", "standardize")},
     }
 
 
@@ -322,12 +346,15 @@ def _pm(mean: float, std: float, folds: int, fmt: str) -> str:
 
 
 def summary(results: dict[str, Any], folds: int) -> list[str]:
-    """The printed lines: validation, test and train loss and accuracy (mean ± std over folds)."""
+    """The printed lines: validation, test and train metrics of the task (mean ± std over folds)."""
     lines = []
     for label, prefix in (("validation", "val"), ("test", "test"), ("train", "train")):
-        loss = _pm(results[f"{prefix}_loss_mean"], results[f"{prefix}_loss_std"], folds, "{:.4f}")
-        accuracy = _pm(results[f"{prefix}_accuracy_mean"], results[f"{prefix}_accuracy_std"], folds, "{:.2%}")
-        lines.append(f"{label:<11}loss {loss}   accuracy {accuracy}")
+        shown = []
+        for metric in results["metrics"]:
+            name, fmt = LABELS[metric]
+            value = _pm(results[f"{prefix}_{metric}_mean"], results[f"{prefix}_{metric}_std"], folds, fmt)
+            shown.append(f"{name} {value}")
+        lines.append(f"{label:<11}" + "   ".join(shown))
     return lines
 
 

@@ -44,6 +44,7 @@ class FitStep:
     step: int            # 0-based, within the fold
     loss: Tensor         # the minibatch's mean loss before the update
     optimizer: torch.optim.Optimizer
+    seed: int            # the fold's seed (``seed + s`` for a fit's seed s)
 
 
 PARTS = ("val", "test", "train")
@@ -95,6 +96,7 @@ def fit(
     batch_size: int = 100,
     folds: int = 1,
     seed: int = 0,
+    seeds: int = 1,
     loss: Any = "auto",
     standardize: bool = False,
     device: str | None = None,
@@ -113,6 +115,8 @@ def fit(
             the hyperparameter's value is its base) or a schedule; for a tuple hyperparameter
             (Adam's ``betas``) a tuple with one of those or None per component.
         folds: K models on K-fold cross-validation (1: one model on a 20 % holdout).
+        seeds: the folds trained again from seeds ``seed + 1``, ... (as a sweep's ``seeds``: each its own
+            initialization, batch order and folds); the metrics are over every seed and fold.
         loss: as :func:`inertia.sweep` takes it (``auto``: cross-entropy for integer labels,
             mse for float targets; a name of :data:`~inertia.sweeps.objective.LOSSES`; a callable).
         standardize: standardize the inputs with the statistics of each fold's training part.
@@ -121,27 +125,30 @@ def fit(
     Every argument is checked before data is loaded; bad ones raise ValueError naming them.
     """
     plan = _plan(optimizer, dict(hyper or {}), dict(schedules or {}), steps, batch_size, folds, device, loss)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
     dataset = _load_data(data, seed)
     objective = make_objective(loss, dataset.y_train)
     factory = _model_factory(model, dataset.features, dataset.outputs)
-    fold_idx = make_folds(len(dataset.y_train), folds, seed)
-    torch.manual_seed(seed)
-    template = factory().to(device=plan.device, dtype=dtype)
     x, y = dataset.x_train.to(plan.device, dtype), objective.target(dataset.y_train, dtype).to(plan.device)
     x_test, y_test = dataset.x_test.to(plan.device, dtype), objective.target(dataset.y_test, dtype).to(plan.device)
-    _check_output(template, objective, x, y, dataset.outputs)
     started = time.perf_counter()
     results, models = [], []
-    for k, (train_idx, val_idx) in enumerate(fold_idx):
-        fold_x, fold_test = x, x_test
-        if standardize:  # as the sweep's Job._split: statistics of this fold's training part only
-            scaler = Standardizer.fit(x.index_select(0, train_idx.to(x.device)))
-            fold_x, fold_test = scaler(x), scaler(x_test)
-        net = copy.deepcopy(template)
-        opt, last_loss = _train_fold(net, plan, objective, fold_x, y, train_idx, seed, k, on_step)
-        results.append(_evaluate_fold(net, opt, objective, last_loss, (fold_x, y), (train_idx, val_idx),
-                                      (fold_test, y_test)))
-        models.append(net)
+    for s in range(seeds):   # seed s as the sweep's: its own initialization, batch order and folds
+        torch.manual_seed(seed + s)
+        template = factory().to(device=plan.device, dtype=dtype)
+        if s == 0:
+            _check_output(template, objective, x, y, dataset.outputs)
+        for k, (train_idx, val_idx) in enumerate(make_folds(len(dataset.y_train), folds, seed + s)):
+            fold_x, fold_test = x, x_test
+            if standardize:  # as the sweep's Job._split: statistics of this fold's training part only
+                scaler = Standardizer.fit(x.index_select(0, train_idx.to(x.device)))
+                fold_x, fold_test = scaler(x), scaler(x_test)
+            net = copy.deepcopy(template)
+            opt, last_loss = _train_fold(net, plan, objective, fold_x, y, train_idx, seed + s, k, on_step)
+            results.append(_evaluate_fold(net, opt, objective, last_loss, (fold_x, y), (train_idx, val_idx),
+                                          (fold_test, y_test)))
+            models.append(net)
     return FitResult(results, plan.full, time.perf_counter() - started, str(plan.device), objective.metrics, models)
 
 
@@ -224,7 +231,7 @@ def _train_fold(net: nn.Module, plan: _Plan, objective: Objective, x: Tensor, y:
         loss.backward()
         opt.step()
         if on_step is not None:
-            on_step(FitStep(fold, step, loss.detach(), opt))
+            on_step(FitStep(fold, step, loss.detach(), opt, seed))
         if scheduler is not None:
             scheduler.step()
     return opt, float(loss.detach())

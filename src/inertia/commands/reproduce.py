@@ -11,7 +11,7 @@ from typing import Any
 
 from . import train
 
-RUN = ("steps", "batch_size", "folds", "seed")
+RUN = ("steps", "batch_size", "folds", "seed", "seeds")
 """Settings of the sweep's ``meta`` that ``inertia train`` takes as options of the same name."""
 
 

@@ -148,6 +148,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     run.add_argument("--folds", type=int, default=1,
                      help="K-fold cross-validation, one model per fold (default: 1, a 20%% holdout), as inertia sweep")
     run.add_argument("--seed", type=int, default=0, help="seed for initialization, batches and data splits (default: 0)")
+    run.add_argument("--seeds", type=int, default=1, metavar="K",
+                     help="train every fold from K seeds (seed..seed+K-1), as inertia sweep --seeds; "
+                     "the metrics are mean +- std over seeds and folds (default: 1)")
     run.add_argument("--standardize", action="store_true",
                      help="standardize the inputs (per feature, or per channel for images) with the statistics of "
                      "each fold's training part, as inertia sweep --standardize")
@@ -254,15 +257,16 @@ def fit_arguments(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of :func:`inertia.fit`, every flag checked (errors name the flag)."""
     from .. import rules
 
-    if args.folds < 1:
-        raise ValueError(f"--folds must be a positive integer, got {args.folds}")
+    for flag, value in (("--folds", args.folds), ("--seeds", args.seeds)):
+        if value < 1:
+            raise ValueError(f"{flag} must be a positive integer, got {value}")
     if args.loss not in loss_choices():
         raise ValueError(f"--loss {args.loss}: unknown loss; choose from {', '.join(loss_choices())}")
     hyper = optimizer_hyper(args)
     full = rules.get(args.optimizer).hyper(**hyper)  # raises ValueError naming a bad argument
     return dict(data=args.data, model=args.model, optimizer=args.optimizer, hyper=hyper,
                 schedules=schedule_specs(args, full), steps=args.steps, batch_size=args.batch_size,
-                folds=args.folds, seed=args.seed, loss=args.loss, standardize=args.standardize, device=args.device)
+                folds=args.folds, seed=args.seed, seeds=args.seeds, loss=args.loss, standardize=args.standardize, device=args.device)
 
 
 # ---------------------------------------------------------------- training and its outputs
@@ -290,15 +294,16 @@ def train(args: argparse.Namespace, on_step: Callable[[Any], None] | None = None
     folds = [f.as_dict() for f in result.folds]
     results = {**result.record(), "metrics": list(result.metrics), "folds": folds, "seconds": result.seconds,
                "device": result.device, "config": config(kwargs, result.hyperparameters)}
-    for k, writer in sorted(writers.items()):
+    for k, (_, writer) in enumerate(sorted(writers.items())):
         writer.finish({m: v for m, v in folds[k].items() if m != "last_loss"})
     if writers:
         results["tensorboard"] = [str(writers[k].path) for k in sorted(writers)]
     return results
 
 
-def _tensorboard_logger(args: argparse.Namespace, kwargs: dict[str, Any], writers: dict[int, Any]):
-    """An ``on_step`` that writes fold k's loss, lr, momentum, effective lr and beta1 to ``writers[k]``."""
+def _tensorboard_logger(args: argparse.Namespace, kwargs: dict[str, Any], writers: dict[tuple[int, int], Any]):
+    """An ``on_step`` that writes each (seed, fold) model's loss, lr, momentum, effective lr and beta1
+    to ``writers[(seed, fold)]``."""
     from .. import rules
     from ..tensorboard import RunWriter, effective_lr
 
@@ -309,9 +314,10 @@ def _tensorboard_logger(args: argparse.Namespace, kwargs: dict[str, Any], writer
     def log(info) -> None:
         if info.step % every and info.step != args.steps - 1:
             return
-        if info.fold not in writers:
-            run = name if args.folds == 1 else f"{name}_fold={info.fold}"
-            writers[info.fold] = RunWriter(args.tensorboard, run, config(kwargs, full))
+        key = (info.seed, info.fold)
+        if key not in writers:
+            run = name if args.folds == 1 and args.seeds == 1 else f"{name}_seed={info.seed}_fold={info.fold}"
+            writers[key] = RunWriter(args.tensorboard, run, config(kwargs, full))
         group = info.optimizer.param_groups[0]
         values = {"loss": float(info.loss)}
         values.update({k: float(group[k]) for k in ("lr", "momentum") if k in group})
@@ -320,7 +326,7 @@ def _tensorboard_logger(args: argparse.Namespace, kwargs: dict[str, Any], writer
         betas = group.get("betas")
         if isinstance(betas, (tuple, list)) and len(betas) == 2:
             values["beta1"] = float(betas[0])
-        writers[info.fold].log(info.step, **values)
+        writers[key].log(info.step, **values)
 
     return log
 
@@ -337,7 +343,7 @@ def config(kwargs: dict[str, Any], full: dict[str, Any]) -> dict[str, Any]:
         "optimizer": kwargs["optimizer"],
         "hyperparameters": {k: _plain(v) for k, v in full.items()},
         "schedules": {k: _plain(v) for k, v in kwargs["schedules"].items()},
-        **{k: kwargs[k] for k in ("loss", "steps", "batch_size", "folds", "seed", "standardize")},
+        **{k: kwargs[k] for k in ("loss", "steps", "batch_size", "folds", "seed", "seeds", "standardize")},
     }
 
 
@@ -381,20 +387,21 @@ def run_command(args: argparse.Namespace) -> int:
             return
         value = float(info.loss)
         state["smooth"] = value if state["smooth"] is None or info.step == 0 else 0.9 * state["smooth"] + 0.1 * value
-        progress.update(task, completed=info.fold * args.steps + info.step + 1, loss=f"{state['smooth']:.4f}")
+        progress.update(task, completed=((info.seed - args.seed) * args.folds + info.fold) * args.steps + info.step + 1, loss=f"{state['smooth']:.4f}")
 
     try:
         if progress is not None:
             with progress:
-                task = progress.add_task("train", total=args.steps * args.folds, loss="-")
+                task = progress.add_task("train", total=args.steps * args.folds * args.seeds, loss="-")
                 results = train(args, on_step)
         else:
             results = train(args)
     except NonFiniteGradientError as error:
         print(f"inertia train: error: {error}", file=sys.stderr)
         return 1
-    print("\n".join(summary(results, args.folds)))
+    print("\n".join(summary(results, args.folds * args.seeds)))
     folds = f" x {args.folds} folds" if args.folds > 1 else ""
+    folds += f" x {args.seeds} seeds" if args.seeds > 1 else ""
     print(f"{args.steps} steps{folds} in {results['seconds']:.1f} s on {results['device']}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,8 @@ def test_the_printed_url_opens_a_native_study(tmp_path, capsys):
 
     out = tmp_path / "run"
     code = cli_main(["sweep", "--data", "digits", "--steps", "60", "--batch-size", "32", "--eval-every", "20",
-                     "--lr", "0.01,0.1,50", "--momentum", "0,0.9", "--out", str(out), "--quiet"])
+                     "--lr", "0.01,0.1,50", "--momentum", "0,0.9", "--out", str(out), "--quiet",
+                     "--metric", "val_loss", "--seeds", "1"])
     assert code == 0
     url = re.search(r"in (sqlite:\S+) \(for optuna", capsys.readouterr().out).group(1)
     study = optuna.load_study(study_name="sweep", storage=url)
@@ -64,7 +65,7 @@ def test_no_diverged_trial_is_ever_best(metric, tmp_path):
 
 def test_momentum_is_sampled_uniformly_in_log_one_minus_momentum():
     task = TaskSpec.from_values("digits", "mlp", lr="1e-3:1:2", momentum=[0.0, 0.995])
-    spec = SweepSpec.from_settings(task, dict(sampler="random", trials=400))
+    spec = SweepSpec.from_settings(task, dict(sampler="random", trials=400, metric="val_loss"))
     study = Study(dict(task.space), spec.signature(), spec.search).open()
     drawn = [study.config(study.study.ask()) for _ in range(400)]
     above = sum(c["momentum"] > 0.93 for c in drawn) / len(drawn)
@@ -76,7 +77,8 @@ def test_momentum_is_sampled_uniformly_in_log_one_minus_momentum():
 def _stack(pruner: str | None):
     """A grid of 9 configurations on digits in one stack, and the Study that judges it."""
     task = TaskSpec.from_values("digits", "mlp", lr=[0.003, 0.03, 0.3], momentum=[0.0, 0.5, 0.9])
-    spec = SweepSpec.from_settings(task, dict(steps=90, batch_size=32, eval_every=10, pruner=pruner))
+    spec = SweepSpec.from_settings(task, dict(steps=90, batch_size=32, eval_every=10, pruner=pruner,
+                                                 metric="val_loss", seeds=1))
     data = _load_data("digits", 0)
     spec = spec.resolved(data=data)
     study = Study(dict(spec.task.space), spec.signature(), spec.search).open()
@@ -118,7 +120,7 @@ def test_stacked_median_sees_the_whole_stack():
 
 
 def test_a_pruned_sweep_equals_the_unpruned_one_up_to_where_it_stopped():
-    kw = dict(data="digits", model="mlp", steps=90, batch_size=32, eval_every=10, parallel=1,
+    kw = dict(data="digits", model="mlp", steps=90, batch_size=32, eval_every=10, parallel=1, seeds=1, metric="val_loss",
               lr=[0.3, 0.03, 0.003], momentum=[0.9, 0.5, 0.0])
     plain = {(r["lr"], r["momentum"]): r for r in inertia.sweep(**kw).records()}
     pruned = inertia.sweep(**kw, pruner="successive_halving").records()

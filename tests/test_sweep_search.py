@@ -21,7 +21,7 @@ from inertia.sweeps import parse_values
 from inertia.plots.sweep import heatmap
 from inertia.sweeps import StorageError
 
-SMALL = dict(data="digits", model="mlp", steps=40, batch_size=32)
+SMALL = dict(data="digits", model="mlp", steps=40, batch_size=32, seeds=1, metric="val_loss")  # one seed, by loss
 RECORD_KEYS = {"lr", "momentum", "status", "diverged_step", "val_loss_mean", "val_loss_std", "val_accuracy_mean",
                "val_accuracy_std", "train_loss_final", "train_loss_curve"}
 

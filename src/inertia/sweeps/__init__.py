@@ -12,7 +12,6 @@ place and drive the training; :mod:`.results` holds what came back.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -113,9 +112,6 @@ def run_sweep(spec: SweepSpec, *, progress: Callable[[int, int], None] | None = 
     if spec.train.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device cuda asked for but CUDA is not available")
     job = _job(spec, dataset)
-    if spec.search.metric == "auto":   # what the task is judged by: accuracy, or the loss for regression
-        metric = "val_accuracy" if job.objective.task == "classification" else "val_loss"
-        spec = replace(spec, search=replace(spec.search, metric=metric))
     if spec.search.metric not in job.metric_names:
         raise ValueError(f"metric {spec.search.metric}: a {job.objective.task} sweep measures "
                          f"{', '.join(n for n in job.metric_names if n.startswith('val_'))}")

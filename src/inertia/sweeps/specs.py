@@ -281,9 +281,15 @@ class SweepSpec:
         return len(self.task.points) if self.search.sampler == "grid" else int(self.search.trials)
 
     def resolved(self, **task: Any) -> "SweepSpec":
-        """This sweep with the task's fields in ``task``, the device picked and ``eval_every`` set."""
+        """This sweep with the task's fields in ``task``, the device picked, ``eval_every`` set and an
+        ``auto`` metric made the task's (``val_accuracy`` for classification, ``val_loss`` else)."""
         train = replace(self.train, device=self.train.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         search = self.search
+        if search.metric == "auto" and task.get("data") is not None:   # accuracy, or the loss for regression
+            from .objective import make_objective
+
+            kind = make_objective(task.get("loss", self.task.loss), task["data"].y_train).task
+            search = replace(search, metric="val_accuracy" if kind == "classification" else "val_loss")
         if search.eval_every is None:
             search = replace(search, eval_every=max(1, train.steps // 10))
         return replace(self, task=replace(self.task, **task), train=train, search=search)

@@ -94,10 +94,21 @@ def run_parts(parts: Sequence[Part], lanes: int, where: str, job: Job, trainer: 
     if not parts:
         return 0
     if len(parts) == 1 or lanes == 1:
-        return sum(trainer.train(*part) for part in parts)
+        return _run_here(parts, trainer)
     if where == "processes" or (where == "auto" and forked_lanes_available(job)):
         return _run_forked(list(parts), lanes, trainer)
     return _run_threads(parts, lanes, trainer)
+
+
+def _run_here(parts: Sequence[Part], trainer: Trainer) -> int:
+    """One lane in this process, with one intra-op thread like every lane: a lone stack of small
+    products with more threads ran 10-100x slower on a loaded machine (threads spinning for cores)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return sum(trainer.train(*part) for part in parts)
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _run_threads(parts: Sequence[Part], lanes: int, trainer: Trainer) -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from contextlib import contextmanager
@@ -209,13 +210,17 @@ def _progress_bar(spec: SweepSpec, quiet: bool) -> Iterator[Callable[[int, int],
 
 def write_outputs(results: Any, out: Path) -> list[Path]:
     """results.csv, results.json, heatmap.png and (if available) report.html in ``out``, each written
-    whole to a temporary file and renamed (a reader, or another worker, never sees half a file)."""
+    whole to a temporary file and renamed (a reader, or another worker, never sees half a file).
+    A study not named ``sweep`` writes ``results-NAME.csv`` and so on, beside the other studies'."""
     out.mkdir(parents=True, exist_ok=True)
-    written = [_atomic(out / "results.csv", results.to_csv), _atomic(out / "results.json", results.to_json)]
+    name = str(results.meta.get("study_name") or "sweep")
+    tag = "" if name == "sweep" else "-" + re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    written = [_atomic(out / f"results{tag}.csv", results.to_csv),
+               _atomic(out / f"results{tag}.json", results.to_json)]
     if "lr" in results.swept and "momentum" in results.swept and results.records():
         from ..plots.sweep import heatmap
 
-        written.append(_atomic(out / "heatmap.png", lambda path: heatmap(results, path)))
+        written.append(_atomic(out / f"heatmap{tag}.png", lambda path: heatmap(results, path)))
     try:
         from ..report import write_sweep_report
     except ImportError:
@@ -224,7 +229,7 @@ def write_outputs(results: Any, out: Path) -> list[Path]:
         meta = results.meta
         title = (f"inertia sweep: {meta.get('optimizer')} on {meta.get('data')} / {meta.get('model')}, "
                  f"{len(results)} configurations, {meta.get('steps')} steps")
-        written.append(_atomic(out / "report.html", lambda path: write_sweep_report(
+        written.append(_atomic(out / f"report{tag}.html", lambda path: write_sweep_report(
             path, results.records(), metric=results.metric_key, title=title)))
     return written
 

@@ -132,6 +132,9 @@ def _warn(message: str) -> None:
         warnings.warn(message[len("warning: "):], stacklevel=3)
 
 
+MIN_TRAIN_ROWS = 10
+
+
 def _check_data(spec: SweepSpec, dataset: Any) -> None:
     """Refuse data too small for the sweep, and a model that would not fit in memory, before building it."""
     from .engine import default_memory_budget
@@ -140,8 +143,9 @@ def _check_data(spec: SweepSpec, dataset: Any) -> None:
     rows, tests = len(dataset.y_train), 0 if dataset.x_test is None else len(dataset.x_test)
     folds = make_folds(rows, spec.train.folds, spec.train.seed)   # too few for the folds: a ValueError
     train_rows = min(len(t) for t, _ in folds)
-    if tests < 1:
-        raise ValueError(f"data: {rows} training and {tests} test examples; a sweep needs a test set")
+    if tests < 1 or train_rows < MIN_TRAIN_ROWS:
+        raise ValueError(f"data: {rows} training and {tests} test examples are too few for a sweep (it needs a "
+                         f"test set and at least {MIN_TRAIN_ROWS} training examples in each fold)")
     if spec.train.batch_size > train_rows:
         raise ValueError(f"batch_size ({spec.train.batch_size}) is larger than a fold's {train_rows} training examples")
     need = _model_bytes(spec.task.model, dataset.features, dataset.classes, spec.train.dtype)

@@ -362,6 +362,9 @@ class _Rows:
         from optuna.trial import TrialState
 
         a = self.attrs
+        if self.backend.get_study_user_attrs(self.study_id).get("ready"):   # the usual case: nothing to write
+            check(self.backend.get_study_user_attrs(self.study_id).get("signature"), sig)
+            return
         with self.transaction() as session:
             stored = {k: json.loads(v) for k, v in session.execute(
                 sa.select(a.c.key, a.c.value_json).where(a.c.study_id == self.study_id)).all()}
@@ -399,6 +402,8 @@ class _Rows:
         from optuna.trial import TrialState
 
         t = self.t
+        if budget is None and not self._count(TrialState.WAITING):
+            return []   # nothing to claim: no write (a finished study's files stay as they are)
         with self.transaction() as session:
             ids = list(session.execute(sa.select(t.c.trial_id).where(
                 t.c.study_id == self.study_id, t.c.state == TrialState.WAITING).order_by(t.c.number).limit(limit))
@@ -425,6 +430,15 @@ class _Rows:
             storage._add_trials_to_cache(self.study_id, trials)
             info.unfinished_trial_ids.update(t._trial_id for t in trials if not t.state.is_finished())
         return ids
+
+    def _count(self, *states: Any) -> int:
+        import sqlalchemy as sa
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        t = self.t
+        with _create_scoped_session(self.backend.scoped_session) as session:
+            return session.execute(sa.select(sa.func.count()).where(
+                t.c.study_id == self.study_id, t.c.state.in_(states))).scalar()
 
     def _hold(self, session: Any, ids: Sequence[int], holder: str) -> None:
         import sqlalchemy as sa

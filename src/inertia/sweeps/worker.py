@@ -64,6 +64,10 @@ class Worker:
         """Work until every configuration is finished; returns how many this worker trained."""
         per_claim = configs_per_chunk(self.job, self.run_spec.memory_budget)
         per_claim = min(per_claim, self.run_spec.max_batch or per_claim, self.search.rounds(self.expected))
+        learns = self.search.sampler == "tpe" or self.search.pruner is not None
+        if learns and 1 < self.expected <= per_claim:
+            self.log(f"warning: all {self.expected} configurations train in one round, so TPE and pruners have "
+                     "no finished configuration to learn from; set a smaller round_size (--round-size)")
         self._steps_done = self.study.finished() * self.job.steps
         self._steps_total = max(self.expected * self.job.steps, self._steps_done)
         self._steps_running = {}

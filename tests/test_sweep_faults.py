@@ -210,3 +210,22 @@ def test_sqlite_states_of_a_finished_folder_are_not_rewritten_by_a_rerun(tmp_pat
     assert (tmp_path / "sweep.db").read_bytes() == before
     with sqlite3.connect(tmp_path / "sweep.db") as db:
         assert db.execute("SELECT count(*) FROM trials WHERE state = 'COMPLETE'").fetchone() == (6,)
+
+
+def test_ctrl_c_at_any_moment_prints_one_line_and_the_rerun_completes(tmp_path, baseline):
+    """SIGINT to the whole sweep (the terminal's process group: the parent and its forked lanes)."""
+    delay = random.Random(SEED).uniform(0.5, 4.0)
+    proc = subprocess.Popen([sys.executable, "-m", "inertia.cli", *_sweep_args(tmp_path)], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(delay)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    where = f"Ctrl-C after {delay:.2f} s (INERTIA_FAULT_SEED={SEED})"
+    assert proc.returncode in (0, 130), f"{where}: {out}{err}"
+    if proc.returncode == 130:
+        assert err.strip().splitlines() == ["inertia sweep: interrupted; run the same command again to resume"]
+        assert "Traceback" not in err, f"{where}: {err}"
+    again = _run(_sweep_args(tmp_path))
+    assert again.returncode == 0, f"{where}: {again.stdout}{again.stderr}"
+    assert _results(tmp_path / "sweep.db") == baseline["0"], where

@@ -193,8 +193,11 @@ def _answer(conn: Any, running: dict[Any, tuple[int, list[Any], str | None]], tr
 
 def _lane_child(conn: Any, parent: int, members: Members, path: str | None, trainer: Trainer) -> None:
     """Body of a forked lane: train, talk to the parent over ``conn``, then exit (never returns)."""
+    import signal
+
     code = 1
     try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle: it stops its lanes
         _die_with_parent(parent)
         torch.set_num_threads(1)
         last = [0.0]

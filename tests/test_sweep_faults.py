@@ -234,3 +234,42 @@ def test_ctrl_c_at_any_moment_prints_one_line_and_the_rerun_completes(tmp_path, 
     again = _run(_sweep_args(tmp_path))
     assert again.returncode == 0, f"{where}: {again.stdout}{again.stderr}"
     assert _results(tmp_path / "sweep.db") == baseline["0"], where
+
+
+def test_a_lost_database_connection_is_one_line_and_the_rerun_resumes(tmp_path, postgres_url, baseline):
+    import psycopg2
+
+    from inertia.sweeps.study import normalize_url
+
+    name = f"inertia_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(postgres_url)
+    admin.autocommit = True
+    cursor = admin.cursor()
+    cursor.execute(f"CREATE DATABASE {name}")
+    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    args = _sweep_args(tmp_path, "--storage", url)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "inertia.cli", *args], env=_env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        deadline = time.time() + 60
+        while time.time() < deadline and not list((tmp_path / "checkpoints").glob("*/batch-*")):
+            time.sleep(0.01)
+        cursor.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+        cursor.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2, out + err
+        assert len(err.strip().splitlines()) == 1 and "lost the storage" in err and "run the same command" in err, err
+        cursor.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+        again = _run(args)
+        assert again.returncode == 0, again.stdout + again.stderr
+        import optuna
+
+        trials = optuna.load_study(study_name="sweep", storage=normalize_url(url)).trials
+        done = {(t.params["lr"], t.params["momentum"]): {k: v for k, v in t.user_attrs["result"].items()
+                                                         if k != "worker"}
+                for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
+        assert done == baseline["0"]
+    finally:
+        cursor.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+        cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()

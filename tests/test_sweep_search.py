@@ -161,6 +161,11 @@ def _sqlite_states(out: Path) -> list[tuple[int, str]]:
         return []
 
 
+def _checkpoints(out: Path) -> list[Path]:
+    """The checkpoint files in ``out`` (each study has a folder of its own there)."""
+    return [p for p in (out / "checkpoints").glob("*/batch-*") if not p.name.endswith(".tmp")]
+
+
 def _children(pid: int) -> list[int]:
     out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -193,7 +198,7 @@ def test_resume_after_sigkill_never_recomputes_a_finished_configuration(tmp_path
     while time.time() < deadline and proc.poll() is None:
         states = _sqlite_states(out)
         complete = sum(1 for _, s in states if s == "COMPLETE")
-        ckpts = list((out / "checkpoints").glob("batch-*")) if (out / "checkpoints").exists() else []
+        ckpts = _checkpoints(out)
         if complete >= 2 and ckpts and time.time() - max(p.stat().st_mtime for p in ckpts) < 0.3:
             time.sleep(0.5)  # let it write a checkpoint past step 0
             lanes = _children(proc.pid)
@@ -221,7 +226,7 @@ def test_resume_after_sigkill_never_recomputes_a_finished_configuration(tmp_path
     assert len(trials) == 6 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert len({(t.params["lr"], t.params["1-momentum"]) for t in trials}) == 6
     assert {t.number: t.datetime_complete for t in trials if t.number in done_before} == stamps
-    assert not list((out / "checkpoints").glob("batch-*"))
+    assert not _checkpoints(out)
 
 
 @pytest.mark.parametrize("when", ["after claiming, before the first checkpoint", "while training, no checkpoints"])
@@ -230,17 +235,17 @@ def test_an_interrupted_sweep_gives_back_what_no_checkpoint_holds(tmp_path, monk
     and the same command trains each configuration once."""
     import optuna
 
-    from inertia.sweeps.checkpoints import Checkpoints
+    from inertia.sweeps.engine import Members
 
     grid = dict(lr=[0.01, 0.1], momentum=[0.0, 0.9])
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     if when.startswith("after claiming"):
         kw = dict(out=tmp_path / "run", storage=storage)
 
-        def interrupt(self, members, path):
+        def interrupt(self):
             raise KeyboardInterrupt
 
-        monkeypatch.setattr(Checkpoints, "save", interrupt)
+        monkeypatch.setattr(Members, "train_step", interrupt)   # before the first checkpoint is written
     else:
         def interrupt_after_some_steps(done, total):
             if done > 0:
@@ -259,26 +264,33 @@ def test_an_interrupted_sweep_gives_back_what_no_checkpoint_holds(tmp_path, monk
     assert len(res.records()) == 4
 
 
-def test_a_dead_workers_trials_are_trained_again_once_their_heartbeat_is_stale(tmp_path, monkeypatch):
+@pytest.mark.parametrize("where", ["this machine", "another machine"])
+def test_a_dead_workers_trials_are_trained_again(tmp_path, monkeypatch, where):
     """A worker dies (os._exit: no clean-up) holding every trial of the grid, with no checkpoint
-    (no output folder). Once its heartbeats are older than the grace period, the next worker
-    fails those trials and trains a copy of each: the grid completes, each point once."""
+    (no output folder). On this machine its PID is gone, so the next worker retries them at once;
+    a holder on another machine is retried only once its heartbeats are older than the grace
+    period (before that, a worker that does not wait says the results are partial)."""
     import optuna
 
-    from inertia.sweeps import study
+    from inertia.sweeps import IncompleteSweep, study
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     grid = dict(lr=[0.01, 0.1], momentum=[0.0, 0.9])
     dies = (f"import os, inertia, inertia.sweeps.study as study; study.HEARTBEAT_SECONDS = 1; "
             f"inertia.sweep(data='digits', model='mlp', steps=40, batch_size=32, lr={grid['lr']}, "
-            f"momentum={grid['momentum']}, storage={storage!r}, "
+            f"momentum={grid['momentum']}, storage={storage!r}, round_size=4, "
             f"progress=lambda done, total: os._exit(3) if done > 0 else None)")
     assert subprocess.run([sys.executable, "-c", dies], env=_env(), timeout=120).returncode == 3
     held = optuna.load_study(study_name="sweep", storage=storage).trials
     assert [t.state for t in held] == [optuna.trial.TrialState.RUNNING] * 4  # nobody will tell these
     monkeypatch.setattr(study, "HEARTBEAT_SECONDS", 1)
-    time.sleep(3.2)  # past the grace period (2 heartbeats), in SQLite's whole seconds
-    res = inertia.sweep(**SMALL, storage=storage, **grid)
+    if where == "another machine":
+        with sqlite3.connect(tmp_path / "study.db") as db:
+            db.execute("UPDATE trial_system_attributes SET value_json = '\"elsewhere:1:1\"' WHERE key = 'holder'")
+        with pytest.raises(IncompleteSweep, match="4 configurations still held by other workers"):
+            inertia.sweep(**SMALL, storage=storage, **grid, round_size=4, wait=False)
+        time.sleep(3.2)  # past the grace period (2 heartbeats), in SQLite's whole seconds
+    res = inertia.sweep(**SMALL, storage=storage, **grid, round_size=4)
     trials = optuna.load_study(study_name="sweep", storage=storage).trials
     states = [t.state for t in trials]
     assert states.count(optuna.trial.TrialState.FAIL) == 4 and states.count(optuna.trial.TrialState.COMPLETE) == 4
@@ -365,7 +377,7 @@ def test_a_failing_training_process_fails_the_sweep(monkeypatch):
 
     monkeypatch.setattr(engine.Members, "train_step", failing)  # forked children inherit it
     with pytest.raises(RuntimeError, match="a training process failed") as info:
-        inertia.sweep(**SMALL, lr=[0.02, 0.1], momentum=[0.0, 0.9], parallel=2, lanes="processes")
+        inertia.sweep(**SMALL, lr=[0.02, 0.1], momentum=[0.0, 0.9], parallel=2, lanes="processes", round_size=4)
     assert "boom at step 5" in str(info.value)
     with pytest.raises(ValueError, match="lanes"):
         inertia.sweep(**SMALL, lr=[0.1], momentum=[0.0], lanes="fibers")

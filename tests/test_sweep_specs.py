@@ -56,7 +56,7 @@ def test_the_signature_holds_what_changes_the_numbers_and_nothing_else():
     base = SweepSpec(task)
     signature = base.signature()
     assert signature["schedules"] == {"momentum": "sutskever_ramp(mu_max=0.99, every=250)", "lr": "cosine"}
-    assert signature["space"] == {"lr": [0.1, 0.01], "momentum": [0.9]} and signature["dtype"] == "torch.float32"
+    assert signature["space"] == {"lr": [0.01, 0.1], "momentum": [0.9]} and signature["dtype"] == "torch.float32"  # sorted
     assert {f.name for f in fields(RunSpec)}.isdisjoint(signature)
     assert set(signature) == {f.name for spec in (TaskSpec, TrainSpec, SearchSpec) for f in fields(spec)}
     running = RunSpec(out="x", storage="sqlite:///y.db", study_name="s", checkpoint_every=1, lanes="threads",

@@ -33,20 +33,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    command = next((w for w in words if not w.startswith("-")), "")
     try:
+        args = build_parser().parse_args(argv)
+        command = args.command
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"inertia {command}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, FileNotFoundError) as error:
+    except (ValueError, TypeError, OSError) as error:   # OSError: a read-only or full disk, a missing file
         if os.environ.get("INERTIA_DEBUG"):
             raise
-        print(f"inertia {args.command}: error: {error}", file=sys.stderr)
+        print(f"inertia {command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except FloatingPointError as error:  # NonFiniteGradientError: training blew up
-        print(f"inertia {args.command}: {error}", file=sys.stderr)
+        print(f"inertia {command}: {_one_line(error)}", file=sys.stderr)
         return 1
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 400 else text[:397] + "..."
 
 
 if __name__ == "__main__":

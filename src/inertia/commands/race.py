@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--start must be numbers separated by commas, got {args.start!r}") from None
         if len(start) != surface.dim:
             raise ValueError(f"--start needs {surface.dim} numbers for {surface.name}, got {len(start)}")
+        if not all(math.isfinite(v) for v in start):
+            raise ValueError(f"--start must be finite numbers, got {args.start!r}")
     dtype = torch.float32 if args.float32 else torch.float64
     result = race(surface, configs, steps=args.steps, start=start, dtype=dtype, schedules=schedules)
     out = Path(args.out)

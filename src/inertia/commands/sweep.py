@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from contextlib import contextmanager
@@ -88,6 +89,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     search.add_argument("--select", default="best", metavar="|".join(SELECTIONS),
                         help="score each configuration at its best evaluation point (early stopping; "
                              "default) or at its final step")
+    search.add_argument("--round-size", type=int, default=None, metavar="N",
+                        help="configurations claimed (random/tpe: asked) at once; the next round is asked after "
+                             "they are told (default: a quarter of the configurations)")
     run = parser.add_argument_group("where and how to run (RunSpec)")
     run.add_argument("--out", required=True, help="output folder (holds the SQLite study unless --storage)")
     run.add_argument("--storage", default=None, help="Optuna storage URL, e.g. postgresql://user:pw@host/db")
@@ -98,6 +102,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     run.add_argument("--memory-budget", type=int, default=None, metavar="BYTES",
                      help="the memory the stacked configurations may take (default: what the device has)")
     run.add_argument("--max-batch", type=int, default=None, help="at most this many configurations at once")
+    run.add_argument("--no-wait", dest="wait", action="store_false",
+                     help="when nothing is left to claim, exit (code 3) instead of waiting for other workers' trials")
     out = parser.add_argument_group("outputs")
     out.add_argument("--tensorboard", default=None, metavar="DIR", help="also write one TensorBoard run per configuration")
     out.add_argument("--top", type=int, default=10, help="rows of the table of best configurations")
@@ -138,17 +144,21 @@ def sweep_spec(args: argparse.Namespace) -> SweepSpec:
 def run_command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..sweeps import StorageError, run_sweep
+    from ..sweeps import IncompleteSweep, StorageError, run_sweep
 
     console = Console(stderr=False)
     spec = sweep_spec(args)
+    _check_outputs(args)
     started = time.time()
     try:
         with _progress_bar(spec, quiet=args.quiet) as progress:
-            results = run_sweep(spec, progress=progress, log=lambda message: console.print(f"[dim]{message}[/]"))
+            results = run_sweep(spec, progress=progress, log=lambda message: _log(console, message))
     except StorageError as error:
         print(f"inertia sweep: error: {error}", file=sys.stderr)
         return 2
+    except IncompleteSweep as error:
+        print(f"inertia sweep: {error}", file=sys.stderr)
+        return 3
     out = Path(args.out)
     written = write_outputs(results, out)
     if args.tensorboard:
@@ -192,6 +202,24 @@ def study_url(spec: SweepSpec) -> str:
     return f"sqlite:///{(Path(spec.run.out) / 'sweep.db').resolve()}"
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse output settings that would fail only after training."""
+    if args.top < 1:
+        raise ValueError(f"--top must be >= 1, got {args.top}")
+    if args.tensorboard is not None:
+        if not str(args.tensorboard).strip():
+            raise ValueError("--tensorboard must not be empty")
+        if Path(args.tensorboard).exists() and not Path(args.tensorboard).is_dir():
+            raise ValueError(f"--tensorboard {args.tensorboard!r} is a file, not a folder")
+
+
+def _log(console: Any, message: str) -> None:
+    if message.startswith("warning: "):
+        console.print(f"[yellow]{message}[/]", highlight=False)
+    else:
+        console.print(f"[dim]{message}[/]", highlight=False)
+
+
 @contextmanager
 def _progress_bar(spec: SweepSpec, quiet: bool) -> Iterator[Callable[[int, int], None] | None]:
     """A rich progress bar over the sweep's configuration-steps; its update function (None if ``quiet``)."""
@@ -212,14 +240,18 @@ def _progress_bar(spec: SweepSpec, quiet: bool) -> Iterator[Callable[[int, int],
 
 
 def write_outputs(results: Any, out: Path) -> list[Path]:
-    """results.csv, results.json, heatmap.png and (if available) report.html in ``out``."""
+    """results.csv, results.json, heatmap.png and (if available) report.html in ``out``, each written
+    whole to a temporary file and renamed (a reader, or another worker, never sees half a file).
+    A study not named ``sweep`` writes ``results-NAME.csv`` and so on, beside the other studies'."""
     out.mkdir(parents=True, exist_ok=True)
-    written = [results.to_csv(out / "results.csv"), results.to_json(out / "results.json")]
+    name = str(results.meta.get("study_name") or "sweep")
+    tag = "" if name == "sweep" else "-" + re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    written = [_atomic(out / f"results{tag}.csv", results.to_csv),
+               _atomic(out / f"results{tag}.json", results.to_json)]
     if "lr" in results.swept and "momentum" in results.swept and results.records():
         from ..plots.sweep import heatmap
 
-        heatmap(results, out / "heatmap.png")
-        written.append(out / "heatmap.png")
+        written.append(_atomic(out / f"heatmap{tag}.png", lambda path: heatmap(results, path)))
     try:
         from ..report import write_sweep_report
     except ImportError:
@@ -228,8 +260,8 @@ def write_outputs(results: Any, out: Path) -> list[Path]:
         meta = results.meta
         title = (f"inertia sweep: {meta.get('optimizer')} on {meta.get('data')} / {meta.get('model')}, "
                  f"{len(results)} configurations, {meta.get('steps')} steps")
-        write_sweep_report(out / "report.html", results.records(), metric=results.metric_key, title=title)
-        written.append(out / "report.html")
+        written.append(_atomic(out / f"report{tag}.html", lambda path: write_sweep_report(
+            path, results.records(), metric=results.metric_key, title=title)))
     return written
 
 
@@ -279,3 +311,17 @@ def _pm(mean: Any, std: Any, scale: float, fmt: str) -> str:
     if isinstance(std, (int, float)) and math.isfinite(std) and std > 0:
         text += " ± " + fmt.format(std * scale)
     return text
+
+
+def _atomic(path: Path, write: Callable[[Path], Any]) -> Path:
+    """``write(tmp)`` to a temporary file next to ``path`` (same suffix), then rename it to ``path``."""
+    import os
+
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path

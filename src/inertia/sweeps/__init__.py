@@ -25,7 +25,7 @@ from .results import SweepResults
 from .specs import (DEFAULT_MOMENTA, LANES, METRICS, SAMPLERS, RunSpec, SearchSpec, SweepSpec, TaskSpec, TrainSpec,
                     parse_values)
 from .study import StorageError, Study, redact
-from .worker import Worker
+from .worker import IncompleteSweep, Worker
 
 
 def _load_data(data: Any, seed: int):
@@ -111,6 +111,7 @@ def run_sweep(spec: SweepSpec, *, progress: Callable[[int, int], None] | None = 
     spec = spec.resolved(data=dataset)
     if spec.train.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device cuda asked for but CUDA is not available")
+    _check_data(spec, dataset)
     job = _job(spec, dataset)
     if spec.search.metric not in job.metric_names:
         raise ValueError(f"metric {spec.search.metric}: a {job.objective.task} sweep measures "
@@ -118,12 +119,58 @@ def run_sweep(spec: SweepSpec, *, progress: Callable[[int, int], None] | None = 
     storage = _storage_url(spec.run)
     study = Study(dict(spec.task.space), spec.signature(), spec.search, storage, spec.run.study_name,
                   spec.train.seed).open()   # unreachable storage / a different sweep here: error before training
-    checkpoints = None if spec.run.out is None else Checkpoints(str(spec.run.out), spec.signature())
-    Worker(job, study, spec.search, spec.run, checkpoints, progress, log or (lambda message: None)).run()
+    checkpoints = None if spec.run.out is None else Checkpoints(
+        str(spec.run.out), spec.signature(), spec.run.study_name, redact(storage or ""))
+    Worker(job, study, spec.search, spec.run, checkpoints, progress, log or _warn, spec.configurations).run()
     meta = {**spec.flat(), "storage": None if storage is None else redact(storage), "backend": job.backend,
             "matmul": job.matmul if job.matmul == "torch" else f"openblas {openblas_core()}",
             "dataset": repr(dataset), "running": study.running()}
     return SweepResults(study.records(), list(spec.task.space), spec.search.metric, meta)
+
+
+def _warn(message: str) -> None:
+    if message.startswith("warning: "):
+        import warnings
+
+        warnings.warn(message[len("warning: "):], stacklevel=3)
+
+
+MIN_TRAIN_ROWS = 10
+
+
+def _check_data(spec: SweepSpec, dataset: Any) -> None:
+    """Refuse data too small for the sweep, and a model that would not fit in memory, before building it."""
+    from .engine import default_memory_budget
+    from .specs import _size
+
+    rows, tests = len(dataset.y_train), 0 if dataset.x_test is None else len(dataset.x_test)
+    folds = make_folds(rows, spec.train.folds, spec.train.seed)   # too few for the folds: a ValueError
+    train_rows = min(len(t) for t, _ in folds)
+    if tests < 1 or train_rows < MIN_TRAIN_ROWS:
+        raise ValueError(f"data: {rows} training and {tests} test examples are too few for a sweep (it needs a "
+                         f"test set and at least {MIN_TRAIN_ROWS} training examples in each fold)")
+    if spec.train.batch_size > train_rows:
+        raise ValueError(f"batch_size ({spec.train.batch_size}) is larger than a fold's {train_rows} training examples")
+    need = _model_bytes(spec.task.model, dataset.features, dataset.classes, spec.train.dtype)
+    have = 4 * default_memory_budget(spec.train.device)
+    if need is not None and need > have:
+        raise ValueError(f"model {spec.task.model!r} for {dataset.features} features and {dataset.classes:,} classes "
+                         f"needs about {_size(need)} per configuration; {_size(have)} of memory is available")
+
+
+def _model_bytes(model: Any, features: int, classes: int, dtype: torch.dtype) -> int | None:
+    """Bytes of one configuration's parameters, gradients and state (6 copies), counted on the meta
+    device (nothing allocated); None for a model that cannot be built there."""
+    from ..models import build_model
+
+    try:
+        with torch.device("meta"):
+            module = build_model(model, features, classes) if isinstance(model, str) else None
+    except (ValueError, TypeError, RuntimeError):
+        return None
+    if module is None:
+        return None
+    return 6 * sum(p.numel() for p in module.parameters()) * (torch.finfo(dtype).bits // 8)
 
 
 def _job(spec: SweepSpec, dataset: Any) -> Job:
@@ -145,12 +192,24 @@ def _job(spec: SweepSpec, dataset: Any) -> Job:
 def _storage_url(run: RunSpec) -> str | None:
     """``run.storage``, or the SQLite file in ``run.out`` (made here); None: in memory."""
     if run.out is not None:
-        Path(run.out).mkdir(parents=True, exist_ok=True)
+        _writable(Path(run.out))
     if run.storage is None and run.out is not None:
         return f"sqlite:///{Path(run.out).resolve() / 'sweep.db'}"
     return run.storage
 
 
+def _writable(folder: Path) -> None:
+    """Make ``folder`` and check that files can be written into it (a ValueError naming it, if not)."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise ValueError(f"out: cannot write into {str(folder)!r}: {error.strerror or error}") from None
+
+
 __all__ = ["sweep", "run_sweep", "SweepSpec", "TaskSpec", "TrainSpec", "SearchSpec", "RunSpec", "SweepResults",
-           "parse_values", "Job", "Members", "train", "make_folds", "StorageError", "DEFAULT_MOMENTA",
+           "parse_values", "IncompleteSweep", "Job", "Members", "train", "make_folds", "StorageError", "DEFAULT_MOMENTA",
            "SAMPLERS", "LANES", "METRICS"]

@@ -94,10 +94,21 @@ def run_parts(parts: Sequence[Part], lanes: int, where: str, job: Job, trainer: 
     if not parts:
         return 0
     if len(parts) == 1 or lanes == 1:
-        return sum(trainer.train(*part) for part in parts)
+        return _run_here(parts, trainer)
     if where == "processes" or (where == "auto" and forked_lanes_available(job)):
         return _run_forked(list(parts), lanes, trainer)
     return _run_threads(parts, lanes, trainer)
+
+
+def _run_here(parts: Sequence[Part], trainer: Trainer) -> int:
+    """One lane in this process, with one intra-op thread like every lane: a lone stack of small
+    products with more threads ran 10-100x slower on a loaded machine (threads spinning for cores)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return sum(trainer.train(*part) for part in parts)
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _run_threads(parts: Sequence[Part], lanes: int, trainer: Trainer) -> int:
@@ -182,8 +193,11 @@ def _answer(conn: Any, running: dict[Any, tuple[int, list[Any], str | None]], tr
 
 def _lane_child(conn: Any, parent: int, members: Members, path: str | None, trainer: Trainer) -> None:
     """Body of a forked lane: train, talk to the parent over ``conn``, then exit (never returns)."""
+    import signal
+
     code = 1
     try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle: it stops its lanes
         _die_with_parent(parent)
         torch.set_num_threads(1)
         last = [0.0]

@@ -49,13 +49,45 @@ def parse_values(text: str, name: str = "value") -> list[float]:
 
 
 def _values(name: str, value: Any) -> tuple[float, ...]:
+    """``value`` as finite numbers, each once (in the order given)."""
     if isinstance(value, str):
-        return tuple(parse_values(value, name))
-    if isinstance(value, (int, float)):
-        return (float(value),)
-    if isinstance(value, torch.Tensor):
-        return tuple(float(v) for v in value.reshape(-1))
-    return tuple(float(v) for v in value)
+        values = parse_values(value, name)
+    elif isinstance(value, (int, float)):
+        values = [float(value)]
+    elif isinstance(value, torch.Tensor):
+        values = [float(v) for v in value.reshape(-1)]
+    else:
+        try:
+            values = [float(v) for v in value]
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}: expected numbers, got {value!r}") from None
+    bad = [v for v in values if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"{name}: values must be finite numbers, got {bad[0]!r}")
+    return tuple(dict.fromkeys(values))
+
+
+GRID_POINT_BYTES = 4096
+"""Rough bytes one grid point costs before training (its configuration, its trial in the storage)."""
+
+
+def _check_grid_size(space: Mapping[str, Sequence[float]]) -> None:
+    """Refuse a grid whose bookkeeping alone would not fit in memory, before building it."""
+    from .engine import default_memory_budget
+
+    points = math.prod(len(vs) for vs in space.values())
+    need, have = points * GRID_POINT_BYTES, 4 * default_memory_budget("cpu")
+    if need > have:
+        raise ValueError(f"the grid has {points:,} points ({' x '.join(str(len(v)) for v in space.values())}); "
+                         f"holding them needs about {_size(need)} and {_size(have)} of memory is available")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
 
 
 def grid_points(space: Mapping[str, Sequence[float]]) -> list[dict[str, float]]:
@@ -109,6 +141,7 @@ class TaskSpec:
         empty = [n for n, vs in self.space.items() if not vs]
         if empty:
             raise ValueError(f"{empty[0]}: the grid is empty (no values given)")
+        _check_grid_size(self.space)
         unknown = [n for n in [*self.space, *self.fixed, *self.schedules] if n not in preset.defaults]
         if unknown:
             raise ValueError(f"{self.optimizer}: unknown hyperparameter(s) {unknown}; known: {sorted(preset.defaults)}")
@@ -131,10 +164,13 @@ class TaskSpec:
 
         The default momentum grid applies only to rules that have a momentum (adam sweeps lr alone).
         """
-        from .. import rules
 
-        if momentum is DEFAULT_MOMENTA and "momentum" not in rules.get(optimizer).rule.numeric:
-            momentum = None
+        if momentum is DEFAULT_MOMENTA:
+            momentum = _valid_defaults(optimizer, "momentum", DEFAULT_MOMENTA)
+        twice = [name for name in (hyper or {}) if name in ("lr", "momentum")]
+        if twice:
+            raise ValueError(f"{twice[0]}: give its values as {twice[0]}=... (--{twice[0]}), not among the other "
+                             f"hyperparameters (--hyper {twice[0]}=...)")
         named = (("lr", lr), ("momentum", momentum), *(hyper or {}).items())
         space = {name: value for name, value in named if value is not None}
         return cls(data, model, optimizer, space, dict(fixed or {}), dict(schedules or {}), loss)
@@ -142,6 +178,25 @@ class TaskSpec:
     @property
     def points(self) -> list[dict[str, float]]:
         return grid_points(self.space)
+
+
+def _valid_defaults(optimizer: str, name: str, values: Sequence[float]) -> tuple[float, ...] | None:
+    """The default ``values`` of ``name`` that ``optimizer`` accepts (None: it has no such hyperparameter).
+
+    A default must never be invalid for the rule it is applied to (Schedule-Free rejects momentum 0)."""
+    from .. import rules
+
+    preset = rules.get(optimizer)
+    if name not in preset.rule.numeric:
+        return None
+    ok = []
+    for v in values:
+        try:
+            preset.hyper(**{name: v})
+            ok.append(v)
+        except (ValueError, TypeError):
+            pass
+    return tuple(ok) or None
 
 
 @dataclass(frozen=True)
@@ -175,6 +230,21 @@ class TrainSpec:
         for name in ("steps", "batch_size", "folds", "seeds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if not (math.isfinite(self.diverge_factor) and self.diverge_factor > 1):
+            raise ValueError(f"diverge_factor must be a finite number > 1, got {self.diverge_factor}")
+        if self.device is not None:
+            _check_device(str(self.device))
+
+
+def _check_device(device: str) -> None:
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        kind = None
+    if kind not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}")
 
 
 @dataclass(frozen=True)
@@ -197,6 +267,7 @@ class SearchSpec:
     metric: str = "auto"
     eval_every: int | None = None
     select: str = "best"
+    round_size: int | None = None
 
     def __post_init__(self) -> None:
         _cast(self, int, "trials", "eval_every")
@@ -212,6 +283,16 @@ class SearchSpec:
             raise ValueError(f"metric must be one of auto, {', '.join(METRICS)}, got {self.metric!r}")
         if self.sampler != "grid" and (self.trials is None or self.trials < 1):
             raise ValueError(f"the {self.sampler} sampler needs trials >= 1, got trials={self.trials!r}")
+        if self.sampler == "grid" and self.trials is not None:
+            raise ValueError(f"trials={self.trials} is for the random and tpe samplers; the grid trains every point")
+        for name in ("eval_every", "round_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def rounds(self, budget: int) -> int:
+        """Configurations claimed (and, by TPE, asked) at once: ``round_size``, or a quarter of the
+        ``budget`` (at least 1), so that TPE and pruners learn from earlier rounds and workers share."""
+        return self.round_size or max(1, math.ceil(budget / 4))
 
 
 @dataclass(frozen=True)
@@ -234,12 +315,23 @@ class RunSpec:
     parallel: int | None = None
     memory_budget: int | None = None
     max_batch: int | None = None
+    wait: bool = True
 
     def __post_init__(self) -> None:
         _cast(self, float, "checkpoint_every")
         _cast(self, int, "parallel", "memory_budget", "max_batch")
         if self.lanes not in LANES:
             raise ValueError(f"lanes must be one of {', '.join(LANES)}, got {self.lanes!r}")
+        if not (math.isfinite(self.checkpoint_every) and self.checkpoint_every > 0):
+            raise ValueError(f"checkpoint_every must be a finite number of seconds > 0, got {self.checkpoint_every}")
+        for name in ("parallel", "memory_budget", "max_batch"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("out", "storage", "study_name"):
+            if getattr(self, name) is not None and not str(os.fspath(getattr(self, name))).strip():
+                raise ValueError(f"{name} must not be empty")
+        if self.out is not None and os.path.exists(self.out) and not os.path.isdir(self.out):
+            raise ValueError(f"out {os.fspath(self.out)!r} is a file, not a folder")
 
 
 @dataclass(frozen=True)
@@ -255,6 +347,9 @@ class SweepSpec:
         every = self.search.eval_every
         if every is not None and every > self.train.steps:
             raise ValueError(f"eval_every ({every}) is above the step count ({self.train.steps})")
+        size, budget = self.search.round_size, self.configurations
+        if size is not None and size > budget:
+            raise ValueError(f"round_size ({size}) is larger than the sweep's {budget} configurations")
 
     @classmethod
     def from_settings(cls, task: TaskSpec, settings: Mapping[str, Any]) -> "SweepSpec":
@@ -268,8 +363,10 @@ class SweepSpec:
         return cls(task, *made)
 
     def signature(self) -> dict[str, Any]:
-        """Everything that changes the numbers, as plain data (must match when a study resumes)."""
-        return {**as_plain(self.task), **as_plain(self.train), **as_plain(self.search)}
+        """Everything that changes the numbers, as plain data (must match when a study resumes); a
+        grid's values are sorted: the same grid given in another order is the same sweep."""
+        task = {**as_plain(self.task), "space": {n: sorted(vs) for n, vs in self.task.space.items()}}
+        return {**task, **as_plain(self.train), **as_plain(self.search)}
 
     def flat(self) -> dict[str, Any]:
         """Every setting of every spec, as plain data, in one dict."""

@@ -2,14 +2,14 @@
 
 No other module of inertia imports Optuna (this one imports it only when a function runs).
 
-- Grid: every grid point is enqueued once as a WAITING trial (fixed parameters) by the
-  process that creates the study; workers claim WAITING trials one by one through the
-  storage's atomic state change, so two workers on one PostgreSQL study never evaluate
-  the same configuration.
-- Random / TPE: trials are asked (``study.ask``) until ``trials`` exist.
-- A worker records a heartbeat for every trial it holds (database storages); a trial whose
-  worker died goes stale after two heartbeats, and the next claim fails it and queues a copy
-  (:data:`HEARTBEAT_SECONDS`).
+- Grid: every grid point is enqueued once as a WAITING trial (fixed parameters), in the
+  transaction that checks the study's signature; workers claim WAITING trials in rounds.
+- Random / TPE: a round of new trials is claimed (and sampled) only after the earlier rounds
+  of this worker are told; TPE's ``constant_liar`` covers what runs elsewhere.
+- Database storages claim a round in one transaction (the study's row locked), which also
+  records the holder (:data:`HOLDER`) and the first heartbeat of each trial. A trial whose
+  holder is a dead process of this machine is retried at once; one whose heartbeat is stale
+  (:data:`HEARTBEAT_SECONDS`), e.g. of another machine, after two heartbeats.
 - Pruners see what :meth:`Study.judge` is given (the mean over seeds and folds); the named ones
   decide for a whole stack at once (:mod:`.pruning`).
 - Optuna-native: lr is a log-scaled float, momentum is stored as ``1-momentum`` on a log scale;
@@ -24,9 +24,11 @@ import json
 import math
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from .processes import alive, me
 from .pruning import STACKED, StackedPruner
 from .selection import MEASURES, STATS, select
 from .specs import METRICS, SearchSpec, grid_points
@@ -44,9 +46,11 @@ MOMENTUM_PARAM = "1-momentum"
 
 HEARTBEAT_SECONDS = 60
 """A worker records a heartbeat for every trial it holds at least this often; a RUNNING trial
-whose last heartbeat is older than twice this is stale (its worker died: SIGKILL, a lost
-machine) and any worker fails it and queues a copy that the next claim trains
-(``optuna.storages.RetryHeartbeatStaleTrialCallback``)."""
+whose last heartbeat is older than twice this is stale (its worker died on another machine, or
+the machine is lost) and any worker fails it and queues a copy (:meth:`Study.fail_stale`)."""
+
+HOLDER = "holder"
+"""The trial system attribute that names the process holding a RUNNING trial (``host:pid:start``)."""
 
 
 class StorageError(ValueError):
@@ -83,9 +87,11 @@ def open_storage(url: str | None, heartbeat: int | None = None):
             with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 if heartbeat:
-                    kwargs.update(heartbeat_interval=int(heartbeat), grace_period=2 * int(heartbeat),
-                                  heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
-                return optuna.storages.RDBStorage(url, **kwargs)
+                    kwargs.update(heartbeat_interval=int(heartbeat), grace_period=2 * int(heartbeat))
+                storage = optuna.storages.RDBStorage(url, **kwargs)
+            if url.startswith("sqlite"):
+                _write_ahead(storage.engine)
+            return storage
         except Exception as error:  # sqlalchemy / driver errors of every kind
             # two workers creating the tables of a fresh database at once: one gets an
             # IntegrityError; the tables exist now, so try again
@@ -94,6 +100,27 @@ def open_storage(url: str | None, heartbeat: int | None = None):
                 continue
             raise StorageError(f"cannot open storage {redact(url)}: {type(error).__name__}: {error}") from error
     raise AssertionError("unreachable")
+
+
+def _write_ahead(engine: Any) -> None:
+    """SQLite with a write-ahead log, synced at checkpoints (``synchronous=NORMAL``): a commit then
+    costs no fsync of its own, so a trial's bookkeeping takes microseconds, not milliseconds. A
+    killed process loses nothing committed; a power cut may lose the last commits, never consistency
+    (their trials are trained again)."""
+    import sqlalchemy as sa
+
+    @sa.event.listens_for(engine, "connect")
+    def pragmas(connection: Any, record: Any) -> None:
+        cursor = connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        except Exception:  # a read-only folder or a busy database: keep the defaults
+            pass
+        finally:
+            cursor.close()
+
+    engine.dispose()   # connections made while the tables were set up get the pragmas too
 
 
 def redact(url: str) -> str:
@@ -183,40 +210,54 @@ class Study:
     study_name: str = "sweep"
     seed: int = 0
     study: Any = field(default=None, init=False)
+    _rows: Any = field(default=None, init=False, repr=False)   # the storage's tables (database storages)
 
     # ------------------------------------------------------------ opening
     def open(self) -> "Study":
-        """Create the study (grid: enqueue every point) or load it and check its signature."""
+        """Create or load the study, check that it holds this sweep, and (once) enqueue the grid.
+
+        The check and the enqueue are one transaction: a process killed at any moment leaves
+        either the whole grid or none of it, and the next one to open the study adds it.
+        """
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = open_storage(self.storage_url, heartbeat=HEARTBEAT_SECONDS)
         kwargs = dict(storage=storage, study_name=self.study_name, sampler=make_sampler(self.search.sampler, self.seed),
                       pruner=make_pruner(self.search.pruner))
-        study, created = self._create_or_load(kwargs)
+        self.study = self._create_or_load(kwargs)
+        self._rows = _Rows.of(self.study)
         sig = json.dumps(self.signature, sort_keys=True, default=str)
-        if created:
-            with warnings.catch_warnings():  # "experimental" in Optuna
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                study.set_metric_names([self.search.metric])
-            study.set_user_attr("signature", sig)
-            if self.search.sampler == "grid":
-                for point in grid_points(self.space):
-                    study.enqueue_trial(stored_point(self.space, point))
-            study.set_user_attr("ready", True)
-        else:
-            study = self._join(study, sig, kwargs)
-        self.study = study
+        points = [stored_point(self.space, p) for p in grid_points(self.space)] if self.search.sampler == "grid" else []
+        self._name_metric()
+        if self._rows is not None:
+            self._rows.prepare(sig, points, self._check_signature)
+            return self
+        self._check_signature(self.study.user_attrs.get("signature"), sig)
+        if not self.study.user_attrs.get("ready"):   # in memory: this process alone
+            self.study.set_user_attr("signature", sig)
+            for point in points:
+                self.study.enqueue_trial(point)
+            self.study.set_user_attr("ready", True)
         return self
 
-    def _create_or_load(self, kwargs: dict[str, Any]) -> tuple[Any, bool]:
+    def _name_metric(self) -> None:
+        """Name the study's objective after the sweep's metric (once: Optuna's dashboard and plots show it)."""
+        import optuna
+
+        if self.study.metric_names != [self.search.metric]:
+            with warnings.catch_warnings():  # "experimental" in Optuna
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.study.set_metric_names([self.search.metric])
+
+    def _create_or_load(self, kwargs: dict[str, Any]) -> Any:
         import optuna
 
         for attempt in range(4):
             try:
-                return optuna.create_study(load_if_exists=False, direction=METRICS[self.search.metric][1], **kwargs), True
+                return optuna.create_study(load_if_exists=False, direction=METRICS[self.search.metric][1], **kwargs)
             except optuna.exceptions.DuplicatedStudyError:
-                return optuna.load_study(**kwargs), False
+                return optuna.load_study(**kwargs)
             except Exception as error:
                 if "Integrity" in type(error).__name__ and attempt < 3:
                     time.sleep(0.5 * (attempt + 1))
@@ -224,97 +265,81 @@ class Study:
                 raise StorageError(f"cannot use storage {redact(str(self.storage_url))}: {error}") from error
         raise AssertionError("unreachable")
 
-    def _join(self, study: Any, sig: str, kwargs: dict[str, Any]) -> Any:
-        """An existing study: wait for its creator, check it holds this sweep, finish an interrupted enqueue."""
-        import optuna
-
-        stored = study.user_attrs.get("signature")
-        deadline = time.time() + 30
-        while stored is None and time.time() < deadline:  # the creator is still writing
-            time.sleep(0.5)
-            stored = optuna.load_study(storage=kwargs["storage"], study_name=self.study_name).user_attrs.get("signature")
+    def _check_signature(self, stored: str | None, sig: str) -> None:
         if stored is not None and stored != sig:
             raise ValueError(
                 f"study {self.study_name!r} in {redact(str(self.storage_url))} holds a different sweep; "
-                f"use a new --out folder (or --study-name). Stored: {stored}; asked: {sig}")
-        if stored is None:
-            study.set_user_attr("signature", sig)
-        deadline = time.time() + 30
-        while not study.user_attrs.get("ready") and time.time() < deadline:
-            time.sleep(0.5)
-            study = optuna.load_study(**kwargs)
-        if not study.user_attrs.get("ready") and self.search.sampler == "grid":
-            # the creator died while enqueuing: add the missing points
-            present = {json.dumps(t.system_attrs.get("fixed_params", t.params), sort_keys=True)
-                       for t in study.get_trials(deepcopy=False)}
-            for point in grid_points(self.space):
-                point = stored_point(self.space, point)
-                if json.dumps(point, sort_keys=True) not in present:
-                    study.enqueue_trial(point)
-            study.set_user_attr("ready", True)
-        return study
+                f"use another --out folder or --study-name. Stored: {stored}; asked: {sig}")
 
     # ------------------------------------------------------------ taking trials
     def claim(self, limit: int, take: Callable[[Any], None]) -> list[Any]:
-        """Up to ``limit`` trials for this worker; ``take(trial)`` runs as soon as each is taken."""
-        if self.search.sampler == "grid":
-            return self._claim_waiting(limit, take)
-        from optuna.trial import TrialState
+        """Up to ``limit`` trials for this worker (grid: WAITING ones; random/TPE: retried ones,
+        then new ones up to the budget); ``take(trial)`` runs as each is wrapped.
 
-        existing = len(self.study.get_trials(deepcopy=False, states=(  # FAIL: stale, and retried
-            TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)))
+        Database storages take them in one transaction that also records this process as their
+        holder and their first heartbeat, so a trial is never RUNNING without both."""
+        budget = None if self.search.sampler == "grid" else int(self.search.trials or 0)
+        if self._rows is not None:
+            ids = self._rows.cache(self.study._storage, self._rows.claim(limit, budget, me()))
+        else:
+            ids = self._claim_in_memory(limit, budget)
         batch = []
-        for _ in range(min(limit, max(0, int(self.search.trials or 0) - existing))):
-            batch.append(self.study.ask())   # a WAITING trial (retried, given back) first
-            self.beat(batch[-1:])
+        for trial_id in ids:
+            batch.append(self._wrap(trial_id))
             take(batch[-1])
         return batch
 
-    def _claim_waiting(self, limit: int, take: Callable[[Any], None]) -> list[Any]:
-        import optuna
+    def _claim_in_memory(self, limit: int, budget: int | None) -> list[int]:
         from optuna.trial import TrialState
 
         storage = self.study._storage
-        batch = []
-        for frozen in storage.get_all_trials(self.study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
-            if len(batch) >= limit:
-                break
-            try:
-                # heartbeat first: the trial is never RUNNING without one (nor with an old one of
-                # an earlier holder's), so if this process dies at any moment it goes stale
-                self.beat([frozen])
-                if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
-                    batch.append(optuna.Trial(self.study, frozen._trial_id))
-                    take(batch[-1])
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue
-        return batch
+        ids = [t._trial_id for t in storage.get_all_trials(self.study._study_id, deepcopy=False,
+                                                         states=(TrialState.WAITING,))][:limit]
+        for trial_id in ids:
+            storage.set_trial_state_values(trial_id, state=TrialState.RUNNING)
+        if budget is not None:
+            live = len(self.study.get_trials(deepcopy=False, states=_live()))
+            ids += [storage.create_new_trial(self.study._study_id) for _ in range(min(limit - len(ids), budget - live))]
+        return ids
+
+    def _wrap(self, trial_id: int) -> Any:
+        import optuna
+
+        return optuna.Trial(self.study, trial_id)
 
     def resume(self, numbers: Sequence[int]) -> list[Any] | None:
-        """The trials ``numbers`` (a checkpoint's) to train on; None when none of them is RUNNING."""
-        import optuna
+        """The trials ``numbers`` (a checkpoint's), now held by this process; None when none is RUNNING."""
         from optuna.trial import TrialState
 
         storage, study_id = self.study._storage, self.study._study_id
-        frozen = [storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, n)) for n in numbers]
-        if all(t.state != TrialState.RUNNING for t in frozen):
-            return None
-        return [optuna.Trial(self.study, t._trial_id) for t in frozen]
+        ids = [storage.get_trial_id_from_study_id_trial_number(study_id, n) for n in numbers]
+        if self._rows is not None:
+            running = self._rows.cache(self.study._storage, self._rows.hold(ids, me()))
+        else:
+            running = [i for i in ids if storage.get_trial(i).state == TrialState.RUNNING]
+        return [self._wrap(i) for i in ids] if running else None
 
-    def fail_stale(self) -> None:
-        """Fail the trials of dead workers (stale heartbeats); Optuna queues a copy of each."""
-        import optuna
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(self.study)
+    def fail_stale(self) -> int:
+        """Retry the trials of dead workers: a process of this machine that is gone (at once), or
+        a stale heartbeat (:data:`HEARTBEAT_SECONDS`, other machines). Each is failed and a copy
+        with its parameters queued, in one transaction; returns how many."""
+        if self._rows is None:
+            return 0   # in memory: only this process has trials
+        dead = [i for i, holder in self._rows.holders().items() if not alive(holder)]
+        return self._rows.retry(sorted({*dead, *self.study._storage._get_stale_trial_ids(self.study._study_id)}))
 
     def beat(self, trials: Sequence[Any]) -> None:
-        """Record a heartbeat for each of ``trials`` (database storages)."""
-        storage = self.study._storage
-        if getattr(storage, "get_heartbeat_interval", lambda: None)():
-            for t in trials:
-                storage.record_heartbeat(t._trial_id)
+        """Record a heartbeat for each of ``trials`` (database storages), in one transaction."""
+        if self._rows is not None and trials:
+            self._rows.beat([t._trial_id for t in trials])
+
+    def held_elsewhere(self) -> int:
+        """How many trials are RUNNING (held by some worker)."""
+        from optuna.trial import TrialState
+
+        if self._rows is not None:
+            return self._rows._count(TrialState.RUNNING)
+        return len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
     def config(self, trial: Any) -> dict[str, float]:
         """The hyperparameters ``trial`` asks for (grid: its enqueued point, exactly)."""
@@ -380,13 +405,17 @@ class Study:
         else:
             self.study.tell(trial, state=TrialState.PRUNED)
 
-    def give_back(self, trial: Any) -> None:
-        """Put a RUNNING ``trial`` back to WAITING, for the next claim (any worker)."""
+    def give_back(self, trials: Sequence[Any]) -> None:
+        """Put the RUNNING ones of ``trials`` back to WAITING, for the next claim (any worker)."""
         from optuna.trial import TrialState
 
+        if self._rows is not None:
+            self._rows.give_back([t._trial_id for t in trials])
+            return
         storage = self.study._storage
-        if storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
-            storage.set_trial_state_values(trial._trial_id, state=TrialState.WAITING)
+        for trial in trials:
+            if storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+                storage.set_trial_state_values(trial._trial_id, state=TrialState.WAITING)
 
     def finished(self) -> int:
         """How many trials are complete or pruned."""
@@ -467,3 +496,222 @@ def records_from_study(study: Any, space: Mapping[str, Sequence[float]], sampler
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
+def _live() -> tuple[Any, ...]:
+    """The trial states that count against a random/TPE budget (all but FAIL)."""
+    from optuna.trial import TrialState
+
+    return TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING
+
+
+class _Rows:
+    """A database storage's tables of one study, for the operations that must be one transaction
+    (and cost one, whatever the number of trials): enqueue, claim, hold, heartbeats, retry, give back."""
+
+    def __init__(self, study: Any):
+        from optuna.storages._rdb import models
+
+        self.backend = study._storage._backend
+        self.study_id = study._study_id
+        self.t, self.sys = models.TrialModel.__table__, models.TrialSystemAttributeModel.__table__
+        self.beats, self.params = models.TrialHeartbeatModel.__table__, models.TrialParamModel.__table__
+        self.studies, self.attrs = models.StudyModel.__table__, models.StudyUserAttributeModel.__table__
+
+    @staticmethod
+    def of(study: Any) -> "_Rows | None":
+        return _Rows(study) if hasattr(study._storage, "_backend") else None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """A session whose transaction holds the study's row (so claims and enqueues never interleave)."""
+        import sqlalchemy as sa
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        with _create_scoped_session(self.backend.scoped_session) as session:
+            s = self.studies
+            session.execute(sa.update(s).where(s.c.study_id == self.study_id).values(study_name=s.c.study_name))
+            yield session
+
+    def prepare(self, sig: str, points: list[dict[str, float]], check: Callable[[Any, str], None]) -> None:
+        """Check the signature; unless done before, store it and enqueue ``points`` (one transaction)."""
+        import sqlalchemy as sa
+        from optuna.trial import TrialState
+
+        a = self.attrs
+        if self.backend.get_study_user_attrs(self.study_id).get("ready"):   # the usual case: nothing to write
+            check(self.backend.get_study_user_attrs(self.study_id).get("signature"), sig)
+            return
+        with self.transaction() as session:
+            stored = {k: json.loads(v) for k, v in session.execute(
+                sa.select(a.c.key, a.c.value_json).where(a.c.study_id == self.study_id)).all()}
+            check(stored.get("signature"), sig)
+            if stored.get("ready"):
+                return
+            self._add(session, points, TrialState.WAITING)
+            session.execute(sa.delete(a).where(a.c.study_id == self.study_id, a.c.key.in_(["signature", "ready"])))
+            session.execute(sa.insert(a), [{"study_id": self.study_id, "key": "signature", "value_json": json.dumps(sig)},
+                                           {"study_id": self.study_id, "key": "ready", "value_json": "true"}])
+
+    def _add(self, session: Any, fixed: Sequence[dict[str, float] | None], state: Any) -> list[int]:
+        """New trials in ``state``, one per entry of ``fixed`` (its fixed parameters, or None); their ids."""
+        import sqlalchemy as sa
+        from optuna.trial import TrialState
+
+        if not fixed:
+            return []
+        t = self.t
+        base = session.execute(sa.select(sa.func.count()).where(t.c.study_id == self.study_id)).scalar()
+        start = _utcnow() if state == TrialState.RUNNING else None
+        session.execute(sa.insert(t), [{"study_id": self.study_id, "number": base + i, "state": state,
+                                        "datetime_start": start} for i in range(len(fixed))])
+        ids = session.execute(sa.select(t.c.trial_id).where(t.c.study_id == self.study_id, t.c.number >= base)
+                              .order_by(t.c.number)).scalars().all()
+        attrs = [{"trial_id": i, "key": "fixed_params", "value_json": json.dumps(f)} for i, f in zip(ids, fixed) if f]
+        if attrs:
+            session.execute(sa.insert(self.sys), attrs)
+        return list(ids)
+
+    def claim(self, limit: int, budget: int | None, holder: str) -> list[int]:
+        """Up to ``limit`` WAITING trials, then new ones up to ``budget`` (None: none), made RUNNING
+        and held by ``holder``, in one transaction; their ids."""
+        import sqlalchemy as sa
+        from optuna.trial import TrialState
+
+        t = self.t
+        if budget is None and not self._count(TrialState.WAITING):
+            return []   # nothing to claim: no write (a finished study's files stay as they are)
+        with self.transaction() as session:
+            ids = list(session.execute(sa.select(t.c.trial_id).where(
+                t.c.study_id == self.study_id, t.c.state == TrialState.WAITING).order_by(t.c.number).limit(limit))
+                .scalars().all())
+            for chunk in _chunks(ids):
+                session.execute(sa.update(t).where(t.c.trial_id.in_(chunk)).values(
+                    state=TrialState.RUNNING, datetime_start=_utcnow()))
+            if budget is not None:
+                live = session.execute(sa.select(sa.func.count()).where(
+                    t.c.study_id == self.study_id, t.c.state.in_(_live()))).scalar()
+                ids += self._add(session, [None] * max(0, min(limit - len(ids), budget - live)), TrialState.RUNNING)
+            self._hold(session, ids, holder)
+        return ids
+
+    def cache(self, storage: Any, ids: list[int]) -> list[int]:
+        """Show the trials ``ids``, taken in SQL, to Optuna's storage cache (which would otherwise
+        reread every unfinished trial of the study to find them); returns ``ids``."""
+        from optuna.storages._cached_storage import _StudyInfo
+
+        trials = self.backend._get_trials(self.study_id, states=None, included_trial_ids=set(ids),
+                                          trial_id_greater_than=2 ** 62)
+        with storage._lock:
+            info = storage._studies.setdefault(self.study_id, _StudyInfo())
+            storage._add_trials_to_cache(self.study_id, trials)
+            info.unfinished_trial_ids.update(t._trial_id for t in trials if not t.state.is_finished())
+        return ids
+
+    def _count(self, *states: Any) -> int:
+        import sqlalchemy as sa
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        t = self.t
+        with _create_scoped_session(self.backend.scoped_session) as session:
+            return session.execute(sa.select(sa.func.count()).where(
+                t.c.study_id == self.study_id, t.c.state.in_(states))).scalar()
+
+    def _hold(self, session: Any, ids: Sequence[int], holder: str) -> None:
+        import sqlalchemy as sa
+
+        for chunk in _chunks(ids):
+            session.execute(sa.delete(self.sys).where(self.sys.c.trial_id.in_(chunk), self.sys.c.key == HOLDER))
+            session.execute(sa.delete(self.beats).where(self.beats.c.trial_id.in_(chunk)))
+            session.execute(sa.insert(self.sys), [{"trial_id": i, "key": HOLDER, "value_json": json.dumps(holder)}
+                                                  for i in chunk])
+            session.execute(sa.insert(self.beats).values(
+                [{"trial_id": i, "heartbeat": sa.func.current_timestamp()} for i in chunk]))
+
+    def hold(self, ids: Sequence[int], holder: str) -> list[int]:
+        """``holder`` takes over the RUNNING ones of ``ids``; their ids."""
+        import sqlalchemy as sa
+        from optuna.trial import TrialState
+
+        t = self.t
+        with self.transaction() as session:
+            running = session.execute(sa.select(t.c.trial_id).where(
+                t.c.trial_id.in_(list(ids)), t.c.state == TrialState.RUNNING)).scalars().all()
+            self._hold(session, running, holder)
+        return list(running)
+
+    def beat(self, ids: Sequence[int]) -> None:
+        import sqlalchemy as sa
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        with _create_scoped_session(self.backend.scoped_session) as session:
+            for chunk in _chunks(ids):
+                session.execute(sa.update(self.beats).where(self.beats.c.trial_id.in_(chunk)).values(
+                    heartbeat=sa.func.current_timestamp()))
+
+    def holders(self) -> dict[int, str]:
+        """RUNNING trial id -> the process holding it."""
+        import sqlalchemy as sa
+        from optuna.storages._rdb.storage import _create_scoped_session
+        from optuna.trial import TrialState
+
+        t, a = self.t, self.sys
+        with _create_scoped_session(self.backend.scoped_session) as session:
+            rows = session.execute(sa.select(t.c.trial_id, a.c.value_json).join(a, a.c.trial_id == t.c.trial_id).where(
+                t.c.study_id == self.study_id, t.c.state == TrialState.RUNNING, a.c.key == HOLDER)).all()
+        return {i: json.loads(v) for i, v in rows}
+
+    def retry(self, ids: Sequence[int]) -> int:
+        """Fail the RUNNING ones of ``ids`` and queue a copy of each with its parameters (one
+        transaction; a trial never sampled is only failed: its budget is free again)."""
+        import optuna
+        import sqlalchemy as sa
+        from optuna.trial import TrialState
+
+        if not ids:
+            return 0
+        t, a, p = self.t, self.sys, self.params
+        with self.transaction() as session:
+            running = list(session.execute(sa.select(t.c.trial_id).where(
+                t.c.trial_id.in_(list(ids)), t.c.state == TrialState.RUNNING).order_by(t.c.number)).scalars().all())
+            if not running:
+                return 0
+            fixed = {i: {} for i in running}
+            for i, name, value, dist in session.execute(sa.select(
+                    p.c.trial_id, p.c.param_name, p.c.param_value, p.c.distribution_json).where(p.c.trial_id.in_(running))):
+                fixed[i][name] = optuna.distributions.json_to_distribution(dist).to_external_repr(value)
+            for i, value in session.execute(sa.select(a.c.trial_id, a.c.value_json).where(
+                    a.c.trial_id.in_(running), a.c.key == "fixed_params")):
+                fixed[i] = {**json.loads(value), **fixed[i]}
+            session.execute(sa.update(t).where(t.c.trial_id.in_(running)).values(
+                state=TrialState.FAIL, datetime_complete=_utcnow()))
+            self._add(session, [fixed[i] for i in running if fixed[i]], TrialState.WAITING)
+        return len(running)
+
+    def give_back(self, ids: Sequence[int]) -> None:
+        import sqlalchemy as sa
+        from optuna.trial import TrialState
+
+        t = self.t
+        with self.transaction() as session:
+            for chunk in _chunks(ids):
+                session.execute(sa.update(t).where(t.c.trial_id.in_(chunk), t.c.state == TrialState.RUNNING)
+                                .values(state=TrialState.WAITING))
+
+
+def _utcnow() -> Any:
+    """Now, as the naive UTC datetime Optuna's tables hold."""
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _chunks(ids: Sequence[int], size: int = 500) -> Iterator[list[int]]:
+    ids = list(ids)
+    for start in range(0, len(ids), size):
+        yield ids[start:start + size]
+
+
+def is_storage_failure(error: BaseException) -> bool:
+    """Is ``error`` the storage failing (a lost connection, a read-only or full database)?"""
+    import optuna
+
+    return isinstance(error, optuna.exceptions.StorageInternalError) or type(error).__module__.startswith("sqlalchemy")

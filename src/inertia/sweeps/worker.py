@@ -1,12 +1,16 @@
-"""The worker loop: resume orphaned checkpoints, then claim, train and tell until nothing is left.
+"""The worker loop: resume orphaned checkpoints, retry dead workers' trials, claim a round, train, tell.
 
-- Every claimed batch is cut into stacks (:mod:`.lanes`) and trained at once by
+- Every claimed round is cut into stacks (:mod:`.lanes`) and trained at once by
   :mod:`.engine`; a stack's training state is checkpointed (:mod:`.checkpoints`) every
-  ``checkpoint_every`` seconds. A restarted worker first resumes the checkpoints whose
-  process is gone; finished trials are never recomputed.
+  ``checkpoint_every`` seconds. Each round the worker first resumes the checkpoints whose
+  process is gone, and retries the trials of dead workers that no checkpoint holds
+  (:meth:`.study.Study.fail_stale`); finished trials are never recomputed. A checkpoint that
+  fails its checks is moved aside with a warning and its configurations are trained again.
 - The worker holds every trial it took until it is told: it records their heartbeats
   (:mod:`.study`), and an interrupted run (Ctrl-C, an error) gives back to WAITING the
   ones no checkpoint holds, for the next run.
+- When nothing is left to claim but other workers still hold trials, it waits for them (and
+  retrains what a dead one held), or with ``RunSpec.wait=False`` raises :class:`IncompleteSweep`.
 """
 from __future__ import annotations
 
@@ -17,14 +21,26 @@ from typing import Any, Callable, Sequence
 
 from . import lanes as _lanes
 from . import study as _study
-from .checkpoints import Checkpoints, host
+from .checkpoints import CheckpointError, Checkpoints
 from .engine import Job, Members, configs_per_chunk, run_members
-from .specs import RunSpec, SearchSpec, grid_points
+from .processes import host
+from .specs import RunSpec, SearchSpec
+
+WAIT_SECONDS = 1.0
+"""How often a worker with nothing to claim looks again while others hold trials."""
+
+
+class IncompleteSweep(RuntimeError):
+    """This worker is done, but other workers still hold configurations (``RunSpec.wait=False``)."""
+
+    def __init__(self, held: int):
+        super().__init__(f"{held} configurations still held by other workers; results are partial")
+        self.held = held
 
 
 @dataclass
 class Worker:
-    """Trains a study's trials in this process (and its lanes) until none is left to claim."""
+    """Trains a study's trials in this process (and its lanes) until every one is finished."""
 
     job: Job
     study: _study.Study
@@ -33,6 +49,7 @@ class Worker:
     checkpoints: Checkpoints | None = None
     on_progress: Callable[[int, int], None] | None = None   # (configuration-steps done, total)
     log: Callable[[str], None] = lambda message: None
+    expected: int = 0                                        # configurations of the whole sweep
     _steps_done: int = field(default=0, init=False)          # progress, in configuration-steps
     _steps_total: int = field(default=0, init=False)
     _steps_running: dict = field(default_factory=dict, init=False)
@@ -44,35 +61,69 @@ class Worker:
         return _study.HEARTBEAT_SECONDS / 3
 
     def run(self) -> int:
-        """Work until no configuration is left to claim; returns how many this worker trained."""
-        per_chunk = configs_per_chunk(self.job, self.run_spec.memory_budget)
-        if self.run_spec.max_batch:
-            per_chunk = min(per_chunk, self.run_spec.max_batch)
-        expected = len(grid_points(self.study.space)) if self.search.sampler == "grid" else int(self.search.trials)
+        """Work until every configuration is finished; returns how many this worker trained."""
+        per_claim = configs_per_chunk(self.job, self.run_spec.memory_budget)
+        per_claim = min(per_claim, self.run_spec.max_batch or per_claim, self.search.rounds(self.expected))
+        learns = self.search.sampler == "tpe" or self.search.pruner is not None
+        if learns and 1 < self.expected <= per_claim:
+            self.log(f"warning: all {self.expected} configurations train in one round, so TPE and pruners have "
+                     "no finished configuration to learn from; set a smaller round_size (--round-size)")
         self._steps_done = self.study.finished() * self.job.steps
-        self._steps_total = max(expected * self.job.steps, self._steps_done)
+        self._steps_total = max(self.expected * self.job.steps, self._steps_done)
         self._steps_running = {}
         self._report_progress()
         try:
-            return self._resume() + self._work(per_chunk)
-        except BaseException:  # interrupted (Ctrl-C) or failed: give back what no checkpoint holds
+            return self._work(per_claim)
+        except BaseException as error:  # interrupted (Ctrl-C) or failed: give back what no checkpoint holds
             self._give_back()
+            if isinstance(error, Exception) and _study.is_storage_failure(error):
+                raise _study.StorageError(f"lost the storage ({type(error).__name__}: {_cause(error)}); "
+                                          "run the same command again to resume") from error
             raise
 
+    def _work(self, per_claim: int) -> int:
+        """Resume, retry, claim and train rounds until nothing is left, waiting for other workers."""
+        trained, waiting = 0, False
+        while True:
+            trained += self._resume()
+            self.study.fail_stale()   # trials of dead workers that no checkpoint here resumed: queued again
+            batch = self.study.claim(per_claim, lambda trial: self._hold([trial]))
+            if batch:
+                trained += self._train_round(batch)
+                continue
+            held = self.study.held_elsewhere()
+            if held == 0:
+                if trained == 0:
+                    self.log("nothing left to do: every configuration is finished")
+                return trained
+            if not self.run_spec.wait:
+                raise IncompleteSweep(held)
+            if not waiting:
+                self.log(f"waiting for {held} configurations held by other workers")
+            waiting = True
+            time.sleep(WAIT_SECONDS)
+
+    def _train_round(self, batch: list[Any]) -> int:
+        lanes = _lanes.lane_count(self.run_spec.parallel, self.job.device, len(batch))
+        parts = [self._stack(part) for part in _lanes.split(batch, _lanes.stack_count(self.job, len(batch), lanes))]
+        return self._run_parts(parts, lanes)
+
     def _resume(self) -> int:
-        """Train the orphaned checkpoints' stacks to their end."""
+        """Train the orphaned checkpoints' stacks to their end; a checkpoint that fails its checks
+        is moved aside (its trials are retried from step 0 by :meth:`.study.Study.fail_stale`)."""
         resumed = []
         for path in self.checkpoints.orphans() if self.checkpoints else []:
             try:
-                state = Checkpoints.load(path)
-            except Exception as error:  # unreadable: its trials stay RUNNING, nothing is recomputed twice
-                self.log(f"skipping unreadable checkpoint {path}: {error}")
+                state = self.checkpoints.load(path)
+            except (CheckpointError, OSError) as error:
+                moved = self.checkpoints.reject(path)
+                self.log(f"warning: checkpoint {os.path.basename(path)} not used: {error}; moved to {moved}, "
+                         "its configurations are trained again")
                 continue
             trials = self.study.resume(state["keys"])
             if trials is None:
                 os.remove(path)  # killed after telling every result: nothing left to do
                 continue
-            self.study.beat(trials)
             self._hold(trials, path)
             members = Members(self.job, state["configs"], state["keys"])
             members.load_state_dict(state)
@@ -80,26 +131,14 @@ class Worker:
             resumed.append((trials, members, path))
         return self._run_parts(resumed)
 
-    def _work(self, per_chunk: int) -> int:
-        """Claim and train batches until none is left."""
-        trained = 0
-        while True:
-            self.study.fail_stale()   # trials of dead workers that no checkpoint here resumed: queued again
-            batch = self.study.claim(per_chunk, lambda trial: self._hold([trial]))
-            if not batch:
-                return trained
-            lanes = _lanes.lane_count(self.run_spec.parallel, self.job.device, len(batch))
-            parts = [self._stack(part) for part in _lanes.split(batch, _lanes.stack_count(self.job, len(batch), lanes))]
-            trained += self._run_parts(parts, lanes)
-
     def _stack(self, trials: list[Any]) -> tuple[list[Any], Members, str | None]:
-        """A new stack of ``trials``, checkpointed at once where there is an output folder."""
+        """A new stack of ``trials`` and the checkpoint file it will write (where there is an output
+        folder; until the first write, a run that stops trains them again from step 0)."""
         members = Members(self.job, [self.study.config(t) for t in trials], [t.number for t in trials])
         path = None
         if self.checkpoints is not None:
             path = self.checkpoints.path_for(trials[0].number)
-            self.checkpoints.save(members, path)
-            self._hold(trials, path)   # a run that stops now resumes them from there
+            self._hold(trials, path)
         return trials, members, path
 
     def _run_parts(self, parts: list[tuple[list[Any], Members, str | None]], lanes: int | None = None) -> int:
@@ -124,13 +163,11 @@ class Worker:
         """Put the trials this worker holds and no checkpoint holds back to WAITING, so that the next
         run (any worker) trains them: without it they would stay RUNNING until their heartbeat is stale."""
         held, self._held = list(self._held.values()), {}
-        for trial, path in held:
-            if path is not None and os.path.exists(path):
-                continue  # the next run resumes it from there
-            try:
-                self.study.give_back(trial)
-            except Exception as error:  # the storage is gone too: the trial stays RUNNING
-                self.log(f"could not give back trial {trial.number}: {error}")
+        free = [trial for trial, path in held if path is None or not os.path.exists(path)]  # else: resumed from there
+        try:
+            self.study.give_back(free)
+        except Exception as error:  # the storage is gone too: a rerun here retries them (their holder is gone)
+            self.log(f"could not give back {len(free)} configurations: {type(error).__name__}")
 
     # ------------------------------------------------------------ one stack (lanes call these)
     def train(self, trials: list[Any], members: Members, path: str | None) -> int:
@@ -184,3 +221,10 @@ class Worker:
     def _report_progress(self) -> None:
         if self.on_progress is not None:
             self.on_progress(self._steps_done + sum(self._steps_running.values()), self._steps_total)
+
+
+def _cause(error: BaseException) -> str:
+    """The first line of the innermost cause of ``error`` (a driver's message, not Optuna's wrapper's)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

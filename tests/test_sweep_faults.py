@@ -1,0 +1,275 @@
+"""Sweeps under faults, in real processes: SIGKILL at random points (enqueue, claim, checkpoint write,
+tell, any moment) and one immediate rerun; damaged checkpoints; two studies in one folder; three
+PostgreSQL workers, one late and one killed. The results must equal an uninterrupted run bit for bit,
+with no configuration missing or duplicated."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+SEED = int(os.environ.get("INERTIA_FAULT_SEED") or random.SystemRandom().randrange(10 ** 6))
+"""The kill points of this run are drawn from this seed (set INERTIA_FAULT_SEED to replay a run)."""
+
+KILLER = r'''
+import os, signal, sys, threading
+point, nth = sys.argv[1], int(sys.argv[2])
+hits = [0]
+
+def die():  # the whole sweep: this process and its forked lanes (a session of their own)
+    os.killpg(os.getpgid(0), signal.SIGKILL)
+
+def wrap(owner, name, after=False):
+    original = getattr(owner, name)
+    def wrapped(*args, **kwargs):
+        if not after:
+            hits[0] += 1
+            hits[0] == nth and die()
+        out = original(*args, **kwargs)
+        if after:
+            hits[0] += 1
+            hits[0] == nth and die()
+        return out
+    setattr(owner, name, wrapped)
+
+import inertia.sweeps.checkpoints as ck, inertia.sweeps.study as study
+if point == "time":
+    threading.Timer(nth / 1000, die).start()
+else:
+    owner, name, after = {
+        "enqueue": (study._Rows, "_add", False),         # inside the transaction that enqueues the grid
+        "enqueued": (study._Rows, "prepare", True),
+        "claim": (study._Rows, "_hold", False),          # inside a claim's transaction
+        "claimed": (study.Study, "claim", True),         # claimed, before the first checkpoint
+        "checkpoint": (ck.os, "fsync", False),           # a checkpoint written, not yet renamed
+        "checkpointed": (ck.Checkpoints, "save", True),
+        "tell": (study.Study, "tell", True),             # some configurations of a stack told
+    }[point]
+    wrap(owner, name, after)
+from inertia.cli import main
+sys.exit(main(sys.argv[3:]))
+'''
+
+POINTS = [("enqueue", 1, 1), ("enqueued", 1, 1), ("claim", 1, 3), ("claimed", 1, 3), ("checkpoint", 1, 3),
+          ("checkpointed", 1, 3), ("tell", 1, 5), ("time", 300, 2500), ("time", 300, 2500), ("time", 300, 2500),
+          ("time", 300, 2500), ("time", 300, 2500)]
+
+
+def _draw(case: int) -> tuple[str, int]:
+    point, low, high = POINTS[case]
+    return point, random.Random(SEED * 100 + case).randint(low, high)
+
+
+def _sweep_args(out: Path, *extra: str) -> list[str]:
+    return ["sweep", "--data", "digits", "--model", "mlp", "--lr", "0.01,0.05,0.2", "--momentum", "0,0.9",
+            "--steps", "200", "--batch-size", "32", "--checkpoint-every", "0.02", "--parallel", "2",
+            "--out", str(out), "--quiet", *extra]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _run(args: list[str], kill: tuple[str, int] | None = None, **popen: object) -> subprocess.CompletedProcess:
+    """``inertia ARGS`` in a session of its own, killed at ``kill`` = (point, nth)."""
+    prefix = [sys.executable, "-c", KILLER, *map(str, kill)] if kill else [sys.executable, "-m", "inertia.cli"]
+    return subprocess.run([*prefix, *args], env=_env(), capture_output=True, text=True, timeout=300,
+                          start_new_session=True, **popen)
+
+
+def _results(db: Path, study: str = "sweep") -> dict[tuple[float, ...], dict]:
+    """(lr, momentum) -> the stored result of each COMPLETE trial; a duplicate fails."""
+    import optuna
+
+    trials = optuna.load_study(study_name=study, storage=f"sqlite:///{db}").trials
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    out = {}
+    for t in done:
+        key = (t.params["lr"], t.params["momentum"])
+        assert key not in out, f"{key} trained twice"
+        out[key] = {k: v for k, v in t.user_attrs["result"].items() if k != "worker"}
+    assert not [t for t in trials if t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)]
+    return out
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory) -> dict[str, dict]:
+    """The uninterrupted runs: seed 0 (study "sweep") and seed 1."""
+    runs = {}
+    for seed in ("0", "1"):
+        out = tmp_path_factory.mktemp(f"baseline{seed}")
+        done = _run(_sweep_args(out, "--seed", seed))
+        assert done.returncode == 0, done.stderr
+        runs[seed] = _results(out / "sweep.db")
+        assert len(runs[seed]) == 6
+    return runs
+
+
+@pytest.mark.parametrize("case", range(len(POINTS)))
+def test_a_sweep_killed_anywhere_completes_bit_identical_after_one_rerun(tmp_path, baseline, case):
+    point, nth = _draw(case)
+    where = f"SIGKILL at {point} #{nth} (INERTIA_FAULT_SEED={SEED})"
+    killed = _run(_sweep_args(tmp_path), kill=(point, nth))
+    assert killed.returncode == -signal.SIGKILL, f"{where}: not killed (rc {killed.returncode}) {killed.stderr}"
+    again = _run(_sweep_args(tmp_path))
+    assert again.returncode == 0, f"{where}: {again.stdout}{again.stderr}"
+    assert "waiting" not in again.stdout, where   # the dead holder's trials were retried at once
+    assert _results(tmp_path / "sweep.db") == baseline["0"], where
+    assert "6 configurations in the study" in again.stdout, where
+
+
+@pytest.mark.parametrize("damage", ["corrupted", "truncated"])
+def test_a_damaged_checkpoint_is_moved_aside_and_its_configurations_retrained(tmp_path, baseline, damage):
+    killed = _run(_sweep_args(tmp_path), kill=("checkpointed", 2))
+    assert killed.returncode == -signal.SIGKILL
+    path = sorted(p for p in (tmp_path / "checkpoints").glob("*/batch-*") if not p.name.endswith(".tmp"))[0]
+    blob = bytearray(path.read_bytes())
+    if damage == "truncated":
+        del blob[len(blob) // 2:]
+    else:
+        middle = len(blob) // 2
+        blob[middle:middle + 64] = bytes((b + 1) % 256 for b in blob[middle:middle + 64])
+    path.write_bytes(bytes(blob))
+    again = _run(_sweep_args(tmp_path))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "warning: checkpoint" in again.stdout and "not used" in again.stdout
+    assert list((tmp_path / "checkpoints").glob("*/rejected/batch-*"))
+    assert _results(tmp_path / "sweep.db") == baseline["0"]
+
+
+def test_two_studies_in_one_folder_never_touch_each_other(tmp_path, baseline):
+    a, b = _sweep_args(tmp_path, "--study-name", "a"), _sweep_args(tmp_path, "--study-name", "b", "--seed", "1")
+    assert _run(a, kill=("checkpointed", 2)).returncode == -signal.SIGKILL
+    assert _run(b, kill=("checkpointed", 2)).returncode == -signal.SIGKILL
+    folders = sorted((tmp_path / "checkpoints").iterdir())
+    assert len(folders) == 2
+    (b_folder,) = [f for f in folders if f.name.startswith("b-")]
+    b_files = {p.name: p.read_bytes() for p in b_folder.glob("batch-*")}
+    assert b_files
+    assert _run(a).returncode == 0
+    assert {p.name: p.read_bytes() for p in b_folder.glob("batch-*")} == b_files   # A left B's checkpoints alone
+    assert _run(b).returncode == 0
+    assert _results(tmp_path / "sweep.db", "a") == baseline["0"]
+    assert _results(tmp_path / "sweep.db", "b") == baseline["1"]
+    assert (tmp_path / "results-a.csv").read_text() != (tmp_path / "results-b.csv").read_text()
+
+
+def test_three_postgresql_workers_one_late_one_killed_finish_the_grid_together(tmp_path, postgres_url):
+    import optuna
+    import psycopg2
+
+    from inertia.sweeps.study import normalize_url
+
+    name = f"inertia_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(postgres_url)
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    grid = ["--lr", "0.01,0.02,0.05,0.1,0.2,0.5", "--momentum", "0,0.9"]   # 12 configurations, one per round
+
+    def worker(i: int, *kill: str) -> subprocess.Popen:
+        args = [*_sweep_args(tmp_path / f"w{i}", "--storage", url, "--round-size", "1", "--parallel", "1"), *grid]
+        args[args.index("--steps") + 1] = "1500"
+        prefix = [sys.executable, "-c", KILLER, *kill] if kill else [sys.executable, "-m", "inertia.cli"]
+        return subprocess.Popen([*prefix, *args], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+
+    try:
+        first, doomed = worker(0), worker(1, "claimed", "3")   # dies holding its third configuration
+        time.sleep(2)
+        late = worker(2)
+        outputs = [p.communicate(timeout=300)[0] for p in (first, doomed, late)]
+        assert doomed.returncode == -signal.SIGKILL, outputs[1]
+        assert first.returncode == 0 and late.returncode == 0, outputs
+        trials = optuna.load_study(study_name="sweep", storage=normalize_url(url)).trials
+        complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        assert sorted((t.params["lr"], t.params["momentum"]) for t in complete) == sorted(
+            (lr, m) for lr in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5) for m in (0.0, 0.9))
+        assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL) for t in trials)
+        workers = {t.user_attrs["result"]["worker"].rsplit(":", 1)[1] for t in complete}
+        assert {str(p.pid) for p in (first, doomed, late)} <= workers, f"not everyone got work: {workers}"
+    finally:
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+def test_sqlite_states_of_a_finished_folder_are_not_rewritten_by_a_rerun(tmp_path):
+    """A rerun of a finished sweep writes nothing into its study (no claim transaction)."""
+    assert _run(_sweep_args(tmp_path)).returncode == 0
+    before = (tmp_path / "sweep.db").read_bytes()
+    again = _run(_sweep_args(tmp_path))
+    assert again.returncode == 0 and "nothing left to do" in again.stdout
+    assert (tmp_path / "sweep.db").read_bytes() == before
+    with sqlite3.connect(tmp_path / "sweep.db") as db:
+        assert db.execute("SELECT count(*) FROM trials WHERE state = 'COMPLETE'").fetchone() == (6,)
+
+
+def test_ctrl_c_at_any_moment_prints_one_line_and_the_rerun_completes(tmp_path, baseline):
+    """SIGINT to the whole sweep (the terminal's process group: the parent and its forked lanes), at a
+    random moment once ``inertia.cli`` runs (Ctrl-C while Python imports torch, before any inertia
+    code runs, still prints Python's traceback)."""
+    delay = random.Random(SEED).uniform(0.0, 0.8)
+    proc = subprocess.Popen([sys.executable, "-m", "inertia.cli", *_sweep_args(tmp_path)], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 60
+    while not (tmp_path / "sweep.db").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(delay)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    where = f"Ctrl-C after {delay:.2f} s (INERTIA_FAULT_SEED={SEED})"
+    assert proc.returncode in (0, 130), f"{where}: {out}{err}"
+    if proc.returncode == 130:
+        assert err.strip().splitlines() == ["inertia sweep: interrupted; run the same command again to resume"]
+        assert "Traceback" not in err, f"{where}: {err}"
+    again = _run(_sweep_args(tmp_path))
+    assert again.returncode == 0, f"{where}: {again.stdout}{again.stderr}"
+    assert _results(tmp_path / "sweep.db") == baseline["0"], where
+
+
+def test_a_lost_database_connection_is_one_line_and_the_rerun_resumes(tmp_path, postgres_url, baseline):
+    import psycopg2
+
+    from inertia.sweeps.study import normalize_url
+
+    name = f"inertia_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(postgres_url)
+    admin.autocommit = True
+    cursor = admin.cursor()
+    cursor.execute(f"CREATE DATABASE {name}")
+    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    args = _sweep_args(tmp_path, "--storage", url)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "inertia.cli", *args], env=_env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        deadline = time.time() + 60
+        while time.time() < deadline and not list((tmp_path / "checkpoints").glob("*/batch-*")):
+            time.sleep(0.01)
+        cursor.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+        cursor.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2, out + err
+        assert len(err.strip().splitlines()) == 1 and "lost the storage" in err and "run the same command" in err, err
+        cursor.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+        again = _run(args)
+        assert again.returncode == 0, again.stdout + again.stderr
+        import optuna
+
+        trials = optuna.load_study(study_name="sweep", storage=normalize_url(url)).trials
+        done = {(t.params["lr"], t.params["momentum"]): {k: v for k, v in t.user_attrs["result"].items()
+                                                         if k != "worker"}
+                for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
+        assert done == baseline["0"]
+    finally:
+        cursor.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+        cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()

@@ -1,0 +1,134 @@
+"""Bad invocations of ``inertia sweep`` (and ``race --start``): each is refused before training, in one
+line naming the argument, with exit code 2, and a finished folder it points at is left as it was."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from inertia.cli import main as cli_main
+from inertia.sweeps import SweepSpec, TaskSpec
+
+GOOD = ["sweep", "--data", "digits", "--model", "mlp", "--lr", "0.05,0.2", "--momentum", "0,0.9", "--steps", "10",
+        "--batch-size", "32", "--quiet"]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _with(*extra: str, drop: tuple[str, ...] = ()) -> list[str]:
+    """GOOD with the options ``drop`` removed (with their values) and ``extra`` added."""
+    args, i = [], 0
+    while i < len(GOOD):
+        if GOOD[i] in drop:
+            i += 1 if GOOD[i] == "--quiet" else 2
+            continue
+        args.append(GOOD[i])
+        i += 1
+    return [*args, *extra]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("finished")
+    assert cli_main([*GOOD, "--out", str(out)]) == 0
+    return out
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    """Every file's hash (SQLite's write-ahead log and its index come and go with connections)."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.endswith(("-wal", "-shm"))}
+
+
+def _csv(tmp_path: Path, rows: list[str]) -> str:
+    path = tmp_path / f"data-{len(rows)}.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return str(path)
+
+
+CASES = {
+    "checkpoint-every 0": (("--checkpoint-every", "0"), "checkpoint_every"),
+    "checkpoint-every -1": (("--checkpoint-every", "-1"), "checkpoint_every"),
+    "checkpoint-every nan": (("--checkpoint-every", "nan"), "checkpoint_every"),
+    "checkpoint-every inf": (("--checkpoint-every", "inf"), "checkpoint_every"),
+    "max-batch 0": (("--max-batch", "0"), "max_batch"),
+    "max-batch -3": (("--max-batch", "-3"), "max_batch"),
+    "parallel 0": (("--parallel", "0"), "parallel"),
+    "memory-budget 0": (("--memory-budget", "0"), "memory_budget"),
+    "batch-size above the data": (("--batch-size", "100000"), "batch_size"),
+    "trials with the grid": (("--trials", "5"), "trials"),
+    "hyper lr": (("--hyper", "lr=0.1"), "lr"),
+    "hyper lr empty": (("--hyper", "lr="), "lr"),
+    "top -1": (("--top", "-1"), "--top"),
+    "study-name empty": (("--study-name", ""), "study_name"),
+    "seed -1": (("--seed", "-1"), "seed"),
+    "device tpu": (("--device", "tpu"), "device"),
+    "lr nan": (("--lr", "nan,0.1"), "lr"),
+    "round-size above the grid": (("--round-size", "5"), "round_size"),
+    "round-size 0": (("--round-size", "0"), "round_size"),
+    "eval-every 0": (("--eval-every", "0"), "eval_every"),
+    "diverge-factor nan": (("--diverge-factor", "nan"), "diverge_factor"),
+    "a grid of 16 million points": (("--lr", "1e-4:1:4000", "--momentum", "0:0.99:4000"), "grid"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_bad_value_is_one_line_naming_it_and_the_folder_stays(finished, capsys, monkeypatch, name):
+    from inertia.sweeps import engine
+
+    extra, named = CASES[name]
+    before = _snapshot(finished)
+    monkeypatch.setattr(engine.Members, "train_step", lambda self: pytest.fail("training started"))
+    drop = tuple(a for a in extra if a.startswith("--") and a in GOOD)
+    assert cli_main(_with(*extra, "--out", str(finished), drop=drop)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and named in err, err
+    assert _snapshot(finished) == before
+
+
+def test_bad_places_and_data_are_one_line_each(tmp_path, capsys, finished):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    label = _csv(tmp_path, [f"{i % 7},{i % 3},{1_000_000_000 if i == 0 else i % 10}" for i in range(200)])
+    cases = [
+        (["--out", ""], "out"),
+        (["--out", str(a_file)], "out"),
+        (["--out", str(tmp_path / "t"), "--tensorboard", str(a_file)], "--tensorboard"),
+        (["--out", str(tmp_path / "d"), "--data", _csv(tmp_path, ["1,2,0", "2,3,1", "3,4,0"])], "data"),
+        (["--out", str(tmp_path / "l"), "--data", label], "classes"),
+    ]
+    for extra, named in cases:
+        drop = ("--data",) if "--data" in extra else ()
+        assert cli_main(_with(*extra, drop=drop)) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and named in err, (extra, err)
+    if os.geteuid() != 0:   # root writes into read-only folders
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        assert cli_main(_with("--out", str(locked / "run"))) == 2
+        assert "cannot write" in capsys.readouterr().err
+
+
+def test_race_start_must_be_finite(tmp_path, capsys):
+    rc = cli_main(["race", "--surface", "rosenbrock", "--optimizer", "sgd:lr=0.001", "--steps", "5",
+                   "--start", "nan,1", "--out", str(tmp_path / "race")])
+    assert rc == 2 and "--start" in capsys.readouterr().err
+
+
+def test_the_same_grid_in_another_order_is_the_same_sweep_and_duplicates_train_once(finished, capsys):
+    before = _snapshot(finished)
+    again = _with("--lr", "0.2,0.05,0.2", "--momentum", "0.9,0", "--out", str(finished), drop=("--lr", "--momentum"))
+    assert cli_main(again) == 0
+    assert "nothing left to do" in capsys.readouterr().out
+    assert {k: v for k, v in _snapshot(finished).items() if k == "sweep.db"} == {"sweep.db": before["sweep.db"]}
+    assert TaskSpec.from_values(lr=[0.1, 0.1, 0.01], momentum=[0.9]).space["lr"] == (0.1, 0.01)
+
+
+def test_a_default_is_never_invalid_for_its_rule():
+    """Schedule-Free rejects momentum 0, which the default momentum grid holds: it gets the others."""
+    task = TaskSpec.from_values(optimizer="schedulefree", lr=[0.5, 2.0])
+    assert 0.0 not in task.space["momentum"] and len(task.space["momentum"]) == 7
+    assert SweepSpec(task).configurations == 14

@@ -272,7 +272,7 @@ def test_a_regression_sweeps_printed_command_reproduces_its_loss_rmse_and_r2(tmp
 
 def test_a_regression_sweeps_records_carry_rmse_and_r2():
     x, y = _regression(60)
-    record = inertia.sweep((x, y), Regressor, loss="mse", lr=[0.05], momentum=[0.0], steps=5).records()[0]
+    record = inertia.sweep((x, y), Regressor, loss="mse", lr=[0.05], momentum=[0.0], steps=5, batch_size=16).records()[0]
     assert record["val_rmse_mean"] is not None and record["val_r2_mean"] is not None
 
 

@@ -70,7 +70,7 @@ def _draw(case: int) -> tuple[str, int]:
 
 def _sweep_args(out: Path, *extra: str) -> list[str]:
     return ["sweep", "--data", "digits", "--model", "mlp", "--lr", "0.01,0.05,0.2", "--momentum", "0,0.9",
-            "--steps", "200", "--batch-size", "32", "--checkpoint-every", "0.02", "--parallel", "2",
+            "--steps", "200", "--batch-size", "32", "--checkpoint-every", "0.02", "--parallel", "2", "--seeds", "1",
             "--out", str(out), "--quiet", *extra]
 
 
@@ -93,9 +93,9 @@ def _results(db: Path, study: str = "sweep") -> dict[tuple[float, ...], dict]:
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     out = {}
     for t in done:
-        key = (t.params["lr"], t.params["momentum"])
+        key = (t.params["lr"], t.params["1-momentum"])   # momentum is stored as 1 - momentum
         assert key not in out, f"{key} trained twice"
-        out[key] = {k: v for k, v in t.user_attrs["result"].items() if k != "worker"}
+        out[key] = {k: v for k, v in t.user_attrs.items() if k != "worker"}
     assert not [t for t in trials if t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)]
     return out
 
@@ -191,10 +191,10 @@ def test_three_postgresql_workers_one_late_one_killed_finish_the_grid_together(t
         assert first.returncode == 0 and late.returncode == 0, outputs
         trials = optuna.load_study(study_name="sweep", storage=normalize_url(url)).trials
         complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-        assert sorted((t.params["lr"], t.params["momentum"]) for t in complete) == sorted(
+        assert sorted((t.params["lr"], round(1 - t.params["1-momentum"], 12)) for t in complete) == sorted(
             (lr, m) for lr in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5) for m in (0.0, 0.9))
         assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL) for t in trials)
-        workers = {t.user_attrs["result"]["worker"].rsplit(":", 1)[1] for t in complete}
+        workers = {t.user_attrs["worker"].rsplit(":", 1)[1] for t in complete}
         assert {str(p.pid) for p in (first, doomed, late)} <= workers, f"not everyone got work: {workers}"
     finally:
         admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -265,8 +265,8 @@ def test_a_lost_database_connection_is_one_line_and_the_rerun_resumes(tmp_path, 
         import optuna
 
         trials = optuna.load_study(study_name="sweep", storage=normalize_url(url)).trials
-        done = {(t.params["lr"], t.params["momentum"]): {k: v for k, v in t.user_attrs["result"].items()
-                                                         if k != "worker"}
+        done = {(t.params["lr"], t.params["1-momentum"]): {k: v for k, v in t.user_attrs.items()
+                                                           if k != "worker"}
                 for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
         assert done == baseline["0"]
     finally:

@@ -277,7 +277,8 @@ def test_a_dead_workers_trials_are_trained_again(tmp_path, monkeypatch, where):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     grid = dict(lr=[0.01, 0.1], momentum=[0.0, 0.9])
     dies = (f"import os, inertia, inertia.sweeps.study as study; study.HEARTBEAT_SECONDS = 1; "
-            f"inertia.sweep(data='digits', model='mlp', steps=40, batch_size=32, lr={grid['lr']}, "
+            f"inertia.sweep(data='digits', model='mlp', steps=40, batch_size=32, seeds=1, metric='val_loss', "
+            f"lr={grid['lr']}, "
             f"momentum={grid['momentum']}, storage={storage!r}, round_size=4, "
             f"progress=lambda done, total: os._exit(3) if done > 0 else None)")
     assert subprocess.run([sys.executable, "-c", dies], env=_env(), timeout=120).returncode == 3

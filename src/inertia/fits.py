@@ -99,6 +99,7 @@ def fit(
     seeds: int = 1,
     loss: Any = "auto",
     standardize: bool = False,
+    model_args: Mapping[str, Any] | None = None,
     device: str | None = None,
     dtype: torch.dtype = torch.float32,
     on_step: Callable[[FitStep], None] | None = None,
@@ -120,6 +121,7 @@ def fit(
         loss: as :func:`inertia.sweep` takes it (``auto``: cross-entropy for integer labels,
             mse for float targets; a name of :data:`~inertia.sweeps.objective.LOSSES`; a callable).
         standardize: standardize the inputs with the statistics of each fold's training part.
+        model_args: keyword arguments of the model factory, as :func:`inertia.sweep` takes them.
         on_step: called with a :class:`FitStep` after every update.
 
     Every argument is checked before data is loaded; bad ones raise ValueError naming them.
@@ -129,7 +131,7 @@ def fit(
         raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
     dataset = _load_data(data, seed)
     objective = make_objective(loss, dataset.y_train)
-    factory = _model_factory(model, dataset.features, dataset.outputs)
+    factory = _model_factory(model, dataset, model_args)
     x, y = dataset.x_train.to(plan.device, dtype), objective.target(dataset.y_train, dtype).to(plan.device)
     x_test, y_test = dataset.x_test.to(plan.device, dtype), objective.target(dataset.y_test, dtype).to(plan.device)
     started = time.perf_counter()

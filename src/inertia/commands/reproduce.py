@@ -35,6 +35,8 @@ def train_command(results: Any, config: dict[str, Any] | None = None) -> str | N
         parts += [train.flag("loss"), str(meta["loss"])]
     if meta.get("standardize"):
         parts += [train.flag("standardize")]
+    for name, value in (meta.get("model_args") or {}).items():
+        parts += [train.flag("model_arg"), f"{name}={_text(value)}"]
     fixed = {k: v for k, v in (meta.get("fixed") or {}).items() if k not in results.swept}
     for name, value in {**{n: config[n] for n in results.swept}, **fixed}.items():
         parts += _hyperparameter(name, value)

@@ -47,7 +47,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     what = parser.add_argument_group("what to train (TaskSpec)")
     what.add_argument("--data", default="mnist1d", metavar="NAME|PATH", help="mnist1d, digits, or a .npz/.csv file")
-    what.add_argument("--model", default="mlp", help="a model name (mlp, linear, cnn)")
+    what.add_argument("--model", default="mlp", metavar="NAME|MODULE:FACTORY",
+                      help="a model name (mlp, linear, cnn, cnn2d) or package.module:factory importable from here, "
+                           "e.g. examples.digits_cnn:DigitsCNN")
+    what.add_argument("--model-arg", action="append", default=[], metavar="NAME=VALUE",
+                      help="an argument of the model factory, e.g. --model-arg width=32 (repeatable)")
     what.add_argument("--optimizer", default="momentum", help="any registered rule name (momentum, nesterov, sgd, ...)")
     what.add_argument("--lr", default="1e-3:1:8", help="learning rates (default 1e-3:1:8)")
     what.add_argument("--momentum", default=None,
@@ -136,7 +140,8 @@ def sweep_spec(args: argparse.Namespace) -> SweepSpec:
         args.data, args.model, optimizer=args.optimizer, lr=args.lr,
         momentum=DEFAULT_MOMENTA if args.momentum is None else args.momentum, hyper=_pairs(args.hyper, "--hyper"),
         fixed={k: parse_literal(v) for k, v in _pairs(args.fixed, "--fixed").items()},
-        schedules=_pairs(args.schedule, "--schedule"), loss=args.loss)
+        schedules=_pairs(args.schedule, "--schedule"), loss=args.loss,
+        model_args={k: parse_literal(v) for k, v in _pairs(args.model_arg, "--model-arg").items()})
     return SweepSpec(task, *(spec(**{f.name: getattr(args, f.name) for f in fields(spec)})
                              for spec in (TrainSpec, SearchSpec, RunSpec)))
 

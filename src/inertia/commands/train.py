@@ -108,9 +108,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "(default: mnist1d)",
     )
     what.add_argument(
-        "--model", default="mlp", metavar="NAME",
-        help="model: " + "; ".join(f"{k} ({_escape(v)})" for k, v in MODELS.items()) + " (default: mlp)",
+        "--model", default="mlp", metavar="NAME|MODULE:FACTORY",
+        help="model: " + "; ".join(f"{k} ({_escape(v)})" for k, v in MODELS.items())
+        + "; or package.module:factory importable from here (default: mlp)",
     )
+    what.add_argument("--model-arg", action="append", default=[], metavar="NAME=VALUE",
+                      help="an argument of the model factory, e.g. --model-arg width=32 (repeatable)")
     what.add_argument(
         "--loss", default="auto", metavar="|".join(loss_choices()),
         help="the loss, as inertia sweep --loss (auto: cross_entropy for integer labels, mse for float targets); "
@@ -253,6 +256,17 @@ def legacy_schedules(kind: str, full: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+def _model_args(items: list[str]) -> dict[str, Any]:
+    """``["width=32"]`` -> ``{"width": 32}`` (values as the other options read them)."""
+    out = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip():
+            raise ValueError(f"--model-arg expects NAME=VALUE, got {item!r}")
+        out[name.strip()] = parse_literal(value)
+    return out
+
+
 def fit_arguments(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of :func:`inertia.fit`, every flag checked (errors name the flag)."""
     from .. import rules
@@ -264,7 +278,8 @@ def fit_arguments(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--loss {args.loss}: unknown loss; choose from {', '.join(loss_choices())}")
     hyper = optimizer_hyper(args)
     full = rules.get(args.optimizer).hyper(**hyper)  # raises ValueError naming a bad argument
-    return dict(data=args.data, model=args.model, optimizer=args.optimizer, hyper=hyper,
+    return dict(data=args.data, model=args.model, model_args=_model_args(args.model_arg), optimizer=args.optimizer,
+                hyper=hyper,
                 schedules=schedule_specs(args, full), steps=args.steps, batch_size=args.batch_size,
                 folds=args.folds, seed=args.seed, seeds=args.seeds, loss=args.loss, standardize=args.standardize, device=args.device)
 

@@ -34,23 +34,12 @@ def _load_data(data: Any, seed: int):
     return as_dataset(data, seed=seed)
 
 
-def _model_factory(model: Any, features: int, classes: int) -> Callable[[], nn.Module]:
-    """A factory of fresh models: a registered name, ``f(features, classes)`` or ``f()``."""
-    from ..models import build_model
+def _model_factory(model: Any, dataset: Any, model_args: Mapping[str, Any] | None = None) -> Callable[[], nn.Module]:
+    """A factory of fresh models for ``dataset``: a registered name, a callable, or ``"package.module:factory"``
+    (:func:`inertia.models.model_factory`; a bad one fails here, before any training)."""
+    from ..models import model_factory
 
-    if isinstance(model, str):
-        build_model(model, features, classes)  # unknown names fail here, before any training
-        return lambda: build_model(model, features, classes)
-    if callable(model):
-        try:
-            model(features, classes)
-            return lambda: model(features, classes)
-        except TypeError:
-            probe = model()
-            if not isinstance(probe, nn.Module):
-                raise TypeError("model must be a name, or a callable returning an nn.Module")
-            return model
-    raise TypeError(f"model must be a registered name or a callable returning an nn.Module, got {model!r}")
+    return model_factory(model, dataset, model_args)
 
 
 def sweep(
@@ -64,6 +53,7 @@ def sweep(
     schedules: Mapping[str, Any] | None = None,
     optimizer: str = "momentum",
     loss: Any = "auto",
+    model_args: Mapping[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
     log: Callable[[str], None] | None = None,
     **settings: Any,
@@ -80,6 +70,8 @@ def sweep(
         fixed: hyperparameters shared by every configuration (e.g. ``nesterov``).
         schedules: hyperparameter name -> schedule (``"cosine"``, ``"sutskever_ramp(0.99)"``, a schedule).
         optimizer: a registered rule name (``momentum``, ``nesterov``, ``sgd``, ...).
+        model_args: keyword arguments of the model factory (``inertia.models.model_factory`` fills
+            ``input_shape``, ``features``, ``classes``, ``outputs``, ``in_channels`` from the data).
         loss: ``auto`` (cross-entropy for integer labels, mse for float targets), ``cross_entropy``,
             ``mse``, ``l1``, ``huber``, ``bce_with_logits``, or a callable ``loss(output, target)``.
         progress: a function ``f(done, total)``, called in configuration-steps (each stack's
@@ -95,7 +87,7 @@ def sweep(
     :func:`inertia.tensorboard.write_sweep`; build the specs yourself with :func:`run_sweep`.
     """
     task = TaskSpec.from_values(data, model, optimizer=optimizer, lr=lr, momentum=momentum, hyper=hyper,
-                                fixed=fixed, schedules=schedules, loss=loss)
+                                fixed=fixed, schedules=schedules, loss=loss, model_args=model_args)
     return run_sweep(SweepSpec.from_settings(task, settings), progress=progress, log=log)
 
 
@@ -151,21 +143,21 @@ def _check_data(spec: SweepSpec, dataset: Any) -> None:
                          f"test set and at least {MIN_TRAIN_ROWS} training examples in each fold)")
     if spec.train.batch_size > train_rows:
         raise ValueError(f"batch_size ({spec.train.batch_size}) is larger than a fold's {train_rows} training examples")
-    need = _model_bytes(spec.task.model, dataset.features, dataset.classes, spec.train.dtype)
+    need = _model_bytes(spec.task.model, dataset, spec.task.model_args, spec.train.dtype)
     have = 4 * default_memory_budget(spec.train.device)
     if need is not None and need > have:
-        raise ValueError(f"model {spec.task.model!r} for {dataset.features} features and {dataset.classes:,} classes "
+        raise ValueError(f"model {spec.task.model!r} for {dataset.features} features and {dataset.outputs:,} outputs "
                          f"needs about {_size(need)} per configuration; {_size(have)} of memory is available")
 
 
-def _model_bytes(model: Any, features: int, classes: int, dtype: torch.dtype) -> int | None:
+def _model_bytes(model: Any, dataset: Any, model_args: Mapping[str, Any], dtype: torch.dtype) -> int | None:
     """Bytes of one configuration's parameters, gradients and state (6 copies), counted on the meta
     device (nothing allocated); None for a model that cannot be built there."""
     from ..models import build_model
 
     try:
         with torch.device("meta"):
-            module = build_model(model, features, classes) if isinstance(model, str) else None
+            module = build_model(model, dataset, **model_args) if isinstance(model, str) else None
     except (ValueError, TypeError, RuntimeError):
         return None
     if module is None:
@@ -178,7 +170,7 @@ def _job(spec: SweepSpec, dataset: Any) -> Job:
     from .. import rules
 
     task, how = spec.task, spec.train
-    factory = _model_factory(task.model, dataset.features, dataset.outputs)
+    factory = _model_factory(task.model, dataset, task.model_args)
     fold_idx = make_folds(len(dataset.y_train), how.folds, how.seed)
     if max(len(t) for t, _ in fold_idx) < 1:
         raise ValueError("not enough training examples")

@@ -124,6 +124,7 @@ class TaskSpec:
     fixed: Mapping[str, Any] = field(default_factory=dict)
     schedules: Mapping[str, Any] = field(default_factory=dict)
     loss: Any = "auto"
+    model_args: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from .. import rules
@@ -135,6 +136,7 @@ class TaskSpec:
         object.__setattr__(self, "space", {str(n): _values(str(n), vs) for n, vs in self.space.items()})
         object.__setattr__(self, "fixed", dict(self.fixed))
         object.__setattr__(self, "schedules", dict(self.schedules))
+        object.__setattr__(self, "model_args", dict(self.model_args))
         preset = rules.get(self.optimizer)
         if not self.space:
             raise ValueError("the grid is empty: give lr and/or momentum values")
@@ -159,7 +161,7 @@ class TaskSpec:
     def from_values(cls, data: Any = "mnist1d", model: Any = "mlp", *, optimizer: str = "momentum",
                     lr: Any = "1e-3:1:8", momentum: Any = DEFAULT_MOMENTA, hyper: Mapping[str, Any] | None = None,
                     fixed: Mapping[str, Any] | None = None, schedules: Mapping[str, Any] | None = None,
-                    loss: Any = "auto") -> "TaskSpec":
+                    loss: Any = "auto", model_args: Mapping[str, Any] | None = None) -> "TaskSpec":
         """The grid ``lr x momentum (x hyper)``; each a list, a number or ``"start:stop:count"``.
 
         The default momentum grid applies only to rules that have a momentum (adam sweeps lr alone).
@@ -173,7 +175,7 @@ class TaskSpec:
                              f"hyperparameters (--hyper {twice[0]}=...)")
         named = (("lr", lr), ("momentum", momentum), *(hyper or {}).items())
         space = {name: value for name, value in named if value is not None}
-        return cls(data, model, optimizer, space, dict(fixed or {}), dict(schedules or {}), loss)
+        return cls(data, model, optimizer, space, dict(fixed or {}), dict(schedules or {}), loss, dict(model_args or {}))
 
     @property
     def points(self) -> list[dict[str, float]]:

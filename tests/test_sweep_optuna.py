@@ -147,7 +147,7 @@ def test_the_printed_postgresql_url_opens_the_study(tmp_path, capsys, postgres_u
                          "--momentum", "0,0.9", "--storage", url, "--out", str(tmp_path / "o"), "--quiet"]) == 0
         printed = re.search(r"in (\S+) \(for optuna", capsys.readouterr().out).group(1)
         study = optuna.load_study(study_name="sweep", storage=printed)
-        assert study.metric_names == ["val_loss"] and len(study.trials) == 4
+        assert study.metric_names == ["val_accuracy"] and len(study.trials) == 4   # the default metric of a classification sweep
         assert all(t.distributions["lr"].log and t.distributions[MOMENTUM_PARAM].log for t in study.trials)
         assert all(set(t.intermediate_values) == {4 * k for k in range(1, 11)} for t in study.trials)
         study._storage._backend.engine.dispose()

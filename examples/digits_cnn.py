@@ -11,7 +11,6 @@ From the repository root::
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
 
@@ -58,6 +57,6 @@ if __name__ == "__main__":
     print("wrote", make_data())
     results = inertia.sweep(digits_images(), DigitsCNN, lr=[0.01, 0.03, 0.1, 0.3], momentum=[0.0, 0.9],
                             steps=300, batch_size=64)
-    print(results.table())
-    torch.manual_seed(0)
-    print(DigitsCNN())
+    best = results.best
+    print(f"best: lr {best['lr']:.3g}, momentum {best['momentum']:g} at step {best['best_step']}: "
+          f"test accuracy {best['test_accuracy_mean']:.1%}")

@@ -261,10 +261,6 @@ class TanhNet(nn.Module):
 
 MODELS = {"batched": (mlp, 2), "vmap": (TanhNet, 1)}   # backend: (model, folds)
 TUPLES = {case.id for case in CASES if any(isinstance(v, tuple) for v in case.configs[0].values())}
-NADAM_PSI_BUG = pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-    "nadam_update: per-configuration momentum_decay with betas[0] a number (not a tensor) makes mu an "
-    "[M, 1, ...] tensor but mu_product a 0-dim one: mu_product.mul_(mu) fails to broadcast"))
-
 
 def _variants(case: Case, engine: str, backend: str = "") -> list:
     """``(vary_tuples, marks, id)``: every numeric hyperparameter varied; for rules with tuples also a
@@ -272,8 +268,7 @@ def _variants(case: Case, engine: str, backend: str = "") -> list:
     name = "-".join(part for part in (case.id, backend) if part)
     if case.id not in TUPLES:
         return [(True, (), name)]
-    shared_marks = (NADAM_PSI_BUG,) if case.preset == "nadam" else ()
-    return [(True, (), name), (False, shared_marks, f"{name}-tuples-shared")]
+    return [(True, (), name), (False, (), f"{name}-tuples-shared")]
 
 
 def _sweep_params():

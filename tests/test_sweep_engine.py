@@ -228,3 +228,10 @@ def test_each_seed_of_a_several_seed_sweep_equals_a_separate_run_with_that_seed(
     assert together[0]["val_loss_mean"] == pytest.approx(sum(losses) / 3, rel=1e-10)
     with pytest.raises(ValueError, match="seeds must be an integer >= 1, got 0"):
         job(3, 0)
+
+
+def test_a_sutskever_stack_drops_diverged_members_by_the_declared_layout_of_its_velocity():
+    job = _job(_mlp, "batched", fixed={"convention": "sutskever"}, diverge_above=50.0)
+    members = run_members(Members(job, [dict(lr=0.05, momentum=0.9), dict(lr=50.0, momentum=0.99)], [0, 1]))
+    assert members.results()[1]["status"] == "diverged" and members.results()[0]["status"] == "ok"
+    assert all(st["velocity"].shape[0] == len(members.live) for st in members.stack.state)

@@ -193,10 +193,9 @@ def nadam_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper) -> Non
         state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         # torch keeps the product of momenta in float32 (float64 under a float64 default dtype)
-        state["mu_product"] = (
-            torch.ones_like(beta1, dtype=scalar_dtype()) if is_tensor(beta1)
-            else torch.ones((), dtype=scalar_dtype(), device=param.device)
-        )
+        # one product per member when beta1 or the momentum decay is per member (else 0-dim)
+        shape = torch.broadcast_shapes(*(v.shape for v in (beta1, psi) if is_tensor(v)))
+        state["mu_product"] = torch.ones(shape, dtype=scalar_dtype(), device=param.device)
     exp_avg, exp_avg_sq, mu_product = state["exp_avg"], state["exp_avg_sq"], state["mu_product"]
     step = _step_value(state, psi)
     bias_correction2 = 1 - beta2**step

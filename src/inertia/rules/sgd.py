@@ -144,7 +144,7 @@ SGD_DEFAULTS = dict(
 
 SGD_RULE = Rule(
     name="sgd",
-    state={"momentum_buffer": "element"},
+    state={"momentum_buffer": "element", "velocity": "element"},
     defaults=SGD_DEFAULTS,
     numeric=("lr", "momentum", "dampening", "weight_decay"),
     update=sgd_update,

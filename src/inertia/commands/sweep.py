@@ -151,7 +151,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     from ..sweeps import IncompleteSweep, StorageError, run_sweep
 
-    console = Console(stderr=False)
+    console = Console(stderr=False, width=None if sys.stdout.isatty() else 132)   # the table's columns in a log
     spec = sweep_spec(args)
     _check_outputs(args)
     started = time.time()

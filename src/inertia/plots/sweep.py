@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 
 LABELS = {
-    "val_loss_mean": "validation loss (mean over folds)",
-    "val_accuracy_mean": "validation accuracy (mean over folds)",
+    "val_loss_mean": "validation loss (mean over seeds and folds)",
+    "val_accuracy_mean": "validation accuracy (mean over seeds and folds)",
+    "val_rmse_mean": "validation RMSE (mean over seeds and folds)",
+    "val_r2_mean": "validation R² (mean over seeds and folds)",
     "test_accuracy_mean": "test accuracy",
     "train_loss_final": "final training loss",
     "val_loss_std": "validation loss, std over seeds and folds",

@@ -8,6 +8,7 @@ a fresh Python process (imports and data set-up not timed). Reports wall time
 and the best configuration with its test accuracy, which must agree.
 
     python benchmarks/sweep_ab.py --base 7c20d03            # 3 interleaved pairs, 2000 steps
+    python benchmarks/sweep_ab.py --base 7c20d03 --head-settings '{"seeds": 1, "metric": "val_loss", "select": "final", "eval_every": 2000}'
     python benchmarks/sweep_ab.py --base HEAD~3 --quick     # smoke run: 60 steps
 """
 from __future__ import annotations
@@ -31,11 +32,12 @@ import torch
 import inertia
 from inertia.data import load_dataset
 steps = int(sys.argv[1])
+EXTRA = json.loads(sys.argv[2])
 lrs = [10 ** (-3 + 3 * i / 7) for i in range(8)]
 momenta = [0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995]
 load_dataset("mnist1d", seed=0)
 start = time.perf_counter()
-results = inertia.sweep("mnist1d", "mlp", lr=lrs, momentum=momenta, steps=steps)
+results = inertia.sweep("mnist1d", "mlp", lr=lrs, momentum=momenta, steps=steps, **EXTRA)
 seconds = time.perf_counter() - start
 best = results.best
 peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
@@ -51,9 +53,10 @@ def export(revision: str, into: Path) -> Path:
     return into / "src"
 
 
-def run_once(src: Path, steps: int) -> dict:
+def run_once(src: Path, steps: int, settings: dict) -> dict:
     env = {**os.environ, "PYTHONPATH": str(src)}
-    out = subprocess.run([sys.executable, "-c", TASK, str(steps)], env=env, check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", TASK, str(steps), json.dumps(settings)], env=env, check=True,
+                         capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -63,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved pairs of runs (default 3)")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--quick", action="store_true", help="smoke run: 60 steps, 1 pair")
+    parser.add_argument("--head-settings", default="{}", metavar="JSON",
+                        help="keywords for the working tree's sweep only (to hold the work equal to the base's, "
+                             "e.g. settings the base does not have)")
     parser.add_argument("--json", default="benchmarks/results/sweep_ab.json")
     args = parser.parse_args(argv)
     steps, repeats = (60, 1) if args.quick else (args.steps, args.repeats)
@@ -71,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         runs: dict[str, list[dict]] = {"base": [], "head": []}
         for i in range(repeats):
             for name in (("base", "head") if i % 2 == 0 else ("head", "base")):
-                runs[name].append(run_once(sources[name], steps))
+                runs[name].append(run_once(sources[name], steps, json.loads(args.head_settings) if name == "head" else {}))
                 r = runs[name][-1]
                 print(f"{name}: {r['seconds']:.2f} s, {r['peak_mib']:.0f} MiB, best lr {r['lr']:.4g} "
                       f"momentum {r['momentum']:g}, test accuracy {r['test_accuracy']:.4f} ({r['matmul']})", flush=True)
@@ -82,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, s in summary.items():
         print(f"{name:<10}{s['median_seconds']:>10.2f}{s['max_peak_mib']:>10.0f}")
     print(f"head / base time: {ratio:.3f}")
-    write_json({"base": args.base, "steps": steps, "runs": runs, "summary": summary, "time_ratio": ratio}, args.json)
+    write_json({"base": args.base, "steps": steps, "head_settings": json.loads(args.head_settings), "runs": runs,
+                "summary": summary, "time_ratio": ratio}, args.json)
     return 0
 
 

@@ -116,9 +116,18 @@ def test_the_sweep_engine_imports_no_outputs_and_no_faces():
 
 def test_the_readme_sweep_example_runs(tmp_path, monkeypatch):
     readme = (SRC.parents[1] / "README.md").read_text()
-    (code,) = [c for c in re.findall(r"```python\n(.*?)```", readme, re.S) if "inertia.sweep(" in c]
+    (code,) = [c for c in re.findall(r"```python\n(.*?)```", readme, re.S) if "write_sweep(" in c]
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)
     assert scope["results"].best is not None and (tmp_path / "heatmap.png").stat().st_size > 10_000
     assert len(list((tmp_path / "runs" / "tb").iterdir())) == 6
+
+
+def test_the_readme_regression_sweep_example_runs_and_fits():
+    readme = (SRC.parents[1] / "README.md").read_text()
+    (code,) = [c for c in re.findall(r"```python\n(.*?)```", readme, re.S) if 'loss="mse"' in c]
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    best = scope["results"].best
+    assert best["test_r2_mean"] > 0.8 and best["val_rmse_mean"] < 0.5   # y = sin(x0) + x1/2 is learnable

@@ -164,7 +164,7 @@ class Stack:
         self.counter = torch.zeros((), dtype=torch.float32)  # the rules' state["step"], shared by all
         self.state: list[dict[str, Tensor]] = [{"step": self.counter} for _ in self.params]
         self._values: dict[str, Any] | None = None
-        self._shaped: dict[tuple, dict[str, Any]] = {}
+        self._shaped: dict[Any, dict[str, Any]] = {}   # by parameter index, and by (dim, device, dtype)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -177,14 +177,17 @@ class Stack:
         return self._values
 
     def hyper_for(self, i: int) -> dict[str, Any]:
-        """Parameter ``i``'s hyperparameters, shaped to broadcast along its member axis."""
-        param = self.params[i]
-        values = self._current()
-        key = (param.dim(), param.device, param.dtype)
-        shaped = self._shaped.get(key)
-        if shaped is None:
-            shaped = self._shaped[key] = {k: shape_hyper(v, param) if k in self.rule.numeric else v
-                                          for k, v in values.items()}
+        """Parameter ``i``'s hyperparameters, shaped to broadcast along its member axis (made once per
+        parameter shape and step of a schedule: this runs for every parameter of every step)."""
+        shaped = self._shaped.get(i)
+        if shaped is None or self._values is None:
+            param, values = self.params[i], self._current()
+            key = (param.dim(), param.device, param.dtype)
+            shaped = self._shaped.get(key)
+            if shaped is None:
+                shaped = self._shaped[key] = {k: shape_hyper(v, param) if k in self.rule.numeric else v
+                                              for k, v in values.items()}
+            self._shaped[i] = shaped
         return shaped
 
     def begin_step(self) -> None:

@@ -95,7 +95,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                              "default) or at its final step")
     search.add_argument("--round-size", type=int, default=None, metavar="N",
                         help="configurations claimed (random/tpe: asked) at once; the next round is asked after "
-                             "they are told (default: a quarter of the configurations)")
+                             "they are told (default: half of a grid, a quarter of a random/tpe budget)")
     run = parser.add_argument_group("where and how to run (RunSpec)")
     run.add_argument("--out", required=True, help="output folder (holds the SQLite study unless --storage)")
     run.add_argument("--storage", default=None, help="Optuna storage URL, e.g. postgresql://user:pw@host/db")

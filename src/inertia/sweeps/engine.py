@@ -344,8 +344,9 @@ class Members:
         if job.x.device.type != "cpu":
             batches = [b.to(job.x.device) for b in batches]
         groups = [(job.splits[g].x.index_select(0, b), start, end) for b, (g, start, end) in zip(batches, rows)]
-        target = torch.cat([job.y.index_select(0, b).unsqueeze(0).expand(end - start, len(b), *job.y.shape[1:])
-                            for b, (_, start, end) in zip(batches, rows)])
+        parts = [job.y.index_select(0, b).unsqueeze(0).expand(end - start, len(b), *job.y.shape[1:])
+                 for b, (_, start, end) in zip(batches, rows)]
+        target = parts[0] if len(parts) == 1 else torch.cat(parts)
         losses = self._step.loss(self.params, self.buffers, groups, target, seed=_step_seed(job.seed, t))
         values = losses.to("cpu", torch.float64)
         self.curves[self.live, t] = values

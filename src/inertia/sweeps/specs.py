@@ -292,9 +292,11 @@ class SearchSpec:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     def rounds(self, budget: int) -> int:
-        """Configurations claimed (and, by TPE, asked) at once: ``round_size``, or a quarter of the
-        ``budget`` (at least 1), so that TPE and pruners learn from earlier rounds and workers share."""
-        return self.round_size or max(1, math.ceil(budget / 4))
+        """Configurations claimed (and, by TPE, asked) at once: ``round_size``, or by default a quarter
+        of the ``budget`` for random/TPE (at least 1), so that TPE and pruners learn from earlier rounds,
+        and half of a grid, so that a second worker gets a share while a round's stacks stay as large as
+        the lanes train best (:data:`inertia.sweeps.lanes.CPU_STACK_MEMBERS`)."""
+        return self.round_size or max(1, math.ceil(budget / (2 if self.sampler == "grid" else 4)))
 
 
 @dataclass(frozen=True)

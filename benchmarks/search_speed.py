@@ -54,11 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="digits, 100 steps: a smoke run")
     parser.add_argument("--metric", default="val_loss", choices=("val_loss", "val_accuracy"))
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per configuration (default 1)")
     parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "search_speed.json"))
     args = parser.parse_args(argv)
     common = dict(data="digits" if args.quick else "mnist1d", model="mlp", steps=100 if args.quick else 2000,
                   lr="1e-3:1:8", momentum=(0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995), metric=args.metric,
-                  eval_every=10 if args.quick else 100)
+                  eval_every=10 if args.quick else 100, seeds=args.seeds)
     rows = [run("grid", {}, common),
             run("tpe", dict(sampler="tpe", trials=32), common),
             run("successive halving", dict(pruner="successive_halving"), common)]

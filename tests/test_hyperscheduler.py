@@ -26,7 +26,6 @@ def stacked_run(make_scheduler, lr=LRS, momentum=MOMENTA, steps=STEPS):
     w = torch.nn.Parameter(torch.linspace(-1, 1, N * 4, dtype=torch.float64).view(N, 4))
     opt = inertia.SGD([w], lr=torch.tensor(lr, dtype=torch.float64),
                       momentum=torch.tensor(momentum, dtype=torch.float64))
-    S.guard_per_configuration(opt)  # what the optimizer does for every param group (optim.py hook)
     scheduler = make_scheduler(opt)
     for _ in range(steps):
         opt.zero_grad()
@@ -122,7 +121,6 @@ def test_one_cycle_with_per_configuration_values_keeps_them():
 def test_reduce_on_plateau_on_per_configuration_lr_is_refused_in_one_line():
     w = torch.nn.Parameter(torch.zeros(N, 2))
     opt = inertia.SGD([w], lr=torch.tensor(LRS), momentum=0.9)
-    S.guard_per_configuration(opt)
     plateau = L.ReduceLROnPlateau(opt, patience=1)
     with pytest.raises(ValueError, match="ReduceLROnPlateau.*HyperScheduler") as info:
         for _ in range(4):

@@ -56,6 +56,7 @@ from torch.optim.optimizer import _get_fused_kernels_supported_devices
 from . import core, rules
 from .rules import Rule
 from .rules.adaptive import scalar_dtype
+from .schedules import guard_per_configuration
 
 NONFINITE_POLICIES = ("raise", "skip", "off")
 EXECUTIONS = ("auto", "simple", "fused", "compiled")
@@ -148,6 +149,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         super().add_param_group(param_group)
         if self.rule.eval_point is not None:
             self.param_groups[-1].setdefault("train_mode", True)
+        guard_per_configuration(self)   # torch's schedulers keep one value per configuration, or say so
 
     # ------------------------------------------------------------ pickling, state dicts
 
@@ -173,6 +175,7 @@ class RuleOptimizer(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
+        guard_per_configuration(self)
         seen: set[int] = set()
         for group in self.param_groups:
             for p in group["params"]:

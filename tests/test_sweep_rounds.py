@@ -11,8 +11,10 @@ SMALL = dict(data="digits", model="mlp", steps=20, batch_size=32, lr="1e-3:1e-1:
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_the_default_round_is_a_quarter_of_the_budget_and_never_all_of_it():
-    assert [SearchSpec().rounds(n) for n in (1, 2, 3, 4, 5, 8, 64)] == [1, 1, 1, 1, 2, 2, 16]
+def test_the_default_round_is_a_quarter_of_a_budget_half_of_a_grid_and_never_all_of_it():
+    tpe = SearchSpec(sampler="tpe", trials=64)
+    assert [tpe.rounds(n) for n in (1, 2, 3, 4, 5, 8, 64)] == [1, 1, 1, 1, 2, 2, 16]
+    assert [SearchSpec().rounds(n) for n in (1, 2, 3, 64)] == [1, 1, 2, 32]   # a grid: half, so stacks stay full
     assert SearchSpec(round_size=3).rounds(64) == 3
 
 
@@ -25,7 +27,7 @@ def test_each_round_is_asked_after_the_earlier_rounds_are_told(tmp_path, sampler
     inertia.sweep(**SMALL, sampler=sampler, trials=trials, round_size=round_size, storage=storage)
     done = sorted(optuna.load_study(study_name="sweep", storage=storage).trials, key=lambda t: t.number)
     assert len(done) == trials and all(t.state == optuna.trial.TrialState.COMPLETE for t in done)
-    size = round_size or SearchSpec().rounds(trials)
+    size = round_size or SearchSpec(sampler=sampler, trials=trials).rounds(trials)
     rounds = [done[i:i + size] for i in range(0, trials, size)]
     for k in range(1, len(rounds)):
         told = max(t.datetime_complete for r in rounds[:k] for t in r)

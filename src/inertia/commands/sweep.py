@@ -227,21 +227,30 @@ def _log(console: Any, message: str) -> None:
 
 @contextmanager
 def _progress_bar(spec: SweepSpec, quiet: bool) -> Iterator[Callable[[int, int], None] | None]:
-    """A rich progress bar over the sweep's configuration-steps; its update function (None if ``quiet``)."""
+    """A rich progress bar over the sweep's configuration-steps; its update function (None if ``quiet``).
+
+    The bar appears with the first progress report, so that an error found before training is
+    the only thing printed."""
     if quiet:
         yield None
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("[bold]sweep[/] {task.description}"), BarColumn(),
-                  TextColumn("{task.percentage:>3.0f}%"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), transient=False) as bar:
-        task = bar.add_task(f"{spec.configurations} configurations x {spec.train.folds} fold(s)", total=None)
+    bar = Progress(TextColumn("[bold]sweep[/] {task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                   TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+    task = bar.add_task(f"{spec.configurations} configurations x {spec.train.folds} fold(s) x "
+                        f"{spec.train.seeds} seed(s)", total=None)
 
-        def on_progress(done: int, total: int) -> None:   # rich redraws 10 times a second
-            bar.update(task, completed=done, total=total)
+    def on_progress(done: int, total: int) -> None:   # rich redraws 10 times a second
+        if not bar.live.is_started:
+            bar.start()
+        bar.update(task, completed=done, total=total)
 
+    try:
         yield on_progress
+    finally:
+        if bar.live.is_started:
+            bar.stop()
 
 
 def write_outputs(results: Any, out: Path) -> list[Path]:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .checkpoints import Checkpoints
-from .engine import Job, Members, make_folds, train
+from .engine import Job, Members, make_folds, member_hyper, train
 from .gemm import openblas_core
 from .results import SweepResults
 from .specs import (DEFAULT_MOMENTA, LANES, METRICS, SAMPLERS, RunSpec, SearchSpec, SweepSpec, TaskSpec, TrainSpec,
@@ -105,6 +105,7 @@ def run_sweep(spec: SweepSpec, *, progress: Callable[[int, int], None] | None = 
         raise ValueError("device cuda asked for but CUDA is not available")
     _check_data(spec, dataset)
     job = _job(spec, dataset)
+    member_hyper(job, spec.task.points, list(spec.task.space))   # every value and schedule, with the rule
     if spec.search.metric not in job.metric_names:
         raise ValueError(f"metric {spec.search.metric}: a {job.objective.task} sweep measures "
                          f"{', '.join(n for n in job.metric_names if n.startswith('val_'))}")

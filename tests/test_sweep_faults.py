@@ -70,7 +70,7 @@ def _draw(case: int) -> tuple[str, int]:
 
 def _sweep_args(out: Path, *extra: str) -> list[str]:
     return ["sweep", "--data", "digits", "--model", "mlp", "--lr", "0.01,0.05,0.2", "--momentum", "0,0.9",
-            "--steps", "200", "--batch-size", "32", "--checkpoint-every", "0.02", "--parallel", "2", "--seeds", "1",
+            "--steps", "200", "--batch-size", "32", "--checkpoint-every", "0.02", "--parallel", "2", "--seeds", "1", "--round-size", "2",
             "--out", str(out), "--quiet", *extra]
 
 

@@ -33,7 +33,7 @@ from .data import Standardizer
 from .optim import make_optimizer
 from .sweeps import _load_data, _model_factory
 from .sweeps.engine import batch_at, make_folds
-from .sweeps.objective import LOSSES, Objective, check_output, make_objective
+from .sweeps.objective import LOSSES, Objective, check_model, make_objective
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def fit(
         torch.manual_seed(seed + s)
         template = factory().to(device=plan.device, dtype=dtype)
         if s == 0:
-            _check_output(template, objective, x, y, dataset.outputs)
+            check_model(objective, template, x, y, dataset.outputs if objective.name == "cross_entropy" else None)
         for k, (train_idx, val_idx) in enumerate(make_folds(len(dataset.y_train), folds, seed + s)):
             fold_x, fold_test = x, x_test
             if standardize:  # as the sweep's Job._split: statistics of this fold's training part only
@@ -201,20 +201,6 @@ def _device(name: str | None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name}: CUDA is not available on this machine")
     return device
-
-
-def _check_output(model: nn.Module, objective: Objective, x: Tensor, y: Tensor, outputs: int) -> None:
-    """One forward of two examples in eval mode, checked as the sweep checks its template (one line if not)."""
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(x[:2])
-    except Exception as error:
-        raise ValueError(f"model: its forward fails on a batch of inputs of shape {tuple(x[:2].shape)}: "
-                         f"{type(error).__name__}: {error}") from None
-    finally:
-        model.train()
-    check_output(objective, out, y[:2], outputs if objective.name == "cross_entropy" else None)
 
 
 def _train_fold(net: nn.Module, plan: _Plan, objective: Objective, x: Tensor, y: Tensor, train_idx: Tensor,

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from ..core import MemberHyper, Stack, validate_schedules, with_schedules
 from .backends import AutogradStep, BatchedMLP, VmapForward, mlp_layout
 from .gemm import backend_for as gemm_backend_for
-from .objective import check_output, make_objective
+from .objective import check_model, make_objective
 
 # ----------------------------------------------------------------- folds and batches
 
@@ -162,16 +162,7 @@ class Job:
         classes = int(self.y.max()) + 1 if self.objective.name == "cross_entropy" and len(self.y) else None
         if classes is not None and self.y_test is not None and len(self.y_test):
             classes = max(classes, int(self.y_test.max()) + 1)
-        self.template.eval()
-        try:
-            with torch.no_grad():
-                out = self.template(self.x[:2])
-        except Exception as error:
-            raise ValueError(f"model: its forward fails on a batch of inputs of shape {tuple(self.x[:2].shape)}: "
-                             f"{type(error).__name__}: {error}") from None
-        finally:
-            self.template.train()
-        check_output(self.objective, out, self.y[:2], classes)
+        check_model(self.objective, self.template, self.x, self.y, classes)
 
     def _split(self, s: int, fold: int, train: Tensor, val: Tensor) -> Split:
         x, x_test = self.x, self.x_test

@@ -126,3 +126,18 @@ def check_output(objective: Objective, out: Tensor, target: Tensor, classes: int
     if not isinstance(value, Tensor) or value.dim() != 0:
         got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
         raise ValueError(f"loss {objective.name}: must return one number (the batch's mean loss), got {got}")
+
+
+def check_model(objective: Objective, model: Any, x: Tensor, y: Tensor, classes: int | None) -> None:
+    """One forward of ``model`` on two examples in eval mode, its output checked against ``y``
+    (:func:`check_output`); a ``ValueError`` in one line if the forward fails or does not fit."""
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x[:2])
+    except Exception as error:
+        raise ValueError(f"model: its forward fails on a batch of inputs of shape {tuple(x[:2].shape)}: "
+                         f"{type(error).__name__}: {error}") from None
+    finally:
+        model.train()
+    check_output(objective, out, y[:2], classes)

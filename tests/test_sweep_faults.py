@@ -214,8 +214,7 @@ def test_sqlite_states_of_a_finished_folder_are_not_rewritten_by_a_rerun(tmp_pat
 
 def test_ctrl_c_at_any_moment_prints_one_line_and_the_rerun_completes(tmp_path, baseline):
     """SIGINT to the whole sweep (the terminal's process group: the parent and its forked lanes), at a
-    random moment once ``inertia.cli`` runs (Ctrl-C while Python imports torch, before any inertia
-    code runs, still prints Python's traceback)."""
+    random moment once the study exists (the start-up, torch's import included, is the next test)."""
     delay = random.Random(SEED).uniform(0.0, 0.8)
     proc = subprocess.Popen([sys.executable, "-m", "inertia.cli", *_sweep_args(tmp_path)], env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -234,6 +233,26 @@ def test_ctrl_c_at_any_moment_prints_one_line_and_the_rerun_completes(tmp_path, 
     again = _run(_sweep_args(tmp_path))
     assert again.returncode == 0, f"{where}: {again.stdout}{again.stderr}"
     assert _results(tmp_path / "sweep.db") == baseline["0"], where
+
+
+def test_importing_inertia_loads_no_torch():
+    """``import inertia`` is instant: what the command line runs before it can catch Ctrl-C."""
+    code = "import sys, inertia, inertia.cli; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=_env()).stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("delay", [0.15, 0.3, 0.8])
+def test_ctrl_c_during_start_up_prints_one_line(tmp_path, delay):
+    """SIGINT while Python is still importing torch and the command's modules: one line, exit 130.
+    (The interpreter's own start-up, its first ~50 ms, comes before any code of ours can catch it.)"""
+    proc = subprocess.Popen([sys.executable, "-m", "inertia.cli", *_sweep_args(tmp_path)], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(delay)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, f"Ctrl-C after {delay} s: {out}{err}"
+    assert err.strip().splitlines() == ["inertia sweep: interrupted; run the same command again to resume"]
 
 
 def test_a_lost_database_connection_is_one_line_and_the_rerun_resumes(tmp_path, postgres_url, baseline):

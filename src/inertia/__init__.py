@@ -5,20 +5,23 @@ engines: a ``torch.optim.Optimizer`` (:mod:`inertia.optim`), vectorized sweeps
 that train N configurations at once (:mod:`inertia.sweeps`), and races of N
 configurations on test surfaces (:mod:`inertia.races`).
 
-Heavy modules (Optuna, matplotlib) load only when their names are first used.
+Every module, torch included, loads only when one of its names is first used, so that
+``import inertia`` (and the command line's start, where Ctrl-C must print one line) is instant.
 """
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-from . import rules, schedules
-from .optim import Momentum, NonFiniteGradientError, RuleOptimizer, SGD, make_optimizer
-
 __version__ = "0.1.0"
 
-# public name -> module that defines it (imported on first use)
+# public name -> module that defines it (imported on first use); submodules load by their own name
 _LAZY = {
+    "RuleOptimizer": "inertia.optim",
+    "SGD": "inertia.optim",
+    "Momentum": "inertia.optim",
+    "NonFiniteGradientError": "inertia.optim",
+    "make_optimizer": "inertia.optim",
     "Adam": "inertia.optim",
     "AdamW": "inertia.optim",
     "NAdam": "inertia.optim",
@@ -38,22 +41,16 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'inertia' has no attribute {name!r}")
-    loaded = importlib.import_module(module)
+    module = _LAZY.get(name, f"inertia.{name}")
+    try:
+        loaded = importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        if error.name != module:
+            raise
+        raise AttributeError(f"module 'inertia' has no attribute {name!r}") from None
     value = loaded if module == f"inertia.{name}" else getattr(loaded, name)
     globals()[name] = value
     return value
 
 
-__all__ = [
-    "rules",
-    "schedules",
-    "RuleOptimizer",
-    "SGD",
-    "Momentum",
-    "NonFiniteGradientError",
-    "make_optimizer",
-    *_LAZY,
-]
+__all__ = ["rules", "schedules", *_LAZY]

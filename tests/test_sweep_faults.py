@@ -25,6 +25,8 @@ point, nth = sys.argv[1], int(sys.argv[2])
 hits = [0]
 
 def die():  # the whole sweep: this process and its forked lanes (a session of their own)
+    if point == "lane":  # only the lane that counts: as the out-of-memory killer does
+        os.kill(os.getpid(), signal.SIGKILL)
     os.killpg(os.getpgid(0), signal.SIGKILL)
 
 def wrap(owner, name, after=False):
@@ -51,6 +53,7 @@ else:
         "claimed": (study.Study, "claim", True),         # claimed, before the first checkpoint
         "checkpoint": (ck.os, "fsync", False),           # a checkpoint written, not yet renamed
         "checkpointed": (ck.Checkpoints, "save", True),
+        "lane": (ck.Checkpoints, "save", True),          # a forked lane, after its nth checkpoint
         "tell": (study.Study, "tell", True),             # some configurations of a stack told
     }[point]
     wrap(owner, name, after)
@@ -233,6 +236,19 @@ def test_ctrl_c_at_any_moment_prints_one_line_and_the_rerun_completes(tmp_path, 
     again = _run(_sweep_args(tmp_path))
     assert again.returncode == 0, f"{where}: {again.stdout}{again.stderr}"
     assert _results(tmp_path / "sweep.db") == baseline["0"], where
+
+
+def test_a_killed_lane_is_one_line_and_the_rerun_completes(tmp_path, baseline):
+    """SIGKILL of the forked training processes alone (what the out-of-memory killer does): the sweep
+    says so in one line and exits non-zero; the rerun completes the grid, bit-identical."""
+    killed = _run(_sweep_args(tmp_path), kill=("lane", 2))
+    assert killed.returncode == 2, killed.stdout + killed.stderr
+    assert "Traceback" not in killed.stderr
+    [line] = killed.stderr.strip().splitlines()
+    assert "ended without results (killed by SIGKILL" in line and "run the same command again" in line
+    again = _run(_sweep_args(tmp_path))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert _results(tmp_path / "sweep.db") == baseline["0"]
 
 
 def test_importing_inertia_loads_no_torch():

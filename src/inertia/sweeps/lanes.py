@@ -138,7 +138,7 @@ def _run_forked(parts: list[Part], lanes: int, trainer: Trainer) -> int:
     from multiprocessing.connection import wait
 
     running: dict[Any, tuple[int, list[Any], str | None]] = {}
-    told = 0
+    told, failures = 0, []
     try:
         while parts or running:
             while parts and len(running) < lanes:
@@ -153,7 +153,7 @@ def _run_forked(parts: list[Part], lanes: int, trainer: Trainer) -> int:
                 running[mine] = (pid, trials, path)
             trainer.heartbeat()
             for conn in wait(list(running), timeout=trainer.tick):
-                told += _answer(conn, running, trainer)
+                told += _answer(conn, running, trainer, failures)
     finally:
         for conn, (pid, _, _) in running.items():  # interrupted or failed: stop the rest
             try:
@@ -162,32 +162,61 @@ def _run_forked(parts: list[Part], lanes: int, trainer: Trainer) -> int:
             except OSError:
                 pass
             conn.close()
+    if failures:
+        tracebacks = "\n".join(text for _, _, text in failures if text)
+        raise LaneFailed(failures) from (RemoteTraceback(tracebacks) if tracebacks else None)
     return told
 
 
-def _answer(conn: Any, running: dict[Any, tuple[int, list[Any], str | None]], trainer: Trainer) -> int:
-    """Handle one message of a forked lane; how many trials it told (its last message: all of them)."""
+class RemoteTraceback(Exception):
+    """A lane's own traceback, chained to :class:`LaneFailed` (shown with ``INERTIA_DEBUG=1``)."""
+
+
+class LaneFailed(ChildProcessError):
+    """Training processes ended without their results (the others finished theirs and told them);
+    what the failed ones held is given back by the worker, or resumed from their checkpoints."""
+
+    def __init__(self, failures: list[tuple[int, str, str]]):
+        reasons = "; ".join(dict.fromkeys(reason for _, reason, _ in failures))
+        count = f"{len(failures)} training process" + ("es" if len(failures) > 1 else "")
+        super().__init__(f"{count} ended without results ({reasons}); what finished is saved: "
+                         f"run the same command again to train the rest")
+
+
+def _ended(status: int) -> str:
+    """Why a child ended, from its wait status: a signal (SIGKILL: most often the out-of-memory killer)."""
+    code = os.waitstatus_to_exitcode(status)
+    if code == -9:
+        return "killed by SIGKILL, as the system does when memory runs out; try a smaller --max-batch"
+    return f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+
+
+def _answer(conn: Any, running: dict[Any, tuple[int, list[Any], str | None]], trainer: Trainer,
+            failures: list[tuple[int, str, str]]) -> int:
+    """Handle one message of a forked lane; how many trials it told (its last message: all of them).
+    A lane that dies or fails is added to ``failures`` as (pid, reason, its traceback or "")."""
     pid, trials, path = running[conn]
     try:
         message = conn.recv()
     except EOFError:
-        _, status = os.waitpid(pid, 0)
-        del running[conn]
-        raise RuntimeError(f"a training process (pid {pid}) ended without its results "
-                           f"(wait status {status}); its checkpoint is kept") from None
+        message = ("died",)
     kind = message[0]
     if kind == "steps":
         trainer.progress(pid, message[1], len(trials))
     elif kind == "judge":
         conn.send(trainer.judge(trials)(*message[1:]))
-    elif kind == "error":
-        raise RuntimeError(f"a training process failed:\n{message[1]}")
-    elif kind == "done":
-        trainer.tell(trials, message[1], path, pid)
+    else:
+        if kind == "done":
+            trainer.tell(trials, message[1], path, pid)
         conn.close()
-        os.waitpid(pid, 0)
+        _, status = os.waitpid(pid, 0)
         del running[conn]
-        return len(trials)
+        if kind == "done":
+            return len(trials)
+        if kind == "died":
+            failures.append((pid, _ended(status), ""))
+        else:  # "error": the lane's exception, its traceback's last line as the reason
+            failures.append((pid, message[1].strip().splitlines()[-1], message[1]))
     return 0
 
 

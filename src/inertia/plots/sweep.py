@@ -138,13 +138,7 @@ def heatmap(results: Any, path: str | Path | None = None, *, title: str | None =
     ax.set_ylabel("momentum μ (axis: log(1 − μ))")
     bar = fig.colorbar(mesh, ax=ax)
     bar.set_label(LABELS.get(key, key))
-    if title is None:
-        counts = results.counts()
-        title = (f"{meta.get('optimizer', '')} on {meta.get('data', '')} / {meta.get('model', '')}: "
-                 f"{len(records)} configs, {meta.get('steps', '?')} steps, batch {meta.get('batch_size', '?')}, "
-                 f"{meta.get('folds', 1)} fold(s)\n{counts.get('diverged', 0)} diverged (×), "
-                 f"{counts.get('pruned', 0)} pruned; dashed: effective lr γ/(1−μ)")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(_default_title(results, len(records)) if title is None else title, fontsize=9)
     best = results.best
     if best is not None:
         ax.plot([best["lr"]], [1 - best["momentum"]], marker="*", color="#ff7f0e", markersize=14,
@@ -154,3 +148,14 @@ def heatmap(results: Any, path: str | Path | None = None, *, title: str | None =
         fig.savefig(path)
         plt.close(fig)
     return fig
+
+
+def _default_title(results: Any, configs: int) -> str:
+    """What was swept and how: rule, data, model, budget, schedules, and what did not finish."""
+    meta, counts = results.meta, results.counts()
+    schedules = ", ".join(f"{name} {spec}" for name, spec in (meta.get("schedules") or {}).items())
+    return (f"{meta.get('optimizer', '')} on {meta.get('data', '')} / {meta.get('model', '')}: "
+            f"{configs} configs, {meta.get('steps', '?')} steps, batch {meta.get('batch_size', '?')}, "
+            f"{meta.get('folds', 1)} fold(s)" + (f"\nschedules: {schedules}" if schedules else "") +
+            f"\n{counts.get('diverged', 0)} diverged (×), {counts.get('pruned', 0)} pruned; "
+            f"dashed: effective lr γ/(1−μ)")

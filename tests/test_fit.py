@@ -178,7 +178,7 @@ def test_the_reproduce_command_carries_fixed_values_schedules_and_folds():
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--schedule", "lr=nosuch"], "--schedule lr=nosuch"),
+    (["--schedule", "lr=nosuch"], "schedule lr=nosuch"),
     (["--schedule", "foo=cosine"], "foo"),
     (["--schedule", "nesterov=cosine"], "nesterov"),
     (["--schedule", "cosine(end=1)"], "NAME=SPEC"),

@@ -350,4 +350,4 @@ def test_bad_specs_are_one_line_errors_naming_the_hyperparameter(text, message):
 
     with pytest.raises(ValueError, match=message) as info:
         check_spec("lr", text)
-    assert str(info.value).startswith(f"--schedule lr={text}:") and "\n" not in str(info.value)
+    assert str(info.value).startswith(f"schedule lr={text}:") and "\n" not in str(info.value)

@@ -92,12 +92,12 @@ def with_schedules(rule: Rule, values: Mapping[str, Any], schedules: Mapping[str
     out = dict(values)
     for name, spec in schedules.items():
         if name not in rule.numeric:
-            raise ValueError(f"--schedule {name}=...: {rule.name} has no numeric hyperparameter {name!r}; "
+            raise ValueError(f"schedule {name}=...: {rule.name} has no numeric hyperparameter {name!r}; "
                              f"its numeric hyperparameters: {', '.join(rule.numeric)}")
         base = values[name]
         specs = spec if isinstance(spec, tuple) else None
         if specs is not None and (not isinstance(base, tuple) or len(base) != len(specs)):
-            raise ValueError(f"--schedule {name}: a tuple of {len(specs)} schedules needs a tuple-valued "
+            raise ValueError(f"schedule {name}: a tuple of {len(specs)} schedules needs a tuple-valued "
                              f"hyperparameter of that length, {name} is {base!r}")
         built = []
         for part, value in zip(specs if specs is not None else (spec,), base if specs is not None else (base,)):
@@ -107,11 +107,11 @@ def with_schedules(rule: Rule, values: Mapping[str, Any], schedules: Mapping[str
             parsed = check_spec(name, part)
             if isinstance(parsed, ScheduleSpec):
                 if name in swept and parsed.gives_base:
-                    raise ValueError(f"--schedule {name}={part}: {name} is swept, so its schedule starts from each "
+                    raise ValueError(f"schedule {name}={part}: {name} is swept, so its schedule starts from each "
                                      f"configuration's value; leave out {parsed.base_name}=")
                 built.append(parsed.build(value, steps))
             elif name in swept:
-                raise ValueError(f"--schedule {name}: {name} is swept; give a schedule name such as 'cosine' "
+                raise ValueError(f"schedule {name}: {name} is swept; give a schedule name such as 'cosine' "
                                  f"(it starts from each configuration's value), not a finished schedule")
             else:
                 built.append(parsed)

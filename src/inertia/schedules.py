@@ -817,4 +817,4 @@ def check_spec(name: str, spec: Any) -> ScheduleSpec | Schedule:
     try:
         return as_spec(spec)
     except ValueError as error:
-        raise ValueError(f"--schedule {name}={spec}: {error}") from None
+        raise ValueError(f"schedule {name}={spec}: {error}") from None

@@ -17,6 +17,7 @@ import torch
 
 import inertia
 from inertia.optim import make_optimizer
+from inertia.stacked import mark
 
 SHAPES = [(7,), (3, 5), (2, 3, 4), ()]
 
@@ -172,7 +173,7 @@ def test_deepcopy_and_pickle_resume_every_optimizer():
 
 
 def test_per_configuration_hyperparameters_use_the_simple_path():
-    p = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    p, = mark([torch.randn(3, 5, dtype=torch.float64, requires_grad=True)], 3)
     opt = inertia.SGD([p], lr=torch.tensor([0.1, 0.2, 0.3]), momentum=0.9)
     paths = Paths(opt)
     for _ in range(2):

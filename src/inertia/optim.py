@@ -4,10 +4,13 @@ Param groups, closures, ``state_dict``/``load_state_dict``, hooks and torch's ow
 ``lr_scheduler`` classes work as with ``torch.optim``, and state dicts move both ways
 between inertia's SGD, Adam, AdamW, NAdam, RMSprop and torch.optim's (missing group
 keys are filled from the optimizer's defaults on load). A hyperparameter may be a
-Python number, a 0-dim tensor, or a 1-D tensor of length N: then every parameter's
-first dimension is the configuration axis and configuration i uses the i-th value
-(this is how the sweep engine trains N models at once). Tuple hyperparameters
-(``betas``) are tuples of such values.
+Python number, a 0-dim tensor, or a 1-D tensor of length N, one value per
+configuration: then the group's parameters must be stacked ``[N, ...]`` with N members
+(:func:`inertia.stack` marks them, :func:`inertia.stacked.mark` marks tensors stacked
+another way) and member i uses the i-th value; on a parameter that is not stacked it is
+a ``ValueError``, never a reading of its rows as configurations. Tuple hyperparameters
+(``betas``) are tuples of such values. One optimizer holds stacked parameters of one
+member count.
 
 The optimizer never changes what a user's parameters are: each keeps its own storage,
 and ``optimizer.state[p]`` is the state the step reads and writes (``step`` is a
@@ -57,6 +60,7 @@ from . import core, rules
 from .rules import Rule
 from .rules.adaptive import scalar_dtype
 from .schedules import guard_per_configuration
+from .stacked import mark, members
 
 NONFINITE_POLICIES = ("raise", "skip", "off")
 EXECUTIONS = ("auto", "simple", "fused", "compiled")
@@ -70,6 +74,13 @@ def _per_configuration(value: Any) -> bool:
     if isinstance(value, (tuple, list)):
         return any(_per_configuration(v) for v in value)
     return isinstance(value, Tensor) and value.dim() > 0
+
+
+def _widths(value: Any) -> list[int]:
+    """The lengths of a hyperparameter's per-configuration tensors (tuples per component)."""
+    if isinstance(value, (tuple, list)):
+        return [width for v in value for width in _widths(v)]
+    return [value.shape[0]] if isinstance(value, Tensor) and value.dim() == 1 else []
 
 
 def _real(t: Any) -> Any:
@@ -135,6 +146,7 @@ class RuleOptimizer(torch.optim.Optimizer):
             raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}")
         self.nonfinite = nonfinite
         self.execution = execution
+        self._members: int | None = None          # member count of the stacked parameters, if any
         self._reset_runtime()
         super().__init__(params, self.rule.check(hyper))
 
@@ -147,15 +159,43 @@ class RuleOptimizer(torch.optim.Optimizer):
         given = {k: v for k, v in param_group.items() if k in self.rule.defaults}
         self.rule.check({**self.defaults, **given})
         super().add_param_group(param_group)
+        try:
+            self._check_members(self.param_groups[-1])
+        except ValueError:
+            self.param_groups.pop()
+            raise
         if self.rule.eval_point is not None:
             self.param_groups[-1].setdefault("train_mode", True)
         guard_per_configuration(self)   # torch's schedulers keep one value per configuration, or say so
 
+    def _check_members(self, group: dict) -> None:
+        """Stacked parameters of one member count n; a length-n hyperparameter only on parameters stacked
+        with n members (:func:`inertia.stack`, :func:`inertia.stacked.mark`)."""
+        widths = [(name, width) for name in self.rule.numeric for width in _widths(group[name])]
+        count = self._members
+        for p in group["params"]:
+            n = members(p)
+            if n is not None and count not in (None, n):
+                raise ValueError(f"parameter {self._describe(p)} is stacked with {n} members and others with "
+                                 f"{count}: use one optimizer per stack")
+            count = count if n is None else n
+            for name, width in widths:
+                if n is None:
+                    raise ValueError(f"{name} holds {width} values (one per configuration) but parameter "
+                                     f"{self._describe(p)} is not stacked: build the model with "
+                                     f"inertia.stack(factory, {width}), or mark tensors stacked [{width}, ...] "
+                                     f"with inertia.stacked.mark(tensors, {width})")
+                if n != width:
+                    raise ValueError(f"{name} holds {width} values (one per configuration) but parameter "
+                                     f"{self._describe(p)} is stacked with {n} members")
+        self._members = count
+
     # ------------------------------------------------------------ pickling, state dicts
 
     def __getstate__(self) -> dict[str, Any]:
+        marks = [[members(p) for p in group["params"]] for group in self.param_groups]
         return {**super().__getstate__(), "rule": _rule_ref(self.rule), "nonfinite": self.nonfinite,
-                "execution": self.execution, "_skipped": self._skipped}
+                "execution": self.execution, "_skipped": self._skipped, "_marks": marks}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         rule = state.pop("rule", None)
@@ -165,8 +205,14 @@ class RuleOptimizer(torch.optim.Optimizer):
         self.__dict__.setdefault("nonfinite", "raise")
         self.__dict__.setdefault("execution", "auto")
         skipped = self.__dict__.pop("_skipped", None)
+        marks = self.__dict__.pop("_marks", [])
         self._reset_runtime()
         self._skipped = skipped
+        for group, group_marks in zip(self.param_groups, marks):  # deepcopy makes Parameters without the mark
+            for p, n in zip(group["params"], group_marks):
+                if n is not None:
+                    mark([p], n)
+        self._members = next((n for group_marks in marks for n in group_marks if n is not None), None)
         for group in self.param_groups:  # a state dict from torch.optim or an older inertia
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
@@ -356,6 +402,9 @@ class RuleOptimizer(torch.optim.Optimizer):
         work = [(group, params) for group, params in work if params]
         if not work:
             return loss
+        for group, _ in work:
+            if any(_per_configuration(group[name]) for name in self.rule.numeric):
+                self._check_members(group)  # also a per-configuration value set since the group was added
         found = None
         if self.nonfinite != "off":
             flags = [self._flags(params) for _, params in work]

@@ -12,7 +12,8 @@ and draws its own random numbers (dropout).
 Each stacked parameter carries ``p._inertia_members = n``: an optimizer reads it
 (:func:`members`) to know that the parameter's first axis is the member axis, so a
 length-n hyperparameter (``lr=torch.tensor([...n])``) gives member i the i-th value,
-and a length-n hyperparameter on a parameter that is not stacked is refused. The mark survives ``copy.deepcopy`` and
+its non-finite guard skips member i alone, and a length-n hyperparameter on a
+parameter that is not stacked is refused. The mark survives ``copy.deepcopy`` and
 pickling of the stacked module (and of an inertia optimizer holding the parameters).
 Tensors stacked another way (``torch.func.stack_module_state``, or by hand) are
 marked with :func:`mark`.

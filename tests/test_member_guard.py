@@ -1,15 +1,18 @@
 """The non-finite guard on stacked parameters acts per member: a member whose gradient or update is
 NaN or inf is skipped alone (``"skip"``) or named (``"raise"``); the others step exactly as they
-would alone. A length-n hyperparameter on a parameter that is not stacked is an error."""
+would alone. A length-n hyperparameter on a parameter that is not stacked is an error. ``inertia train``
+reports a non-finite gradient of its last step."""
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
 from torch import nn
 
 import inertia
+from inertia.cli import main
 from inertia.stacked import mark
 from test_fast_step import HostReads
 
@@ -193,3 +196,27 @@ def test_tensors_stacked_by_torch_func_and_marked_train_per_member_and_survive_d
     opt.step()
     assert opt.skipped_steps.tolist() == [1, 0] and torch.equal(copied[1][0], params[1][0].detach())
     assert torch.equal(copied[1][1], params[1][1].detach() - 0.2)
+
+
+def test_train_reports_a_nonfinite_gradient_on_its_last_step(tmp_path, monkeypatch, capsys):
+    (tmp_path / "lastnan.py").write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "class Net(nn.Module):\n"
+        "    '''A linear model whose output is NaN at its training forward number `steps`.'''\n"
+        "    def __init__(self, features, classes, steps):\n"
+        "        super().__init__()\n"
+        "        self.linear, self.steps, self.calls = nn.Linear(features, classes), steps, 0\n\n"
+        "    def forward(self, x):\n"
+        "        out = self.linear(x)\n"
+        "        if self.training and torch.is_grad_enabled():\n"
+        "            self.calls += 1\n"
+        "            if self.calls == self.steps:\n"
+        "                out = out * float('nan')\n"
+        "        return out\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    common = ["train", "--data", "digits", "--model", "lastnan:Net", "--batch-size", "32", "--quiet"]
+    assert main([*common, "--steps", "5", "--model-arg", "steps=6", "--json", "ok.json"]) == 0
+    assert json.loads((tmp_path / "ok.json").read_text())["config"]["steps"] == 5
+    assert main([*common, "--steps", "5", "--model-arg", "steps=5"]) == 1
+    assert "non-finite gradient (NaN or inf) in parameter" in capsys.readouterr().err

@@ -293,7 +293,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         self._pending.append((flags, event, params))
 
     def check_nonfinite(self, wait: bool = True) -> None:
-        """Raise :class:`NonFiniteGradientError` if a past step had a non-finite gradient.
+        """Raise :class:`NonFiniteGradientError` if a past step had a non-finite gradient (or stacked update).
 
         ``wait=False`` looks only at flags that have already reached the host (no sync)."""
         while self._pending:
@@ -303,16 +303,17 @@ class RuleOptimizer(torch.optim.Optimizer):
             if event is not None:
                 event.synchronize()
             self._pending.pop(0)
-            if flags.numpy().any():  # host memory: no device read
+            host = flags.numpy()  # host memory: no device read
+            if host.any():
                 self._pending.clear()
-                raise NonFiniteGradientError(self._nonfinite_message(flags.numpy(), params))
+                raise NonFiniteGradientError(self._nonfinite_message(host, params))
 
     def _nonfinite_message(self, flags: Any, params: list[Tensor]) -> str:
         """The error for a step's host flags: ``[P]`` per parameter, or ``[2, P, n]`` (gradient, update) per member."""
         if flags.ndim == 1:
-            return (f"non-finite gradient (NaN or inf) in parameter {self._describe(params[flags.nonzero()[0][0]])}; "
-                    f"that step was skipped. Lower the learning rate, clip gradients, or pass "
-                    f"nonfinite='skip' to skip such steps.")
+            first = params[flags.nonzero()[0][0]]
+            return (f"non-finite gradient (NaN or inf) in parameter {self._describe(first)}; that step was skipped. "
+                    f"Lower the learning rate, clip gradients, or pass nonfinite='skip' to skip such steps.")
         bad = sorted(set(flags.nonzero()[2].tolist()))
         first = bad[0]
         position = flags[:, :, first].any(0).nonzero()[0][0]

@@ -28,6 +28,7 @@ import torch
 
 import inertia
 from inertia.optim import make_optimizer
+from inertia.stacked import mark
 
 STEPS = 120
 LR_CHANGE_AT = 60
@@ -369,7 +370,8 @@ def run(opt, params, steps, lr_scale, start=0):
 
 def make_params(dtype=torch.float64, seed=0, lead=()):
     gen = torch.Generator().manual_seed(seed)
-    return [torch.randn(*lead, *shape, generator=gen, dtype=dtype).requires_grad_() for shape in SHAPES]
+    params = [torch.randn(*lead, *shape, generator=gen, dtype=dtype).requires_grad_() for shape in SHAPES]
+    return mark(params, lead[0]) if lead else params  # stacked: member i is p[i]
 
 
 def full_hyper(case: Case, hyper: dict) -> dict:
@@ -543,12 +545,9 @@ def test_nonfinite_policy_is_validated():
         inertia.SGD(make_params(), nonfinite="ignore")
 
 
-def test_per_configuration_hyperparameter_needs_matching_leading_axis():
-    p = torch.zeros(4, 3, requires_grad=True)
-    opt = inertia.SGD([p], lr=torch.tensor([0.1, 0.2]))
-    p.grad = torch.ones_like(p)
-    with pytest.raises(ValueError, match="first dimension is 2"):
-        opt.step()
+def test_per_configuration_hyperparameter_needs_parameters_stacked_with_as_many_members():
+    with pytest.raises(ValueError, match="lr holds 2 values .* stacked with 4 members"):
+        inertia.SGD(mark([torch.zeros(4, 3, requires_grad=True)], 4), lr=torch.tensor([0.1, 0.2]))
 
 
 def test_param_group_values_are_validated():

@@ -17,6 +17,7 @@ import torch
 
 import inertia
 from inertia.optim import make_optimizer
+from inertia.stacked import mark
 
 SHAPES = [(7,), (3, 5), (2, 3, 4), ()]
 
@@ -171,9 +172,9 @@ def test_deepcopy_and_pickle_resume_every_optimizer():
             assert_same(other["params"], params, rtol=1e-15)
 
 
-def test_per_configuration_hyperparameters_use_the_simple_path():
-    p = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
-    opt = inertia.SGD([p], lr=torch.tensor([0.1, 0.2, 0.3]), momentum=0.9)
+def test_per_configuration_hyperparameters_unguarded_use_the_simple_path():  # guarded: the member step
+    p, = mark([torch.randn(3, 5, dtype=torch.float64, requires_grad=True)], 3)
+    opt = inertia.SGD([p], lr=torch.tensor([0.1, 0.2, 0.3]), momentum=0.9, nonfinite="off")
     paths = Paths(opt)
     for _ in range(2):
         p.grad = torch.ones_like(p)

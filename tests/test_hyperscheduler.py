@@ -12,6 +12,7 @@ from torch.optim import lr_scheduler as L
 
 import inertia
 from inertia import schedules as S
+from inertia.stacked import mark
 
 N, STEPS = 3, 15
 LRS, MOMENTA = [0.05, 0.1, 0.2], [0.5, 0.8, 0.9]
@@ -23,7 +24,7 @@ def loss_of(w):
 
 def stacked_run(make_scheduler, lr=LRS, momentum=MOMENTA, steps=STEPS):
     """Per-configuration inertia.SGD over [N, 4] driven by ``make_scheduler``; returns the weights."""
-    w = torch.nn.Parameter(torch.linspace(-1, 1, N * 4, dtype=torch.float64).view(N, 4))
+    w, = mark([torch.nn.Parameter(torch.linspace(-1, 1, N * 4, dtype=torch.float64).view(N, 4))], N)
     opt = inertia.SGD([w], lr=torch.tensor(lr, dtype=torch.float64),
                       momentum=torch.tensor(momentum, dtype=torch.float64))
     scheduler = make_scheduler(opt)
@@ -119,7 +120,7 @@ def test_one_cycle_with_per_configuration_values_keeps_them():
 
 
 def test_reduce_on_plateau_on_per_configuration_lr_is_refused_in_one_line():
-    w = torch.nn.Parameter(torch.zeros(N, 2))
+    w, = mark([torch.nn.Parameter(torch.zeros(N, 2))], N)
     opt = inertia.SGD([w], lr=torch.tensor(LRS), momentum=0.9)
     plateau = L.ReduceLROnPlateau(opt, patience=1)
     with pytest.raises(ValueError, match="ReduceLROnPlateau.*HyperScheduler") as info:

@@ -12,13 +12,15 @@ import torch
 import inertia
 from inertia.optim import make_optimizer
 from inertia.schedules import HyperScheduler, one_cycle_momentum
+from inertia.stacked import mark
 
 SHAPES = [(6,), (3, 4)]
 
 
 def make_params(dtype=torch.float64, seed=0, lead=()):
     gen = torch.Generator().manual_seed(seed)
-    return [torch.randn(*lead, *shape, generator=gen, dtype=dtype).requires_grad_() for shape in SHAPES]
+    params = [torch.randn(*lead, *shape, generator=gen, dtype=dtype).requires_grad_() for shape in SHAPES]
+    return mark(params, lead[0]) if lead else params  # stacked: member i is p[i]
 
 
 def loss_of(params):

@@ -14,6 +14,7 @@ import torch
 
 import inertia
 from inertia.schedules import HyperScheduler, demon
+from inertia.stacked import mark
 
 SHAPES = [(5,), (2, 3)]
 STEPS = 100
@@ -21,7 +22,8 @@ STEPS = 100
 
 def make_params(seed=0, lead=()):
     gen = torch.Generator().manual_seed(seed)
-    return [torch.randn(*lead, *shape, generator=gen, dtype=torch.float64).requires_grad_() for shape in SHAPES]
+    params = [torch.randn(*lead, *shape, generator=gen, dtype=torch.float64).requires_grad_() for shape in SHAPES]
+    return mark(params, lead[0]) if lead else params  # stacked: member i is p[i]
 
 
 def loss_of(params):

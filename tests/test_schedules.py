@@ -9,6 +9,7 @@ import torch
 
 import inertia
 from inertia import schedules as S
+from inertia.stacked import mark
 
 
 def torch_lrs(make_scheduler, steps, lr=1.0, momentum=0.0, **opt):
@@ -231,7 +232,7 @@ def test_hyperscheduler_unknown_name_and_bad_shapes():
 def test_hyperscheduler_per_configuration_tensors_on_rule_optimizer():
     torch.manual_seed(0)
     n = 3
-    w = torch.nn.Parameter(torch.randn(n, 4, dtype=torch.float64))
+    w, = mark([torch.nn.Parameter(torch.randn(n, 4, dtype=torch.float64))], n)
     peaks = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64)
     optimizer = inertia.SGD([w], lr=peaks.clone(), momentum=torch.full((n,), 0.5, dtype=torch.float64))
     sched = S.HyperScheduler(optimizer, lr=S.cosine(peaks, 10), momentum=S.sutskever_ramp(0.9, every=2))

@@ -8,7 +8,8 @@ steps; state dicts move both ways (older ones missing group keys included); hook
 deepcopy and complex parameters behave as torch's; error inputs raise the same type.
 
 Deliberate differences, checked as inertia's own behaviour instead:
-- a 1-D tensor lr is one lr per configuration (torch: "Tensor lr must be 1-element");
+- a 1-D tensor lr is one lr per configuration, for parameters stacked with that many members
+  (torch: "Tensor lr must be 1-element"; inertia: a ValueError on parameters not stacked so);
 - torch's execution flags (``foreach``, ``fused``, ``capturable``, ``differentiable``)
   are accepted and ignored: inertia chooses its path with ``execution=`` and supports a
   tensor lr and tensor betas on every path, where torch refuses some combinations.
@@ -219,11 +220,11 @@ def test_error_inputs_raise_the_same_type(info, error):
     params = given.params if given.params is not None else make_params()
     ours = OURS[info.name]
     if isinstance(given.kwargs.get("lr"), torch.Tensor) and given.kwargs["lr"].dim() == 1:
-        # deliberate: one lr per configuration; the parameters' first dimension must match
-        opt = ours(make_params(), **given.kwargs)
-        opt.param_groups[0]["params"][0].grad = torch.ones(4, 3, dtype=DTYPE)
-        with pytest.raises(ValueError, match="first dimension is 2"):
-            opt.step()
+        # deliberate: one lr per configuration, for parameters stacked with that many members
+        with pytest.raises(ValueError, match=r"lr holds 2 values \(one per configuration\) but .* is not stacked"):
+            ours(make_params(), **given.kwargs)
+        with pytest.raises(ValueError, match="lr holds 2 values .* stacked with 4 members"):
+            ours(inertia.stacked.mark(make_params()[:2], 4), **given.kwargs)
         return
     if _deliberate(given.kwargs):
         # inertia runs this input and equals torch's maths with the same values as numbers

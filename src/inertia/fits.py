@@ -205,7 +205,9 @@ def _device(name: str | None) -> torch.device:
 
 def _train_fold(net: nn.Module, plan: _Plan, objective: Objective, x: Tensor, y: Tensor, train_idx: Tensor,
                 seed: int, fold: int, on_step: Callable[[FitStep], None] | None) -> tuple[torch.optim.Optimizer, float]:
-    """``plan.steps`` updates on fold ``fold``'s minibatches (train mode); returns the optimizer and the last loss."""
+    """``plan.steps`` updates on fold ``fold``'s minibatches (train mode); returns the optimizer and the last loss.
+
+    A non-finite gradient at any step, the last included, raises :class:`~inertia.NonFiniteGradientError`."""
     opt = make_optimizer(plan.optimizer, net.parameters(), **plan.hyper)
     scheduler = S.HyperScheduler(opt, **plan.schedules) if plan.schedules else None
     train_idx = train_idx.cpu()
@@ -222,6 +224,7 @@ def _train_fold(net: nn.Module, plan: _Plan, objective: Objective, x: Tensor, y:
             on_step(FitStep(fold, step, loss.detach(), opt, seed))
         if scheduler is not None:
             scheduler.step()
+    opt.check_nonfinite()  # a non-finite gradient of the last step is reported too
     return opt, float(loss.detach())
 
 

@@ -4,10 +4,13 @@ Param groups, closures, ``state_dict``/``load_state_dict``, hooks and torch's ow
 ``lr_scheduler`` classes work as with ``torch.optim``, and state dicts move both ways
 between inertia's SGD, Adam, AdamW, NAdam, RMSprop and torch.optim's (missing group
 keys are filled from the optimizer's defaults on load). A hyperparameter may be a
-Python number, a 0-dim tensor, or a 1-D tensor of length N: then every parameter's
-first dimension is the configuration axis and configuration i uses the i-th value
-(this is how the sweep engine trains N models at once). Tuple hyperparameters
-(``betas``) are tuples of such values.
+Python number, a 0-dim tensor, or a 1-D tensor of length N, one value per
+configuration: then the group's parameters must be stacked ``[N, ...]`` with N members
+(:func:`inertia.stack` marks them, :func:`inertia.stacked.mark` marks tensors stacked
+another way) and member i uses the i-th value; on a parameter that is not stacked it is
+a ``ValueError``, never a reading of its rows as configurations. Tuple hyperparameters
+(``betas``) are tuples of such values. One optimizer holds stacked parameters of one
+member count.
 
 The optimizer never changes what a user's parameters are: each keeps its own storage,
 and ``optimizer.state[p]`` is the state the step reads and writes (``step`` is a
@@ -32,15 +35,29 @@ that are not per configuration; anything else runs simple. Every path gives the 
 numbers as ``"simple"`` (tests/test_fast_step.py).
 
 Non-finite gradients (``nonfinite=``): every step computes, on the device, one flag
-per parameter (its gradient holds NaN or inf: a float64 sum of the gradient, one read); when any is set the whole step is
-skipped on the device: parameters and state are left untouched. ``"skip"`` counts
-such steps on the device (``skipped_steps`` reads the count). ``"raise"`` (default)
-raises :class:`NonFiniteGradientError` naming the first such parameter at the next
-call of ``step()`` or ``zero_grad()`` after the flags have reached the host: on CPU
-that is always the next call; on CUDA the flags are copied asynchronously and the
-check waits (without blocking) for a later call if the copy has not landed.
-``check_nonfinite()`` waits for the flags and raises at once. On the fast paths
-``step()`` reads nothing from the device; the simple path reads the flag to skip.
+per parameter (its gradient holds NaN or inf: a float64 sum of the gradient, one read);
+when any is set the whole step is skipped on the device: parameters and state are left
+untouched. ``"skip"`` counts such steps on the device (``skipped_steps`` reads the
+count). ``"raise"`` (default) raises :class:`NonFiniteGradientError` naming the first
+such parameter at the next call of ``step()`` or ``zero_grad()`` after the flags have
+reached the host: on CPU that is always the next call; on CUDA the flags are copied
+asynchronously and the check waits (without blocking) for a later call if the copy has
+not landed. ``check_nonfinite()`` waits for the flags and raises at once. On the fast
+paths ``step()`` reads nothing from the device; the simple path reads the flag to skip.
+Unstacked parameters' new values are not checked: that would be one more read of every
+parameter on the fused path.
+
+Stacked parameters are guarded per member: the rule runs out of place, and member i
+takes its new parameters and state only if its gradients and new values (parameters
+and state, every stacked parameter) are all finite, and no unstacked gradient is
+non-finite; otherwise its parameters and state are left untouched, and the other
+members step exactly as they would alone. State shared by the members (the step
+counter, 0-dim entries) advances when any member steps, so after a skipped step a
+rule that reads the step (Adam's bias corrections) counts it for that member too; an
+entry the rule creates at a step a member skips starts at zero for that member.
+``skipped_steps`` is then an ``[n]`` count, one per member, and the error of
+``"raise"`` names the members and a parameter. ``step()`` reads nothing from the
+device on this path.
 """
 from __future__ import annotations
 
@@ -57,19 +74,39 @@ from . import core, rules
 from .rules import Rule
 from .rules.adaptive import scalar_dtype
 from .schedules import guard_per_configuration
+from .stacked import mark, members
 
 NONFINITE_POLICIES = ("raise", "skip", "off")
 EXECUTIONS = ("auto", "simple", "fused", "compiled")
 
 
 class NonFiniteGradientError(FloatingPointError):
-    """A gradient held NaN or inf; that step was skipped (parameters and state untouched)."""
+    """A gradient (or a stacked member's update) held NaN or inf; that step was skipped (parameters and
+    state untouched; stacked parameters: those members' step only)."""
 
 
 def _per_configuration(value: Any) -> bool:
     if isinstance(value, (tuple, list)):
         return any(_per_configuration(v) for v in value)
     return isinstance(value, Tensor) and value.dim() > 0
+
+
+def _widths(value: Any) -> list[int]:
+    """The lengths of a hyperparameter's per-configuration tensors (tuples per component)."""
+    if isinstance(value, (tuple, list)):
+        return [width for v in value for width in _widths(v)]
+    return [value.shape[0]] if isinstance(value, Tensor) and value.dim() == 1 else []
+
+
+def _member_sums(tensors: Iterable[Tensor], n: int) -> Tensor:
+    """Σ over each member's elements of every tensor ``[n, ...]``, in float64: ``[n]``, finite iff
+    every element is (finite float32 values cannot overflow it; see ``RuleOptimizer._flags``)."""
+    return sum(t.reshape(n, -1).sum(1, dtype=torch.float64) for t in tensors)
+
+
+def _per_member(skip: Tensor, old: Tensor, new: Tensor) -> Tensor:
+    """``old`` for the members whose ``skip`` ``[n]`` is set, ``new`` for the others."""
+    return torch.where(skip.view(-1, *[1] * (new.dim() - 1)), old, new)
 
 
 def _real(t: Any) -> Any:
@@ -135,11 +172,12 @@ class RuleOptimizer(torch.optim.Optimizer):
             raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}")
         self.nonfinite = nonfinite
         self.execution = execution
+        self._members: int | None = None          # member count of the stacked parameters, if any
         self._reset_runtime()
         super().__init__(params, self.rule.check(hyper))
 
     def _reset_runtime(self) -> None:
-        self._skipped: Tensor | None = None      # device count of skipped steps
+        self._skipped: Tensor | None = None      # device count of skipped steps ([n] with stacked parameters)
         self._pending: list[tuple] = []          # (host flags, CUDA event or None, params) to check
         self._compiled: Callable | None = None
 
@@ -147,15 +185,43 @@ class RuleOptimizer(torch.optim.Optimizer):
         given = {k: v for k, v in param_group.items() if k in self.rule.defaults}
         self.rule.check({**self.defaults, **given})
         super().add_param_group(param_group)
+        try:
+            self._check_members(self.param_groups[-1])
+        except ValueError:
+            self.param_groups.pop()
+            raise
         if self.rule.eval_point is not None:
             self.param_groups[-1].setdefault("train_mode", True)
         guard_per_configuration(self)   # torch's schedulers keep one value per configuration, or say so
 
+    def _check_members(self, group: dict) -> None:
+        """Stacked parameters of one member count n; a length-n hyperparameter only on parameters stacked
+        with n members (:func:`inertia.stack`, :func:`inertia.stacked.mark`)."""
+        widths = [(name, width) for name in self.rule.numeric for width in _widths(group[name])]
+        count = self._members
+        for p in group["params"]:
+            n = members(p)
+            if n is not None and count not in (None, n):
+                raise ValueError(f"parameter {self._describe(p)} is stacked with {n} members and others with "
+                                 f"{count}: use one optimizer per stack")
+            count = count if n is None else n
+            for name, width in widths:
+                if n is None:
+                    raise ValueError(f"{name} holds {width} values (one per configuration) but parameter "
+                                     f"{self._describe(p)} is not stacked: build the model with "
+                                     f"inertia.stack(factory, {width}), or mark tensors stacked [{width}, ...] "
+                                     f"with inertia.stacked.mark(tensors, {width})")
+                if n != width:
+                    raise ValueError(f"{name} holds {width} values (one per configuration) but parameter "
+                                     f"{self._describe(p)} is stacked with {n} members")
+        self._members = count
+
     # ------------------------------------------------------------ pickling, state dicts
 
     def __getstate__(self) -> dict[str, Any]:
+        marks = [[members(p) for p in group["params"]] for group in self.param_groups]
         return {**super().__getstate__(), "rule": _rule_ref(self.rule), "nonfinite": self.nonfinite,
-                "execution": self.execution, "_skipped": self._skipped}
+                "execution": self.execution, "_skipped": self._skipped, "_marks": marks}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         rule = state.pop("rule", None)
@@ -165,8 +231,14 @@ class RuleOptimizer(torch.optim.Optimizer):
         self.__dict__.setdefault("nonfinite", "raise")
         self.__dict__.setdefault("execution", "auto")
         skipped = self.__dict__.pop("_skipped", None)
+        marks = self.__dict__.pop("_marks", [])
         self._reset_runtime()
         self._skipped = skipped
+        for group, group_marks in zip(self.param_groups, marks):  # deepcopy makes Parameters without the mark
+            for p, n in zip(group["params"], group_marks):
+                if n is not None:
+                    mark([p], n)
+        self._members = next((n for group_marks in marks for n in group_marks if n is not None), None)
         for group in self.param_groups:  # a state dict from torch.optim or an older inertia
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
@@ -203,9 +275,13 @@ class RuleOptimizer(torch.optim.Optimizer):
         gradient counts as non-finite only if its sum overflows (elements near 1e308)."""
         return ~torch.isfinite(torch.stack([_real(p.grad.detach()).sum(dtype=torch.float64) for p in params]))
 
-    def _record(self, flags: Tensor, found: Tensor, params: list[Tensor]) -> None:
-        if self.nonfinite == "skip":
-            self._skipped = found.long() if self._skipped is None else self._skipped.add_(found.long())
+    def _count_skipped(self, skipped: Tensor) -> None:
+        """Add a step's skip flag (0-dim: the whole step; ``[n]``: per member) to the device count."""
+        self._skipped = skipped.long() if self._skipped is None else self._skipped + skipped.long()
+
+    def _record(self, flags: Tensor, params: list[Tensor]) -> None:
+        """Keep a step's flags (``[P]``, or ``[2, P, n]`` for stacked members) for the ``"raise"`` check."""
+        if self.nonfinite != "raise":
             return
         event = None
         if flags.is_cuda:
@@ -217,7 +293,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         self._pending.append((flags, event, params))
 
     def check_nonfinite(self, wait: bool = True) -> None:
-        """Raise :class:`NonFiniteGradientError` if a past step had a non-finite gradient.
+        """Raise :class:`NonFiniteGradientError` if a past step had a non-finite gradient (or stacked update).
 
         ``wait=False`` looks only at flags that have already reached the host (no sync)."""
         while self._pending:
@@ -227,13 +303,25 @@ class RuleOptimizer(torch.optim.Optimizer):
             if event is not None:
                 event.synchronize()
             self._pending.pop(0)
-            bad = flags.numpy().nonzero()[0]  # host memory: no device read
-            if len(bad):
+            host = flags.numpy()  # host memory: no device read
+            if host.any():
                 self._pending.clear()
-                raise NonFiniteGradientError(
-                    f"non-finite gradient (NaN or inf) in parameter {self._describe(params[bad[0]])}; "
-                    f"that step was skipped. Lower the learning rate, clip gradients, or pass "
-                    f"nonfinite='skip' to skip such steps.")
+                raise NonFiniteGradientError(self._nonfinite_message(host, params))
+
+    def _nonfinite_message(self, flags: Any, params: list[Tensor]) -> str:
+        """The error for a step's host flags: ``[P]`` per parameter, or ``[2, P, n]`` (gradient, update) per member."""
+        if flags.ndim == 1:
+            first = params[flags.nonzero()[0][0]]
+            return (f"non-finite gradient (NaN or inf) in parameter {self._describe(first)}; that step was skipped. "
+                    f"Lower the learning rate, clip gradients, or pass nonfinite='skip' to skip such steps.")
+        bad = sorted(set(flags.nonzero()[2].tolist()))
+        first = bad[0]
+        position = flags[:, :, first].any(0).nonzero()[0][0]
+        kind = "gradient" if flags[0, position, first] else "update"
+        others = f" (all members with one: {', '.join(map(str, bad))})" if len(bad) > 1 else ""
+        return (f"non-finite {kind} (NaN or inf) in member {first}{others} of parameter "
+                f"{self._describe(params[position])}; those members' step was skipped, the others stepped. "
+                f"Lower their learning rate, clip gradients, or pass nonfinite='skip' to skip such members' steps.")
 
     def _describe(self, p: Tensor) -> str:
         for index, group in enumerate(self.param_groups):
@@ -245,9 +333,11 @@ class RuleOptimizer(torch.optim.Optimizer):
         return f"of shape {tuple(p.shape)}"
 
     @property
-    def skipped_steps(self) -> int:
-        """Steps skipped for a non-finite gradient (``nonfinite="skip"``; reading it syncs)."""
-        return 0 if self._skipped is None else int(self._skipped)
+    def skipped_steps(self) -> int | Tensor:
+        """Steps skipped for a non-finite gradient (``nonfinite="skip"``; reading it syncs). With stacked
+        parameters an ``[n]`` tensor: member i's skipped steps (whole skipped steps included)."""
+        count = torch.zeros((), dtype=torch.long) if self._skipped is None else self._skipped.cpu()
+        return int(count) if self._members is None else count.expand(self._members).clone()
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.check_nonfinite(wait=False)
@@ -292,24 +382,77 @@ class RuleOptimizer(torch.optim.Optimizer):
             return "fused"
         return "compiled" if self.execution == "compiled" else "simple"
 
+    def _shaped_hyper(self, group: dict, param: Tensor, cache: dict[tuple, dict[str, Any]]) -> dict[str, Any]:
+        """:meth:`_hyper`, made once per shape class of a group's parameters within one step."""
+        key = (param.dim(), param.shape[:1], param.device, param.dtype)
+        if key not in cache:
+            cache[key] = self._hyper(group, param)
+        return cache[key]
+
+    def _state(self, p: Tensor) -> dict[str, Tensor]:
+        state = self.state[p]
+        if "step" not in state:
+            state["step"] = torch.zeros((), dtype=scalar_dtype(), device=p.device)
+        return state
+
+    def _store_created(self, p: Tensor, state: dict, work: dict[str, Tensor]) -> None:
+        """Keep the entries the rule created in ``work``: stored complex for a complex parameter."""
+        for k, v in work.items():
+            if state.get(k) is None:
+                element = p.is_complex() and self.rule.state_kind(k) == "element"
+                state[k] = torch.view_as_complex(v) if element else v
+
     def _simple_step(self, group: dict, params: list[Tensor]) -> None:
         cache: dict[tuple, dict[str, Any]] = {}
         for p in params:
-            state = self.state[p]
-            if "step" not in state:
-                state["step"] = torch.zeros((), dtype=scalar_dtype(), device=p.device)
+            state = self._state(p)
             state["step"] += 1
             param = _real(p)
-            key = (param.dim(), param.shape[:1], param.device, param.dtype)
-            hyper = cache.get(key)
-            if hyper is None:
-                hyper = cache[key] = self._hyper(group, param)
             work = {k: _real(v) for k, v in state.items()}
-            self.rule.update(param, _real(p.grad), work, hyper)
-            for k, v in work.items():  # entries the rule created: stored complex for a complex parameter
-                if state.get(k) is None:
-                    element = p.is_complex() and self.rule.state_kind(k) == "element"
-                    state[k] = torch.view_as_complex(v) if element else v
+            self.rule.update(param, _real(p.grad), work, self._shaped_hyper(group, param, cache))
+            self._store_created(p, state, work)
+
+    def _member_step(self, work: list[tuple[dict, list[Tensor]]], found: Tensor | None) -> Tensor:
+        """The rule on stacked parameters out of place; member i takes the new values unless its gradients or
+        new values (any parameter) are non-finite, or ``found`` (an unstacked gradient) is set. Returns the
+        members skipped, ``[n]``, on the device (nothing is read from it)."""
+        n, staged, sums = self._members, [], []
+        for group, params in work:
+            cache: dict[tuple, dict[str, Any]] = {}
+            for p in params:
+                param, grad = _real(p).clone(), _real(p.grad)
+                new = {k: _real(v).clone() for k, v in self._state(p).items()}
+                new["step"] += 1
+                self.rule.update(param, grad, new, self._shaped_hyper(group, param, cache))
+                entries = [v for k, v in new.items() if k != "step" and v.dim() > 0]
+                sums.append(torch.stack([_member_sums([grad], n), _member_sums([param, *entries], n)]))
+                staged.append((p, param, new))
+        flags = ~torch.isfinite(torch.stack(sums, dim=1))      # [gradient / update, parameter, member]
+        skip = flags.any(0).any(0)
+        if found is not None:
+            skip |= found.to(skip.device).bool()
+        self._record(flags, [p for _, params in work for p in params])
+        for p, param, new in staged:
+            self._commit(p, param, new, skip)
+        return skip
+
+    def _commit(self, p: Tensor, param: Tensor, new: dict[str, Tensor], skip: Tensor) -> None:
+        """Members not in ``skip`` take the staged parameter and state; shared (0-dim) entries advance when
+        any member steps; an entry the rule created starts at zero for the skipped members."""
+        state, stepped = self.state[p], ~skip.all()
+        _real(p).copy_(_per_member(skip, _real(p), param))
+        state["step"].add_(stepped.to(state["step"].dtype))
+        created = {}
+        for k, v in new.items():
+            if k == "step":
+                continue
+            old = state.get(k)
+            if old is None:
+                created[k] = v if v.dim() == 0 else _per_member(skip, torch.zeros_like(v), v)
+            else:
+                _real(old).copy_(torch.where(stepped, v, _real(old)) if v.dim() == 0 else
+                                 _per_member(skip, _real(old), v))
+        self._store_created(p, state, created)
 
     def _fused_step(self, group: dict, params: list[Tensor], found: Tensor | None) -> None:
         states = [self.state[p] for p in params]
@@ -344,7 +487,8 @@ class RuleOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Apply the rule once to every parameter that has a gradient (skipped on a non-finite one)."""
+        """Apply the rule once to every parameter that has a gradient (skipped on a non-finite one;
+        stacked parameters per member: see the module docstring)."""
         self.check_nonfinite(wait=False)
         if self.rule.eval_point is not None and not all(g["train_mode"] for g in self.param_groups):
             raise RuntimeError(f"{type(self).__name__}.step() in eval mode: call optimizer.train() first")
@@ -354,24 +498,49 @@ class RuleOptimizer(torch.optim.Optimizer):
                 loss = closure()
         work = [(group, [p for p in group["params"] if p.grad is not None]) for group in self.param_groups]
         work = [(group, params) for group, params in work if params]
-        if not work:
-            return loss
-        found = None
-        if self.nonfinite != "off":
-            flags = [self._flags(params) for _, params in work]
-            all_flags = flags[0] if len(flags) == 1 else torch.cat([f.to(flags[0].device) for f in flags])
-            found = all_flags.any().float()
-            self._record(all_flags, found, [p for _, params in work for p in params])
+        for group, _ in work:
+            if any(_per_configuration(group[name]) for name in self.rule.numeric):
+                self._check_members(group)  # also a per-configuration value set since the group was added
+        guard = self.nonfinite != "off"
+        stacked, work = self._split_stacked(work) if guard else ([], work)
+        found = self._gradient_flags(work) if guard and work else None
+        skipped = self._member_step(stacked, found) if stacked else found
+        if self.nonfinite == "skip" and skipped is not None:
+            self._count_skipped(skipped)
+        if work:
+            self._plain_step(work, found)
+        return loss
+
+    def _split_stacked(self, work: list[tuple[dict, list[Tensor]]]) -> tuple[list, list]:
+        """Each group's parameters with a gradient as (stacked ones, the others), empty groups left out."""
+        if self._members is None:
+            return [], work
+        stacked, plain = [], []
+        for group, params in work:
+            for part, chosen in ((stacked, [p for p in params if members(p) is not None]),
+                                 (plain, [p for p in params if members(p) is None])):
+                if chosen:
+                    part.append((group, chosen))
+        return stacked, plain
+
+    def _gradient_flags(self, work: list[tuple[dict, list[Tensor]]]) -> Tensor:
+        """Flag each parameter's non-finite gradient (kept for ``"raise"``); whether any is, 0-dim float."""
+        flags = [self._flags(params) for _, params in work]
+        all_flags = flags[0] if len(flags) == 1 else torch.cat([f.to(flags[0].device) for f in flags])
+        self._record(all_flags, [p for _, params in work for p in params])
+        return all_flags.any().float()
+
+    def _plain_step(self, work: list[tuple[dict, list[Tensor]]], found: Tensor | None) -> None:
+        """Unstacked parameters on their paths, the whole step skipped where ``found`` is set."""
         paths = [self._path(group, params) for group, params in work]
         if found is not None and "simple" in paths and bool(found):  # the simple path reads the flag
-            return loss
+            return
         for (group, params), path in zip(work, paths):
             if path == "simple":
                 self._simple_step(group, params)
             else:
                 getattr(self, f"_{path}_step")(group, params, found.to(params[0].device) if found is not None
                                                else None)
-        return loss
 
     # ------------------------------------------------------------ evaluation point
 

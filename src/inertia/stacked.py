@@ -12,13 +12,16 @@ and draws its own random numbers (dropout).
 Each stacked parameter carries ``p._inertia_members = n``: an optimizer reads it
 (:func:`members`) to know that the parameter's first axis is the member axis, so a
 length-n hyperparameter (``lr=torch.tensor([...n])``) gives member i the i-th value,
-and to refuse one on a parameter that is not stacked. The mark survives
-``copy.deepcopy`` and pickling of the stacked module.
+its non-finite guard skips member i alone, and a length-n hyperparameter on a
+parameter that is not stacked is refused. The mark survives ``copy.deepcopy`` and
+pickling of the stacked module (and of an inertia optimizer holding the parameters).
+Tensors stacked another way (``torch.func.stack_module_state``, or by hand) are
+marked with :func:`mark`.
 """
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +32,21 @@ MEMBERS_ATTRIBUTE = "_inertia_members"
 def members(param: Tensor) -> int | None:
     """The number of members of a stacked parameter (its ``_inertia_members``), or None."""
     return getattr(param, MEMBERS_ATTRIBUTE, None)
+
+
+def mark(tensors: Iterable[Tensor], n: int) -> list[Tensor]:
+    """Mark tensors stacked ``[n, ...]`` by other means (member i is ``t[i]``); returns them as a list.
+
+    ``params = inertia.stacked.mark(torch.func.stack_module_state(models)[0].values(), n)``."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive number of members, got n={n!r}")
+    tensors = list(tensors)
+    for t in tensors:
+        if t.dim() == 0 or t.shape[0] != n:
+            raise ValueError(f"a tensor stacked with {n} members needs a first dimension of {n}, "
+                             f"got shape {tuple(t.shape)}")
+        setattr(t, MEMBERS_ATTRIBUTE, n)
+    return tensors
 
 
 def _set(module: nn.Module, name: str, value: Tensor) -> None:
@@ -105,8 +123,7 @@ class Stacked(nn.Module):
         self._mark()
 
     def _mark(self) -> None:
-        for p in self.parameters():
-            setattr(p, MEMBERS_ATTRIBUTE, self.n)
+        mark(self.parameters(), self.n)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -145,4 +162,4 @@ class Stacked(nn.Module):
         return f"members={self.n}"
 
 
-__all__ = ["stack", "Stacked", "members", "MEMBERS_ATTRIBUTE"]
+__all__ = ["stack", "Stacked", "members", "mark", "MEMBERS_ATTRIBUTE"]

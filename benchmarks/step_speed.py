@@ -19,8 +19,8 @@ Two comparisons, each within one run on the same parameters and gradients:
    (below), step() alone.
 
 What to expect: inertia's SGD runs torch's fused kernel (execution="fused"), so the
-difference is its non-finite check, an inf-norm of every gradient on the device (one
-more read of the gradients, while a fused SGD step reads and writes 5 parameter-sized
+difference is its non-finite check, torch's mixed-precision check of every gradient on the
+device (one more read of the gradients, while a fused SGD step reads and writes 5 parameter-sized
 streams), and the Python around the call. Implementations are timed in interleaved
 rounds (every round times each implementation once, over several steps) and the median
 per step is reported, to be fair on a noisy, shared machine. Prints a table and writes

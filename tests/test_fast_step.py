@@ -267,6 +267,38 @@ def test_check_nonfinite_raises_at_once():
         opt.check_nonfinite()
 
 
+@pytest.mark.parametrize("bad, flagged", [
+    (torch.tensor([1e308, 1e308, -1e308], dtype=torch.float64), False),   # finite, though its sum overflows
+    (torch.tensor([0.0, -float("inf"), 1.0]), True),
+    (torch.tensor([1.0, 2.0], dtype=torch.bfloat16), False),
+    (torch.tensor([1.0, float("nan")], dtype=torch.float16), True),
+    (torch.tensor([1 + 2j, complex(0, float("inf"))]), True),
+    (torch.sparse_coo_tensor([[0, 2]], [1.0, float("inf")], (3,)), True),
+    (torch.sparse_coo_tensor([[0, 2]], [1.0, 3e38], (3,)), False),
+])
+def test_the_check_flags_exactly_the_non_finite_elements_and_leaves_gradients_as_they_were(bad, flagged):
+    """Element by element, in every dtype (no sum that could overflow), across the gradients of a step."""
+    grads = [torch.randn(5), bad.clone(), torch.randn(2, 3, dtype=torch.float64)]
+    before = [g.clone() for g in grads]
+    found = inertia.RuleOptimizer._found_nonfinite(grads)
+    assert found.dim() == 0 and float(found) == float(flagged)
+    for g, b in zip(grads, before):
+        g, b = (g.to_dense(), b.to_dense()) if g.is_sparse else (g, b)
+        bits = (lambda t: torch.view_as_real(t) if t.is_complex() else t)
+        assert torch.equal(bits(g).view(torch.uint8), bits(b).view(torch.uint8))
+
+
+def test_the_error_names_the_parameter_whose_gradient_is_non_finite():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    opt = inertia.SGD(model.named_parameters(), lr=0.1, momentum=0.9)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    model[1].bias.grad[1] = float("inf")
+    opt.step()
+    with pytest.raises(inertia.NonFiniteGradientError, match=r"parameter '1\.bias'; that step was skipped"):
+        opt.zero_grad()
+
+
 # ---------------------------------------------------------------- torch.compile path
 
 

@@ -35,14 +35,15 @@ that are not per configuration; anything else runs simple. Every path gives the 
 numbers as ``"simple"`` (tests/test_fast_step.py).
 
 Non-finite gradients (``nonfinite=``): every step computes, on the device, one flag
-per parameter (its gradient holds NaN or inf: a float64 sum of the gradient, one read);
-when any is set the whole step is skipped on the device: parameters and state are left
-untouched. ``"skip"`` counts such steps on the device (``skipped_steps`` reads the
-count). ``"raise"`` (default) raises :class:`NonFiniteGradientError` naming the first
-such parameter at the next call of ``step()`` or ``zero_grad()`` after the flags have
-reached the host: on CPU that is always the next call; on CUDA the flags are copied
-asynchronously and the check waits (without blocking) for a later call if the copy has
-not landed. ``check_nonfinite()`` waits for the flags and raises at once. On the fast
+(some gradient holds NaN or inf: torch's mixed-precision check over all gradients, one
+read of each, one call per device); when it is set the whole step is skipped on the
+device: parameters and state are left untouched. ``"skip"`` counts such steps on the
+device (``skipped_steps`` reads the count). ``"raise"`` (default) raises
+:class:`NonFiniteGradientError` at the next call of ``step()`` or ``zero_grad()`` after
+the flag has reached the host, naming the first parameter whose gradient is then
+non-finite (``zero_grad()`` looks before it clears them): on CPU that is always the next
+call; on CUDA the flag is copied asynchronously and the check waits (without blocking)
+for a later call if the copy has not landed. ``check_nonfinite()`` waits for the flags and raises at once. On the fast
 paths ``step()`` reads nothing from the device; the simple path reads the flag to skip.
 Unstacked parameters' new values are not checked: that would be one more read of every
 parameter on the fused path.
@@ -100,7 +101,7 @@ def _widths(value: Any) -> list[int]:
 
 def _member_sums(tensors: Iterable[Tensor], n: int) -> Tensor:
     """Σ over each member's elements of every tensor ``[n, ...]``, in float64: ``[n]``, finite iff
-    every element is (finite float32 values cannot overflow it; see ``RuleOptimizer._flags``)."""
+    every element is (finite float32 values cannot overflow it: at most 2^128 per element, 2^1024 in all)."""
     return sum(t.reshape(n, -1).sum(1, dtype=torch.float64) for t in tensors)
 
 
@@ -267,20 +268,30 @@ class RuleOptimizer(torch.optim.Optimizer):
     # ------------------------------------------------------------ non-finite gradients
 
     @staticmethod
-    def _flags(params: list[Tensor]) -> Tensor:
-        """One device flag per parameter: its gradient holds NaN or inf.
+    def _found_nonfinite(grads: list[Tensor]) -> Tensor:
+        """A 0-dim float32 device flag: 1 if any element of ``grads`` is NaN or inf, else 0.
 
-        The test is a float64 sum of each gradient: NaN or inf in any element makes it non-finite, and
-        finite float32 (or narrower) values cannot overflow it, so it is exact for them; a float64
-        gradient counts as non-finite only if its sum overflows (elements near 1e308)."""
-        return ~torch.isfinite(torch.stack([_real(p.grad.detach()).sum(dtype=torch.float64) for p in params]))
+        One call per device of torch's own check for mixed precision (the kernel ``GradScaler`` runs,
+        ``_amp_foreach_non_finite_check_and_unscale_`` with unit scale: one read of every gradient,
+        which it leaves bit for bit as it was). Sparse gradients are checked by their values."""
+        by_device: dict[torch.device, list[Tensor]] = {}
+        for g in grads:
+            g = _real(g.detach().coalesce()._values() if g.is_sparse else g.detach())
+            by_device.setdefault(g.device, []).append(g)
+        flags = []
+        for device, tensors in by_device.items():
+            found = torch.zeros(1, dtype=torch.float32, device=device)
+            torch._amp_foreach_non_finite_check_and_unscale_(tensors, found, torch.ones_like(found))
+            flags.append(found)
+        first = flags[0].device
+        return (flags[0] if len(flags) == 1 else torch.stack([f.to(first) for f in flags]).amax(0)).view(())
 
     def _count_skipped(self, skipped: Tensor) -> None:
         """Add a step's skip flag (0-dim: the whole step; ``[n]``: per member) to the device count."""
         self._skipped = skipped.long() if self._skipped is None else self._skipped + skipped.long()
 
     def _record(self, flags: Tensor, params: list[Tensor]) -> None:
-        """Keep a step's flags (``[P]``, or ``[2, P, n]`` for stacked members) for the ``"raise"`` check."""
+        """Keep a step's flags (0-dim, or ``[2, P, n]`` for stacked members) for the ``"raise"`` check."""
         if self.nonfinite != "raise":
             return
         event = None
@@ -309,10 +320,9 @@ class RuleOptimizer(torch.optim.Optimizer):
                 raise NonFiniteGradientError(self._nonfinite_message(host, params))
 
     def _nonfinite_message(self, flags: Any, params: list[Tensor]) -> str:
-        """The error for a step's host flags: ``[P]`` per parameter, or ``[2, P, n]`` (gradient, update) per member."""
-        if flags.ndim == 1:
-            first = params[flags.nonzero()[0][0]]
-            return (f"non-finite gradient (NaN or inf) in parameter {self._describe(first)}; that step was skipped. "
+        """The error for a step's host flags: 0-dim (any gradient), or ``[2, P, n]`` (gradient, update) per member."""
+        if flags.ndim == 0:
+            return (f"non-finite gradient (NaN or inf) in {self._first_nonfinite(params)}; that step was skipped. "
                     f"Lower the learning rate, clip gradients, or pass nonfinite='skip' to skip such steps.")
         bad = sorted(set(flags.nonzero()[2].tolist()))
         first = bad[0]
@@ -322,6 +332,15 @@ class RuleOptimizer(torch.optim.Optimizer):
         return (f"non-finite {kind} (NaN or inf) in member {first}{others} of parameter "
                 f"{self._describe(params[position])}; those members' step was skipped, the others stepped. "
                 f"Lower their learning rate, clip gradients, or pass nonfinite='skip' to skip such members' steps.")
+
+    def _first_nonfinite(self, params: list[Tensor]) -> str:
+        """Which of ``params`` had the non-finite gradient, read from their gradients now (the error is
+        raised before the next ``zero_grad``/``step`` has replaced them), or "a parameter" if none has now."""
+        for p in params:
+            g = p.grad
+            if g is not None and not bool(torch.isfinite(_real(g.detach().to_dense())).all()):
+                return f"parameter {self._describe(p)}"
+        return "a parameter (its gradient has been replaced since)"
 
     def _describe(self, p: Tensor) -> str:
         for index, group in enumerate(self.param_groups):
@@ -524,11 +543,11 @@ class RuleOptimizer(torch.optim.Optimizer):
         return stacked, plain
 
     def _gradient_flags(self, work: list[tuple[dict, list[Tensor]]]) -> Tensor:
-        """Flag each parameter's non-finite gradient (kept for ``"raise"``); whether any is, 0-dim float."""
-        flags = [self._flags(params) for _, params in work]
-        all_flags = flags[0] if len(flags) == 1 else torch.cat([f.to(flags[0].device) for f in flags])
-        self._record(all_flags, [p for _, params in work for p in params])
-        return all_flags.any().float()
+        """Whether any gradient is non-finite, 0-dim float on the device (kept for ``"raise"``)."""
+        params = [p for _, group_params in work for p in group_params]
+        found = self._found_nonfinite([p.grad for p in params])
+        self._record(found, params)
+        return found
 
     def _plain_step(self, work: list[tuple[dict, list[Tensor]]], found: Tensor | None) -> None:
         """Unstacked parameters on their paths, the whole step skipped where ``found`` is set."""

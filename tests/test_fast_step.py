@@ -299,6 +299,33 @@ def test_the_error_names_the_parameter_whose_gradient_is_non_finite():
         opt.zero_grad()
 
 
+def test_step_counters_stay_per_parameter_on_the_fused_path():
+    """The fused path counts all of a group's steps with one add (the counters are views of one tensor);
+    each parameter's counter is still its own: replaced, loaded or copied, it counts from its value."""
+    import copy
+
+    params = [torch.randn(4, requires_grad=True) for _ in range(3)]
+    opt = inertia.SGD(params, lr=0.1, momentum=0.9)
+    for _ in range(3):
+        for p in params:
+            p.grad = torch.ones(4)
+        opt.step()
+    assert [float(opt.state[p]["step"]) for p in params] == [3, 3, 3]
+    opt.state[params[1]]["step"] = torch.tensor(10.0)
+    twin = copy.deepcopy(opt)
+    opt.step()
+    assert [float(opt.state[p]["step"]) for p in params] == [4, 11, 4]
+    twin.step()
+    twin.step()
+    assert [float(s["step"]) for s in twin.state.values()] == [5, 12, 5]
+    assert [float(opt.state[p]["step"]) for p in params] == [4, 11, 4]   # the copy counts its own
+    saved = opt.state_dict()
+    opt.load_state_dict({**saved, "state": {0: {**saved["state"][0], "step": torch.tensor(7.0)},
+                                            1: saved["state"][1], 2: saved["state"][2]}})
+    opt.step()
+    assert [float(opt.state[p]["step"]) for p in params] == [8, 12, 5]
+
+
 # ---------------------------------------------------------------- torch.compile path
 
 

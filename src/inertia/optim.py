@@ -141,6 +141,13 @@ def _guarded_update(update: Callable, params: list[Tensor], grads: list[Tensor],
                 v.copy_(torch.where(skip, v, new_s[k]))
 
 
+def _amp_found(tensors: list[Tensor]) -> Tensor:
+    """torch's non-finite check of dense real ``tensors`` on one device, as a 0-dim float32 flag."""
+    found = torch.zeros(1, dtype=torch.float32, device=tensors[0].device)
+    torch._amp_foreach_non_finite_check_and_unscale_(tensors, found, torch.ones_like(found))
+    return found.view(())
+
+
 def _rule_ref(rule: Rule) -> Any:
     """A registered rule by preset name (picklable), any other rule as itself."""
     return next((name for name, preset in rules.PRESETS.items() if preset.rule is rule), rule)
@@ -181,6 +188,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         self._skipped: Tensor | None = None      # device count of skipped steps ([n] with stacked parameters)
         self._pending: list[tuple] = []          # (host flags, CUDA event or None, params) to check
         self._compiled: Callable | None = None
+        self._step_blocks: dict[int, tuple[Tensor, tuple[Tensor, ...]]] = {}   # see _step_block
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         given = {k: v for k, v in param_group.items() if k in self.rule.defaults}
@@ -271,20 +279,19 @@ class RuleOptimizer(torch.optim.Optimizer):
     def _found_nonfinite(grads: list[Tensor]) -> Tensor:
         """A 0-dim float32 device flag: 1 if any element of ``grads`` is NaN or inf, else 0.
 
-        One call per device of torch's own check for mixed precision (the kernel ``GradScaler`` runs,
+        One call of torch's own check for mixed precision (the kernel ``GradScaler`` runs,
         ``_amp_foreach_non_finite_check_and_unscale_`` with unit scale: one read of every gradient,
-        which it leaves bit for bit as it was). Sparse gradients are checked by their values."""
+        which it leaves bit for bit as it was); one call per device where the gradients are on
+        several, complex gradients as real views, sparse ones by their values."""
+        try:
+            return _amp_found(grads)
+        except (NotImplementedError, RuntimeError):  # complex, sparse, or on several devices
+            pass
         by_device: dict[torch.device, list[Tensor]] = {}
         for g in grads:
             g = _real(g.detach().coalesce()._values() if g.is_sparse else g.detach())
             by_device.setdefault(g.device, []).append(g)
-        flags = []
-        for device, tensors in by_device.items():
-            found = torch.zeros(1, dtype=torch.float32, device=device)
-            torch._amp_foreach_non_finite_check_and_unscale_(tensors, found, torch.ones_like(found))
-            flags.append(found)
-        first = flags[0].device
-        return (flags[0] if len(flags) == 1 else torch.stack([f.to(first) for f in flags]).amax(0)).view(())
+        return torch.stack([_amp_found(tensors).to(grads[0].device) for tensors in by_device.values()]).amax()
 
     def _count_skipped(self, skipped: Tensor) -> None:
         """Add a step's skip flag (0-dim: the whole step; ``[n]``: per member) to the device count."""
@@ -369,16 +376,22 @@ class RuleOptimizer(torch.optim.Optimizer):
 
     def _ready(self, group: dict, params: list[Tensor]) -> bool:
         """Whether a fast path can run this group: one dtype and device, state created, plain hyperparameters."""
-        first = params[0]
-        if any(p.dtype != first.dtype or p.device != first.device for p in params):
-            return False
         if any(_per_configuration(group[name]) for name in self.rule.numeric):
             return False
-        states = [self.state.get(p) for p in params]
-        if not states[0] or "step" not in states[0]:
+        first = params[0]
+        first_state = self.state.get(first)
+        if not isinstance(first_state, dict) or "step" not in first_state:
             return False
-        keys = set(states[0])
-        return all(s and set(s) == keys and all(isinstance(v, Tensor) for v in s.values()) for s in states)
+        keys = first_state.keys()
+        for p in params:
+            state = self.state.get(p)
+            if p.dtype != first.dtype or p.device != first.device or not isinstance(state, dict) \
+                    or state.keys() != keys:
+                return False
+            for value in state.values():
+                if not isinstance(value, Tensor):
+                    return False
+        return True
 
     def _fusable(self, group: dict, params: list[Tensor]) -> bool:
         """Whether torch's fused SGD kernel computes this group's rule and settings exactly."""
@@ -475,14 +488,27 @@ class RuleOptimizer(torch.optim.Optimizer):
 
     def _fused_step(self, group: dict, params: list[Tensor], found: Tensor | None) -> None:
         states = [self.state[p] for p in params]
-        steps = [s["step"] for s in states]
-        torch._foreach_add_(steps, 1 if found is None else 1 - found)
+        self._step_block(group, states).add_(1 if found is None else 1 - found)
         torch._fused_sgd_(
             params, [p.grad for p in params],
             [s["momentum_buffer"] for s in states] if group["momentum"] != 0 else [],
             weight_decay=group["weight_decay"], momentum=group["momentum"], lr=group["lr"],
             dampening=group["dampening"], nesterov=group["nesterov"], maximize=group["maximize"],
             is_first_step=False, found_inf=found)
+
+    def _step_block(self, group: dict, states: list[dict[str, Tensor]]) -> Tensor:
+        """One tensor ``[P]`` whose elements are the group's per-parameter step counters (each
+        ``state["step"]`` a 0-dim view of it), so that one add counts a step for all of them. Made
+        again whenever a counter is not the view kept (a loaded state dict, a replaced entry)."""
+        block, views = self._step_blocks.get(id(group), (None, ()))
+        steps = [state["step"] for state in states]
+        if len(views) != len(steps) or any(step is not view for step, view in zip(steps, views)):
+            block = torch.stack(steps)
+            views = block.unbind(0)
+            for state, view in zip(states, views):
+                state["step"] = view
+            self._step_blocks[id(group)] = (block, views)
+        return block
 
     def _compiled_step(self, group: dict, params: list[Tensor], found: Tensor | None) -> None:
         if self._compiled is None:

@@ -89,7 +89,7 @@ def test_a_batchnorm_cnn_sweep_on_images_equals_separately_trained_models(folds)
     x, y = _images()
     x_test, y_test = _images(30, seed=1)
     job = _job(TinyCNN, x, y, x_test, y_test, folds=folds)
-    assert job.backend == "vmap" and job.buffer_names
+    assert job.backend == "conv" and job.buffer_names
     members = run_members(Members(job, CONFIGS, [0, 1, 2]))
     records = members.results()
     for c, cfg in enumerate(CONFIGS):

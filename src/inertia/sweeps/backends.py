@@ -1,16 +1,18 @@
-"""How a stack of members computes its outputs and gradients: two interchangeable backends.
+"""How a stack of members computes its outputs and gradients: three interchangeable backends.
 
 - ``"batched"`` (MLPs made of ``nn.Linear`` + ``nn.ReLU``, cross-entropy): every member of a
   split sees the same input batch, so the first layer of all members of a split is one
   product with that batch; the later layers are batched products over members; the
   backward pass is written by hand (same maths as autograd, checked against separately
   trained models).
+- ``"conv"`` (chains of Conv2d, BatchNorm2d, ReLU, pooling, Flatten and Linear, any loss): the
+  members' channels side by side in one channels-last network (:mod:`.conv`), gradients by autograd.
 - ``"vmap"`` (any ``nn.Module``, any loss): ``torch.func.functional_call`` under
   ``torch.vmap``, with each member's buffers (BatchNorm running statistics, updated in
   training mode) and its own random numbers (``randomness="different"``, drawn from a
   generator seeded by the caller at every step).
 
-Both give ``loss(params, buffers, groups, targets, seed)`` -> each member's mean loss ``[M]``,
+All give ``loss(params, buffers, groups, targets, seed)`` -> each member's mean loss ``[M]``,
 then ``backward(apply)`` hands every parameter's gradient ``[M, ...]`` to ``apply``;
 ``outputs(params, buffers, groups)`` evaluates (eval mode).
 """
@@ -199,7 +201,7 @@ class AutogradStep:
     """The same interface through autograd, for any model and loss: a sum of per-member mean
     losses gives each member its own gradient."""
 
-    def __init__(self, forward: "VmapForward", objective: Objective):
+    def __init__(self, forward: "VmapForward | ConvChainForward", objective: Objective):
         self.forward, self.objective = forward, objective
         self._pending: tuple[list[Tensor], Tensor] | None = None
 
@@ -219,7 +221,9 @@ class AutogradStep:
         assert self._pending is not None, "backward() needs a loss() first"
         leaves, total = self._pending
         self._pending = None
-        for i, grad in enumerate(torch.autograd.grad(total, leaves)):
+        # materialize_grads: a parameter the loss does not depend on (a conv bias right before a
+        # BatchNorm in train mode, in the conv backend) gets a zero gradient, as nn.Module's autograd gives it
+        for i, grad in enumerate(torch.autograd.grad(total, leaves, materialize_grads=True)):
             apply(i, grad)
 
 
@@ -249,8 +253,17 @@ class VmapForward:
         x = xs[0] if len(xs) == 1 else torch.cat(xs)
         if x.shape[0] != 1:
             return self._batched(tuple(params), tuple(buffers), x)
-        twice = [torch.cat([b, b]) for b in buffers]
-        out = self._batched(tuple(torch.cat([p, p]) for p in params), tuple(twice), torch.cat([x, x]))
-        for b, both in zip(buffers, twice):
-            b.copy_(both[:1])
-        return out[:1]
+        return run_one_as_two(lambda p, b: self._batched(tuple(p), tuple(b), torch.cat([x, x])), params, buffers)
+
+
+def run_one_as_two(forward: Callable[[list[Tensor], list[Tensor]], Tensor], params: Sequence[Tensor],
+                   buffers: Sequence[Tensor]) -> Tensor:
+    """``forward(params, buffers)`` of a one-member stack, computed as the stack of that member twice:
+    batched kernels take another path for one member than for several (grouped convolutions do),
+    and a member's numbers must not depend on how many share its stack. The copy's outputs and
+    buffer updates are dropped (so is its gradient: its outputs feed no loss)."""
+    twice = [torch.cat([b, b]) for b in buffers]
+    out = forward([torch.cat([p, p]) for p in params], twice)
+    for b, both in zip(buffers, twice):
+        b.copy_(both[:1])
+    return out[:1]

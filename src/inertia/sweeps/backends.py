@@ -253,17 +253,23 @@ class VmapForward:
         x = xs[0] if len(xs) == 1 else torch.cat(xs)
         if x.shape[0] != 1:
             return self._batched(tuple(params), tuple(buffers), x)
-        return run_one_as_two(lambda p, b: self._batched(tuple(p), tuple(b), torch.cat([x, x])), params, buffers)
+        return run_padded(lambda p, b: self._batched(tuple(p), tuple(b), torch.cat([x, x])), params, buffers, 2)
 
 
-def run_one_as_two(forward: Callable[[list[Tensor], list[Tensor]], Tensor], params: Sequence[Tensor],
-                   buffers: Sequence[Tensor]) -> Tensor:
-    """``forward(params, buffers)`` of a one-member stack, computed as the stack of that member twice:
-    batched kernels take another path for one member than for several (grouped convolutions do),
-    and a member's numbers must not depend on how many share its stack. The copy's outputs and
-    buffer updates are dropped (so is its gradient: its outputs feed no loss)."""
-    twice = [torch.cat([b, b]) for b in buffers]
-    out = forward([torch.cat([p, p]) for p in params], twice)
-    for b, both in zip(buffers, twice):
-        b.copy_(both[:1])
-    return out[:1]
+def run_padded(forward: Callable[[list[Tensor], list[Tensor]], Tensor], params: Sequence[Tensor],
+               buffers: Sequence[Tensor], count: int) -> Tensor:
+    """``forward(params, buffers)`` of a stack of fewer than ``count`` members, computed on the stack padded
+    to ``count`` with copies of its last member: batched kernels take other paths for few members than
+    for many (a grouped convolution of one group, or of too few channels to fill a vector register),
+    and a member's numbers must not depend on how many share its stack. The copies' outputs and
+    buffer updates are dropped (so are their gradients: their outputs feed no loss)."""
+    m = len(params[0])
+
+    def pad(t: Tensor) -> Tensor:
+        return torch.cat([t, t[-1:].expand(count - m, *t.shape[1:])])
+
+    padded = [pad(b) for b in buffers]
+    out = forward([pad(p) for p in params], padded)
+    for b, both in zip(buffers, padded):
+        b.copy_(both[:m])
+    return out[:m]

@@ -30,6 +30,11 @@ from torch import Tensor, nn
 
 Groups = Sequence[tuple[Tensor, int, int]]  # (input batch [B, ...], first member, end member)
 
+VECTOR_LANES = 16
+"""The most fp32 lanes a CPU convolution kernel packs channels into (AVX-512): oneDNN packs the
+groups of a grouped convolution of few channels per group into one vector register, so that its
+sums for one group change with the number of groups until they fill it."""
+
 _CHANNEL_WISE = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 _MAX_POOLS = (nn.MaxPool2d, nn.AdaptiveMaxPool2d)
 
@@ -91,6 +96,7 @@ class _FirstConv:
     def __init__(self, conv: nn.Conv2d, input_shape: tuple[int, ...], out_size: tuple[int, int],
                  params: tuple[int, int | None], bn: _BatchNorm | None, relu: bool):
         self.input_shape, self.out_size, self.params, self.bn, self.relu = input_shape, out_size, params, bn, relu
+        self.channels = conv.out_channels
         self.unfold = dict(kernel_size=conv.kernel_size, dilation=conv.dilation, padding=conv.padding,
                            stride=conv.stride)
 
@@ -101,7 +107,7 @@ class _FirstConv:
 
     def __call__(self, groups: Groups, run: _Run) -> Tensor:
         weight, bias = run.params[self.params[0]], (None if self.params[1] is None else run.params[self.params[1]])
-        c = weight.shape[1]
+        c = self.channels
         outs = []
         for x, start, end in groups:
             w = weight[start:end].reshape((end - start) * c, -1)
@@ -134,7 +140,11 @@ class _FirstConv:
             m = patches.mean(0)
             centered = patches - m
             covariance = centered.t() @ centered / len(patches)
-        mu, batch_var = w @ m, ((w @ covariance) * w).sum(1)
+        # one product per member (bmm), so that a member's bits do not depend on how many share the stack
+        per_member = w.view(-1, self.channels, w.shape[1])    # [members, C, K]
+        count = len(per_member)
+        mu = torch.bmm(per_member, m.view(1, -1, 1).expand(count, -1, 1)).view(-1)
+        batch_var = (torch.bmm(per_member, covariance.expand(count, -1, -1)) * per_member).sum(2).view(-1)
         with torch.no_grad():
             n, momentum = len(patches), self.bn.momentum
             mean.mul_(1 - momentum).add_(mu if b is None else mu + b, alpha=momentum)
@@ -149,6 +159,7 @@ class _Conv:
         self.params = params
         self.options = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation)
         self.groups = conv.groups
+        self.group_channels = min(conv.in_channels, conv.out_channels) // conv.groups
 
     def __call__(self, h: Tensor, run: _Run) -> Tensor:
         weight = run.params[self.params[0]]
@@ -196,12 +207,19 @@ class ConvChain:
     first: _FirstConv
     rest: list
 
+    @property
+    def min_members(self) -> int:
+        """The fewest members a stack runs with: 2 (a grouped convolution of one group takes another
+        kernel), or enough for every grouped convolution's channels to fill a vector register."""
+        convs = [stage for stage in self.rest if isinstance(stage, _Conv)]
+        return max([2, *(-(-VECTOR_LANES // max(1, conv.group_channels)) for conv in convs)])
+
 
 class ConvChainForward:
     """Outputs ``[M, B, ...]`` of M stacked copies of a :class:`ConvChain`, in train or eval mode.
 
-    A stack of one member runs as two (:func:`~.backends.run_one_as_two`): a grouped convolution of
-    one group takes another kernel than one of several.
+    A stack of fewer than the chain's ``min_members`` runs padded with copies of its last member
+    (:func:`~.backends.run_padded`), so that a member's numbers do not depend on its stack's size.
     """
 
     def __init__(self, chain: ConvChain):
@@ -209,12 +227,13 @@ class ConvChainForward:
 
     def __call__(self, params: Sequence[Tensor], buffers: Sequence[Tensor], groups: Groups, *,
                  training: bool) -> Tensor:
-        from .backends import run_one_as_two
+        from .backends import run_padded
 
-        if groups[-1][2] == 1:
-            return run_one_as_two(lambda p, b: self._forward(p, b, [(groups[0][0], 0, 2)], training),
-                                  params, buffers)
-        return self._forward(params, buffers, groups, training)
+        count = self.chain.min_members
+        if groups[-1][2] >= count:
+            return self._forward(params, buffers, groups, training)
+        padded = [*groups[:-1], (groups[-1][0], groups[-1][1], count)]
+        return run_padded(lambda p, b: self._forward(p, b, padded, training), params, buffers, count)
 
     def _forward(self, params: Sequence[Tensor], buffers: Sequence[Tensor], groups: Groups, training: bool) -> Tensor:
         run = _Run(params, buffers, groups[-1][2], training)

@@ -160,11 +160,46 @@ class _Conv:
         self.options = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation)
         self.groups = conv.groups
         self.group_channels = min(conv.in_channels, conv.out_channels) // conv.groups
+        pads = [d * (k - 1) - p for k, p, d in zip(conv.kernel_size, conv.padding, conv.dilation)]
+        self.transposed_padding = pads if conv.stride == (1, 1) and min(pads) >= 0 else None
 
     def __call__(self, h: Tensor, run: _Run) -> Tensor:
-        weight = run.params[self.params[0]]
+        weight = run.params[self.params[0]].flatten(0, 1)
         bias = None if self.params[1] is None else run.params[self.params[1]].reshape(-1)
-        return _wide(F.conv2d(h, weight.flatten(0, 1), bias, groups=run.members * self.groups, **self.options))
+        groups = run.members * self.groups
+        if self.transposed_padding is None:
+            return _wide(F.conv2d(h, weight, bias, groups=groups, **self.options))
+        return _GroupedConv.apply(h, weight, bias, groups, self.options, self.transposed_padding)
+
+
+class _GroupedConv(torch.autograd.Function):
+    """A stride-1 grouped convolution whose input gradient is a forward convolution of the output gradient
+    with each group's filters transposed and flipped (``dx = conv(dy, flip(W)^T)``, padding ``d(k-1) - p``):
+    oneDNN's forward kernels run it in channels-last memory ~1.5x faster than its backward-data ones."""
+
+    @staticmethod
+    def forward(ctx, h: Tensor, weight: Tensor, bias: Tensor | None, groups: int, options: dict,
+                transposed_padding: list[int]) -> Tensor:
+        ctx.save_for_backward(h, weight)
+        ctx.has_bias, ctx.groups, ctx.options, ctx.transposed_padding = bias is not None, groups, options, transposed_padding
+        return _wide(F.conv2d(h, weight, bias, groups=groups, **options))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        h, weight = ctx.saved_tensors
+        grad = _wide(grad)
+        grad_input = None
+        if ctx.needs_input_grad[0]:
+            out_channels, group_in, kh, kw = weight.shape
+            flipped = (weight.view(ctx.groups, out_channels // ctx.groups, group_in, kh, kw).transpose(1, 2)
+                       .flip(3, 4).reshape(ctx.groups * group_in, out_channels // ctx.groups, kh, kw))
+            grad_input = _wide(F.conv2d(grad, flipped, groups=ctx.groups, padding=ctx.transposed_padding,
+                                        dilation=ctx.options["dilation"]))
+        o = ctx.options
+        _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+            grad, h, weight, [weight.shape[0]] if ctx.has_bias else None, list(o["stride"]), list(o["padding"]),
+            list(o["dilation"]), False, [0, 0], ctx.groups, [False, True, ctx.has_bias])
+        return grad_input, grad_weight, grad_bias, None, None, None
 
 
 class _ChannelWise:

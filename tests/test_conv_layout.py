@@ -1,4 +1,4 @@
-"""The conv sweep backend runs a module only if the module's forward is a chain it computes."""
+"""The conv sweep backend runs a module only if the module's forward is a chain it computes; its own backward."""
 from __future__ import annotations
 
 import pytest
@@ -8,7 +8,7 @@ from torch import nn
 
 from inertia import rules
 from inertia.models import build_model
-from inertia.sweeps.conv import conv_layout
+from inertia.sweeps.conv import _GroupedConv, conv_layout
 from inertia.sweeps.engine import Job, make_folds
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -110,6 +110,23 @@ def test_the_check_leaves_the_global_random_state_and_the_modules_mode_alone():
     conv_layout(residual, (1, 6, 6))
     assert torch.equal(torch.get_rng_state(), state)
     assert not model.training and all(torch.equal(a, b) for a, b in zip(before, model.buffers()))
+
+
+@pytest.mark.parametrize("padding,dilation", [(1, 1), (0, 1), (2, 2)])
+def test_the_grouped_convolutions_gradients_equal_autograds(padding, dilation):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 6, 7, 7, generator=g, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(9, 2, 3, 3, generator=g, dtype=torch.float64)
+    bias = torch.randn(9, generator=g, dtype=torch.float64)
+    options = dict(stride=(1, 1), padding=(padding, padding), dilation=(dilation, dilation))
+    transposed = [dilation * 2 - padding] * 2
+    inputs = [t.requires_grad_() for t in (x, weight, bias)]
+    ours = _GroupedConv.apply(*inputs, 3, options, transposed)
+    theirs = F.conv2d(*inputs, groups=3, **options)
+    up = torch.randn(theirs.shape, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(ours, theirs)
+    for a, b in zip(torch.autograd.grad((ours * up).sum(), inputs), torch.autograd.grad((theirs * up).sum(), inputs)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
 def _job(factory, backend):

@@ -17,7 +17,8 @@ M members as one network whose activations hold the members' channels side by si
 - ``Flatten`` hands each member its own ``[B, C*H*W]`` (``[M, B, F]``) and a ``Linear`` is a
   batched product.
 
-Gradients are autograd's (:class:`~.backends.AutogradStep`), so any loss works.
+Gradients are autograd's (:class:`~.backends.AutogradStep`), so any loss works, except that a
+stride-1 grouped convolution's input gradient is a forward convolution (:class:`_GroupedConv`).
 """
 from __future__ import annotations
 
@@ -136,17 +137,16 @@ class _FirstConv:
     def _normalized(self, patches: Tensor, w: Tensor, b: Tensor | None, rows: slice, run: _Run):
         """Training: centered patches, ``W * s`` and ``beta``; the batch's statistics into the running ones."""
         gamma, beta, mean, var = (t[rows] for t in self.bn.statistics(run))
+        # one product per member (bmm), so that a member's bits do not depend on how many share the stack
+        per_member = w.view(-1, self.channels, w.shape[1])    # [members, C, K]
+        count, n, momentum = len(per_member), len(patches), self.bn.momentum
         with torch.no_grad():
             m = patches.mean(0)
             centered = patches - m
-            covariance = centered.t() @ centered / len(patches)
-        # one product per member (bmm), so that a member's bits do not depend on how many share the stack
-        per_member = w.view(-1, self.channels, w.shape[1])    # [members, C, K]
-        count = len(per_member)
-        mu = torch.bmm(per_member, m.view(1, -1, 1).expand(count, -1, 1)).view(-1)
+            covariance = centered.t() @ centered / n
+            mu = torch.bmm(per_member, m.view(1, -1, 1).expand(count, -1, 1)).view(-1)
         batch_var = (torch.bmm(per_member, covariance.expand(count, -1, -1)) * per_member).sum(2).view(-1)
         with torch.no_grad():
-            n, momentum = len(patches), self.bn.momentum
             mean.mul_(1 - momentum).add_(mu if b is None else mu + b, alpha=momentum)
             var.mul_(1 - momentum).add_(batch_var * (n / (n - 1)), alpha=momentum)
         return centered, w * (gamma * (batch_var + self.bn.eps).rsqrt()).unsqueeze(1), beta

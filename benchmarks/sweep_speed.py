@@ -7,8 +7,9 @@ Two workloads (``--workload mlp``, ``cnn``; the default runs both):
   digits as 1 x 8 x 8 images with ``examples/digits_cnn.py``'s DigitsCNN (two Conv2d + BatchNorm2d
   + ReLU blocks, BatchNorm in train mode), batch 100, ``--cnn-steps`` steps: ``inertia.sweep`` of all
   32 against a plain ``torch.optim.SGD`` loop over them, with the same initializations and batches.
-  Its figures also give each method's peak memory (the child process's ``ru_maxrss``) and the
-  conv + linear FLOP rate against the machine's measured matmul and convolution rates.
+  Its figures also give each method's peak memory (the child process's ``ru_maxrss``; for the sweep,
+  also that of its largest forked lane, where the stacks train) and the conv + linear FLOP rate
+  against the machine's measured matmul and convolution rates.
 
 Three ways to train the same 64 configurations (MNIST-1D, MLP 40-100-100-10,
 batch 100, 2000 steps, one 20 % validation holdout, the same minibatches and the
@@ -241,6 +242,12 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def peak_lane_rss_mib() -> float:
+    """The peak resident memory in MiB of the largest child process this one has waited for: a CPU
+    sweep trains its stacks in forked lanes, whose memory ``peak_rss_mib`` does not see."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
 def _setup(opts: dict):
     from inertia.data import load_dataset
     from inertia.sweeps.engine import make_folds
@@ -445,7 +452,8 @@ def task_cnn_at_once(opts: dict) -> dict:
                                 for r in res.records()),
             "best": {"lr": best["lr"], "momentum": best["momentum"], "val_loss": best["val_loss_mean"],
                      "val_accuracy": best["val_accuracy_mean"], "test_accuracy": best["test_accuracy_mean"]},
-            "diverged": res.counts()["diverged"], "backend": res.meta.get("backend"), "peak_rss_mib": peak_rss_mib()}
+            "diverged": res.counts()["diverged"], "backend": res.meta.get("backend"), "peak_rss_mib": peak_rss_mib(),
+            "peak_lane_rss_mib": peak_lane_rss_mib()}
 
 
 def task_cnn_loop(opts: dict, grid: list[tuple[float, float]]) -> tuple[float, list[dict], float]:
@@ -488,9 +496,12 @@ def cnn_workload(args: argparse.Namespace) -> dict:
     for name, row in rows.items():
         print(f"{name:>15}: {row['wall_s']:7.1f} s  {row['speedup_vs_sequential']:5.2f}x  {row['gflops']:6.1f} GFLOP/s "
               f"({100 * row['fraction_of_conv_rate']:.0f} % of conv, {100 * row['fraction_of_matmul_rate']:.0f} % "
-              f"of matmul)  peak {row['peak_rss_mib']:.0f} MiB  best lr {row['best']['lr']:.3g}, "
+              f"of matmul)  peak {row['peak_rss_mib']:.0f} MiB"
+              + (f" (each lane {row['peak_lane_rss_mib']:.0f})" if row.get("peak_lane_rss_mib") else "")
+              + f"  best lr {row['best']['lr']:.3g}, "
               f"mu {row['best']['momentum']:g}, test acc {100 * row['best']['test_accuracy']:.1f} %")
-    print(f"at once: median of {', '.join(f'{w:.1f}' for w in walls)} s; speedup {speedup:.2f}x (required >= 3x "
+    print(f"at once ({runs[-1]['backend']} backend): median of {', '.join(f'{w:.1f}' for w in walls)} s; "
+          f"speedup {speedup:.2f}x (required >= 3x "
           f"on CPU) -> " + ("bar met" if speedup >= 3 else "bar NOT met"), flush=True)
     return {"steps": steps, "batch_size": args.batch_size, "device": args.device, "grid": {"lr": LRS, "momentum": CNN_MOMENTA},
             "model": f"DigitsCNN(in_channels=1, classes=10, width={CNN_WIDTH})", "loop_threads":

@@ -1,6 +1,6 @@
 """Sweeps of any model, loss and input shape equal separately trained models (same initialization, same batches).
 
-BatchNorm CNNs on images (each member's running statistics, evaluation in eval mode), regression with
+BatchNorm CNNs on images (the conv backend and vmap; each member's running statistics, evaluation in eval mode), regression with
 mse (RMSE and R²), per-split standardization, dropout (per-member draws, reproducible on resume), a
 member's numbers independent of who shares its stack, and the one-line errors for what does not fit.
 """
@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from inertia import rules
+from inertia.models import build_model
 from inertia.sweeps.engine import Job, Members, batch_at, make_folds, run_members
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -31,6 +32,32 @@ class TinyCNN(nn.Module):
 
     def forward(self, x):
         return self.head(F.relu(self.bn(self.conv(x))).flatten(1))
+
+
+class Blocks(nn.Sequential):
+    """Two Conv2d + BatchNorm2d + ReLU blocks, max pooling (the conv backend pools before the ReLU), a head."""
+
+    def __init__(self):
+        super().__init__(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(36, 3))
+
+
+class Unnormalized(nn.Sequential):
+    """A first convolution without BatchNorm, a grouped one with bias, average pooling, a two-layer head."""
+
+    def __init__(self):
+        super().__init__(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1, groups=2),
+                         nn.BatchNorm2d(6), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(54, 8), nn.ReLU(),
+                         nn.Linear(8, 3))
+
+
+def strided():
+    """The ``cnn2d`` preset (a stride-2 convolution, global average pooling) for 1 x 6 x 6 images."""
+    return build_model("cnn2d", (1, 6, 6), 3, channels=4)
+
+
+CNNS = [("conv", TinyCNN), ("vmap", TinyCNN), ("conv", Blocks), ("conv", Unnormalized), ("conv", strided), ("vmap", strided), ("vmap", Blocks)]
 
 
 class Regressor(nn.Module):
@@ -64,9 +91,9 @@ def _regression(n=80, outputs=1, seed=0):
     return x, (y.squeeze(1) if outputs == 1 else y)
 
 
-def _job(factory, x, y, x_test, y_test, folds=2, **kw):
+def _job(factory, x, y, x_test, y_test, folds=2, dtype=torch.float64, **kw):
     return Job(factory, x, y, make_folds(len(y), folds, SEED), rules.get("momentum"), {}, STEPS, BATCH, seed=SEED,
-               x_test=x_test, y_test=y_test, dtype=torch.float64, eval_every=5, **kw)
+               x_test=x_test, y_test=y_test, dtype=dtype, eval_every=5, **kw)
 
 
 def _separately(job, factory, cfg, fold, loss_fn, prepare=lambda x, train: (x, None)):
@@ -85,17 +112,18 @@ def _separately(job, factory, cfg, fold, loss_fn, prepare=lambda x, train: (x, N
 
 
 @pytest.mark.parametrize("folds", [1, 2])
-def test_a_batchnorm_cnn_sweep_on_images_equals_separately_trained_models(folds):
+@pytest.mark.parametrize("backend,factory", CNNS, ids=[f"{b}-{f.__name__}" for b, f in CNNS])
+def test_a_batchnorm_cnn_sweep_on_images_equals_separately_trained_models(backend, factory, folds):
     x, y = _images()
     x_test, y_test = _images(30, seed=1)
-    job = _job(TinyCNN, x, y, x_test, y_test, folds=folds)
-    assert job.backend == "vmap" and job.buffer_names
+    job = _job(factory, x, y, x_test, y_test, folds=folds, backend=backend)
+    assert job.backend == backend and job.buffer_names
     members = run_members(Members(job, CONFIGS, [0, 1, 2]))
     records = members.results()
     for c, cfg in enumerate(CONFIGS):
         val_losses, test_losses = [], []
         for k in range(folds):
-            model, xx, _ = _separately(job, TinyCNN, cfg, k, F.cross_entropy)
+            model, xx, _ = _separately(job, factory, cfg, k, F.cross_entropy)
             row = k * len(CONFIGS) + c
             for p, stacked in zip(model.parameters(), members.params):
                 torch.testing.assert_close(stacked[row], p.detach(), rtol=1e-9, atol=1e-11)
@@ -153,15 +181,19 @@ def test_standardized_inputs_use_each_splits_training_part_only():
     assert records[0]["test_loss_mean"] == pytest.approx(sum(losses) / 2, rel=1e-9)
 
 
-def test_a_cnn_members_numbers_do_not_depend_on_who_shares_its_stack():
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("backend,factory", CNNS, ids=[f"{b}-{f.__name__}" for b, f in CNNS])
+def test_a_cnn_members_numbers_do_not_depend_on_who_shares_its_stack(backend, factory, dtype):
     x, y = _images()
     x_test, y_test = _images(30, seed=1)
-    job = _job(TinyCNN, x, y, x_test, y_test, folds=1)
+    job = _job(factory, x, y, x_test, y_test, folds=1, dtype=dtype, backend=backend)
     diverging = dict(lr=1e4, momentum=0.99)
     alone = run_members(Members(job, CONFIGS[:1], [0]))
-    beside = run_members(Members(job, [diverging, *CONFIGS], [9, 0, 1, 2]))
+    beside = run_members(Members(job, [diverging, *CONFIGS, *CONFIGS[1:] * 7], list(range(18))))
     assert beside.results()[0]["status"] == "diverged"
     for p, q in zip(alone.params, beside.params):   # survivors in stack order: CONFIGS[0] first
+        assert torch.equal(p[0], q[0])
+    for p, q in zip(alone.buffers, beside.buffers):
         assert torch.equal(p[0], q[0])
     a, b = alone.results()[0], beside.results()[1]
     assert a["val_loss_mean_curve"] == b["val_loss_mean_curve"] and a["test_loss_mean"] == b["test_loss_mean"]

@@ -1,16 +1,18 @@
-"""How a stack of members computes its outputs and gradients: two interchangeable backends.
+"""How a stack of members computes its outputs and gradients: three interchangeable backends.
 
 - ``"batched"`` (MLPs made of ``nn.Linear`` + ``nn.ReLU``, cross-entropy): every member of a
   split sees the same input batch, so the first layer of all members of a split is one
   product with that batch; the later layers are batched products over members; the
   backward pass is written by hand (same maths as autograd, checked against separately
   trained models).
+- ``"conv"`` (chains of Conv2d, BatchNorm2d, ReLU, pooling, Flatten and Linear, any loss): the
+  members' channels side by side in one channels-last network (:mod:`.conv`), gradients by autograd.
 - ``"vmap"`` (any ``nn.Module``, any loss): ``torch.func.functional_call`` under
   ``torch.vmap``, with each member's buffers (BatchNorm running statistics, updated in
   training mode) and its own random numbers (``randomness="different"``, drawn from a
   generator seeded by the caller at every step).
 
-Both give ``loss(params, buffers, groups, targets, seed)`` -> each member's mean loss ``[M]``,
+All give ``loss(params, buffers, groups, targets, seed)`` -> each member's mean loss ``[M]``,
 then ``backward(apply)`` hands every parameter's gradient ``[M, ...]`` to ``apply``;
 ``outputs(params, buffers, groups)`` evaluates (eval mode).
 """
@@ -199,7 +201,7 @@ class AutogradStep:
     """The same interface through autograd, for any model and loss: a sum of per-member mean
     losses gives each member its own gradient."""
 
-    def __init__(self, forward: "VmapForward", objective: Objective):
+    def __init__(self, forward: "VmapForward | ConvChainForward", objective: Objective):
         self.forward, self.objective = forward, objective
         self._pending: tuple[list[Tensor], Tensor] | None = None
 
@@ -219,7 +221,9 @@ class AutogradStep:
         assert self._pending is not None, "backward() needs a loss() first"
         leaves, total = self._pending
         self._pending = None
-        for i, grad in enumerate(torch.autograd.grad(total, leaves)):
+        # materialize_grads: a parameter the loss does not depend on (a conv bias right before a
+        # BatchNorm in train mode, in the conv backend) gets a zero gradient, as nn.Module's autograd gives it
+        for i, grad in enumerate(torch.autograd.grad(total, leaves, materialize_grads=True)):
             apply(i, grad)
 
 
@@ -249,8 +253,23 @@ class VmapForward:
         x = xs[0] if len(xs) == 1 else torch.cat(xs)
         if x.shape[0] != 1:
             return self._batched(tuple(params), tuple(buffers), x)
-        twice = [torch.cat([b, b]) for b in buffers]
-        out = self._batched(tuple(torch.cat([p, p]) for p in params), tuple(twice), torch.cat([x, x]))
-        for b, both in zip(buffers, twice):
-            b.copy_(both[:1])
-        return out[:1]
+        return run_padded(lambda p, b: self._batched(tuple(p), tuple(b), torch.cat([x, x])), params, buffers, 2)
+
+
+def run_padded(forward: Callable[[list[Tensor], list[Tensor]], Tensor], params: Sequence[Tensor],
+               buffers: Sequence[Tensor], count: int) -> Tensor:
+    """``forward(params, buffers)`` of a stack of fewer than ``count`` members, computed on the stack padded
+    to ``count`` with copies of its last member: batched kernels take other paths for few members than
+    for many (a grouped convolution of one group, or of too few channels to fill a vector register),
+    and a member's numbers must not depend on how many share its stack. The copies' outputs and
+    buffer updates are dropped (so are their gradients: their outputs feed no loss)."""
+    m = len(params[0])
+
+    def pad(t: Tensor) -> Tensor:
+        return torch.cat([t, t[-1:].expand(count - m, *t.shape[1:])])
+
+    padded = [pad(b) for b in buffers]
+    out = forward([pad(p) for p in params], padded)
+    for b, both in zip(buffers, padded):
+        b.copy_(both[:m])
+    return out[:m]

@@ -7,7 +7,8 @@ one configuration on one fold, ordered fold-major). The update is the rule's own
 does for one model; the maths is never written here.
 
 Forward/backward for all members at once: :mod:`.backends` (a hand-written
-batched MLP, or ``functional_call`` + ``vmap`` for any ``nn.Module``, buffers
+batched MLP, a convolutional chain with the members' channels side by side
+(:mod:`.conv`), or ``functional_call`` + ``vmap`` for any ``nn.Module``, buffers
 included). What is minimized and measured: :mod:`.objective` (any loss; accuracy
 for classification, RMSE and R² for regression).
 
@@ -33,6 +34,7 @@ from torch import Tensor, nn
 
 from ..core import MemberHyper, Stack, validate_schedules, with_schedules
 from .backends import AutogradStep, BatchedMLP, VmapForward, mlp_layout
+from .conv import ConvChainForward, conv_layout
 from .gemm import backend_for as gemm_backend_for
 from .objective import check_model, make_objective
 
@@ -113,7 +115,7 @@ class Job:
     y_test: Tensor | None = None
     device: str = "cpu"
     dtype: torch.dtype = torch.float32
-    backend: str = "auto"          # auto | batched | vmap
+    backend: str = "auto"          # auto | batched | conv | vmap
     diverge_factor: float = 10.0   # loss > factor x (first-step loss) counts as diverged
     diverge_above: float | None = None  # absolute threshold instead of the factor
     curve_points: int = 200
@@ -134,9 +136,9 @@ class Job:
         self.names = [n for n, _ in self.template.named_parameters()]
         self.buffer_names = [n for n, _ in self.template.named_buffers()]
         self.objective = make_objective(self.loss, self.y)
-        self.backend = self._pick_backend()
-        self._vmap_forward = (VmapForward(self.template, self.names, self.buffer_names)
-                              if self.backend == "vmap" else None)
+        self.backend, chain = self._pick_backend()
+        self._autograd_forward = (VmapForward(self.template, self.names, self.buffer_names) if self.backend == "vmap"
+                              else ConvChainForward(chain) if self.backend == "conv" else None)
         self.x = self.x.to(self.device, self.dtype)
         self.y = self.objective.target(self.y, self.dtype).to(self.device)
         if self.x_test is not None:
@@ -148,14 +150,21 @@ class Job:
                        for k, (t, v) in enumerate(self.folds if s == 0 else
                                                   make_folds(len(self.y), len(self.folds), self.seed + s))]
 
-    def _pick_backend(self) -> str:
+    def _pick_backend(self) -> tuple[str, Any]:
+        """The backend's name and, for ``conv``, the chain it runs."""
         layout = mlp_layout(self.template) if self.x.dim() == 2 and self.objective.name == "cross_entropy" else None
-        if self.backend not in ("auto", "batched", "vmap"):
-            raise ValueError(f"backend must be auto, batched or vmap, got {self.backend!r}")
+        if self.backend not in ("auto", "batched", "conv", "vmap"):
+            raise ValueError(f"backend must be auto, batched, conv or vmap, got {self.backend!r}")
         if self.backend == "batched" and layout is None:
             raise ValueError("the batched backend needs an MLP of nn.Linear and nn.ReLU layers whose forward is "
                              "that chain, 2-D inputs and the cross_entropy loss; backend vmap runs any model")
-        return "vmap" if self.backend == "vmap" or layout is None else "batched"
+        chain = conv_layout(self.template, self.x.shape[1:]) if self.backend in ("auto", "conv") and not layout else None
+        if self.backend == "conv" and chain is None:
+            raise ValueError("the conv backend needs a chain of Conv2d, BatchNorm2d, ReLU, pooling, Flatten and "
+                             "Linear layers whose forward is that chain; backend vmap runs any model")
+        if self.backend == "vmap" or (layout is None and chain is None):
+            return "vmap", None
+        return ("batched", None) if layout is not None else ("conv", chain)
 
     def _check_output(self) -> None:
         """One forward of two examples: the model's output must fit the targets and the loss (one line if not)."""
@@ -200,14 +209,14 @@ class Job:
 
     def make_step(self) -> BatchedMLP | AutogradStep:
         """A fresh forward/backward of this job's backend (it keeps buffers: one per stack)."""
-        return BatchedMLP() if self.backend == "batched" else AutogradStep(self._vmap_forward, self.objective)
+        return BatchedMLP() if self.backend == "batched" else AutogradStep(self._autograd_forward, self.objective)
 
     def member_bytes(self) -> int:
         """Rough bytes one member needs (parameters, gradient, rule state, activations)."""
         n_params = sum(p.numel() for p in self.template.parameters())
         size = torch.finfo(self.dtype).bits // 8
         widths = sum(p.shape[0] for p in self.template.parameters() if p.dim() >= 2) or 1
-        if self.backend == "vmap":
+        if self.backend != "batched":
             widths *= 4  # unknown model: be generous with activations
         n_eval = max(len(split.val) for split in self.splits)
         if self.x_test is not None:

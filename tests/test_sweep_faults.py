@@ -267,7 +267,9 @@ def test_ctrl_c_during_start_up_prints_one_line(tmp_path, delay):
     time.sleep(delay)
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, f"Ctrl-C after {delay} s: {out}{err}"
+    # 130, or ended by SIGINT (-2), seen in about 1 of 15 interrupts during torch's import: the interpreter
+    # ends itself with the signal after inertia caught it and printed its line; a shell shows 130 for both
+    assert proc.returncode in (130, -signal.SIGINT), f"Ctrl-C after {delay} s: {out}{err}"
     assert err.strip().splitlines() == ["inertia sweep: interrupted; run the same command again to resume"]
 
 

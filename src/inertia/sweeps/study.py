@@ -10,6 +10,9 @@ No other module of inertia imports Optuna (this one imports it only when a funct
   records the holder (:data:`HOLDER`) and the first heartbeat of each trial. A trial whose
   holder is a dead process of this machine is retried at once; one whose heartbeat is stale
   (:data:`HEARTBEAT_SECONDS`), e.g. of another machine, after two heartbeats.
+- Database storages write a stack's intermediate values, and tell its results, in one transaction
+  each: the rows Optuna's per-trial calls would write. A trial no longer RUNNING (retried after its
+  worker was taken for dead) is left as it is: a late result is discarded.
 - Pruners see what :meth:`Study.judge` is given (the mean over seeds and folds); the named ones
   decide for a whole stack at once (:mod:`.pruning`).
 - Optuna-native: lr is a log-scaled float, momentum is stored as ``1-momentum`` on a log scale;
@@ -26,7 +29,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .processes import alive, me
 from .pruning import STACKED, StackedPruner
@@ -198,6 +201,15 @@ def stored_point(space: Mapping[str, Sequence[float]], point: Mapping[str, float
     return {d.param: d.stored(point[d.name]) for d in dimensions(space)}
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What telling one configuration writes into its trial (:meth:`Study.outcome`)."""
+
+    steps: dict[int, float]          # the sweep's validation metric at each evaluation point (intermediate values)
+    attrs: dict[str, Any]            # the user attributes (:func:`trial_attrs`)
+    value: float | None              # the trial's value (COMPLETE), or None: PRUNED
+
+
 @dataclass
 class Study:
     """One sweep's Optuna study, behind the few operations a worker needs. Trials are Optuna trials
@@ -362,9 +374,8 @@ class Study:
         """Report every member of a stack at ``step`` (``means``: index into ``trials`` -> its mean validation
         metrics by name), all in one commit, then decide for them together; the indices to prune."""
         mine = {c: metrics[self.search.metric] for c, metrics in means.items()}
-        storage = self.study._storage
         finite = {c: v for c, v in mine.items() if math.isfinite(v)}
-        write_trial(storage, {trials[c]._trial_id: ({step: v}, {}) for c, v in finite.items()})
+        self._write({trials[c]._trial_id: ({step: v}, {}) for c, v in finite.items()})
         for c, v in finite.items():   # what Trial.report would cache (its pruner reads the cache)
             trials[c]._cached_frozen_trial.intermediate_values[step] = v
         kind = self.search.pruner
@@ -386,24 +397,51 @@ class Study:
             prune += pruner.prune(group, rivals, maximize)
         return sorted(prune)
 
-    def tell(self, trial: Any, record: Mapping[str, Any], worker: str) -> None:
-        """Store a configuration's result in its trial and finish it (unless told already): its numbers
-        at the selected point (:func:`.selection.select`), its curves, its validation metric at every
-        evaluation point; COMPLETE with the selected metric, else PRUNED (diverged or pruned)."""
+    def tell(self, trials: Sequence[Any], records: Sequence[Mapping[str, Any]], worker: str) -> None:
+        """Store each configuration's result (:meth:`outcome`) in its trial and finish it, unless it is no
+        longer RUNNING (told before an interruption, or retried after this worker was taken for dead:
+        a late result is discarded). A database storage tells all ``trials`` in one transaction."""
         from optuna.trial import TrialState
 
+        outcomes = {t._trial_id: self.outcome(r, worker) for t, r in zip(trials, records)}
+        if self._rows is not None:
+            self._rows.tell(outcomes)
+            self.study._thread_local.cached_all_trials = None   # as Study.tell does: samplers read anew
+            return
         storage = self.study._storage
-        if storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
-            return  # told before an interruption
+        for trial in trials:
+            if storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
+                continue
+            outcome = outcomes[trial._trial_id]
+            self._write({trial._trial_id: (outcome.steps, outcome.attrs)})
+            if outcome.value is None:
+                self.study.tell(trial, state=TrialState.PRUNED)
+            else:
+                self.study.tell(trial, outcome.value)
+
+    def outcome(self, record: Mapping[str, Any], worker: str) -> Outcome:
+        """What telling a configuration's ``record`` writes: its numbers at the selected point
+        (:func:`.selection.select`) and curves, its validation metric at every evaluation point, and
+        the selected metric (COMPLETE), or none (PRUNED: diverged or pruned)."""
         record = select(record, self.search.metric, self.search.select)
         curve = record.get(f"{self.search.metric}_mean_curve") or []
         steps = {int(s): v for s, v in zip(record.get("eval_steps") or [], curve) if _finite(v)}
-        write_trial(storage, {trial._trial_id: (steps, trial_attrs(record, worker))})
         value = record.get(METRICS[self.search.metric][0])
-        if record["status"] == "ok" and _finite(value):
-            self.study.tell(trial, value)
-        else:
-            self.study.tell(trial, state=TrialState.PRUNED)
+        ok = record["status"] == "ok" and _finite(value)
+        return Outcome(steps, trial_attrs(record, worker), float(value) if ok else None)
+
+    def _write(self, updates: Mapping[int, tuple[Mapping[int, float], Mapping[str, Any]]]) -> None:
+        """Intermediate values (step -> value) and user attributes of trials (trial id -> both); a
+        database storage writes them in one transaction, to the trials still RUNNING."""
+        if self._rows is not None:
+            self._rows.write(updates)
+            return
+        storage = self.study._storage
+        for trial_id, (values, attrs) in updates.items():
+            for step, value in values.items():
+                storage.set_trial_intermediate_value(trial_id, step, value)
+            for key, value in attrs.items():
+                storage.set_trial_user_attr(trial_id, key, value)
 
     def give_back(self, trials: Sequence[Any]) -> None:
         """Put the RUNNING ones of ``trials`` back to WAITING, for the next claim (any worker)."""
@@ -446,30 +484,6 @@ def trial_attrs(record: Mapping[str, Any], worker: str) -> dict[str, Any]:
     return attrs
 
 
-def write_trial(storage: Any, updates: Mapping[int, tuple[Mapping[int, float], Mapping[str, Any]]]) -> None:
-    """Intermediate values (step -> value) and user attributes of trials (trial id -> both), in one
-    database commit for database storages (one commit each would take seconds per sweep)."""
-    import optuna
-
-    rdb = getattr(storage, "_backend", storage)
-    if not isinstance(rdb, optuna.storages.RDBStorage):
-        for trial_id, (values, attrs) in updates.items():
-            for step, value in values.items():
-                storage.set_trial_intermediate_value(trial_id, step, value)
-            for key, value in attrs.items():
-                storage.set_trial_user_attr(trial_id, key, value)
-        return
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-
-    with _create_scoped_session(rdb.scoped_session, True) as session:
-        for trial_id, (values, attrs) in updates.items():
-            for step, value in values.items():
-                rdb._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
-            for key, value in attrs.items():
-                rdb._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
-
-
 def records_from_study(study: Any, space: Mapping[str, Sequence[float]], sampler: str = "grid") -> list[dict[str, Any]]:
     """One record per finished trial: its hyperparameters, numbers and curves (``*_curve`` keys)."""
     from optuna.trial import TrialState
@@ -505,7 +519,8 @@ def _live() -> tuple[Any, ...]:
 
 class _Rows:
     """A database storage's tables of one study, for the operations that must be one transaction
-    (and cost one, whatever the number of trials): enqueue, claim, hold, heartbeats, retry, give back."""
+    (and cost one, whatever the number of trials): enqueue, claim, hold, heartbeats, intermediate
+    values, tell, retry, give back. They write the rows Optuna's own calls would."""
 
     def __init__(self, study: Any):
         from optuna.storages._rdb import models
@@ -515,6 +530,8 @@ class _Rows:
         self.t, self.sys = models.TrialModel.__table__, models.TrialSystemAttributeModel.__table__
         self.beats, self.params = models.TrialHeartbeatModel.__table__, models.TrialParamModel.__table__
         self.studies, self.attrs = models.StudyModel.__table__, models.StudyUserAttributeModel.__table__
+        self.steps, self.user = models.TrialIntermediateValueModel.__table__, models.TrialUserAttributeModel.__table__
+        self.values = models.TrialValueModel.__table__
 
     @staticmethod
     def of(study: Any) -> "_Rows | None":
@@ -686,6 +703,76 @@ class _Rows:
             self._add(session, [fixed[i] for i in running if fixed[i]], TrialState.WAITING)
         return len(running)
 
+    def _running(self, session: Any, ids: Iterable[int]) -> list[int]:
+        """The RUNNING ones of ``ids``."""
+        import sqlalchemy as sa
+        from optuna.trial import TrialState
+
+        t = self.t
+        return [i for chunk in _chunks(list(ids)) for i in session.execute(sa.select(t.c.trial_id).where(
+            t.c.trial_id.in_(chunk), t.c.state == TrialState.RUNNING)).scalars()]
+
+    def write(self, updates: Mapping[int, tuple[Mapping[int, float], Mapping[str, Any]]]) -> None:
+        """Intermediate values (step -> value) and user attributes of trials (trial id -> both), to the
+        RUNNING ones, in one transaction."""
+        with self.transaction() as session:
+            self._write(session, {i: updates[i] for i in self._running(session, updates)})
+
+    def _write(self, session: Any, updates: Mapping[int, tuple[Mapping[int, float], Mapping[str, Any]]]) -> None:
+        from optuna.storages._rdb import models
+
+        stored = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
+        steps = [{"trial_id": i, "step": step, **dict(zip(("intermediate_value", "intermediate_value_type"),
+                                                          stored(value)))}
+                 for i, (values, _) in updates.items() for step, value in values.items()]
+        attrs = [{"trial_id": i, "key": key, "value_json": json.dumps(value)}
+                 for i, (_, user) in updates.items() for key, value in user.items()]
+        _replace(session, self.steps, ("trial_id", "step"), steps)
+        _replace(session, self.user, ("trial_id", "key"), attrs)
+
+    def tell(self, outcomes: Mapping[int, Outcome]) -> list[int]:
+        """Finish the RUNNING ones of the trials ``outcomes`` (trial id -> outcome) in one transaction,
+        with the rows ``Study.tell`` of Optuna writes: intermediate values, user attributes, the value
+        (a PRUNED trial's: its last intermediate value, if any), the state and ``datetime_complete``.
+        Random and TPE samplers do nothing after a trial, so no sampler is called. The ids told."""
+        import sqlalchemy as sa
+        from optuna.storages._rdb import models
+        from optuna.trial import TrialState
+
+        t = self.t
+        with self.transaction() as session:
+            live = self._running(session, outcomes)
+            self._write(session, {i: (outcomes[i].steps, outcomes[i].attrs) for i in live})
+            values = {i: outcomes[i].value for i in live}
+            values.update(self._last_steps(session, [i for i in live if values[i] is None]))
+            rows = [{"trial_id": i, "objective": 0, **dict(zip(("value", "value_type"),
+                                                              models.TrialValueModel.value_to_stored_repr(v)))}
+                    for i, v in values.items() if v is not None]
+            if rows:
+                session.execute(sa.insert(self.values), rows)
+            now = _utcnow()
+            for state, ids in ((TrialState.COMPLETE, [i for i in live if outcomes[i].value is not None]),
+                               (TrialState.PRUNED, [i for i in live if outcomes[i].value is None])):
+                for chunk in _chunks(ids):
+                    session.execute(sa.update(t).where(t.c.trial_id.in_(chunk)).values(
+                        state=state, datetime_complete=now))
+        return live
+
+    def _last_steps(self, session: Any, ids: Sequence[int]) -> dict[int, float]:
+        """Each trial's intermediate value at its last step, where it has one that is not NaN (what
+        Optuna gives a PRUNED trial as its value)."""
+        import sqlalchemy as sa
+        from optuna.storages._rdb import models
+
+        s, last = self.steps, {}
+        for chunk in _chunks(ids):
+            for i, step, value, kind in session.execute(sa.select(
+                    s.c.trial_id, s.c.step, s.c.intermediate_value, s.c.intermediate_value_type).where(
+                    s.c.trial_id.in_(chunk))):
+                if i not in last or step > last[i][0]:
+                    last[i] = (step, models.TrialIntermediateValueModel.stored_repr_to_intermediate_value(value, kind))
+        return {i: v for i, (_, v) in last.items() if not math.isnan(v)}
+
     def give_back(self, ids: Sequence[int]) -> None:
         import sqlalchemy as sa
         from optuna.trial import TrialState
@@ -704,10 +791,20 @@ def _utcnow() -> Any:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def _chunks(ids: Sequence[int], size: int = 500) -> Iterator[list[int]]:
-    ids = list(ids)
-    for start in range(0, len(ids), size):
-        yield ids[start:start + size]
+def _chunks(items: Sequence[Any], size: int = 500) -> Iterator[list[Any]]:
+    items = list(items)
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _replace(session: Any, table: Any, key: tuple[str, str], rows: Sequence[dict[str, Any]]) -> None:
+    """Insert ``rows`` into ``table``, replacing the rows of the same ``key`` (two columns)."""
+    import sqlalchemy as sa
+
+    columns = sa.tuple_(*(table.c[k] for k in key))
+    for chunk in _chunks(rows):
+        session.execute(sa.delete(table).where(columns.in_([tuple(r[k] for k in key) for r in chunk])))
+        session.execute(sa.insert(table), chunk)
 
 
 def is_storage_failure(error: BaseException) -> bool:

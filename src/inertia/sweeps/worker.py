@@ -206,10 +206,8 @@ class Worker:
         self._report_progress()
 
     def tell(self, trials: list[Any], records: list[dict[str, Any]], path: str | None, stack: Any) -> None:
-        """Store each configuration's result in its trial, drop the stack's checkpoint, count its progress."""
-        worker = f"{host()}:{os.getpid()}"
-        for trial, record in zip(trials, records):
-            self.study.tell(trial, record, worker)
+        """Store the stack's results in its trials, drop its checkpoint, count its progress."""
+        self.study.tell(trials, records, f"{host()}:{os.getpid()}")
         for t in trials:
             self._held.pop(t.number, None)
         if path is not None and os.path.exists(path):

@@ -798,12 +798,17 @@ def _chunks(items: Sequence[Any], size: int = 500) -> Iterator[list[Any]]:
 
 
 def _replace(session: Any, table: Any, key: tuple[str, str], rows: Sequence[dict[str, Any]]) -> None:
-    """Insert ``rows`` into ``table``, replacing the rows of the same ``key`` (two columns)."""
+    """Insert ``rows`` into ``table``, replacing the rows of the same ``key`` (the trial id's column, then
+    another): the trials' rows are read by their indexed id, and only those of a key in ``rows`` deleted."""
     import sqlalchemy as sa
 
-    columns = sa.tuple_(*(table.c[k] for k in key))
+    (row_id,), trial, other = table.primary_key.columns, table.c[key[0]], table.c[key[1]]
     for chunk in _chunks(rows):
-        session.execute(sa.delete(table).where(columns.in_([tuple(r[k] for k in key) for r in chunk])))
+        new = {(r[key[0]], r[key[1]]) for r in chunk}
+        old = [i for i, *pair in session.execute(sa.select(row_id, trial, other).where(
+            trial.in_({t for t, _ in new}))) if tuple(pair) in new]
+        if old:
+            session.execute(sa.delete(table).where(row_id.in_(old)))
         session.execute(sa.insert(table), chunk)
 
 

@@ -52,7 +52,7 @@ def _train(spec: SweepSpec, url: str):
     its trials, their records and every ``judge`` call (step, means)."""
     study = Study(dict(spec.task.space), spec.signature(), spec.search, storage_url=url).open()
     trials = study.claim(100, lambda trial: None)
-    members = Members(_job(spec, _load_data("digits", 0)), [study.config(t) for t in trials], [t.number for t in trials])
+    members = Members(_job(spec, _load_data("digits", 0)), study.configs(trials), [t.number for t in trials])
     judged = []
 
     def judge(m, means):
@@ -131,7 +131,7 @@ def test_a_late_result_of_a_trial_retried_elsewhere_is_discarded(tmp_path):
     url = f"sqlite:///{tmp_path / 's.db'}"
     study = Study(dict(spec.task.space), spec.signature(), spec.search, storage_url=url).open()
     trials = study.claim(100, lambda trial: None)
-    members = Members(_job(spec, _load_data("digits", 0)), [study.config(t) for t in trials], [t.number for t in trials])
+    members = Members(_job(spec, _load_data("digits", 0)), study.configs(trials), [t.number for t in trials])
     run_members(members)
     lost = trials[:2]
     assert study._rows.retry([t._trial_id for t in lost]) == 2   # what fail_stale does with a dead holder's trials
@@ -145,3 +145,18 @@ def test_a_late_result_of_a_trial_retried_elsewhere_is_discarded(tmp_path):
         assert t.values is None and not t.user_attrs and not t.intermediate_values
     assert [t.params for t in after[6:]] == [{}, {}]   # the copies: fixed parameters, not yet asked
     assert [t.system_attrs["fixed_params"] for t in after[6:]] == [t.system_attrs["fixed_params"] for t in after[:2]]
+
+
+def test_trials_read_with_their_round_are_the_trials_optuna_makes(tmp_path):
+    import optuna
+
+    spec = _spec()
+    study = Study(dict(spec.task.space), spec.signature(), spec.search, storage_url=f"sqlite:///{tmp_path / 's.db'}").open()
+    trials = study.claim(3, lambda trial: None)
+    assert [t.number for t in trials] == [0, 1, 2]
+    for trial in trials:
+        made = optuna.Trial(study.study, trial._trial_id)
+        assert vars(trial).keys() == vars(made).keys()
+        assert all(v == vars(made)[k] for k, v in vars(trial).items() if k not in ("study", "storage"))
+        assert trial.study is made.study and trial.storage is made.storage
+        assert trial._fixed_params == stored_point(SPACE, grid_points(SPACE)[trial.number])

@@ -286,19 +286,18 @@ class Study:
     # ------------------------------------------------------------ taking trials
     def claim(self, limit: int, take: Callable[[Any], None]) -> list[Any]:
         """Up to ``limit`` trials for this worker (grid: WAITING ones; random/TPE: retried ones,
-        then new ones up to the budget); ``take(trial)`` runs as each is wrapped.
+        then new ones up to the budget); ``take(trial)`` runs for each once they are read.
 
         Database storages take them in one transaction that also records this process as their
         holder and their first heartbeat, so a trial is never RUNNING without both."""
         budget = None if self.search.sampler == "grid" else int(self.search.trials or 0)
         if self._rows is not None:
-            ids = self._rows.cache(self.study._storage, self._rows.claim(limit, budget, me()))
+            ids = self._rows.claim(limit, budget, me())
         else:
             ids = self._claim_in_memory(limit, budget)
-        batch = []
-        for trial_id in ids:
-            batch.append(self._wrap(trial_id))
-            take(batch[-1])
+        batch = self._trials(ids)
+        for trial in batch:
+            take(trial)
         return batch
 
     def _claim_in_memory(self, limit: int, budget: int | None) -> list[int]:
@@ -314,10 +313,13 @@ class Study:
             ids += [storage.create_new_trial(self.study._study_id) for _ in range(min(limit - len(ids), budget - live))]
         return ids
 
-    def _wrap(self, trial_id: int) -> Any:
+    def _trials(self, ids: Sequence[int]) -> list[Any]:
+        """The Optuna trials ``ids``; a database storage reads them all in one query."""
         import optuna
 
-        return optuna.Trial(self.study, trial_id)
+        if self._rows is None:
+            return [optuna.Trial(self.study, i) for i in ids]
+        return [_trial_of(self.study, frozen) for frozen in self._rows.read(self.study._storage, ids)]
 
     def resume(self, numbers: Sequence[int]) -> list[Any] | None:
         """The trials ``numbers`` (a checkpoint's), now held by this process; None when none is RUNNING."""
@@ -326,10 +328,10 @@ class Study:
         storage, study_id = self.study._storage, self.study._study_id
         ids = [storage.get_trial_id_from_study_id_trial_number(study_id, n) for n in numbers]
         if self._rows is not None:
-            running = self._rows.cache(self.study._storage, self._rows.hold(ids, me()))
+            running = self._rows.hold(ids, me())
         else:
             running = [i for i in ids if storage.get_trial(i).state == TrialState.RUNNING]
-        return [self._wrap(i) for i in ids] if running else None
+        return self._trials(ids) if running else None
 
     def fail_stale(self) -> int:
         """Retry the trials of dead workers: a process of this machine that is gone (at once), or
@@ -353,17 +355,36 @@ class Study:
             return self._rows._count(TrialState.RUNNING)
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
-    def config(self, trial: Any) -> dict[str, float]:
-        """The hyperparameters ``trial`` asks for (grid: its enqueued point, exactly)."""
+    def configs(self, trials: Sequence[Any]) -> list[dict[str, float]]:
+        """The hyperparameters each of ``trials`` asks for (grid: its enqueued point, exactly), stored
+        as its parameters. A database storage stores the fixed ones (enqueued or retried points) of
+        all ``trials`` in one transaction; the others are sampled trial by trial."""
         grid = self.search.sampler == "grid"
-        config = {}
-        for dim in dimensions(self.space):
-            low, high = dim.bounds
-            if low == high:
-                config[dim.name] = dim.values[0]
-            else:
-                config[dim.name] = dim.value(trial.suggest_float(dim.param, low, high, log=dim.log), grid)
-        return config
+        fixed: list[tuple[int, str, float, Any]] = []
+        configs = []
+        for trial in trials:
+            config = {}
+            for dim in dimensions(self.space):
+                low, high = dim.bounds
+                config[dim.name] = dim.values[0] if low == high else dim.value(self._suggest(trial, dim, fixed), grid)
+            configs.append(config)
+        if fixed:
+            self._rows.set_params(fixed)
+        return configs
+
+    def _suggest(self, trial: Any, dim: Dimension, fixed: list[tuple[int, str, float, Any]]) -> float:
+        """``trial.suggest_float`` for ``dim``; on a database storage a fixed value not yet stored is
+        only added to ``fixed`` (trial id, name, value, distribution) and to the trial, as Optuna would."""
+        import optuna
+
+        low, high = dim.bounds
+        frozen, value = trial._cached_frozen_trial, trial._fixed_params.get(dim.param)
+        if self._rows is None or value is None or dim.param in frozen.distributions:
+            return trial.suggest_float(dim.param, low, high, log=dim.log)
+        distribution = optuna.distributions.FloatDistribution(low, high, log=dim.log)
+        fixed.append((trial._trial_id, dim.param, distribution.to_internal_repr(value), distribution))
+        frozen.distributions[dim.param], frozen.params[dim.param] = distribution, value
+        return value
 
     # ------------------------------------------------------------ results
     def report(self, trial: Any, metrics: Mapping[str, float], step: int) -> bool:
@@ -484,6 +505,21 @@ def trial_attrs(record: Mapping[str, Any], worker: str) -> dict[str, Any]:
     return attrs
 
 
+def _trial_of(study: Any, frozen: Any) -> Any:
+    """``optuna.Trial(study, frozen._trial_id)`` made from ``frozen`` (read with its round) instead of
+    reading it again; ``tests/test_sweep_bookkeeping.py`` checks that both are the same."""
+    import optuna
+    from optuna import pruners
+
+    trial = optuna.Trial.__new__(optuna.Trial)
+    trial.study, trial._trial_id, trial.storage = study, frozen._trial_id, study._storage
+    trial._cached_frozen_trial = frozen
+    study.sampler.before_trial(pruners._filter_study(study, frozen), frozen)
+    trial.relative_search_space, trial._relative_params = None, None
+    trial._fixed_params = frozen.system_attrs.get("fixed_params", {})
+    return trial
+
+
 def records_from_study(study: Any, space: Mapping[str, Sequence[float]], sampler: str = "grid") -> list[dict[str, Any]]:
     """One record per finished trial: its hyperparameters, numbers and curves (``*_curve`` keys)."""
     from optuna.trial import TrialState
@@ -519,8 +555,8 @@ def _live() -> tuple[Any, ...]:
 
 class _Rows:
     """A database storage's tables of one study, for the operations that must be one transaction
-    (and cost one, whatever the number of trials): enqueue, claim, hold, heartbeats, intermediate
-    values, tell, retry, give back. They write the rows Optuna's own calls would."""
+    (and cost one, whatever the number of trials): enqueue, claim, hold, heartbeats, parameters,
+    intermediate values, tell, retry, give back. They write the rows Optuna's own calls would."""
 
     def __init__(self, study: Any):
         from optuna.storages._rdb import models
@@ -610,9 +646,9 @@ class _Rows:
             self._hold(session, ids, holder)
         return ids
 
-    def cache(self, storage: Any, ids: list[int]) -> list[int]:
-        """Show the trials ``ids``, taken in SQL, to Optuna's storage cache (which would otherwise
-        reread every unfinished trial of the study to find them); returns ``ids``."""
+    def read(self, storage: Any, ids: Sequence[int]) -> list[Any]:
+        """The trials ``ids`` (frozen, in that order), read in one query and shown to Optuna's storage
+        cache (which would otherwise reread every unfinished trial of the study to find them)."""
         from optuna.storages._cached_storage import _StudyInfo
 
         trials = self.backend._get_trials(self.study_id, states=None, included_trial_ids=set(ids),
@@ -621,7 +657,8 @@ class _Rows:
             info = storage._studies.setdefault(self.study_id, _StudyInfo())
             storage._add_trials_to_cache(self.study_id, trials)
             info.unfinished_trial_ids.update(t._trial_id for t in trials if not t.state.is_finished())
-        return ids
+        by_id = {t._trial_id: t for t in trials}
+        return [by_id[i] for i in ids]
 
     def _count(self, *states: Any) -> int:
         import sqlalchemy as sa
@@ -711,6 +748,18 @@ class _Rows:
         t = self.t
         return [i for chunk in _chunks(list(ids)) for i in session.execute(sa.select(t.c.trial_id).where(
             t.c.trial_id.in_(chunk), t.c.state == TrialState.RUNNING)).scalars()]
+
+    def set_params(self, params: Sequence[tuple[int, str, float, Any]]) -> None:
+        """Store (trial id, name, internal value, distribution) as parameters of the RUNNING trials."""
+        import sqlalchemy as sa
+        from optuna.distributions import distribution_to_json
+
+        with self.transaction() as session:
+            running = set(self._running(session, {i for i, *_ in params}))
+            rows = [{"trial_id": i, "param_name": name, "param_value": value,
+                     "distribution_json": distribution_to_json(dist)} for i, name, value, dist in params if i in running]
+            if rows:
+                session.execute(sa.insert(self.params), rows)
 
     def write(self, updates: Mapping[int, tuple[Mapping[int, float], Mapping[str, Any]]]) -> None:
         """Intermediate values (step -> value) and user attributes of trials (trial id -> both), to the

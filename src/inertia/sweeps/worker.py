@@ -134,7 +134,7 @@ class Worker:
     def _stack(self, trials: list[Any]) -> tuple[list[Any], Members, str | None]:
         """A new stack of ``trials`` and the checkpoint file it will write (where there is an output
         folder; until the first write, a run that stops trains them again from step 0)."""
-        members = Members(self.job, [self.study.config(t) for t in trials], [t.number for t in trials])
+        members = Members(self.job, self.study.configs(trials), [t.number for t in trials])
         path = None
         if self.checkpoints is not None:
             path = self.checkpoints.path_for(trials[0].number)

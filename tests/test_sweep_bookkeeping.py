@@ -11,7 +11,7 @@ import pytest
 from inertia.sweeps import SweepSpec, TaskSpec, _job, _load_data
 from inertia.sweeps.engine import Members, run_members
 from inertia.sweeps.specs import grid_points
-from inertia.sweeps.study import METRICS, Study, dimensions, normalize_url, stored_point
+from inertia.sweeps.study import METRICS, Study, dimensions, normalize_url, records_from_study, stored_point
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -118,6 +118,8 @@ def test_a_stack_told_at_once_is_the_study_optuna_tells_trial_by_trial(kind, tmp
         pruned = [t for t in batched.trials if t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values]
         assert pruned and all(t.value == t.intermediate_values[max(t.intermediate_values)] for t in pruned)
         assert batched.best_trial.number == reference.best_trial.number
+        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        assert study.records() == records_from_study(reference.get_trials(states=finished), SPACE) != []
         assert batched.best_value == reference.best_value
         for s in (study.study, batched, reference):
             s._storage._backend.engine.dispose()

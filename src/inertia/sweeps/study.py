@@ -29,7 +29,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 from .processes import alive, me
 from .pruning import STACKED, StackedPruner
@@ -347,14 +347,6 @@ class Study:
         if self._rows is not None and trials:
             self._rows.beat([t._trial_id for t in trials])
 
-    def held_elsewhere(self) -> int:
-        """How many trials are RUNNING (held by some worker)."""
-        from optuna.trial import TrialState
-
-        if self._rows is not None:
-            return self._rows._count(TrialState.RUNNING)
-        return len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-
     def configs(self, trials: Sequence[Any]) -> list[dict[str, float]]:
         """The hyperparameters each of ``trials`` asks for (grid: its enqueued point, exactly), stored
         as its parameters. A database storage stores the fixed ones (enqueued or retried points) of
@@ -480,16 +472,30 @@ class Study:
         """How many trials are complete or pruned."""
         from optuna.trial import TrialState
 
-        return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        return self._count(TrialState.COMPLETE, TrialState.PRUNED)
 
     def running(self) -> int:
-        """How many trials are RUNNING (in this worker or elsewhere)."""
+        """How many trials are RUNNING (held by this worker or others)."""
         from optuna.trial import TrialState
 
-        return len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        return self._count(TrialState.RUNNING)
+
+    def _count(self, *states: Any) -> int:
+        """How many trials are in ``states``; a database storage counts them in SQL (Optuna would read
+        every trial of the study)."""
+        if self._rows is not None:
+            return self._rows._count(*states)
+        return len(self.study.get_trials(deepcopy=False, states=states))
 
     def records(self) -> list[dict[str, Any]]:
-        return records_from_study(self.study, self.space, self.search.sampler)
+        """One record per finished trial (:func:`records_from_study`); a database storage reads them in
+        three queries (Optuna would build every trial of the study, field by field)."""
+        from optuna.trial import TrialState
+
+        finished = (TrialState.COMPLETE, TrialState.PRUNED)
+        trials = (self._rows.finished(finished) if self._rows is not None
+                  else self.study.get_trials(deepcopy=False, states=finished))
+        return records_from_study(trials, self.space, self.search.sampler)
 
 
 def trial_attrs(record: Mapping[str, Any], worker: str) -> dict[str, Any]:
@@ -520,12 +526,23 @@ def _trial_of(study: Any, frozen: Any) -> Any:
     return trial
 
 
-def records_from_study(study: Any, space: Mapping[str, Sequence[float]], sampler: str = "grid") -> list[dict[str, Any]]:
-    """One record per finished trial: its hyperparameters, numbers and curves (``*_curve`` keys)."""
+class Finished(NamedTuple):
+    """What a record is made of: a finished trial's number, state, parameters and user attributes."""
+
+    number: int
+    state: Any
+    params: dict[str, Any]
+    user_attrs: dict[str, Any]
+
+
+def records_from_study(trials: Iterable[Any], space: Mapping[str, Sequence[float]],
+                       sampler: str = "grid") -> list[dict[str, Any]]:
+    """One record per finished trial of a study (Optuna's frozen trials, or :class:`Finished`): its
+    hyperparameters, numbers and curves (``*_curve`` keys)."""
     from optuna.trial import TrialState
 
     out = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+    for t in trials:
         rec: dict[str, Any] = {"trial": t.number}
         for dim in dimensions(space):
             stored = t.params.get(dim.param)
@@ -668,6 +685,32 @@ class _Rows:
         with _create_scoped_session(self.backend.scoped_session) as session:
             return session.execute(sa.select(sa.func.count()).where(
                 t.c.study_id == self.study_id, t.c.state.in_(states))).scalar()
+
+    def finished(self, states: Sequence[Any]) -> list[Finished]:
+        """The study's trials in ``states``, by number, with their parameters (as Optuna gives them)
+        and user attributes: three queries in one session."""
+        import collections
+
+        import sqlalchemy as sa
+        from optuna.distributions import json_to_distribution
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        t, p, u = self.t, self.params, self.user
+        mine = sa.and_(t.c.study_id == self.study_id, t.c.state.in_(states))
+        params: dict[int, dict[str, Any]] = collections.defaultdict(dict)
+        attrs: dict[int, dict[str, Any]] = collections.defaultdict(dict)
+        distributions: dict[str, Any] = {}
+        with _create_scoped_session(self.backend.scoped_session) as session:
+            trials = session.execute(sa.select(t.c.trial_id, t.c.number, t.c.state).where(mine)
+                                     .order_by(t.c.number)).all()
+            for i, name, value, dist in session.execute(sa.select(
+                    p.c.trial_id, p.c.param_name, p.c.param_value, p.c.distribution_json).join(t).where(mine)):
+                if dist not in distributions:
+                    distributions[dist] = json_to_distribution(dist)
+                params[i][name] = distributions[dist].to_external_repr(value)
+            for i, key, value in session.execute(sa.select(u.c.trial_id, u.c.key, u.c.value_json).join(t).where(mine)):
+                attrs[i][key] = json.loads(value)
+        return [Finished(number, state, params[i], attrs[i]) for i, number, state in trials]
 
     def _hold(self, session: Any, ids: Sequence[int], holder: str) -> None:
         import sqlalchemy as sa

@@ -91,7 +91,7 @@ class Worker:
             if batch:
                 trained += self._train_round(batch)
                 continue
-            held = self.study.held_elsewhere()
+            held = self.study.running()   # this worker's trials are all told: held by others
             if held == 0:
                 if trained == 0:
                     self.log("nothing left to do: every configuration is finished")

@@ -7,7 +7,7 @@
    sweep at 100 steps with ``parallel=1`` and ``parallel=2`` (a lone stack in the main process).
 2. Bookkeeping: a 64 x 64 grid (digits, MLP) trained for 1 step into an ``--out`` folder (SQLite);
    the time spent in each operation of :class:`inertia.sweeps.study.Study` is measured by wrapping
-   it; training is what is left.
+   it; training is what is left (:func:`sweep_bookkeeping.bookkeeping`).
 
 Prints a table and writes JSON (``--json``, default benchmarks/results/sweep_resilience.json).
 
@@ -17,7 +17,6 @@ Prints a table and writes JSON (``--json``, default benchmarks/results/sweep_res
 from __future__ import annotations
 
 import argparse
-import collections
 import os
 import platform
 import re
@@ -31,9 +30,9 @@ from pathlib import Path
 import torch
 
 from _results import write_json
+from sweep_bookkeeping import bookkeeping
 
 import inertia
-from inertia.sweeps import study as _study
 
 GRID = dict(lr=[1e-3, 1e-2], momentum=[0, 0.9, 0.99])
 KILL_AFTER_SECOND_CHECKPOINT = r'''
@@ -86,36 +85,6 @@ def lone_stack(steps: int) -> dict:
         inertia.sweep("mnist1d", "mlp", **GRID, steps=steps, parallel=parallel)
         out[f"parallel_{parallel}_s"] = time.perf_counter() - started
     return out
-
-
-def bookkeeping(side: int) -> dict:
-    """Seconds a ``side`` x ``side`` grid at 1 step spends in each Study operation, and in all."""
-    spent: collections.Counter = collections.Counter()
-    originals = {}
-    for name in ("open", "claim", "config", "tell", "report", "fail_stale", "resume", "beat", "give_back",
-                 "finished", "held_elsewhere", "records"):
-        originals[name] = getattr(_study.Study, name)
-
-        def timed(*args, _f=originals[name], _name=name, **kwargs):
-            started = time.perf_counter()
-            try:
-                return _f(*args, **kwargs)
-            finally:
-                spent[_name] += time.perf_counter() - started
-
-        setattr(_study.Study, name, timed)
-    lr = [10 ** (-3 + 3 * i / (side - 1)) for i in range(side)]
-    momentum = [0.99 * i / (side - 1) for i in range(side)]
-    try:
-        with tempfile.TemporaryDirectory() as folder:
-            started = time.perf_counter()
-            inertia.sweep("digits", "mlp", lr=lr, momentum=momentum, steps=1, out=Path(folder) / "grid")
-            total = time.perf_counter() - started
-    finally:
-        for name, f in originals.items():
-            setattr(_study.Study, name, f)
-    return {"side": side, "total_s": total, "storage_s": sum(spent.values()),
-            "by_operation_s": dict(spent.most_common())}
 
 
 def main() -> None:

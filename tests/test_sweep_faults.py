@@ -1,7 +1,7 @@
 """Sweeps under faults, in real processes: SIGKILL at random points (enqueue, claim, checkpoint write,
-tell, any moment) and one immediate rerun; damaged checkpoints; two studies in one folder; three
-PostgreSQL workers, one late and one killed. The results must equal an uninterrupted run bit for bit,
-with no configuration missing or duplicated."""
+inside and after a tell, any moment) and one immediate rerun; damaged checkpoints; two studies in one
+folder; three PostgreSQL workers, one late and one killed. The results must equal an uninterrupted run
+bit for bit, with no configuration missing or duplicated."""
 from __future__ import annotations
 
 import os
@@ -54,7 +54,8 @@ else:
         "checkpoint": (ck.os, "fsync", False),           # a checkpoint written, not yet renamed
         "checkpointed": (ck.Checkpoints, "save", True),
         "lane": (ck.Checkpoints, "save", True),          # a forked lane, after its nth checkpoint
-        "tell": (study.Study, "tell", True),             # some configurations of a stack told
+        "telling": (study._Rows, "_last_steps", False),  # inside a tell's transaction, its rows written
+        "tell": (study.Study, "tell", True),             # some stacks told (a stack: one transaction)
     }[point]
     wrap(owner, name, after)
 from inertia.cli import main
@@ -62,8 +63,8 @@ sys.exit(main(sys.argv[3:]))
 '''
 
 POINTS = [("enqueue", 1, 1), ("enqueued", 1, 1), ("claim", 1, 3), ("claimed", 1, 3), ("checkpoint", 1, 3),
-          ("checkpointed", 1, 3), ("tell", 1, 5), ("time", 300, 2500), ("time", 300, 2500), ("time", 300, 2500),
-          ("time", 300, 2500), ("time", 300, 2500)]
+          ("checkpointed", 1, 3), ("telling", 1, 3), ("tell", 1, 5), ("time", 300, 2500), ("time", 300, 2500),
+          ("time", 300, 2500), ("time", 300, 2500), ("time", 300, 2500)]
 
 
 def _draw(case: int) -> tuple[str, int]:

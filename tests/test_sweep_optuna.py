@@ -67,7 +67,7 @@ def test_momentum_is_sampled_uniformly_in_log_one_minus_momentum():
     task = TaskSpec.from_values("digits", "mlp", lr="1e-3:1:2", momentum=[0.0, 0.995])
     spec = SweepSpec.from_settings(task, dict(sampler="random", trials=400, metric="val_loss"))
     study = Study(dict(task.space), spec.signature(), spec.search).open()
-    drawn = [study.config(study.study.ask()) for _ in range(400)]
+    drawn = study.configs([study.study.ask() for _ in range(400)])
     above = sum(c["momentum"] > 0.93 for c in drawn) / len(drawn)
     assert above == pytest.approx(math.log(0.07 / 0.005) / math.log(1 / 0.005), abs=0.08)
     logs = [math.log10(c["lr"]) for c in drawn]
@@ -84,7 +84,7 @@ def _stack(pruner: str | None):
     study = Study(dict(spec.task.space), spec.signature(), spec.search).open()
     trials = study.claim(100, lambda trial: None)
     job = _job(spec, data)
-    return study, trials, Members(job, [study.config(t) for t in trials], [t.number for t in trials])
+    return study, trials, Members(job, study.configs(trials), [t.number for t in trials])
 
 
 def test_stacked_successive_halving_equals_unpruned_training_up_to_each_rung():

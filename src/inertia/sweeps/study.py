@@ -10,6 +10,9 @@ No other module of inertia imports Optuna (this one imports it only when a funct
   records the holder (:data:`HOLDER`) and the first heartbeat of each trial. A trial whose
   holder is a dead process of this machine is retried at once; one whose heartbeat is stale
   (:data:`HEARTBEAT_SECONDS`), e.g. of another machine, after two heartbeats.
+- Database storages write a stack's intermediate values, and tell its results, in one transaction
+  each: the rows Optuna's per-trial calls would write. A trial no longer RUNNING (retried after its
+  worker was taken for dead) is left as it is: a late result is discarded.
 - Pruners see what :meth:`Study.judge` is given (the mean over seeds and folds); the named ones
   decide for a whole stack at once (:mod:`.pruning`).
 - Optuna-native: lr is a log-scaled float, momentum is stored as ``1-momentum`` on a log scale;
@@ -26,7 +29,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 from .processes import alive, me
 from .pruning import STACKED, StackedPruner
@@ -198,6 +201,15 @@ def stored_point(space: Mapping[str, Sequence[float]], point: Mapping[str, float
     return {d.param: d.stored(point[d.name]) for d in dimensions(space)}
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What telling one configuration writes into its trial (:meth:`Study.outcome`)."""
+
+    steps: dict[int, float]          # the sweep's validation metric at each evaluation point (intermediate values)
+    attrs: dict[str, Any]            # the user attributes (:func:`trial_attrs`)
+    value: float | None              # the trial's value (COMPLETE), or None: PRUNED
+
+
 @dataclass
 class Study:
     """One sweep's Optuna study, behind the few operations a worker needs. Trials are Optuna trials
@@ -274,19 +286,18 @@ class Study:
     # ------------------------------------------------------------ taking trials
     def claim(self, limit: int, take: Callable[[Any], None]) -> list[Any]:
         """Up to ``limit`` trials for this worker (grid: WAITING ones; random/TPE: retried ones,
-        then new ones up to the budget); ``take(trial)`` runs as each is wrapped.
+        then new ones up to the budget); ``take(trial)`` runs for each once they are read.
 
         Database storages take them in one transaction that also records this process as their
         holder and their first heartbeat, so a trial is never RUNNING without both."""
         budget = None if self.search.sampler == "grid" else int(self.search.trials or 0)
         if self._rows is not None:
-            ids = self._rows.cache(self.study._storage, self._rows.claim(limit, budget, me()))
+            ids = self._rows.claim(limit, budget, me())
         else:
             ids = self._claim_in_memory(limit, budget)
-        batch = []
-        for trial_id in ids:
-            batch.append(self._wrap(trial_id))
-            take(batch[-1])
+        batch = self._trials(ids)
+        for trial in batch:
+            take(trial)
         return batch
 
     def _claim_in_memory(self, limit: int, budget: int | None) -> list[int]:
@@ -302,10 +313,13 @@ class Study:
             ids += [storage.create_new_trial(self.study._study_id) for _ in range(min(limit - len(ids), budget - live))]
         return ids
 
-    def _wrap(self, trial_id: int) -> Any:
+    def _trials(self, ids: Sequence[int]) -> list[Any]:
+        """The Optuna trials ``ids``; a database storage reads them all in one query."""
         import optuna
 
-        return optuna.Trial(self.study, trial_id)
+        if self._rows is None:
+            return [optuna.Trial(self.study, i) for i in ids]
+        return [_trial_of(self.study, frozen) for frozen in self._rows.read(self.study._storage, ids)]
 
     def resume(self, numbers: Sequence[int]) -> list[Any] | None:
         """The trials ``numbers`` (a checkpoint's), now held by this process; None when none is RUNNING."""
@@ -314,10 +328,10 @@ class Study:
         storage, study_id = self.study._storage, self.study._study_id
         ids = [storage.get_trial_id_from_study_id_trial_number(study_id, n) for n in numbers]
         if self._rows is not None:
-            running = self._rows.cache(self.study._storage, self._rows.hold(ids, me()))
+            running = self._rows.hold(ids, me())
         else:
             running = [i for i in ids if storage.get_trial(i).state == TrialState.RUNNING]
-        return [self._wrap(i) for i in ids] if running else None
+        return self._trials(ids) if running else None
 
     def fail_stale(self) -> int:
         """Retry the trials of dead workers: a process of this machine that is gone (at once), or
@@ -333,25 +347,36 @@ class Study:
         if self._rows is not None and trials:
             self._rows.beat([t._trial_id for t in trials])
 
-    def held_elsewhere(self) -> int:
-        """How many trials are RUNNING (held by some worker)."""
-        from optuna.trial import TrialState
-
-        if self._rows is not None:
-            return self._rows._count(TrialState.RUNNING)
-        return len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-
-    def config(self, trial: Any) -> dict[str, float]:
-        """The hyperparameters ``trial`` asks for (grid: its enqueued point, exactly)."""
+    def configs(self, trials: Sequence[Any]) -> list[dict[str, float]]:
+        """The hyperparameters each of ``trials`` asks for (grid: its enqueued point, exactly), stored
+        as its parameters. A database storage stores the fixed ones (enqueued or retried points) of
+        all ``trials`` in one transaction; the others are sampled trial by trial."""
         grid = self.search.sampler == "grid"
-        config = {}
-        for dim in dimensions(self.space):
-            low, high = dim.bounds
-            if low == high:
-                config[dim.name] = dim.values[0]
-            else:
-                config[dim.name] = dim.value(trial.suggest_float(dim.param, low, high, log=dim.log), grid)
-        return config
+        fixed: list[tuple[int, str, float, Any]] = []
+        configs = []
+        for trial in trials:
+            config = {}
+            for dim in dimensions(self.space):
+                low, high = dim.bounds
+                config[dim.name] = dim.values[0] if low == high else dim.value(self._suggest(trial, dim, fixed), grid)
+            configs.append(config)
+        if fixed:
+            self._rows.set_params(fixed)
+        return configs
+
+    def _suggest(self, trial: Any, dim: Dimension, fixed: list[tuple[int, str, float, Any]]) -> float:
+        """``trial.suggest_float`` for ``dim``; on a database storage a fixed value not yet stored is
+        only added to ``fixed`` (trial id, name, value, distribution) and to the trial, as Optuna would."""
+        import optuna
+
+        low, high = dim.bounds
+        frozen, value = trial._cached_frozen_trial, trial._fixed_params.get(dim.param)
+        if self._rows is None or value is None or dim.param in frozen.distributions:
+            return trial.suggest_float(dim.param, low, high, log=dim.log)
+        distribution = optuna.distributions.FloatDistribution(low, high, log=dim.log)
+        fixed.append((trial._trial_id, dim.param, distribution.to_internal_repr(value), distribution))
+        frozen.distributions[dim.param], frozen.params[dim.param] = distribution, value
+        return value
 
     # ------------------------------------------------------------ results
     def report(self, trial: Any, metrics: Mapping[str, float], step: int) -> bool:
@@ -362,9 +387,8 @@ class Study:
         """Report every member of a stack at ``step`` (``means``: index into ``trials`` -> its mean validation
         metrics by name), all in one commit, then decide for them together; the indices to prune."""
         mine = {c: metrics[self.search.metric] for c, metrics in means.items()}
-        storage = self.study._storage
         finite = {c: v for c, v in mine.items() if math.isfinite(v)}
-        write_trial(storage, {trials[c]._trial_id: ({step: v}, {}) for c, v in finite.items()})
+        self._write({trials[c]._trial_id: ({step: v}, {}) for c, v in finite.items()})
         for c, v in finite.items():   # what Trial.report would cache (its pruner reads the cache)
             trials[c]._cached_frozen_trial.intermediate_values[step] = v
         kind = self.search.pruner
@@ -386,24 +410,51 @@ class Study:
             prune += pruner.prune(group, rivals, maximize)
         return sorted(prune)
 
-    def tell(self, trial: Any, record: Mapping[str, Any], worker: str) -> None:
-        """Store a configuration's result in its trial and finish it (unless told already): its numbers
-        at the selected point (:func:`.selection.select`), its curves, its validation metric at every
-        evaluation point; COMPLETE with the selected metric, else PRUNED (diverged or pruned)."""
+    def tell(self, trials: Sequence[Any], records: Sequence[Mapping[str, Any]], worker: str) -> None:
+        """Store each configuration's result (:meth:`outcome`) in its trial and finish it, unless it is no
+        longer RUNNING (told before an interruption, or retried after this worker was taken for dead:
+        a late result is discarded). A database storage tells all ``trials`` in one transaction."""
         from optuna.trial import TrialState
 
+        outcomes = {t._trial_id: self.outcome(r, worker) for t, r in zip(trials, records)}
+        if self._rows is not None:
+            self._rows.tell(outcomes)
+            self.study._thread_local.cached_all_trials = None   # as Study.tell does: samplers read anew
+            return
         storage = self.study._storage
-        if storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
-            return  # told before an interruption
+        for trial in trials:
+            if storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
+                continue
+            outcome = outcomes[trial._trial_id]
+            self._write({trial._trial_id: (outcome.steps, outcome.attrs)})
+            if outcome.value is None:
+                self.study.tell(trial, state=TrialState.PRUNED)
+            else:
+                self.study.tell(trial, outcome.value)
+
+    def outcome(self, record: Mapping[str, Any], worker: str) -> Outcome:
+        """What telling a configuration's ``record`` writes: its numbers at the selected point
+        (:func:`.selection.select`) and curves, its validation metric at every evaluation point, and
+        the selected metric (COMPLETE), or none (PRUNED: diverged or pruned)."""
         record = select(record, self.search.metric, self.search.select)
         curve = record.get(f"{self.search.metric}_mean_curve") or []
         steps = {int(s): v for s, v in zip(record.get("eval_steps") or [], curve) if _finite(v)}
-        write_trial(storage, {trial._trial_id: (steps, trial_attrs(record, worker))})
         value = record.get(METRICS[self.search.metric][0])
-        if record["status"] == "ok" and _finite(value):
-            self.study.tell(trial, value)
-        else:
-            self.study.tell(trial, state=TrialState.PRUNED)
+        ok = record["status"] == "ok" and _finite(value)
+        return Outcome(steps, trial_attrs(record, worker), float(value) if ok else None)
+
+    def _write(self, updates: Mapping[int, tuple[Mapping[int, float], Mapping[str, Any]]]) -> None:
+        """Intermediate values (step -> value) and user attributes of trials (trial id -> both); a
+        database storage writes them in one transaction, to the trials still RUNNING."""
+        if self._rows is not None:
+            self._rows.write(updates)
+            return
+        storage = self.study._storage
+        for trial_id, (values, attrs) in updates.items():
+            for step, value in values.items():
+                storage.set_trial_intermediate_value(trial_id, step, value)
+            for key, value in attrs.items():
+                storage.set_trial_user_attr(trial_id, key, value)
 
     def give_back(self, trials: Sequence[Any]) -> None:
         """Put the RUNNING ones of ``trials`` back to WAITING, for the next claim (any worker)."""
@@ -421,16 +472,30 @@ class Study:
         """How many trials are complete or pruned."""
         from optuna.trial import TrialState
 
-        return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        return self._count(TrialState.COMPLETE, TrialState.PRUNED)
 
     def running(self) -> int:
-        """How many trials are RUNNING (in this worker or elsewhere)."""
+        """How many trials are RUNNING (held by this worker or others)."""
         from optuna.trial import TrialState
 
-        return len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        return self._count(TrialState.RUNNING)
+
+    def _count(self, *states: Any) -> int:
+        """How many trials are in ``states``; a database storage counts them in SQL (Optuna would read
+        every trial of the study)."""
+        if self._rows is not None:
+            return self._rows._count(*states)
+        return len(self.study.get_trials(deepcopy=False, states=states))
 
     def records(self) -> list[dict[str, Any]]:
-        return records_from_study(self.study, self.space, self.search.sampler)
+        """One record per finished trial (:func:`records_from_study`); a database storage reads them in
+        three queries (Optuna would build every trial of the study, field by field)."""
+        from optuna.trial import TrialState
+
+        finished = (TrialState.COMPLETE, TrialState.PRUNED)
+        trials = (self._rows.finished(finished) if self._rows is not None
+                  else self.study.get_trials(deepcopy=False, states=finished))
+        return records_from_study(trials, self.space, self.search.sampler)
 
 
 def trial_attrs(record: Mapping[str, Any], worker: str) -> dict[str, Any]:
@@ -446,36 +511,38 @@ def trial_attrs(record: Mapping[str, Any], worker: str) -> dict[str, Any]:
     return attrs
 
 
-def write_trial(storage: Any, updates: Mapping[int, tuple[Mapping[int, float], Mapping[str, Any]]]) -> None:
-    """Intermediate values (step -> value) and user attributes of trials (trial id -> both), in one
-    database commit for database storages (one commit each would take seconds per sweep)."""
+def _trial_of(study: Any, frozen: Any) -> Any:
+    """``optuna.Trial(study, frozen._trial_id)`` made from ``frozen`` (read with its round) instead of
+    reading it again; ``tests/test_sweep_bookkeeping.py`` checks that both are the same."""
     import optuna
+    from optuna import pruners
 
-    rdb = getattr(storage, "_backend", storage)
-    if not isinstance(rdb, optuna.storages.RDBStorage):
-        for trial_id, (values, attrs) in updates.items():
-            for step, value in values.items():
-                storage.set_trial_intermediate_value(trial_id, step, value)
-            for key, value in attrs.items():
-                storage.set_trial_user_attr(trial_id, key, value)
-        return
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-
-    with _create_scoped_session(rdb.scoped_session, True) as session:
-        for trial_id, (values, attrs) in updates.items():
-            for step, value in values.items():
-                rdb._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
-            for key, value in attrs.items():
-                rdb._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
+    trial = optuna.Trial.__new__(optuna.Trial)
+    trial.study, trial._trial_id, trial.storage = study, frozen._trial_id, study._storage
+    trial._cached_frozen_trial = frozen
+    study.sampler.before_trial(pruners._filter_study(study, frozen), frozen)
+    trial.relative_search_space, trial._relative_params = None, None
+    trial._fixed_params = frozen.system_attrs.get("fixed_params", {})
+    return trial
 
 
-def records_from_study(study: Any, space: Mapping[str, Sequence[float]], sampler: str = "grid") -> list[dict[str, Any]]:
-    """One record per finished trial: its hyperparameters, numbers and curves (``*_curve`` keys)."""
+class Finished(NamedTuple):
+    """What a record is made of: a finished trial's number, state, parameters and user attributes."""
+
+    number: int
+    state: Any
+    params: dict[str, Any]
+    user_attrs: dict[str, Any]
+
+
+def records_from_study(trials: Iterable[Any], space: Mapping[str, Sequence[float]],
+                       sampler: str = "grid") -> list[dict[str, Any]]:
+    """One record per finished trial of a study (Optuna's frozen trials, or :class:`Finished`): its
+    hyperparameters, numbers and curves (``*_curve`` keys)."""
     from optuna.trial import TrialState
 
     out = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+    for t in trials:
         rec: dict[str, Any] = {"trial": t.number}
         for dim in dimensions(space):
             stored = t.params.get(dim.param)
@@ -505,7 +572,8 @@ def _live() -> tuple[Any, ...]:
 
 class _Rows:
     """A database storage's tables of one study, for the operations that must be one transaction
-    (and cost one, whatever the number of trials): enqueue, claim, hold, heartbeats, retry, give back."""
+    (and cost one, whatever the number of trials): enqueue, claim, hold, heartbeats, parameters,
+    intermediate values, tell, retry, give back. They write the rows Optuna's own calls would."""
 
     def __init__(self, study: Any):
         from optuna.storages._rdb import models
@@ -515,6 +583,8 @@ class _Rows:
         self.t, self.sys = models.TrialModel.__table__, models.TrialSystemAttributeModel.__table__
         self.beats, self.params = models.TrialHeartbeatModel.__table__, models.TrialParamModel.__table__
         self.studies, self.attrs = models.StudyModel.__table__, models.StudyUserAttributeModel.__table__
+        self.steps, self.user = models.TrialIntermediateValueModel.__table__, models.TrialUserAttributeModel.__table__
+        self.values = models.TrialValueModel.__table__
 
     @staticmethod
     def of(study: Any) -> "_Rows | None":
@@ -593,9 +663,9 @@ class _Rows:
             self._hold(session, ids, holder)
         return ids
 
-    def cache(self, storage: Any, ids: list[int]) -> list[int]:
-        """Show the trials ``ids``, taken in SQL, to Optuna's storage cache (which would otherwise
-        reread every unfinished trial of the study to find them); returns ``ids``."""
+    def read(self, storage: Any, ids: Sequence[int]) -> list[Any]:
+        """The trials ``ids`` (frozen, in that order), read in one query and shown to Optuna's storage
+        cache (which would otherwise reread every unfinished trial of the study to find them)."""
         from optuna.storages._cached_storage import _StudyInfo
 
         trials = self.backend._get_trials(self.study_id, states=None, included_trial_ids=set(ids),
@@ -604,7 +674,8 @@ class _Rows:
             info = storage._studies.setdefault(self.study_id, _StudyInfo())
             storage._add_trials_to_cache(self.study_id, trials)
             info.unfinished_trial_ids.update(t._trial_id for t in trials if not t.state.is_finished())
-        return ids
+        by_id = {t._trial_id: t for t in trials}
+        return [by_id[i] for i in ids]
 
     def _count(self, *states: Any) -> int:
         import sqlalchemy as sa
@@ -614,6 +685,32 @@ class _Rows:
         with _create_scoped_session(self.backend.scoped_session) as session:
             return session.execute(sa.select(sa.func.count()).where(
                 t.c.study_id == self.study_id, t.c.state.in_(states))).scalar()
+
+    def finished(self, states: Sequence[Any]) -> list[Finished]:
+        """The study's trials in ``states``, by number, with their parameters (as Optuna gives them)
+        and user attributes: three queries in one session."""
+        import collections
+
+        import sqlalchemy as sa
+        from optuna.distributions import json_to_distribution
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        t, p, u = self.t, self.params, self.user
+        mine = sa.and_(t.c.study_id == self.study_id, t.c.state.in_(states))
+        params: dict[int, dict[str, Any]] = collections.defaultdict(dict)
+        attrs: dict[int, dict[str, Any]] = collections.defaultdict(dict)
+        distributions: dict[str, Any] = {}
+        with _create_scoped_session(self.backend.scoped_session) as session:
+            trials = session.execute(sa.select(t.c.trial_id, t.c.number, t.c.state).where(mine)
+                                     .order_by(t.c.number)).all()
+            for i, name, value, dist in session.execute(sa.select(
+                    p.c.trial_id, p.c.param_name, p.c.param_value, p.c.distribution_json).join(t).where(mine)):
+                if dist not in distributions:
+                    distributions[dist] = json_to_distribution(dist)
+                params[i][name] = distributions[dist].to_external_repr(value)
+            for i, key, value in session.execute(sa.select(u.c.trial_id, u.c.key, u.c.value_json).join(t).where(mine)):
+                attrs[i][key] = json.loads(value)
+        return [Finished(number, state, params[i], attrs[i]) for i, number, state in trials]
 
     def _hold(self, session: Any, ids: Sequence[int], holder: str) -> None:
         import sqlalchemy as sa
@@ -686,6 +783,88 @@ class _Rows:
             self._add(session, [fixed[i] for i in running if fixed[i]], TrialState.WAITING)
         return len(running)
 
+    def _running(self, session: Any, ids: Iterable[int]) -> list[int]:
+        """The RUNNING ones of ``ids``."""
+        import sqlalchemy as sa
+        from optuna.trial import TrialState
+
+        t = self.t
+        return [i for chunk in _chunks(list(ids)) for i in session.execute(sa.select(t.c.trial_id).where(
+            t.c.trial_id.in_(chunk), t.c.state == TrialState.RUNNING)).scalars()]
+
+    def set_params(self, params: Sequence[tuple[int, str, float, Any]]) -> None:
+        """Store (trial id, name, internal value, distribution) as parameters of the RUNNING trials."""
+        import sqlalchemy as sa
+        from optuna.distributions import distribution_to_json
+
+        with self.transaction() as session:
+            running = set(self._running(session, {i for i, *_ in params}))
+            rows = [{"trial_id": i, "param_name": name, "param_value": value,
+                     "distribution_json": distribution_to_json(dist)} for i, name, value, dist in params if i in running]
+            if rows:
+                session.execute(sa.insert(self.params), rows)
+
+    def write(self, updates: Mapping[int, tuple[Mapping[int, float], Mapping[str, Any]]]) -> None:
+        """Intermediate values (step -> value) and user attributes of trials (trial id -> both), to the
+        RUNNING ones, in one transaction."""
+        with self.transaction() as session:
+            self._write(session, {i: updates[i] for i in self._running(session, updates)})
+
+    def _write(self, session: Any, updates: Mapping[int, tuple[Mapping[int, float], Mapping[str, Any]]]) -> None:
+        from optuna.storages._rdb import models
+
+        stored = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
+        steps = [{"trial_id": i, "step": step, **dict(zip(("intermediate_value", "intermediate_value_type"),
+                                                          stored(value)))}
+                 for i, (values, _) in updates.items() for step, value in values.items()]
+        attrs = [{"trial_id": i, "key": key, "value_json": json.dumps(value)}
+                 for i, (_, user) in updates.items() for key, value in user.items()]
+        _replace(session, self.steps, ("trial_id", "step"), steps)
+        _replace(session, self.user, ("trial_id", "key"), attrs)
+
+    def tell(self, outcomes: Mapping[int, Outcome]) -> list[int]:
+        """Finish the RUNNING ones of the trials ``outcomes`` (trial id -> outcome) in one transaction,
+        with the rows ``Study.tell`` of Optuna writes: intermediate values, user attributes, the value
+        (a PRUNED trial's: its last intermediate value, if any), the state and ``datetime_complete``.
+        Random and TPE samplers do nothing after a trial, so no sampler is called. The ids told."""
+        import sqlalchemy as sa
+        from optuna.storages._rdb import models
+        from optuna.trial import TrialState
+
+        t = self.t
+        with self.transaction() as session:
+            live = self._running(session, outcomes)
+            self._write(session, {i: (outcomes[i].steps, outcomes[i].attrs) for i in live})
+            values = {i: outcomes[i].value for i in live}
+            values.update(self._last_steps(session, [i for i in live if values[i] is None]))
+            rows = [{"trial_id": i, "objective": 0, **dict(zip(("value", "value_type"),
+                                                              models.TrialValueModel.value_to_stored_repr(v)))}
+                    for i, v in values.items() if v is not None]
+            if rows:
+                session.execute(sa.insert(self.values), rows)
+            now = _utcnow()
+            for state, ids in ((TrialState.COMPLETE, [i for i in live if outcomes[i].value is not None]),
+                               (TrialState.PRUNED, [i for i in live if outcomes[i].value is None])):
+                for chunk in _chunks(ids):
+                    session.execute(sa.update(t).where(t.c.trial_id.in_(chunk)).values(
+                        state=state, datetime_complete=now))
+        return live
+
+    def _last_steps(self, session: Any, ids: Sequence[int]) -> dict[int, float]:
+        """Each trial's intermediate value at its last step, where it has one that is not NaN (what
+        Optuna gives a PRUNED trial as its value)."""
+        import sqlalchemy as sa
+        from optuna.storages._rdb import models
+
+        s, last = self.steps, {}
+        for chunk in _chunks(ids):
+            for i, step, value, kind in session.execute(sa.select(
+                    s.c.trial_id, s.c.step, s.c.intermediate_value, s.c.intermediate_value_type).where(
+                    s.c.trial_id.in_(chunk))):
+                if i not in last or step > last[i][0]:
+                    last[i] = (step, models.TrialIntermediateValueModel.stored_repr_to_intermediate_value(value, kind))
+        return {i: v for i, (_, v) in last.items() if not math.isnan(v)}
+
     def give_back(self, ids: Sequence[int]) -> None:
         import sqlalchemy as sa
         from optuna.trial import TrialState
@@ -704,10 +883,25 @@ def _utcnow() -> Any:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def _chunks(ids: Sequence[int], size: int = 500) -> Iterator[list[int]]:
-    ids = list(ids)
-    for start in range(0, len(ids), size):
-        yield ids[start:start + size]
+def _chunks(items: Sequence[Any], size: int = 500) -> Iterator[list[Any]]:
+    items = list(items)
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _replace(session: Any, table: Any, key: tuple[str, str], rows: Sequence[dict[str, Any]]) -> None:
+    """Insert ``rows`` into ``table``, replacing the rows of the same ``key`` (the trial id's column, then
+    another): the trials' rows are read by their indexed id, and only those of a key in ``rows`` deleted."""
+    import sqlalchemy as sa
+
+    (row_id,), trial, other = table.primary_key.columns, table.c[key[0]], table.c[key[1]]
+    for chunk in _chunks(rows):
+        new = {(r[key[0]], r[key[1]]) for r in chunk}
+        old = [i for i, *pair in session.execute(sa.select(row_id, trial, other).where(
+            trial.in_({t for t, _ in new}))) if tuple(pair) in new]
+        if old:
+            session.execute(sa.delete(table).where(row_id.in_(old)))
+        session.execute(sa.insert(table), chunk)
 
 
 def is_storage_failure(error: BaseException) -> bool:

@@ -91,7 +91,7 @@ class Worker:
             if batch:
                 trained += self._train_round(batch)
                 continue
-            held = self.study.held_elsewhere()
+            held = self.study.running()   # this worker's trials are all told: held by others
             if held == 0:
                 if trained == 0:
                     self.log("nothing left to do: every configuration is finished")
@@ -134,7 +134,7 @@ class Worker:
     def _stack(self, trials: list[Any]) -> tuple[list[Any], Members, str | None]:
         """A new stack of ``trials`` and the checkpoint file it will write (where there is an output
         folder; until the first write, a run that stops trains them again from step 0)."""
-        members = Members(self.job, [self.study.config(t) for t in trials], [t.number for t in trials])
+        members = Members(self.job, self.study.configs(trials), [t.number for t in trials])
         path = None
         if self.checkpoints is not None:
             path = self.checkpoints.path_for(trials[0].number)
@@ -206,10 +206,8 @@ class Worker:
         self._report_progress()
 
     def tell(self, trials: list[Any], records: list[dict[str, Any]], path: str | None, stack: Any) -> None:
-        """Store each configuration's result in its trial, drop the stack's checkpoint, count its progress."""
-        worker = f"{host()}:{os.getpid()}"
-        for trial, record in zip(trials, records):
-            self.study.tell(trial, record, worker)
+        """Store the stack's results in its trials, drop its checkpoint, count its progress."""
+        self.study.tell(trials, records, f"{host()}:{os.getpid()}")
         for t in trials:
             self._held.pop(t.number, None)
         if path is not None and os.path.exists(path):

@@ -162,3 +162,18 @@ def test_trials_read_with_their_round_are_the_trials_optuna_makes(tmp_path):
         assert all(v == vars(made)[k] for k, v in vars(trial).items() if k not in ("study", "storage"))
         assert trial.study is made.study and trial.storage is made.storage
         assert trial._fixed_params == stored_point(SPACE, grid_points(SPACE)[trial.number])
+
+
+@pytest.mark.parametrize("steps, where", [(1, "threads"), (99, "threads"), (100, "processes")])
+def test_short_stacks_train_in_threads_long_ones_in_forked_lanes(monkeypatch, steps, where):
+    """A fork per stack costs more than a 1-step stack's training (the 64 x 64 grid at 1 step)."""
+    from types import SimpleNamespace
+
+    from inertia.sweeps import lanes
+
+    ran = []
+    monkeypatch.setattr(lanes, "_run_forked", lambda parts, n, trainer: ran.append("processes") or 0)
+    monkeypatch.setattr(lanes, "_run_threads", lambda parts, n, trainer: ran.append("threads") or 0)
+    job = SimpleNamespace(steps=steps, device="cpu")
+    lanes.run_parts([("a",), ("b",)], 2, "auto", job, trainer=None)
+    assert ran == [where if lanes.forked_lanes_available(job) else "threads"]

@@ -80,6 +80,11 @@ def split(items: list[Any], parts: int) -> list[list[Any]]:
     return out
 
 
+FORK_MIN_STEPS = 100
+"""Stacks of fewer steps train in threads: a fork per stack (and the copies of the pages the parent
+then writes while a child shares them) costs more than the GIL's hand-offs save on so short a run."""
+
+
 def forked_lanes_available(job: Job) -> bool:
     """Lanes as forked processes: on Linux (fork, PR_SET_PDEATHSIG), for CPU jobs."""
     return sys.platform.startswith("linux") and str(job.device).startswith("cpu")
@@ -95,7 +100,7 @@ def run_parts(parts: Sequence[Part], lanes: int, where: str, job: Job, trainer: 
         return 0
     if len(parts) == 1 or lanes == 1:
         return _run_here(parts, trainer)
-    if where == "processes" or (where == "auto" and forked_lanes_available(job)):
+    if where == "processes" or (where == "auto" and forked_lanes_available(job) and job.steps >= FORK_MIN_STEPS):
         return _run_forked(list(parts), lanes, trainer)
     return _run_threads(parts, lanes, trainer)
 

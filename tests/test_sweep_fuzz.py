@@ -130,3 +130,24 @@ def test_a_default_is_never_invalid_for_its_rule():
     task = TaskSpec.from_values(optimizer="schedulefree", lr=[0.5, 2.0])
     assert 0.0 not in task.space["momentum"] and len(task.space["momentum"]) == 7
     assert SweepSpec(task).configurations == 14
+
+
+def test_ctrl_c_swallowed_by_an_import_still_interrupts(monkeypatch, capsys):
+    """A library whose import swallows the KeyboardInterrupt (a bare except:) does not lose the Ctrl-C."""
+    import signal
+
+    from inertia import cli
+
+    real = cli.build_parser
+
+    def swallowing_import():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        except KeyboardInterrupt:
+            pass
+        return real()
+
+    monkeypatch.setattr(cli, "build_parser", swallowing_import)
+    assert cli_main(["sweep", "--data", "digits", "--lr", "0.1", "--momentum", "0", "--steps", "5"]) == 130
+    assert capsys.readouterr().err.strip() == "inertia sweep: interrupted; run the same command again to resume"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # put back

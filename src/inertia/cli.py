@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 
 # subcommand modules, in the order --help lists them
@@ -32,11 +33,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Interrupts:
+    """Ctrl-C as Python's own handler raises it, and remembered: a library that swallows the
+    KeyboardInterrupt while the commands' modules import (a bare ``except:``) cannot lose it."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.seen = True
+        raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
     command = next((w for w in words if not w.startswith("-")), "")
+    interrupts = _Interrupts()
+    previous = signal.signal(signal.SIGINT, interrupts) if _main_thread() else None
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        if interrupts.seen:
+            raise KeyboardInterrupt
+        args = parser.parse_args(argv)
         command = args.command
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
@@ -50,6 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     except FloatingPointError as error:  # NonFiniteGradientError: training blew up
         print(f"inertia {command}: {_one_line(error)}", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def _one_line(error: BaseException) -> str:

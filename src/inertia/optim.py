@@ -280,7 +280,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         """A 0-dim float32 device flag: 1 if any element of ``grads`` is NaN or inf, else 0.
 
         One call of torch's own check for mixed precision (the kernel ``GradScaler`` runs,
-        ``_amp_foreach_non_finite_check_and_unscale_`` with unit scale: one read of every gradient,
+        ``_amp_foreach_non_finite_check_and_unscale_`` with unit scale: one pass over every gradient,
         which it leaves bit for bit as it was); one call per device where the gradients are on
         several, complex gradients as real views, sparse ones by their values."""
         try:

@@ -220,12 +220,9 @@ def _set_grads(model, bad=False):
         model[1].weight.grad[0, 1] = float("-inf")
 
 
-@pytest.mark.parametrize("nonfinite", ["raise", "skip"])
-def test_fused_step_reads_nothing_from_the_device_and_skips_on_it(monkeypatch, nonfinite):
-    model = _model()
-    opt = inertia.Momentum(model.named_parameters(), lr=0.1, nonfinite=nonfinite)
-    _set_grads(model)
-    opt.step()  # the first step creates the state (simple path)
+def _bad_step_reads_nothing_and_changes_nothing(opt, model, monkeypatch) -> list[torch.Tensor]:
+    """A step on a non-finite gradient: no host read inside it, parameters and state untouched.
+    Returns the parameters as they were."""
     before = [p.detach().clone() for p in model.parameters()]
     state_before = {k: v.clone() for k, v in opt.state[model[0].weight].items()}
     reads = HostReads(monkeypatch)
@@ -235,6 +232,16 @@ def test_fused_step_reads_nothing_from_the_device_and_skips_on_it(monkeypatch, n
     monkeypatch.undo()
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
     assert all(torch.equal(opt.state[model[0].weight][k], v) for k, v in state_before.items())
+    return before
+
+
+@pytest.mark.parametrize("nonfinite", ["raise", "skip"])
+def test_fused_step_reads_nothing_from_the_device_and_skips_on_it(monkeypatch, nonfinite):
+    model = _model()
+    opt = inertia.Momentum(model.named_parameters(), lr=0.1, nonfinite=nonfinite)
+    _set_grads(model)
+    opt.step()  # the first step creates the state (simple path)
+    before = _bad_step_reads_nothing_and_changes_nothing(opt, model, monkeypatch)
     if nonfinite == "raise":
         with pytest.raises(inertia.NonFiniteGradientError, match=r"'1\.weight'"):
             opt.zero_grad()
@@ -372,15 +379,7 @@ def test_compiled_step_skips_on_the_device_without_host_reads(compiled_ok, monke
     for _ in range(2):
         _set_grads(model)
         opt.step()
-    before = [p.detach().clone() for p in model.parameters()]
-    state_before = {k: v.clone() for k, v in opt.state[model[0].weight].items()}
-    reads = HostReads(monkeypatch)
-    _set_grads(model, bad=True)
-    opt.step()
-    assert reads.count == 0
-    monkeypatch.undo()
-    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
-    assert all(torch.equal(opt.state[model[0].weight][k], v) for k, v in state_before.items())
+    _bad_step_reads_nothing_and_changes_nothing(opt, model, monkeypatch)
     assert opt.skipped_steps == 1
 
 

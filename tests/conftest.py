@@ -6,8 +6,11 @@ by skipping.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import uuid
+from typing import Iterator
 
 import pytest
 import torch
@@ -27,6 +30,25 @@ def _service(variable: str, what: str, fallback: str | None = None) -> str:
 def postgres_url() -> str:
     """URL of a PostgreSQL server where the test may create databases."""
     return _service("INERTIA_TEST_POSTGRES", "PostgreSQL")
+
+
+@contextlib.contextmanager
+def scratch_database(server: str) -> Iterator[tuple[str, object]]:
+    """A new, empty PostgreSQL database on ``server``, dropped afterwards (its connections cut):
+    yields its URL and an autocommit cursor of ``server`` (to alter the database while a test runs)."""
+    import psycopg2
+
+    name = f"inertia_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(server)
+    admin.autocommit = True
+    cursor = admin.cursor()
+    cursor.execute(f"CREATE DATABASE {name}")
+    try:
+        yield server.rsplit("/", 1)[0] + f"/{name}", cursor
+    finally:
+        cursor.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+        cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
 
 
 @pytest.fixture

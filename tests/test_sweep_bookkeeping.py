@@ -3,10 +3,10 @@ each per stack) leaves exactly what Optuna's own per-trial calls leave, on SQLit
 from __future__ import annotations
 
 import datetime
-import uuid
 from contextlib import contextmanager
 
 import pytest
+from conftest import scratch_database
 
 from inertia.sweeps import SweepSpec, TaskSpec, _job, _load_data
 from inertia.sweeps.engine import Members, run_members
@@ -24,20 +24,9 @@ def _storages(kind: str, tmp_path, request):
     if kind == "sqlite":
         yield f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
         return
-    import psycopg2
-
     server = request.getfixturevalue("postgres_url")
-    names = [f"inertia_test_{uuid.uuid4().hex[:10]}" for _ in range(2)]
-    admin = psycopg2.connect(server)
-    admin.autocommit = True
-    for name in names:
-        admin.cursor().execute(f"CREATE DATABASE {name}")
-    try:
-        yield tuple(normalize_url(server.rsplit("/", 1)[0] + f"/{name}") for name in names)
-    finally:
-        for name in names:
-            admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
+    with scratch_database(server) as (a, _), scratch_database(server) as (b, _):
+        yield normalize_url(a), normalize_url(b)
 
 
 def _spec(pruner: str | None = None) -> SweepSpec:

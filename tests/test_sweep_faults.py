@@ -11,10 +11,10 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
+from conftest import scratch_database
 
 SEED = int(os.environ.get("INERTIA_FAULT_SEED") or random.SystemRandom().randrange(10 ** 6))
 """The kill points of this run are drawn from this seed (set INERTIA_FAULT_SEED to replay a run)."""
@@ -168,25 +168,19 @@ def test_two_studies_in_one_folder_never_touch_each_other(tmp_path, baseline):
 
 def test_three_postgresql_workers_one_late_one_killed_finish_the_grid_together(tmp_path, postgres_url):
     import optuna
-    import psycopg2
 
     from inertia.sweeps.study import normalize_url
 
-    name = f"inertia_test_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(postgres_url)
-    admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {name}")
-    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
-    grid = ["--lr", "0.01,0.02,0.05,0.1,0.2,0.5", "--momentum", "0,0.9"]   # 12 configurations, one per round
+    with scratch_database(postgres_url) as (url, _):
+        grid = ["--lr", "0.01,0.02,0.05,0.1,0.2,0.5", "--momentum", "0,0.9"]   # 12 configurations, one per round
 
-    def worker(i: int, *kill: str) -> subprocess.Popen:
-        args = [*_sweep_args(tmp_path / f"w{i}", "--storage", url, "--round-size", "1", "--parallel", "1"), *grid]
-        args[args.index("--steps") + 1] = "1500"
-        prefix = [sys.executable, "-c", KILLER, *kill] if kill else [sys.executable, "-m", "inertia.cli"]
-        return subprocess.Popen([*prefix, *args], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True)
+        def worker(i: int, *kill: str) -> subprocess.Popen:
+            args = [*_sweep_args(tmp_path / f"w{i}", "--storage", url, "--round-size", "1", "--parallel", "1"), *grid]
+            args[args.index("--steps") + 1] = "1500"
+            prefix = [sys.executable, "-c", KILLER, *kill] if kill else [sys.executable, "-m", "inertia.cli"]
+            return subprocess.Popen([*prefix, *args], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, start_new_session=True)
 
-    try:
         first, doomed = worker(0), worker(1, "claimed", "3")   # dies holding its third configuration
         time.sleep(2)
         late = worker(2)
@@ -200,9 +194,6 @@ def test_three_postgresql_workers_one_late_one_killed_finish_the_grid_together(t
         assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL) for t in trials)
         workers = {t.user_attrs["worker"].rsplit(":", 1)[1] for t in complete}
         assert {str(p.pid) for p in (first, doomed, late)} <= workers, f"not everyone got work: {workers}"
-    finally:
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
 
 
 def test_sqlite_states_of_a_finished_folder_are_not_rewritten_by_a_rerun(tmp_path):
@@ -275,18 +266,11 @@ def test_ctrl_c_during_start_up_prints_one_line(tmp_path, delay):
 
 
 def test_a_lost_database_connection_is_one_line_and_the_rerun_resumes(tmp_path, postgres_url, baseline):
-    import psycopg2
-
     from inertia.sweeps.study import normalize_url
 
-    name = f"inertia_test_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(postgres_url)
-    admin.autocommit = True
-    cursor = admin.cursor()
-    cursor.execute(f"CREATE DATABASE {name}")
-    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
-    args = _sweep_args(tmp_path, "--storage", url)
-    try:
+    with scratch_database(postgres_url) as (url, cursor):
+        name = url.rsplit("/", 1)[1]
+        args = _sweep_args(tmp_path, "--storage", url)
         proc = subprocess.Popen([sys.executable, "-m", "inertia.cli", *args], env=_env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
         deadline = time.time() + 60
@@ -307,7 +291,3 @@ def test_a_lost_database_connection_is_one_line_and_the_rerun_resumes(tmp_path, 
                                                            if k != "worker"}
                 for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
         assert done == baseline["0"]
-    finally:
-        cursor.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
-        cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()

@@ -6,6 +6,7 @@ import re
 
 import pytest
 import torch
+from conftest import scratch_database
 
 import inertia
 from inertia.cli import main as cli_main
@@ -132,17 +133,9 @@ def test_a_pruned_sweep_equals_the_unpruned_one_up_to_where_it_stopped():
 
 
 def test_the_printed_postgresql_url_opens_the_study(tmp_path, capsys, postgres_url):
-    import uuid
-
     import optuna
-    import psycopg2
 
-    name = f"inertia_test_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(postgres_url)
-    admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {name}")
-    try:
-        url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    with scratch_database(postgres_url) as (url, _):
         assert cli_main(["sweep", "--data", "digits", "--steps", "40", "--batch-size", "32", "--lr", "0.01,0.1",
                          "--momentum", "0,0.9", "--storage", url, "--out", str(tmp_path / "o"), "--quiet"]) == 0
         printed = re.search(r"in (\S+) \(for optuna", capsys.readouterr().out).group(1)
@@ -151,6 +144,3 @@ def test_the_printed_postgresql_url_opens_the_study(tmp_path, capsys, postgres_u
         assert all(t.distributions["lr"].log and t.distributions[MOMENTUM_PARAM].log for t in study.trials)
         assert all(set(t.intermediate_values) == {4 * k for k in range(1, 11)} for t in study.trials)
         study._storage._backend.engine.dispose()
-    finally:
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()

@@ -8,10 +8,10 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
+from conftest import scratch_database
 
 import inertia
 from inertia.cli import main as cli_main
@@ -302,14 +302,8 @@ def test_a_dead_workers_trials_are_trained_again(tmp_path, monkeypatch, where):
 
 def test_two_workers_on_postgresql_finish_the_grid_without_duplicates(tmp_path, postgres_url):
     import optuna
-    import psycopg2
 
-    name = f"inertia_test_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(postgres_url)
-    admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {name}")
-    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
-    try:
+    with scratch_database(postgres_url) as (url, _):
         # one configuration per claim, each long enough (~1 s) that the second worker starts
         # before the first could finish the whole grid alone
         procs = [subprocess.Popen(_command(tmp_path / f"w{i}", "--storage", url, "--max-batch", "1", steps=2000),
@@ -325,9 +319,6 @@ def test_two_workers_on_postgresql_finish_the_grid_without_duplicates(tmp_path, 
         assert len({(t.params["lr"], t.params["1-momentum"]) for t in trials}) == 6
         workers = [t.user_attrs["worker"] for t in trials]
         assert len(set(workers)) == 2, f"one worker did all the work: {workers}"
-    finally:
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
 
 
 def test_tensorboard_writes_one_run_per_configuration(tmp_path):

@@ -371,19 +371,9 @@ def test_race_equals_the_reference_driven_by_the_surface_gradient(case: Case, va
         torch.testing.assert_close(result.losses[i], SURFACE.value(path), rtol=1e-9, atol=1e-12)
 
 
-
 # ---------------------------------------------------------------- momentum warmed up from 0
 
-MOMENTUM_FROM_ZERO_BUG = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "sgd_update, torch convention, momentum an [M] tensor that is 0 at step 0: the buffer is made at "
-    "step 0 (b = g0) and step 1 gives b = mu1 g0 + g1; torch.optim.SGD (and the same rule with a "
-    "number, as in the optimizer or a race of one configuration) makes it at the first step with "
-    "momentum != 0 (b = g1). A per-member flag fixes it exactly but made the README sweep 3 % slower "
-    "(benchmarks/sweep_ab.py, 4 interleaved pairs), so it is not in"))
-
-
-@pytest.mark.parametrize("engine", [pytest.param("sweep", marks=MOMENTUM_FROM_ZERO_BUG),
-                                    pytest.param("race", marks=MOMENTUM_FROM_ZERO_BUG)])
+@pytest.mark.parametrize("engine", ["sweep", "race"])
 def test_momentum_warmed_up_from_zero_matches_torch(engine: str):
     case = dataclasses.replace(CASE["sgd-torch"], id="sgd-torch-momentum-from-0",
                                schedules=dict(lr="cosine", momentum="linear(start=0.0)"))

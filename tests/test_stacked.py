@@ -106,6 +106,34 @@ def test_training_with_per_member_lr_and_momentum_equals_separate_torch_sgd_runs
         assert int(mine.state_dict()["1.num_batches_tracked"]) == steps
 
 
+def test_momentum_set_per_step_from_zero_equals_separate_torch_sgd_runs():
+    """A per-member momentum that starts at 0 and is raised later (a warm-up set each step, as a
+    scheduler does): torch makes its buffer at the first step with momentum != 0 (b = g there), so
+    each member must, whatever its neighbours' momenta."""
+    n, steps = 3, 10
+    momentum_at = [lambda t: min(0.9, 0.15 * t), lambda t: 0.0, lambda t: 0.0 if t < 4 else 0.8]
+    data = batches(steps)
+    stacked = inertia.stack(small_cnn, n, seed=3)
+    opt = inertia.SGD(stacked.parameters(), lr=0.1, momentum=torch.zeros(n, dtype=torch.float64))
+    for t, (x, y) in enumerate(data):
+        opt.param_groups[0]["momentum"] = torch.tensor([m(t) for m in momentum_at], dtype=torch.float64)
+        loss = F.cross_entropy(stacked(x).flatten(0, 1), y.repeat(n), reduction="none").view(n, -1).mean(1).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for i in range(n):
+        torch.manual_seed(3 + i)
+        model = small_cnn()
+        ref = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.0)
+        for t, (x, y) in enumerate(data):
+            ref.param_groups[0]["momentum"] = momentum_at[i](t)
+            ref.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            ref.step()
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(stacked.state_dict()[key][i], value, rtol=1e-9, atol=1e-11, msg=key)
+
+
 def test_eval_mode_uses_running_statistics_and_leaves_them_alone():
     stacked = inertia.stack(small_cnn, 2, seed=3)
     stacked(torch.randn(6, 1, 8, 8, dtype=torch.float64))

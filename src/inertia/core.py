@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from .rules import Rule, broadcast_hyper
+from .rules.base import FIXED_HYPER
 from .schedules import Schedule
 
 #: steps at which a schedule's values are validated before training (besides the first and last)
@@ -129,12 +130,16 @@ class MemberHyper:
     def __init__(self, rule: Rule, values: Mapping[str, Any]):
         self.rule = rule
         self.values = dict(values)
-        self.dynamic = any(is_scheduled(self.values[name]) for name in rule.numeric if name in self.values)
+        self.fixed = frozenset(name for name in rule.numeric if not is_scheduled(self.values.get(name)))
+        self.dynamic = len(self.fixed) < len(rule.numeric)
 
     def at(self, step: int, rows: Tensor | None = None) -> dict[str, Any]:
-        """Every value at ``step`` (0 for the first update) for the members ``rows`` (default all)."""
-        return {name: _select(value_at(value, step), rows) if name in self.rule.numeric else value
-                for name, value in self.values.items()}
+        """Every value at ``step`` (0 for the first update) for the members ``rows`` (default all),
+        and under ``FIXED_HYPER`` the names of those no schedule drives."""
+        values = {name: _select(value_at(value, step), rows) if name in self.rule.numeric else value
+                  for name, value in self.values.items()}
+        values[FIXED_HYPER] = self.fixed
+        return values
 
 
 def _select(value: Any, rows: Tensor | None) -> Any:

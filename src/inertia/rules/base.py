@@ -11,6 +11,10 @@ a test surface). A rule knows nothing about those engines.
 - ``hyper`` maps every hyperparameter name to a Python value or to a tensor that
   already broadcasts against ``param`` (the engine turns a per-configuration
   tensor of shape ``[N]`` into ``[N, 1, ..., 1]`` with :func:`broadcast_hyper`).
+- ``hyper[FIXED_HYPER]``, where an engine sets it, names the numeric hyperparameters it knows
+  to hold one value for the whole run (sweeps and races know their schedules); a rule may
+  skip work that matters only when a value changes. An engine that cannot know (the
+  optimizer: a group's value may be set at any time) leaves it out.
 - ``state`` is a plain dict of tensors. The engine keeps ``state["step"]``, a
   0-dim tensor counting updates, incremented *before* ``update`` is called
   (so it is 1 on the first update, as in torch.optim).
@@ -40,6 +44,8 @@ State = MutableMapping[str, Tensor]
 Point = Callable[[Tensor, State, Hyper], Tensor]
 
 STATE_KINDS = ("element", "member")
+FIXED_HYPER = "fixed_hyper"
+"""The key of ``hyper`` naming the numeric hyperparameters fixed for the run (module docstring)."""
 """Layouts of a rule's state entries (see the module docstring); ``step`` is ``"shared"``."""
 
 

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from .base import (
+    FIXED_HYPER,
     Hyper,
     Rule,
     State,
@@ -64,18 +65,7 @@ def sgd_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper) -> None:
     convention = hyper["convention"]
     nesterov = hyper["nesterov"]
     if convention == "torch":
-        buf = state.get("momentum_buffer")
-        if buf is None:
-            buf = state["momentum_buffer"] = g.detach().clone()
-        else:
-            damp = hyper["dampening"]
-            if is_zero(damp):
-                buf.mul_(mu).add_(g)
-            else:
-                # torch ignores dampening when momentum is 0; keep that per configuration.
-                keep = 1 - damp * (mu != 0).to(mu.dtype) if is_tensor(mu) else 1 - damp
-                buf.mul_(mu)
-                add_scaled_(buf, g, keep)
+        buf = _torch_buffer(g, state, mu, hyper["dampening"], "momentum" in hyper.get(FIXED_HYPER, ()))
         direction = g + mu * buf if nesterov else buf
         sub_scaled_(param, direction, lr)
     elif convention == "sutskever":
@@ -97,6 +87,37 @@ def sgd_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper) -> None:
         add_scaled_(buf, g, 1 - mu)
         direction = mu * buf + (1 - mu) * g if nesterov else buf
         sub_scaled_(param, direction, lr)
+
+
+def _torch_buffer(g: Tensor, state: State, mu: Any, damp: Any, mu_fixed: bool) -> Tensor:
+    """The torch-convention buffer after this step: b ← g on the first step with μ ≠ 0, then
+    b ← μ b + (1 − τ) g (``torch.optim.SGD``; μ is a non-zero number here, or a tensor).
+
+    A tensor μ (one per configuration, possibly 0 for some) that may change between steps keeps
+    this per configuration with the per-member flag ``momentum_active`` a = [previous μ ≠ 0]:
+    b ← (μ a) b + (1 − τ [μ a ≠ 0]) g, then a ← [μ ≠ 0]. A configuration at μ = 0 holds b = g,
+    which is its step, and starts afresh (b = g) at its first μ ≠ 0, as torch does. One difference
+    remains: where μ returns to 0 and then leaves it again, torch continues the buffer it left and
+    this starts afresh. Where the engine knows μ fixed for the run (``mu_fixed``), μ a = μ from the
+    second step on, so the flag is not kept."""
+    buf = state.get("momentum_buffer")
+    if not is_tensor(mu) or (mu_fixed and "momentum_active" not in state):
+        if buf is None:
+            return state.setdefault("momentum_buffer", g.detach().clone())
+        decay = mu
+    else:
+        active = state.get("momentum_active")
+        if active is None:  # a buffer without the flag (an optimizer state from torch) is active
+            active = state["momentum_active"] = torch.full_like(mu, float(buf is not None))
+        if buf is None:
+            buf = state["momentum_buffer"] = torch.zeros_like(g)
+        decay = mu * active
+        torch.ne(mu, 0, out=active)
+    buf.mul_(decay)
+    if is_zero(damp):
+        return buf.add_(g)
+    keep = 1 - damp * (decay != 0).to(decay.dtype) if is_tensor(decay) else 1 - damp
+    return add_scaled_(buf, g, keep)
 
 
 def effective_lr(lr: Any, momentum: Any, convention: str = "torch") -> Any:
@@ -144,7 +165,7 @@ SGD_DEFAULTS = dict(
 
 SGD_RULE = Rule(
     name="sgd",
-    state={"momentum_buffer": "element", "velocity": "element"},
+    state={"momentum_buffer": "element", "momentum_active": "member", "velocity": "element"},
     defaults=SGD_DEFAULTS,
     numeric=("lr", "momentum", "dampening", "weight_decay"),
     update=sgd_update,

@@ -83,7 +83,13 @@ class Paths:
     def __init__(self, opt):
         self.taken = []
         original = opt._path
-        opt._path = lambda group, params: self.taken.append(original(group, params)) or self.taken[-1]
+
+        def spy(group, params):
+            path, states = original(group, params)
+            self.taken.append(path)
+            return path, states
+
+        opt._path = spy
 
 
 @pytest.mark.parametrize("name, hyper", FUSED_RUNS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(FUSED_RUNS)])

@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import operator
 import types
 from typing import Any, Callable, Iterable
 
@@ -374,26 +375,23 @@ class RuleOptimizer(torch.optim.Optimizer):
     def _hyper(self, group: dict, param: Tensor) -> dict[str, Any]:
         return {name: core.shape_hyper(group[name], param) for name in self.rule.defaults}
 
-    def _ready(self, group: dict, params: list[Tensor]) -> bool:
-        """Whether a fast path can run this group: one dtype and device, state created, plain hyperparameters."""
+    def _ready(self, group: dict, params: list[Tensor]) -> list[dict] | None:
+        """The parameters' states if a fast path can run this group (one dtype and device, state created
+        by the simple path, plain hyperparameters), else None."""
         if any(_per_configuration(group[name]) for name in self.rule.numeric):
-            return False
-        first = params[0]
-        first_state = self.state.get(first)
-        if not isinstance(first_state, dict) or "step" not in first_state:
-            return False
-        keys = first_state.keys()
-        for p in params:
-            state = self.state.get(p)
-            if p.dtype != first.dtype or p.device != first.device or not isinstance(state, dict) \
-                    or state.keys() != keys:
-                return False
-            for value in state.values():
-                if not isinstance(value, Tensor):
-                    return False
-        return True
+            return None
+        states = list(map(self.state.get, params))
+        first, dtype, device = states[0], params[0].dtype, params[0].device
+        if type(first) is not dict or "step" not in first:
+            return None
+        keys = first.keys()
+        if any(type(state) is not dict or state.keys() != keys for state in states) \
+                or any(p.dtype != dtype or p.device != device for p in params) \
+                or not all(isinstance(value, Tensor) for state in states for value in state.values()):
+            return None
+        return states
 
-    def _fusable(self, group: dict, params: list[Tensor]) -> bool:
+    def _fusable(self, group: dict, first_state: dict, first: Tensor) -> bool:
         """Whether torch's fused SGD kernel computes this group's rule and settings exactly."""
         if self.rule is not rules.SGD_RULE or group["convention"] != "torch":
             return False
@@ -401,18 +399,19 @@ class RuleOptimizer(torch.optim.Optimizer):
             return False
         if any(isinstance(group[name], Tensor) for name in self.rule.numeric):
             return False
-        first = params[0]
-        if group["momentum"] != 0 and "momentum_buffer" not in self.state[first]:
+        if group["momentum"] != 0 and "momentum_buffer" not in first_state:
             return False
         return (first.is_floating_point() and not first.is_sparse
                 and first.device.type in _get_fused_kernels_supported_devices())
 
-    def _path(self, group: dict, params: list[Tensor]) -> str:
-        if self.execution == "simple" or not self._ready(group, params):
-            return "simple"
-        if self.execution in ("auto", "fused") and self._fusable(group, params):
-            return "fused"
-        return "compiled" if self.execution == "compiled" else "simple"
+    def _path(self, group: dict, params: list[Tensor]) -> tuple[str, list[dict] | None]:
+        """The group's execution path, with its parameters' states for a fast one."""
+        states = None if self.execution == "simple" else self._ready(group, params)
+        if states is None:
+            return "simple", None
+        if self.execution in ("auto", "fused") and self._fusable(group, states[0], params[0]):
+            return "fused", states
+        return ("compiled", states) if self.execution == "compiled" else ("simple", None)
 
     def _shaped_hyper(self, group: dict, param: Tensor, cache: dict[tuple, dict[str, Any]]) -> dict[str, Any]:
         """:meth:`_hyper`, made once per shape class of a group's parameters within one step."""
@@ -486,8 +485,7 @@ class RuleOptimizer(torch.optim.Optimizer):
                                  _per_member(skip, _real(old), v))
         self._store_created(p, state, created)
 
-    def _fused_step(self, group: dict, params: list[Tensor], found: Tensor | None) -> None:
-        states = [self.state[p] for p in params]
+    def _fused_step(self, group: dict, params: list[Tensor], states: list[dict], found: Tensor | None) -> None:
         self._step_block(group, states).add_(1 if found is None else 1 - found)
         torch._fused_sgd_(
             params, [p.grad for p in params],
@@ -502,7 +500,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         again whenever a counter is not the view kept (a loaded state dict, a replaced entry)."""
         block, views = self._step_blocks.get(id(group), (None, ()))
         steps = [state["step"] for state in states]
-        if len(views) != len(steps) or any(step is not view for step, view in zip(steps, views)):
+        if len(views) != len(steps) or not all(map(operator.is_, steps, views)):
             block = torch.stack(steps)
             views = block.unbind(0)
             for state, view in zip(states, views):
@@ -510,7 +508,7 @@ class RuleOptimizer(torch.optim.Optimizer):
             self._step_blocks[id(group)] = (block, views)
         return block
 
-    def _compiled_step(self, group: dict, params: list[Tensor], found: Tensor | None) -> None:
+    def _compiled_step(self, group: dict, params: list[Tensor], states: list[dict], found: Tensor | None) -> None:
         if self._compiled is None:
             # a code object of its own, so that Dynamo's recompile limit counts this optimizer's graphs only
             code = _guarded_update.__code__.replace(co_name=f"{self.rule.name}_list_update")
@@ -524,7 +522,7 @@ class RuleOptimizer(torch.optim.Optimizer):
             t = _real(t)                  # CPU) loses in-place updates of 0-dim inputs
             return t.view(1) if t.dim() == 0 else t
 
-        states = [{k: one(v) for k, v in self.state[p].items()} for p in params]
+        states = [{k: one(v) for k, v in state.items()} for state in states]
         skip = None if found is None else found.view(1).bool()
         if skip is None:
             torch._foreach_add_([s["step"] for s in states], 1)
@@ -578,14 +576,14 @@ class RuleOptimizer(torch.optim.Optimizer):
     def _plain_step(self, work: list[tuple[dict, list[Tensor]]], found: Tensor | None) -> None:
         """Unstacked parameters on their paths, the whole step skipped where ``found`` is set."""
         paths = [self._path(group, params) for group, params in work]
-        if found is not None and "simple" in paths and bool(found):  # the simple path reads the flag
+        if found is not None and any(path == "simple" for path, _ in paths) and bool(found):  # simple reads the flag
             return
-        for (group, params), path in zip(work, paths):
+        for (group, params), (path, states) in zip(work, paths):
             if path == "simple":
                 self._simple_step(group, params)
             else:
-                getattr(self, f"_{path}_step")(group, params, found.to(params[0].device) if found is not None
-                                               else None)
+                getattr(self, f"_{path}_step")(group, params, states, found if found is None or
+                                               found.device == params[0].device else found.to(params[0].device))
 
     # ------------------------------------------------------------ evaluation point
 

@@ -191,14 +191,14 @@ def test_bad_input_is_one_line_and_exit_2_before_any_data_is_loaded(args, needle
     def no_data(*args, **kwargs):
         raise AssertionError("data loaded")
 
-    monkeypatch.setattr(inertia.fits, "_load_data", no_data)
+    monkeypatch.setattr(inertia.fits, "as_dataset", no_data)
     assert main(["train", "--data", "digits", "--steps", "20", "--quiet", *args]) == 2
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
 def test_fit_checks_its_arguments_before_loading_data(monkeypatch):
-    monkeypatch.setattr(inertia.fits, "_load_data", lambda *a: pytest.fail("data loaded"))
+    monkeypatch.setattr(inertia.fits, "as_dataset", lambda *a, **k: pytest.fail("data loaded"))
     for bad, match in [(dict(folds=0), "folds"), (dict(steps=0), "steps"), (dict(hyper={"bogus": 1}), "bogus"),
                        (dict(hyper={"lr": -1.0}), "lr"), (dict(schedules={"lr": "nosuch"}), "nosuch"),
                        (dict(loss="nosuch"), "loss")]:

@@ -29,9 +29,9 @@ from torch import Tensor, nn
 from . import rules
 from . import schedules as S
 from .core import is_scheduled, validate_schedules, with_schedules
-from .data import Standardizer
+from .data import Standardizer, as_dataset
+from .models import model_factory
 from .optim import make_optimizer
-from .sweeps import _load_data, _model_factory
 from .sweeps.engine import batch_at, make_folds
 from .sweeps.objective import LOSSES, Objective, check_model, make_objective
 
@@ -129,9 +129,9 @@ def fit(
     plan = _plan(optimizer, dict(hyper or {}), dict(schedules or {}), steps, batch_size, folds, device, loss)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
-    dataset = _load_data(data, seed)
+    dataset = as_dataset(data, seed=seed)
     objective = make_objective(loss, dataset.y_train)
-    factory = _model_factory(model, dataset, model_args)
+    factory = model_factory(model, dataset, model_args)
     x, y = dataset.x_train.to(plan.device, dtype), objective.target(dataset.y_train, dtype).to(plan.device)
     x_test, y_test = dataset.x_test.to(plan.device, dtype), objective.target(dataset.y_test, dtype).to(plan.device)
     started = time.perf_counter()

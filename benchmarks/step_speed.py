@@ -15,7 +15,9 @@ Two comparisons, each within one run on the same parameters and gradients:
    Also shown: inertia with the non-finite check off, and torch fused behind torch's own
    non-finite check (GradScaler's kernel over every gradient, its flag handed to the fused
    step): what checking every gradient inside step() costs torch itself. Bars: <= 1.0x
-   torch fused in the loop, <= 1.1x in step() alone, at every size.
+   torch fused in the loop, <= 1.1x in step() alone, at every size. The same two timings
+   for ``inertia.Adam`` (its fused path, torch's fused Adam kernel) against
+   ``torch.optim.Adam`` with torch's default (foreach) and with ``fused=True``.
 2. Each rule without a torch counterpart (QHM, AggMo, Schedule-Free SGD) against
    the same maths written as a plain per-tensor loop of in-place torch ops
    (below), step() alone.
@@ -213,14 +215,23 @@ class CheckedTorchFused:
         self.opt.step()
 
 
-def bench_sgd(total, count, device, rounds, per_round, warmup):
-    variants = {
-        "inertia.SGD": lambda ps: inertia.SGD(ps, lr=LR, momentum=0.9),
-        "inertia.SGD nonfinite=off": lambda ps: inertia.SGD(ps, lr=LR, momentum=0.9, nonfinite="off"),
-        "torch foreach": lambda ps: torch.optim.SGD(ps, lr=LR, momentum=0.9, foreach=True),
-        "torch fused": lambda ps: torch.optim.SGD(ps, lr=LR, momentum=0.9, fused=True),
-        "torch fused + torch's check": CheckedTorchFused,
-    }
+SGD_VARIANTS = {
+    "inertia.SGD": lambda ps: inertia.SGD(ps, lr=LR, momentum=0.9),
+    "inertia.SGD nonfinite=off": lambda ps: inertia.SGD(ps, lr=LR, momentum=0.9, nonfinite="off"),
+    "torch foreach": lambda ps: torch.optim.SGD(ps, lr=LR, momentum=0.9, foreach=True),
+    "torch fused": lambda ps: torch.optim.SGD(ps, lr=LR, momentum=0.9, fused=True),
+    "torch fused + torch's check": CheckedTorchFused,
+}
+ADAM_VARIANTS = {
+    "inertia.Adam": lambda ps: inertia.Adam(ps, lr=LR),
+    "torch Adam (default: foreach)": lambda ps: torch.optim.Adam(ps, lr=LR),
+    "torch Adam fused": lambda ps: torch.optim.Adam(ps, lr=LR, fused=True),
+}
+
+
+def bench_against_torch(group, variants, baseline, total, count, device, rounds, per_round, warmup, bars=None):
+    """Each of ``variants`` (name -> optimizer factory) in the loop and in step() alone, as ratios to
+    ``baseline``; ``bars`` (timing -> ratio) for ``inertia.*`` rows."""
     sources = [p.grad for p in make_params(total, count, device)]
     impls: dict[str, Callable[[], None]] = {}
     for name, make in variants.items():
@@ -230,14 +241,15 @@ def bench_sgd(total, count, device, rounds, per_round, warmup):
         impls[f"{name} | loop"] = in_the_loop(opt, params, sources)
     times = time_round_robin(impls, rounds, per_round, warmup, device)
     rows = []
+    streams = {"sgd": SGD_STREAMS, "adam": ADAM_STREAMS}[group]
     for key, t in times.items():
         name, timing = key.split(" | ")
-        baseline = times[f"torch fused | {timing}"]
-        row = dict(group="sgd", timing=timing, params=total, tensors=count, impl=name, ms_per_step=t * 1e3,
-                   vs="torch fused", ratio=t / baseline, bytes_per_step=SGD_STREAMS * total * 4)
-        if name == "inertia.SGD":
-            row["bar"] = 1.0 if timing == "loop" else 1.1
-            row["meets_bar"] = t / baseline <= row["bar"]
+        base = times[f"{baseline} | {timing}"]
+        row = dict(group=group, timing=timing, params=total, tensors=count, impl=name, ms_per_step=t * 1e3,
+                   vs=baseline, ratio=t / base, bytes_per_step=streams * total * 4)
+        if bars and name.startswith("inertia.") and "nonfinite" not in name:
+            row["bar"] = bars[timing]
+            row["meets_bar"] = t / base <= row["bar"]
         rows.append(row)
     return rows
 
@@ -249,6 +261,7 @@ RULES = [
     ("schedulefree", dict(momentum=0.9), ScheduleFreeLoop, 5),      # read p, z, g; write p, z
 ]
 SGD_STREAMS = 5
+ADAM_STREAMS = 7  # read p, g, m, v; write p, m, v
 
 
 def bench_rules(total, count, device, rounds, per_round, warmup, only=None, fused_ms=None):
@@ -285,7 +298,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds (median taken)")
     parser.add_argument("--rules", default=None, help="comma-separated subset of qhm,aggmo,schedulefree")
-    parser.add_argument("--skip-sgd", action="store_true")
+    parser.add_argument("--skip-sgd", action="store_true", help="skip the SGD and Adam comparisons with torch")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = parser.parse_args(argv)
     if args.threads:
@@ -302,8 +315,11 @@ def main(argv=None) -> int:
         warmup = 3
         fused_ms = None
         if not args.skip_sgd:
-            sgd_rows = bench_sgd(total, count, args.device, rounds, per_round, warmup)
+            sgd_rows = bench_against_torch("sgd", SGD_VARIANTS, "torch fused", total, count, args.device, rounds,
+                                           per_round, warmup, bars={"loop": 1.0, "step": 1.1})
             rows += sgd_rows
+            rows += bench_against_torch("adam", ADAM_VARIANTS, "torch Adam fused", total, count, args.device,
+                                        rounds, per_round, warmup)
             fused_ms = next(r["ms_per_step"] for r in sgd_rows if r["impl"] == "torch fused" and r["timing"] == "step")
         rows += bench_rules(total, count, args.device, rounds, per_round, warmup, only, fused_ms)
         print(f"... {total:,} params done", file=sys.stderr, flush=True)

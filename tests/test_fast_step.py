@@ -28,6 +28,11 @@ FUSED_RUNS = [
     ("nesterov", dict(lr=0.05, dampening=0.0)),
     ("sgd", dict(lr=0.05, momentum=0.8, dampening=0.3, maximize=True)),
     ("momentum", dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True)),  # runs simple: not fusable
+    ("adam", dict(lr=0.05)),
+    ("adam", dict(lr=0.05, weight_decay=0.1, amsgrad=True)),
+    ("adam", dict(lr=0.05, betas=(0.8, 0.99), eps=1e-6, maximize=True)),
+    ("adamw", dict(lr=0.05, weight_decay=0.2)),
+    ("adam", dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True, amsgrad=True)),
 ]
 # every rule, for the compiled path (one compilation each)
 COMPILED_RUNS = [
@@ -100,14 +105,15 @@ def test_fused_path_equals_simple_path(name, hyper):
     paths = Paths(b)
     run(a, simple, 25)
     run(b, fused, 25)
-    expected = "simple" if hyper.get("decoupled_weight_decay") else "fused"
+    expected = "simple" if name == "momentum" and hyper.get("decoupled_weight_decay") else "fused"
     assert paths.taken[0] == "simple" and set(paths.taken[1:]) == {expected}
     assert_same(fused, simple, rtol=1e-13)
     assert_same_state(b, fused, a, simple, rtol=1e-13)
 
 
-def test_auto_takes_the_fused_path_for_torch_sgd_and_simple_for_the_rest():
-    for cls, expected in ((inertia.Momentum, "fused"), (inertia.Adam, "simple"), (inertia.QHM, "simple")):
+def test_auto_takes_the_fused_path_for_torch_sgd_and_adam_and_simple_for_the_rest():
+    for cls, expected in ((inertia.Momentum, "fused"), (inertia.Adam, "fused"), (inertia.AdamW, "fused"),
+                          (inertia.NAdam, "simple"), (inertia.QHM, "simple")):
         params = make_params()
         opt = cls(params, lr=0.01)
         paths = Paths(opt)
@@ -241,13 +247,16 @@ def _bad_step_reads_nothing_and_changes_nothing(opt, model, monkeypatch) -> list
     return before
 
 
+@pytest.mark.parametrize("cls", [inertia.Momentum, inertia.Adam, inertia.AdamW])
 @pytest.mark.parametrize("nonfinite", ["raise", "skip"])
-def test_fused_step_reads_nothing_from_the_device_and_skips_on_it(monkeypatch, nonfinite):
+def test_fused_step_reads_nothing_from_the_device_and_skips_on_it(monkeypatch, nonfinite, cls):
     model = _model()
-    opt = inertia.Momentum(model.named_parameters(), lr=0.1, nonfinite=nonfinite)
+    opt = cls(model.named_parameters(), lr=0.1, nonfinite=nonfinite)
     _set_grads(model)
     opt.step()  # the first step creates the state (simple path)
+    paths = Paths(opt)
     before = _bad_step_reads_nothing_and_changes_nothing(opt, model, monkeypatch)
+    assert paths.taken == ["fused"]
     if nonfinite == "raise":
         with pytest.raises(inertia.NonFiniteGradientError, match=r"'1\.weight'"):
             opt.zero_grad()
@@ -393,12 +402,13 @@ def test_compiled_step_skips_on_the_device_without_host_reads(compiled_ok, monke
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("execution", ["fused", "compiled"])
-def test_cuda_fast_paths_never_synchronize_in_step(execution):
+@pytest.mark.parametrize("cls, execution", [(inertia.Momentum, "fused"), (inertia.Momentum, "compiled"),
+                                            (inertia.Adam, "fused")])
+def test_cuda_fast_paths_never_synchronize_in_step(cls, execution):
     model = _model().cuda()
-    opt = inertia.Momentum(model.named_parameters(), lr=0.1, execution=execution)
+    opt = cls(model.named_parameters(), lr=0.1, execution=execution)
     reference = copy.deepcopy(model).cpu()
-    ref_opt = inertia.Momentum(reference.parameters(), lr=0.1, execution="simple")
+    ref_opt = cls(reference.parameters(), lr=0.1, execution="simple")
     for m, o in ((model, opt), (reference, ref_opt)):
         for _ in range(2):
             _set_grads(m)

@@ -21,7 +21,8 @@ Execution paths (the rule is written once; the path only changes how it is run):
 
 - ``"simple"``: the reference. The rule is applied to each parameter in turn.
 - ``"fused"``: torch's fused kernel for a rule and settings it implements
-  (``torch._fused_sgd_`` for SGD in the ``torch`` convention), one call per group;
+  (``torch._fused_sgd_`` for SGD in the ``torch`` convention, ``torch._fused_adam_`` and
+  ``torch._fused_adamw_`` for Adam and AdamW: :data:`FUSED_KERNELS`), one call per group;
   it skips on the device when the non-finite flag is set.
 - ``"compiled"``: ``torch.compile`` of the rule looped over the group's list of
   tensors (Inductor fuses each tensor's update into one pass), the non-finite skip
@@ -32,7 +33,7 @@ Execution paths (the rule is written once; the path only changes how it is run):
 A fast path runs a group whose parameters share dtype and device and whose state the
 simple path has created (the first step of a group runs simple), with hyperparameters
 that are not per configuration; anything else runs simple. Every path gives the same
-numbers as ``"simple"`` (tests/test_fast_step.py).
+numbers as ``"simple"`` to rounding (tests/test_fast_step.py).
 
 Non-finite gradients (``nonfinite=``): every step computes, on the device, one flag
 (some gradient holds NaN or inf: torch's mixed-precision check over all gradients, one
@@ -63,6 +64,7 @@ device on this path.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import operator
 import types
@@ -147,6 +149,53 @@ def _amp_found(tensors: list[Tensor]) -> Tensor:
     found = torch.zeros(1, dtype=torch.float32, device=tensors[0].device)
     torch._amp_foreach_non_finite_check_and_unscale_(tensors, found, torch.ones_like(found))
     return found.view(())
+
+
+def _holds_tensor(value: Any) -> bool:
+    return any(map(_holds_tensor, value)) if isinstance(value, tuple) else isinstance(value, Tensor)
+
+
+@dataclasses.dataclass(frozen=True)
+class FusedKernel:
+    """One of torch's fused multi-tensor kernels for a rule: ``fits(group, state)`` says whether it
+    computes the group's settings exactly (given its state as the simple path created it);
+    ``run(group, params, grads, states, found)`` applies it, skipping on the device when ``found`` is
+    set. The step counters are advanced before ``run``, as torch.optim does."""
+
+    fits: Callable[[dict, dict], bool]
+    run: Callable[[dict, list, list, list, Tensor | None], None]
+
+
+def _sgd_fits(group: dict, state: dict) -> bool:
+    return (group["convention"] == "torch" and not (group["decoupled_weight_decay"] and group["weight_decay"] != 0)
+            and (group["momentum"] == 0 or "momentum_buffer" in state))
+
+
+def _sgd_run(group: dict, params: list, grads: list, states: list, found: Tensor | None) -> None:
+    torch._fused_sgd_(
+        params, grads, [s["momentum_buffer"] for s in states] if group["momentum"] != 0 else [],
+        weight_decay=group["weight_decay"], momentum=group["momentum"], lr=group["lr"],
+        dampening=group["dampening"], nesterov=group["nesterov"], maximize=group["maximize"],
+        is_first_step=False, found_inf=found)
+
+
+def _adam_fits(group: dict, state: dict) -> bool:
+    return "exp_avg" in state and "exp_avg_sq" in state and (not group["amsgrad"] or "max_exp_avg_sq" in state)
+
+
+def _adam_run(group: dict, params: list, grads: list, states: list, found: Tensor | None) -> None:
+    """torch's fused Adam, or AdamW (θ ← θ(1 − γλ) first) with ``decoupled_weight_decay``."""
+    kernel = torch._fused_adamw_ if group["decoupled_weight_decay"] else torch._fused_adam_
+    beta1, beta2 = group["betas"]
+    kernel(params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+           [s["max_exp_avg_sq"] for s in states] if group["amsgrad"] else [], [s["step"] for s in states],
+           lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
+           amsgrad=group["amsgrad"], maximize=group["maximize"], found_inf=found)
+
+
+FUSED_KERNELS = {"sgd": FusedKernel(_sgd_fits, _sgd_run), "adam": FusedKernel(_adam_fits, _adam_run)}
+"""torch's fused kernels by rule name: SGD in the ``torch`` convention (``torch._fused_sgd_``), Adam and
+AdamW (``torch._fused_adam_``, ``torch._fused_adamw_``); each gives the simple path's numbers to rounding."""
 
 
 def _rule_ref(rule: Rule) -> Any:
@@ -392,16 +441,12 @@ class RuleOptimizer(torch.optim.Optimizer):
         return states
 
     def _fusable(self, group: dict, first_state: dict, first: Tensor) -> bool:
-        """Whether torch's fused SGD kernel computes this group's rule and settings exactly."""
-        if self.rule is not rules.SGD_RULE or group["convention"] != "torch":
+        """Whether one of torch's fused kernels (:data:`FUSED_KERNELS`) computes this group's rule and
+        settings exactly, with Python-number hyperparameters on a dense real floating-point parameter."""
+        kernel = FUSED_KERNELS.get(self.rule.name)
+        if kernel is None or any(_holds_tensor(group[name]) for name in self.rule.numeric):
             return False
-        if group["decoupled_weight_decay"] and group["weight_decay"] != 0:
-            return False
-        if any(isinstance(group[name], Tensor) for name in self.rule.numeric):
-            return False
-        if group["momentum"] != 0 and "momentum_buffer" not in first_state:
-            return False
-        return (first.is_floating_point() and not first.is_sparse
+        return (kernel.fits(group, first_state) and first.is_floating_point() and not first.is_sparse
                 and first.device.type in _get_fused_kernels_supported_devices())
 
     def _path(self, group: dict, params: list[Tensor]) -> tuple[str, list[dict] | None]:
@@ -487,12 +532,7 @@ class RuleOptimizer(torch.optim.Optimizer):
 
     def _fused_step(self, group: dict, params: list[Tensor], states: list[dict], found: Tensor | None) -> None:
         self._step_block(group, states).add_(1 if found is None else 1 - found)
-        torch._fused_sgd_(
-            params, [p.grad for p in params],
-            [s["momentum_buffer"] for s in states] if group["momentum"] != 0 else [],
-            weight_decay=group["weight_decay"], momentum=group["momentum"], lr=group["lr"],
-            dampening=group["dampening"], nesterov=group["nesterov"], maximize=group["maximize"],
-            is_first_step=False, found_inf=found)
+        FUSED_KERNELS[self.rule.name].run(group, params, [p.grad for p in params], states, found)
 
     def _step_block(self, group: dict, states: list[dict[str, Tensor]]) -> Tensor:
         """One tensor ``[P]`` whose elements are the group's per-parameter step counters (each

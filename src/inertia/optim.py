@@ -193,9 +193,15 @@ def _adam_run(group: dict, params: list, grads: list, states: list, found: Tenso
            amsgrad=group["amsgrad"], maximize=group["maximize"], found_inf=found)
 
 
-FUSED_KERNELS = {"sgd": FusedKernel(_sgd_fits, _sgd_run), "adam": FusedKernel(_adam_fits, _adam_run)}
-"""torch's fused kernels by rule name: SGD in the ``torch`` convention (``torch._fused_sgd_``), Adam and
-AdamW (``torch._fused_adam_``, ``torch._fused_adamw_``); each gives the simple path's numbers to rounding."""
+FUSED_KERNELS = ((rules.SGD_RULE, FusedKernel(_sgd_fits, _sgd_run)),
+                 (rules.ADAM_RULE, FusedKernel(_adam_fits, _adam_run)))
+"""torch's fused kernels for inertia's own rules (found by identity: a user's rule of the same name is not
+these): SGD in the ``torch`` convention (``torch._fused_sgd_``), Adam and AdamW (``torch._fused_adam_``,
+``torch._fused_adamw_``); each gives the simple path's numbers to rounding."""
+
+
+def _fused_kernel(rule: Rule) -> FusedKernel | None:
+    return next((kernel for known, kernel in FUSED_KERNELS if known is rule), None)
 
 
 def _rule_ref(rule: Rule) -> Any:
@@ -443,7 +449,7 @@ class RuleOptimizer(torch.optim.Optimizer):
     def _fusable(self, group: dict, first_state: dict, first: Tensor) -> bool:
         """Whether one of torch's fused kernels (:data:`FUSED_KERNELS`) computes this group's rule and
         settings exactly, with Python-number hyperparameters on a dense real floating-point parameter."""
-        kernel = FUSED_KERNELS.get(self.rule.name)
+        kernel = _fused_kernel(self.rule)
         if kernel is None or any(_holds_tensor(group[name]) for name in self.rule.numeric):
             return False
         return (kernel.fits(group, first_state) and first.is_floating_point() and not first.is_sparse
@@ -532,7 +538,7 @@ class RuleOptimizer(torch.optim.Optimizer):
 
     def _fused_step(self, group: dict, params: list[Tensor], states: list[dict], found: Tensor | None) -> None:
         self._step_block(group, states).add_(1 if found is None else 1 - found)
-        FUSED_KERNELS[self.rule.name].run(group, params, [p.grad for p in params], states, found)
+        _fused_kernel(self.rule).run(group, params, [p.grad for p in params], states, found)
 
     def _step_block(self, group: dict, states: list[dict[str, Tensor]]) -> Tensor:
         """One tensor ``[P]`` whose elements are the group's per-parameter step counters (each

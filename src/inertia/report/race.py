@@ -170,7 +170,6 @@ def write_race_report(path: str | Path, result: Any, grid: Any, *, title: str = 
     (:func:`inertia.commands.race.slider_grid` or :func:`inertia.races.race_grid`); the page only
     draws them. ``images``: caption -> PNG file to embed.
     """
-    from ..plots import color
     from ..plots.race import describe
 
     s = result.surface
@@ -178,74 +177,17 @@ def write_race_report(path: str | Path, result: Any, grid: Any, *, title: str = 
         raise ValueError(f"the race report draws 2-D surfaces; {s.name} is {s.dim}-D")
     data = race_report_data(result, grid, max_points)
     lr_list, mu_list = data["lrs"], data["momenta"]
-    base_lr = next((float(c["lr"]) for c in result.configs if isinstance(c.get("lr"), (int, float))), lr_list[len(lr_list) // 2])
-    if s.is_quadratic:
-        base_lr, mu_start = s.optimal("momentum")
-    else:
-        mu_start = next((float(c["momentum"]) for c in result.configs if c.get("rule") in ("momentum", "nesterov")
-                         and isinstance(c.get("momentum"), (int, float))), 0.9)
-    i0 = int(np.argmin([abs(math.log(v / base_lr)) for v in lr_list]))
-    j0 = int(np.argmin([abs(v - mu_start) for v in mu_list]))
+    i0, j0 = _slider_start(result, lr_list, mu_list)
     contour = _Map(**{k: data["contour"][k] for k in ("x0", "x1", "y0", "y1", "w", "h")})
     loss_map = _Map(**{k: data["loss"][k] for k in ("x0", "x1", "y0", "y1", "w", "h")}, log_y=True)
-
-    # static SVG: background, axes, the user's runs, start, minima
-    bg = _background(s, contour)
-    left, top = PAD["left"], PAD["top"]
-    pw, ph = W - PAD["left"] - PAD["right"], H - PAD["top"] - PAD["bottom"]
-    runs_svg, legend, loss_svg = [], [], []
-    for i, run in enumerate(data["runs"]):
-        c = color(i)
-        d = _polyline(run["path"], contour)
-        runs_svg.append(f'<path class="race-path" d="{d}" fill="none" stroke="{c}" stroke-width="2" opacity="0.85"/>')
-        lc = c  # same colour as the path; a dark underlay keeps light colours visible
-        ld = _polyline([(t, None if v is None else (v if v > 0 else 10 ** loss_map.y0))
-                        for t, v in zip(data["steps"], run["loss"])], loss_map)
-        loss_svg.append(f'<path d="{ld}" fill="none" stroke="#222" stroke-width="3.2" opacity="0.8"/>'
-                        f'<path class="race-loss" d="{ld}" fill="none" stroke="{lc}" stroke-width="1.6"/>')
-        status = f" — diverged at step {run['diverged']}" if run["diverged"] >= 0 else ""
-        legend.append(f'<li><span style="display:inline-block;width:22px;height:5px;background:{c};border:1px solid #333;vertical-align:middle"></span> '
-                      f'{esc(run["label"])}{esc(status)}</li>')
-    start = result.positions[0, 0]
-    marks = [f'<circle cx="{contour.x(float(start[0])):.1f}" cy="{contour.y(float(start[1])):.1f}" r="6" fill="white" stroke="black"/>']
-    for k, m in enumerate(data["surface"]["minima"]):
-        marks.append(f'<text x="{contour.x(m[0]):.1f}" y="{contour.y(m[1]) + 6:.1f}" text-anchor="middle" '
-                     f'style="font-size:18px;fill:white;stroke:black;stroke-width:0.6">{"★" if k == 0 else "☆"}</text>')
-    contour_svg = (
-        f'<svg id="contour" width="{W}" height="{H}" viewBox="0 0 {W} {H}" xmlns="http://www.w3.org/2000/svg">'
-        f'<image href="{bg}" x="{left}" y="{top}" width="{pw}" height="{ph}" preserveAspectRatio="none"/>'
-        f'<clipPath id="clip"><rect x="{left}" y="{top}" width="{pw}" height="{ph}"/></clipPath>'
-        f'<g clip-path="url(#clip)">{"".join(runs_svg)}'
-        f'<path id="grid-path" d="" fill="none" stroke="#ffe119" stroke-width="3" stroke-dasharray="7,3"/>'
-        f'<circle id="grid-end" r="6" cx="-10" cy="-10" fill="#ffe119" stroke="black"/></g>'
-        f'{"".join(marks)}{_axes_svg(contour, "x", "y")}</svg>'
-    )
+    runs_svg, legend, loss_svg = _runs(data, contour, loss_map)
+    contour_svg = _contour_svg(result, data, contour, runs_svg)
     loss_panel = (
         f'<svg id="losses" width="{LW}" height="{LH}" viewBox="0 0 {LW} {LH}" xmlns="http://www.w3.org/2000/svg">'
         f'<rect x="{PAD["left"]}" y="{PAD["top"]}" width="{LW - PAD["left"] - PAD["right"]}" height="{LH - PAD["top"] - PAD["bottom"]}" fill="#f4f4f4"/><g>{"".join(loss_svg)}<path id="grid-loss" d="" fill="none" stroke="#000" stroke-width="2.2" stroke-dasharray="6,3"/>'
         f'<path id="theory-loss" d="" fill="none" stroke="#888" stroke-width="1.2" stroke-dasharray="2,3"/></g>'
         f'{_axes_svg(loss_map, "step", "f(x) − f_min (log scale)", log_y=True)}</svg>'
     )
-    theory_intro = ""
-    if s.is_quadratic:
-        lr_opt, mu_opt = s.optimal("momentum")
-        lr_gd, _ = s.optimal("gd")
-        theory_intro = (
-            f"<p>Quadratic with eigenvalues {', '.join(f'{v:g}' for v in s.eigenvalues.tolist())} (κ = {s.condition:g}). "
-            f"Heavy ball is stable iff 0 &lt; lr·λ &lt; 2 + 2μ for every λ. Best pair: lr* = {lr_opt:.4g}, μ* = {mu_opt:.4g}, "
-            f"rate {s.rate(lr_opt, mu_opt):.4f}; gradient descent at its best step {lr_gd:.4g}: rate {s.rate(lr_gd, 0):.4f}.</p>"
-        )
-    images_html = ""
-    if images:
-        import base64
-
-        parts = []
-        for caption, file in images.items():
-            b64 = base64.b64encode(Path(file).read_bytes()).decode("ascii")
-            mime = "image/gif" if str(file).lower().endswith(".gif") else "image/png"
-            parts.append(f'<figure class="panel"><img class="figure" alt="{esc(caption)}" src="data:{mime};base64,{b64}">'
-                         f'<figcaption>{esc(caption)}</figcaption></figure>')
-        images_html = '<h2>Figures</h2><div class="row">' + "".join(parts) + "</div>"
     rule_name = data["rule"]
     body = f"""
 <h1>{esc(title or 'Optimizer race — ' + describe(result))}</h1>
@@ -265,18 +207,102 @@ def write_race_report(path: str | Path, result: Any, grid: Any, *, title: str = 
   <input type="range" id="momentum-slider" min="0" max="{len(mu_list) - 1}" step="1" value="{j0}">
   <div id="outcome" style="margin-top:10px"></div>
   <div id="theory" style="margin-top:6px"></div>
-  {theory_intro}
+  {_theory_intro(s)}
   <h2>Loss</h2>
   {loss_panel}
  </div>
 </div>
-{images_html}
+{_figures(images)}
 <script type="application/json" id="race-data">{script_json(clean(data))}</script>
 """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page(title or f"inertia race: {s.name}", body, script=_JS), encoding="utf-8")
     return path
+
+
+def _slider_start(result: Any, lr_list: list[float], mu_list: list[float]) -> tuple[int, int]:
+    """The sliders' first position: on a quadratic its optimal heavy-ball pair, else the race's own lr
+    and momentum (0.9 if it raced none), each the nearest grid value."""
+    s = result.surface
+    base_lr = next((float(c["lr"]) for c in result.configs if isinstance(c.get("lr"), (int, float))), lr_list[len(lr_list) // 2])
+    if s.is_quadratic:
+        base_lr, mu_start = s.optimal("momentum")
+    else:
+        mu_start = next((float(c["momentum"]) for c in result.configs if c.get("rule") in ("momentum", "nesterov")
+                         and isinstance(c.get("momentum"), (int, float))), 0.9)
+    i0 = int(np.argmin([abs(math.log(v / base_lr)) for v in lr_list]))
+    j0 = int(np.argmin([abs(v - mu_start) for v in mu_list]))
+    return i0, j0
+
+
+def _runs(data: dict, contour: _Map, loss_map: _Map) -> tuple[list[str], list[str], list[str]]:
+    """Each raced run as a path on the contour panel, a legend entry and a curve on the loss panel."""
+    from ..plots import color
+
+    runs_svg, legend, loss_svg = [], [], []
+    for i, run in enumerate(data["runs"]):
+        c = color(i)
+        d = _polyline(run["path"], contour)
+        runs_svg.append(f'<path class="race-path" d="{d}" fill="none" stroke="{c}" stroke-width="2" opacity="0.85"/>')
+        lc = c  # same colour as the path; a dark underlay keeps light colours visible
+        ld = _polyline([(t, None if v is None else (v if v > 0 else 10 ** loss_map.y0))
+                        for t, v in zip(data["steps"], run["loss"])], loss_map)
+        loss_svg.append(f'<path d="{ld}" fill="none" stroke="#222" stroke-width="3.2" opacity="0.8"/>'
+                        f'<path class="race-loss" d="{ld}" fill="none" stroke="{lc}" stroke-width="1.6"/>')
+        status = f" — diverged at step {run['diverged']}" if run["diverged"] >= 0 else ""
+        legend.append(f'<li><span style="display:inline-block;width:22px;height:5px;background:{c};border:1px solid #333;vertical-align:middle"></span> '
+                      f'{esc(run["label"])}{esc(status)}</li>')
+    return runs_svg, legend, loss_svg
+
+
+def _contour_svg(result: Any, data: dict, contour: _Map, runs_svg: list[str]) -> str:
+    """The surface's contour image with the runs, the slider's path, the start and the minima."""
+    left, top = PAD["left"], PAD["top"]
+    pw, ph = W - PAD["left"] - PAD["right"], H - PAD["top"] - PAD["bottom"]
+    start = result.positions[0, 0]
+    marks = [f'<circle cx="{contour.x(float(start[0])):.1f}" cy="{contour.y(float(start[1])):.1f}" r="6" fill="white" stroke="black"/>']
+    for k, m in enumerate(data["surface"]["minima"]):
+        marks.append(f'<text x="{contour.x(m[0]):.1f}" y="{contour.y(m[1]) + 6:.1f}" text-anchor="middle" '
+                     f'style="font-size:18px;fill:white;stroke:black;stroke-width:0.6">{"★" if k == 0 else "☆"}</text>')
+    return (
+        f'<svg id="contour" width="{W}" height="{H}" viewBox="0 0 {W} {H}" xmlns="http://www.w3.org/2000/svg">'
+        f'<image href="{_background(result.surface, contour)}" x="{left}" y="{top}" width="{pw}" height="{ph}" preserveAspectRatio="none"/>'
+        f'<clipPath id="clip"><rect x="{left}" y="{top}" width="{pw}" height="{ph}"/></clipPath>'
+        f'<g clip-path="url(#clip)">{"".join(runs_svg)}'
+        f'<path id="grid-path" d="" fill="none" stroke="#ffe119" stroke-width="3" stroke-dasharray="7,3"/>'
+        f'<circle id="grid-end" r="6" cx="-10" cy="-10" fill="#ffe119" stroke="black"/></g>'
+        f'{"".join(marks)}{_axes_svg(contour, "x", "y")}</svg>'
+    )
+
+
+def _theory_intro(s: Any) -> str:
+    """On a quadratic: its eigenvalues, heavy ball's stability condition and best pair, and gradient
+    descent's best rate (Polyak 1964; Goh, "Why Momentum Really Works", Distill 2017)."""
+    if not s.is_quadratic:
+        return ""
+    lr_opt, mu_opt = s.optimal("momentum")
+    lr_gd, _ = s.optimal("gd")
+    return (
+        f"<p>Quadratic with eigenvalues {', '.join(f'{v:g}' for v in s.eigenvalues.tolist())} (κ = {s.condition:g}). "
+        f"Heavy ball is stable iff 0 &lt; lr·λ &lt; 2 + 2μ for every λ. Best pair: lr* = {lr_opt:.4g}, μ* = {mu_opt:.4g}, "
+        f"rate {s.rate(lr_opt, mu_opt):.4f}; gradient descent at its best step {lr_gd:.4g}: rate {s.rate(lr_gd, 0):.4f}.</p>"
+    )
+
+
+def _figures(images: dict[str, str | Path] | None) -> str:
+    """The PNG/GIF files ``images`` (caption -> file) embedded as figures, or nothing."""
+    if not images:
+        return ""
+    import base64
+
+    parts = []
+    for caption, file in images.items():
+        b64 = base64.b64encode(Path(file).read_bytes()).decode("ascii")
+        mime = "image/gif" if str(file).lower().endswith(".gif") else "image/png"
+        parts.append(f'<figure class="panel"><img class="figure" alt="{esc(caption)}" src="data:{mime};base64,{b64}">'
+                     f'<figcaption>{esc(caption)}</figcaption></figure>')
+    return '<h2>Figures</h2><div class="row">' + "".join(parts) + "</div>"
 
 
 _JS = r"""

@@ -321,6 +321,25 @@ def test_the_error_names_the_parameter_whose_gradient_is_non_finite():
         opt.zero_grad()
 
 
+def test_step_counters_of_several_dtypes_keep_them_on_the_fused_path():
+    """A state dict may bring float64 counters beside float32 ones: each keeps its dtype and counts,
+    skipped steps not counted."""
+    params = [torch.randn(4, requires_grad=True) for _ in range(2)]
+    opt = inertia.Adam(params, lr=0.1, nonfinite="skip")
+    for p in params:
+        p.grad = torch.ones(4)
+    opt.step()
+    opt.state[params[1]]["step"] = torch.tensor(5.0, dtype=torch.float64)
+    paths = Paths(opt)
+    for bad in (False, True, False):
+        for p in params:
+            p.grad = torch.full((4,), float("nan") if bad else 1.0)
+        opt.step()
+    assert paths.taken == ["fused"] * 3
+    steps = [opt.state[p]["step"] for p in params]
+    assert [s.dtype for s in steps] == [torch.float32, torch.float64] and [float(s) for s in steps] == [3, 7]
+
+
 def test_step_counters_stay_per_parameter_on_the_fused_path():
     """The fused path counts all of a group's steps with one add (the counters are views of one tensor);
     each parameter's counter is still its own: replaced, loaded or copied, it counts from its value."""

@@ -244,7 +244,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         self._skipped: Tensor | None = None      # device count of skipped steps ([n] with stacked parameters)
         self._pending: list[tuple] = []          # (host flags, CUDA event or None, params) to check
         self._compiled: Callable | None = None
-        self._step_blocks: dict[int, tuple[Tensor, tuple[Tensor, ...]]] = {}   # see _step_block
+        self._step_blocks: dict[int, tuple[Tensor, tuple[Tensor, ...]]] = {}   # see _count_step
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         given = {k: v for k, v in param_group.items() if k in self.rule.defaults}
@@ -537,22 +537,26 @@ class RuleOptimizer(torch.optim.Optimizer):
         self._store_created(p, state, created)
 
     def _fused_step(self, group: dict, params: list[Tensor], states: list[dict], found: Tensor | None) -> None:
-        self._step_block(group, states).add_(1 if found is None else 1 - found)
+        self._count_step(group, states, 1 if found is None else 1 - found)
         _fused_kernel(self.rule).run(group, params, [p.grad for p in params], states, found)
 
-    def _step_block(self, group: dict, states: list[dict[str, Tensor]]) -> Tensor:
-        """One tensor ``[P]`` whose elements are the group's per-parameter step counters (each
-        ``state["step"]`` a 0-dim view of it), so that one add counts a step for all of them. Made
-        again whenever a counter is not the view kept (a loaded state dict, a replaced entry)."""
+    def _count_step(self, group: dict, states: list[dict[str, Tensor]], increment: Any) -> None:
+        """Add ``increment`` to every per-parameter step counter of the group: one add over one tensor
+        ``[P]`` whose elements they are (each ``state["step"]`` a 0-dim view of it), made again whenever a
+        counter is not the view kept (a loaded state dict, a replaced entry). Counters of several dtypes
+        (a state dict may bring them) keep their dtypes and are counted one by one."""
         block, views = self._step_blocks.get(id(group), (None, ()))
         steps = [state["step"] for state in states]
         if len(views) != len(steps) or not all(map(operator.is_, steps, views)):
+            if len({step.dtype for step in steps}) > 1:
+                torch._foreach_add_(steps, increment)
+                return
             block = torch.stack(steps)
             views = block.unbind(0)
             for state, view in zip(states, views):
                 state["step"] = view
             self._step_blocks[id(group)] = (block, views)
-        return block
+        block.add_(increment)
 
     def _compiled_step(self, group: dict, params: list[Tensor], states: list[dict], found: Tensor | None) -> None:
         if self._compiled is None:

@@ -267,6 +267,8 @@ class ConvChainForward:
     (:func:`~.backends.run_padded`), so that a member's numbers do not depend on its stack's size.
     """
 
+    draws_random = False   # none of a chain's layers does (no dropout): no generator to seed per step
+
     def __init__(self, chain: ConvChain):
         self.chain = chain
 

@@ -210,8 +210,9 @@ class AutogradStep:
 
     def loss(self, params: Sequence[Tensor], buffers: Sequence[Tensor], groups: Groups, targets: Tensor,
              seed: int = 0) -> Tensor:
-        with torch.enable_grad(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # dropout & co.: the same draws when this step is run again (resume)
+        with torch.enable_grad(), torch.random.fork_rng(devices=[], enabled=self.forward.draws_random):
+            if self.forward.draws_random:
+                torch.manual_seed(seed)  # dropout & co.: the same draws when this step is run again (resume)
             leaves = [p.detach().requires_grad_(True) for p in params]
             losses = self.objective.member_losses(self.forward(leaves, buffers, groups, training=True), targets)
             self._pending = (leaves, losses.sum())
@@ -235,6 +236,8 @@ class VmapForward:
     updates dropped): batched kernels take another path for one member than for several (grouped
     convolutions do), and a member's numbers must not depend on how many share its stack.
     """
+
+    draws_random = True   # a model may (dropout): each step's generator is seeded, so that a resume repeats it
 
     def __init__(self, model: nn.Module, names: Sequence[str], buffer_names: Sequence[str]):
         from torch.func import functional_call, vmap

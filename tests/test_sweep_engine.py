@@ -166,6 +166,27 @@ def test_chunking_gives_the_same_results_as_one_chunk():
     assert one_each == whole
 
 
+def _global_pool_cnn():
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 3))
+
+
+def test_a_convolutions_activations_are_counted_by_image_size():
+    """The memory estimate counts what a convolution outputs (channels x height x width), not its
+    channels alone: the same network (the same parameters) on 4x larger images needs ~4x the activations,
+    and at least the values a training batch's forward keeps."""
+    estimates = {}
+    for side in (8, 16):
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.randn(64, 1, side, side, generator=g), torch.randint(0, 3, (64,), generator=g)
+        job = _job(_global_pool_cnn, "vmap", dtype=torch.float32, x=x, y=y)
+        size, params = 4, sum(p.numel() for p in job.template.parameters())
+        estimates[side] = job.member_bytes() - size * 6 * params
+        kept = 16 * (8 * side * side) * 2   # one batch: the convolution's output and the ReLU's
+        assert estimates[side] >= size * kept
+    assert 3.5 < estimates[16] / estimates[8] < 4.5
+
+
 @pytest.mark.parametrize("backend", ["batched", "vmap"])
 def test_metrics_at_every_evaluation_point_equal_separately_trained_models(backend):
     x, y = _data()

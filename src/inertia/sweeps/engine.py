@@ -212,16 +212,51 @@ class Job:
         return BatchedMLP() if self.backend == "batched" else AutogradStep(self._autograd_forward, self.objective)
 
     def member_bytes(self) -> int:
-        """Rough bytes one member needs (parameters, gradient, rule state, activations)."""
+        """Rough bytes one member needs: parameters, gradient and rule state (6 copies), and the activations
+        of a training batch (4 per value: saved for backward, and their gradients) and of an evaluation.
+        An MLP's activations are its layers' widths; any other model's are counted on one example."""
         n_params = sum(p.numel() for p in self.template.parameters())
         size = torch.finfo(self.dtype).bits // 8
-        widths = sum(p.shape[0] for p in self.template.parameters() if p.dim() >= 2) or 1
-        if self.backend != "batched":
-            widths *= 4  # unknown model: be generous with activations
+        if self.backend == "batched":
+            values = sum(p.shape[0] for p in self.template.parameters() if p.dim() >= 2) or 1
+        else:
+            values = activation_count(self.template, self.x[:1])
         n_eval = max(len(split.val) for split in self.splits)
         if self.x_test is not None:
             n_eval = max(n_eval, len(self.x_test))
-        return size * (6 * n_params + 4 * self.batch_size * widths + 2 * n_eval * widths)
+        return size * (6 * n_params + 4 * self.batch_size * values + 2 * n_eval * values)
+
+
+def activation_count(model: nn.Module, example: Tensor) -> int:
+    """Values the leaf modules of ``model`` output for the one-example batch ``example`` (a forward in
+    eval mode without gradients, counted by forward hooks): a convolution counts channels x height x width."""
+    count = 0
+
+    def add(module: nn.Module, inputs: Any, output: Any) -> None:
+        nonlocal count
+        count += _numel(output)
+
+    leaves = [m for m in model.modules() if next(m.children(), None) is None]
+    handles = [m.register_forward_hook(add) for m in leaves]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return max(count, 1)
+
+
+def _numel(output: Any) -> int:
+    """Values in a module's output: a tensor, or tensors in tuples, lists and dicts (an LSTM's)."""
+    if isinstance(output, Tensor):
+        return output.numel()
+    if isinstance(output, (tuple, list)):
+        return sum(map(_numel, output))
+    return sum(map(_numel, output.values())) if isinstance(output, dict) else 0
 
 
 def default_memory_budget(device: str) -> int:

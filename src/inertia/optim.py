@@ -486,9 +486,9 @@ class RuleOptimizer(torch.optim.Optimizer):
 
     def _simple_step(self, group: dict, params: list[Tensor]) -> None:
         cache: dict[tuple, dict[str, Any]] = {}
-        for p in params:
-            state = self._state(p)
-            state["step"] += 1
+        states = [self._state(p) for p in params]
+        self._count_step(group, states, 1)
+        for p, state in zip(params, states):
             param = _real(p)
             work = {k: _real(v) for k, v in state.items()}
             self.rule.update(param, _real(p.grad), work, self._shaped_hyper(group, param, cache))
@@ -544,12 +544,14 @@ class RuleOptimizer(torch.optim.Optimizer):
         """Add ``increment`` to every per-parameter step counter of the group: one add over one tensor
         ``[P]`` whose elements they are (each ``state["step"]`` a 0-dim view of it), made again whenever a
         counter is not the view kept (a loaded state dict, a replaced entry). Counters of several dtypes
-        (a state dict may bring them) keep their dtypes and are counted one by one."""
+        (a state dict may bring them) or devices, or that are not tensors, are counted one by one."""
         block, views = self._step_blocks.get(id(group), (None, ()))
         steps = [state["step"] for state in states]
         if len(views) != len(steps) or not all(map(operator.is_, steps, views)):
-            if len({step.dtype for step in steps}) > 1:
-                torch._foreach_add_(steps, increment)
+            if not all(isinstance(step, Tensor) for step in steps) or len({(step.dtype, step.device)
+                                                                          for step in steps}) > 1:
+                for state in states:
+                    state["step"] += increment
                 return
             block = torch.stack(steps)
             views = block.unbind(0)

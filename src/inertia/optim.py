@@ -489,10 +489,12 @@ class RuleOptimizer(torch.optim.Optimizer):
         states = [self._state(p) for p in params]
         self._count_step(group, states, 1)
         for p, state in zip(params, states):
-            param = _real(p)
-            work = {k: _real(v) for k, v in state.items()}
-            self.rule.update(param, _real(p.grad), work, self._shaped_hyper(group, param, cache))
-            self._store_created(p, state, work)
+            if p.is_complex():  # the rule updates real views; the entries it creates are kept complex
+                param, work = _real(p), {k: _real(v) for k, v in state.items()}
+                self.rule.update(param, _real(p.grad), work, self._shaped_hyper(group, param, cache))
+                self._store_created(p, state, work)
+            else:
+                self.rule.update(p, p.grad, state, self._shaped_hyper(group, p, cache))
 
     def _member_step(self, work: list[tuple[dict, list[Tensor]]], found: Tensor | None) -> Tensor:
         """The rule on stacked parameters out of place; member i takes the new values unless its gradients or

@@ -44,9 +44,9 @@ State = MutableMapping[str, Tensor]
 Point = Callable[[Tensor, State, Hyper], Tensor]
 
 STATE_KINDS = ("element", "member")
+"""Layouts of a rule's state entries (see the module docstring); ``step`` is ``"shared"``."""
 FIXED_HYPER = "fixed_hyper"
 """The key of ``hyper`` naming the numeric hyperparameters fixed for the run (module docstring)."""
-"""Layouts of a rule's state entries (see the module docstring); ``step`` is ``"shared"``."""
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,21 @@ def test_shared_and_per_member_inputs_match_each_member_alone():
         torch.testing.assert_close(own[i], alone(xs[i]))
 
 
+def train(opt, loss_of, data, before_step=lambda t: None):
+    """``opt`` over ``data``: at step t, ``before_step(t)`` (set a hyperparameter), then one update of
+    ``loss_of(x, y)``."""
+    for t, (x, y) in enumerate(data):
+        before_step(t)
+        opt.zero_grad()
+        loss_of(x, y).backward()
+        opt.step()
+
+
+def stacked_loss(stacked, n):
+    """The members' summed mean cross-entropy on a shared batch (each member's gradient is its own)."""
+    return lambda x, y: F.cross_entropy(stacked(x).flatten(0, 1), y.repeat(n), reduction="none").view(n, -1).mean(1).sum()
+
+
 def test_training_with_per_member_lr_and_momentum_equals_separate_torch_sgd_runs():
     n, steps = 3, 12
     lr, momentum = [0.05, 0.1, 0.2], [0.0, 0.5, 0.9]
@@ -84,20 +99,12 @@ def test_training_with_per_member_lr_and_momentum_equals_separate_torch_sgd_runs
     stacked = inertia.stack(small_cnn, n, seed=7)
     opt = inertia.SGD(stacked.parameters(), lr=torch.tensor(lr, dtype=torch.float64),
                       momentum=torch.tensor(momentum, dtype=torch.float64))
-    for x, y in data:
-        out = stacked(x)  # [n, B, classes]
-        loss = F.cross_entropy(out.flatten(0, 1), y.repeat(n), reduction="none").view(n, -1).mean(1).sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    train(opt, stacked_loss(stacked, n), data)
     for i in range(n):
         torch.manual_seed(7 + i)
         model = small_cnn()
-        ref = torch.optim.SGD(model.parameters(), lr=lr[i], momentum=momentum[i])
-        for x, y in data:
-            ref.zero_grad()
-            F.cross_entropy(model(x), y).backward()
-            ref.step()
+        train(torch.optim.SGD(model.parameters(), lr=lr[i], momentum=momentum[i]),
+              lambda x, y: F.cross_entropy(model(x), y), data)
         mine = stacked.member(i)
         assert type(mine) is nn.Sequential and mine.training
         for key, value in model.state_dict().items():  # weights AND running statistics
@@ -115,21 +122,17 @@ def test_momentum_set_per_step_from_zero_equals_separate_torch_sgd_runs():
     data = batches(steps)
     stacked = inertia.stack(small_cnn, n, seed=3)
     opt = inertia.SGD(stacked.parameters(), lr=0.1, momentum=torch.zeros(n, dtype=torch.float64))
-    for t, (x, y) in enumerate(data):
+
+    def momenta(t):
         opt.param_groups[0]["momentum"] = torch.tensor([m(t) for m in momentum_at], dtype=torch.float64)
-        loss = F.cross_entropy(stacked(x).flatten(0, 1), y.repeat(n), reduction="none").view(n, -1).mean(1).sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+
+    train(opt, stacked_loss(stacked, n), data, momenta)
     for i in range(n):
         torch.manual_seed(3 + i)
         model = small_cnn()
         ref = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.0)
-        for t, (x, y) in enumerate(data):
-            ref.param_groups[0]["momentum"] = momentum_at[i](t)
-            ref.zero_grad()
-            F.cross_entropy(model(x), y).backward()
-            ref.step()
+        train(ref, lambda x, y: F.cross_entropy(model(x), y), data,
+              lambda t: ref.param_groups[0].update(momentum=momentum_at[i](t)))
         for key, value in model.state_dict().items():
             torch.testing.assert_close(stacked.state_dict()[key][i], value, rtol=1e-9, atol=1e-11, msg=key)
 

@@ -112,7 +112,7 @@ def _lane_thread() -> None:
 
     A well-trained classifier's softmax underflows to subnormal probabilities (below 1.2e-38), and
     every op of the backward pass that reads or writes them takes the CPU's slow path: a stack of
-    the CNN benchmark stepped 10-15 % slower once its members fit the data. Flushed, such a value
+    the CNN benchmark stepped 11-17 % slower once its members fit the data. Flushed, such a value
     becomes 0 (a change of at most 1.2e-38); on the benchmark's 32 configurations every parameter,
     loss and metric after 500 steps was the same to the bit with and without it."""
     torch.set_num_threads(1)

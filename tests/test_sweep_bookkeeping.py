@@ -166,3 +166,24 @@ def test_short_stacks_train_in_threads_long_ones_in_forked_lanes(monkeypatch, st
     job = SimpleNamespace(steps=steps, device="cpu")
     lanes.run_parts([("a",), ("b",)], 2, "auto", job, trainer=None)
     assert ran == [where if lanes.forked_lanes_available(job) else "threads"]
+
+
+@pytest.mark.parametrize("caller_flushes", [False, True])
+@pytest.mark.parametrize("stacks", [1, 2])
+def test_lanes_train_with_subnormals_flushed_and_leave_the_caller_as_it_was(caller_flushes, stacks):
+    """One stack trains in this thread, two in threads of their own: each with subnormal floats
+    flushed to zero (the CPU's slow path otherwise), the caller's own setting kept."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from inertia.sweeps import lanes
+
+    flushed = []
+    trainer = SimpleNamespace(train=lambda *part: flushed.append(lanes._flushes_subnormals()) or 1)
+    torch.set_flush_denormal(caller_flushes)
+    try:
+        lanes.run_parts([("a",)] * stacks, stacks, "threads", SimpleNamespace(steps=1, device="cpu"), trainer)
+        assert flushed == [True] * stacks and lanes._flushes_subnormals() == caller_flushes
+    finally:
+        torch.set_flush_denormal(False)

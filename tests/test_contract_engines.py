@@ -161,6 +161,9 @@ CASES = [
          BETA1_CYCLE, lookahead_around(torch_adam)),
 ]
 CASE = {case.id: case for case in CASES}
+MOMENTUM_FROM_ZERO = dataclasses.replace(CASE["sgd-torch"], id="sgd-torch-momentum-from-0",
+                                         schedules=dict(lr="cosine", momentum="linear(start=0.0)"))
+"""Per-configuration momentum warmed up from 0: torch starts each buffer at its first momentum != 0."""
 
 
 def _components(config: dict[str, Any], name: str) -> list[tuple[str, Any]]:
@@ -278,7 +281,7 @@ def _sweep_params():
         for backend in backends:
             for vary, marks, name in _variants(case, "sweep", backend):
                 out.append(pytest.param(case, backend, vary, id=name, marks=marks))
-    return out
+    return out + [pytest.param(MOMENTUM_FROM_ZERO, "batched", True, id=MOMENTUM_FROM_ZERO.id)]
 
 
 def _split_tuples(case: Case, vary_tuples: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -344,6 +347,7 @@ SURFACE = surfaces.from_function(_bowl, start=(1.5, -1.0), batched=True)
 
 RACE_PARAMS = [pytest.param(case, vary, id=name, marks=marks)
                for case in CASES for vary, marks, name in _variants(case, "race")]
+RACE_PARAMS.append(pytest.param(MOMENTUM_FROM_ZERO, True, id=MOMENTUM_FROM_ZERO.id))
 
 
 @pytest.mark.parametrize("case, vary_tuples", RACE_PARAMS)
@@ -369,15 +373,3 @@ def test_race_equals_the_reference_driven_by_the_surface_gradient(case: Case, va
         assert float((path[-1] - path[0]).abs().max()) > 1e-2
         torch.testing.assert_close(result.positions[i], path, rtol=1e-9, atol=1e-12)
         torch.testing.assert_close(result.losses[i], SURFACE.value(path), rtol=1e-9, atol=1e-12)
-
-
-# ---------------------------------------------------------------- momentum warmed up from 0
-
-@pytest.mark.parametrize("engine", ["sweep", "race"])
-def test_momentum_warmed_up_from_zero_matches_torch(engine: str):
-    case = dataclasses.replace(CASE["sgd-torch"], id="sgd-torch-momentum-from-0",
-                               schedules=dict(lr="cosine", momentum="linear(start=0.0)"))
-    if engine == "sweep":
-        test_sweep_equals_separate_runs_of_the_reference(case, "batched", True)
-    else:
-        test_race_equals_the_reference_driven_by_the_surface_gradient(case, True)

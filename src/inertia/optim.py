@@ -130,12 +130,12 @@ def _as_input(value: Any, like: Tensor) -> Any:
 
 def _guarded_update(update: Callable, params: list[Tensor], grads: list[Tensor], states: list[dict],
                     hyper: dict, skip: Tensor | None) -> None:
-    """``update`` over a list of tensors; with ``skip`` (a device flag) set, nothing changes."""
+    """``update`` over a list of tensors (the step counters already advanced); with ``skip`` (a device
+    flag) set, nothing changes."""
     for p, g, s in zip(params, grads, states):
         if skip is None:
             update(p, g, s, hyper)
             continue
-        s["step"].add_((~skip).to(s["step"].dtype))
         new_p, new_s = p.clone(), {k: v.clone() for k, v in s.items()}
         update(new_p, g, new_s, hyper)
         p.copy_(torch.where(skip, p, new_p))
@@ -576,10 +576,9 @@ class RuleOptimizer(torch.optim.Optimizer):
             t = _real(t)                  # CPU) loses in-place updates of 0-dim inputs
             return t.view(1) if t.dim() == 0 else t
 
+        self._count_step(group, states, 1 if found is None else 1 - found)
         states = [{k: one(v) for k, v in state.items()} for state in states]
         skip = None if found is None else found.view(1).bool()
-        if skip is None:
-            torch._foreach_add_([s["step"] for s in states], 1)
         self._compiled([one(p) for p in params], [one(p.grad) for p in params], states, hyper, skip)
 
     @torch.no_grad()
@@ -636,8 +635,8 @@ class RuleOptimizer(torch.optim.Optimizer):
             if path == "simple":
                 self._simple_step(group, params)
             else:
-                getattr(self, f"_{path}_step")(group, params, states, found if found is None or
-                                               found.device == params[0].device else found.to(params[0].device))
+                getattr(self, f"_{path}_step")(group, params, states,
+                                               None if found is None else found.to(params[0].device))
 
     # ------------------------------------------------------------ evaluation point
 

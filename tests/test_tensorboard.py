@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from inertia.tensorboard import RunWriter, effective_lr, safe_run_name, write_run
+from inertia.tensorboard import RunWriter, effective_lr, flat_hparams, run_name, safe_run_name, write_run, write_sweep
 
 
 def _load(path):
@@ -76,3 +76,59 @@ def test_effective_lr_and_names():
     torch.testing.assert_close(effective_lr(torch.tensor([0.1, 0.2]), torch.tensor([0.5, 0.0])),
                                torch.tensor([0.2, 0.2]))
     assert safe_run_name("../x y") == "x_y"
+
+
+def test_flat_hparams_are_typed_and_sortable():
+    flat = flat_hparams({"optimizer": "momentum", "hyperparameters": {"lr": torch.tensor(0.1), "momentum": 0.9,
+                                                                     "betas": (0.9, 0.999), "nesterov": False},
+                         "seed": 3, "schedules": {"lr": "cosine"}})
+    assert flat == {"optimizer": "momentum", "lr": pytest.approx(0.1), "momentum": 0.9, "betas.0": 0.9,
+                    "betas.1": 0.999, "nesterov": "False", "seed": 3, "schedules.lr": "cosine"}
+    assert isinstance(flat["lr"], float) and isinstance(flat["seed"], int | float)
+
+
+def test_run_name_never_repeats_a_part():
+    assert run_name({"optimizer": "momentum", "lr": 0.1, "momentum": 0.9, "seed": 0}) == \
+        "optimizer=momentum_lr=0.1_momentum=0.9_seed=0"
+
+
+def test_unique_runs_never_merge(tmp_path):
+    """Two runs of one name (two `inertia train` started in the same second) get two directories."""
+    first = RunWriter(tmp_path, "momentum_lr=0.1", {"momentum": 0.5}, unique=True)
+    second = RunWriter(tmp_path, "momentum_lr=0.1", {"momentum": 0.9}, unique=True)
+    for w, mu in ((first, 0.5), (second, 0.9)):
+        w.log(1, momentum=mu)
+        w.finish()
+    assert first.path != second.path
+    assert _series(_load(first.path), "momentum") == [(1, 0.5)]
+    assert [v for _, v in _series(_load(second.path), "momentum")] == pytest.approx([0.9])
+
+
+def test_sweep_runs_log_the_scheduled_values_actually_used(tmp_path):
+    """A cosine lr schedule from each configuration's own value, read back with TensorBoard's reader
+    and compared with the cosine formula written here; a rerun into the same directory writes nothing."""
+    import math
+
+    import inertia
+
+    steps = 30
+    res = inertia.sweep("digits", "mlp", lr=[0.05, 0.2], momentum=[0.0, 0.9], steps=steps, seeds=1,
+                        schedules={"lr": "cosine"}, eval_every=10)
+    assert write_sweep(res, tmp_path) == 4
+    runs = sorted(p for p in tmp_path.iterdir())
+    assert [p.name for p in runs][0].startswith("trial=")
+    for run in runs:
+        acc = _load(run)
+        hp, _ = _hparams(acc)
+        assert isinstance(hp["lr"], float) and isinstance(hp["momentum"], float)
+        assert hp["schedule.lr"] == "cosine"
+        lr = hp["lr"]
+        logged = _series(acc, "lr")
+        assert logged[0][0] == 1 and logged[-1][0] == steps
+        for step, value in logged:   # the update numbered `step` used the cosine at t = step - 1
+            expected = lr * (1 + math.cos(math.pi * (step - 1) / steps)) / 2
+            assert value == pytest.approx(expected, rel=1e-5, abs=1e-9)
+        assert [s for s, _ in _series(acc, "val_loss")] == [10, 20, 30]
+        assert [s for s, _ in _series(acc, "momentum")] == [s for s, _ in logged]
+    assert write_sweep(res, tmp_path) == 0
+    assert sum(1 for _ in tmp_path.rglob("events.out.tfevents*")) == 4

@@ -21,7 +21,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .rules.sgd import effective_lr  # re-exported: callers log it beside lr and momentum
 
-__all__ = ["RunWriter", "write_run", "write_sweep", "effective_lr", "safe_run_name"]
+__all__ = ["RunWriter", "write_run", "write_sweep", "effective_lr", "safe_run_name", "run_name", "flat_hparams",
+           "used_hyperparameters"]
 
 
 def safe_run_name(name: str) -> str:
@@ -52,18 +53,35 @@ def _number(value: Any) -> float:
     return float(value)
 
 
+def _new_run_dir(logdir: Path, name: str) -> Path:
+    """``logdir/name``, or ``name_2``, ``name_3``, ... : a directory no other run holds, made
+    atomically, so two runs started at the same moment never write into one."""
+    logdir.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 10_000):
+        path = logdir / (name if attempt == 1 else f"{name}_{attempt}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{logdir / name}: 10000 runs of that name already exist")
+
+
 class RunWriter:
-    """Step-by-step writer for one run: ``logdir/run_name``.
+    """Step-by-step writer for one run: ``logdir/run_name`` (with ``unique=True`` a new directory,
+    suffixed ``_2``, ``_3``, ... when that name is taken).
 
     >>> with RunWriter("runs", "lr=0.05,mu=0.9", {"lr": 0.05, "momentum": 0.9}) as w:  # doctest: +SKIP
     ...     w.log(step, loss=0.7, lr=0.05)
     ...     w.finish({"test_accuracy": 0.68})
     """
 
-    def __init__(self, logdir: str | Path, run_name: str, hparams: Mapping[str, Any] | None = None):
+    def __init__(self, logdir: str | Path, run_name: str, hparams: Mapping[str, Any] | None = None,
+                 unique: bool = False):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.path = Path(logdir) / safe_run_name(run_name)
+        name = safe_run_name(run_name)
+        self.path = _new_run_dir(Path(logdir), name) if unique else Path(logdir) / name
         self.hparams = dict(hparams or {})
         self.last_step = 0
         self._writer = SummaryWriter(log_dir=str(self.path))
@@ -142,26 +160,116 @@ def write_run(
     return writer.path
 
 
+def flat_hparams(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as flat, typed hparams that the HParams dashboard can sort and filter.
+
+    ``{"hyperparameters": {"lr": 0.1, "betas": (0.9, 0.999)}, "seed": 0}`` becomes
+    ``{"lr": 0.1, "betas.0": 0.9, "betas.1": 0.999, "seed": 0}``: the entries of a nested
+    mapping keep their own names (a name already taken gets its parent's as a prefix),
+    tuples of numbers become one number per component, numbers stay numbers.
+    """
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            for inner, v in flat_hparams(value).items():
+                out[inner if inner not in out and inner not in settings else f"{name}.{inner}"] = v
+        elif isinstance(value, (tuple, list)) and value and all(_is_number(v) for v in value):
+            out.update({f"{name}.{i}": _number(v) for i, v in enumerate(value)})
+        else:
+            out[name] = _number(value) if _is_number(value) else _plain(value)
+    return out
+
+
+def _is_number(value: Any) -> bool:
+    if hasattr(value, "numel") and value.numel() == 1:
+        value = value.item()
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def run_name(parts: Mapping[str, Any]) -> str:
+    """``name=value`` for each part, once, joined by ``_`` (numbers to 4 significant digits)."""
+    shown = [f"{k}={v:.4g}" if _is_number(v) else (f"{k}={v}" if k else str(v)) for k, v in parts.items()
+             if v is not None]
+    return safe_run_name("_".join(shown))
+
+
 def write_sweep(results: Any, logdir: str | Path) -> int:
-    """One run per configuration of ``results`` (a :class:`~inertia.sweeps.SweepResults`): its loss
-    curve, lr, momentum and effective lr, and its final metrics; returns how many runs."""
+    """One run per configuration of ``results`` (a :class:`~inertia.sweeps.SweepResults`); returns how
+    many runs it wrote.
+
+    Each run holds, at the number of updates taken (1 ... steps, as ``inertia train`` logs): the
+    training loss; the validation and test metrics at every evaluation point; the lr and momentum
+    actually used, schedules included, and the effective lr; the hyperparameters (every swept and
+    set one, flat and typed) and final metrics for the HParams tab. A configuration whose run is
+    already in ``logdir`` is not written again, so a rerun into the same directory adds only new runs.
+    """
     count = 0
-    convention = str((results.meta.get("fixed") or {}).get("convention", "torch"))
     for r in results.records():
-        hparams = {name: r[name] for name in results.swept}
-        name = "_".join(f"{k}={v:.4g}" for k, v in hparams.items())
-        curve = list(r.get("train_loss_curve") or [])
-        steps = r.get("steps") or len(curve)
-        at = [round(i * (steps - 1) / max(1, len(curve) - 1)) + 1 for i in range(len(curve))]
-        scalars = {"loss": [(s, v) for s, v in zip(at, curve) if v is not None]}
-        for tag in ("lr", "momentum"):
-            if tag in hparams:
-                scalars[tag] = [(s, hparams[tag]) for s in (1, steps)]
-        if "lr" in hparams and "momentum" in hparams:
-            eff = float(effective_lr(hparams["lr"], hparams["momentum"], convention))
-            scalars["effective_lr"] = [(s, eff) for s in (1, steps)]
-        final = {k: r[k] for k in ("val_loss_mean", "val_accuracy_mean", "test_accuracy_mean") if r.get(k) is not None}
-        final["diverged"] = 1.0 if r["status"] == "diverged" else 0.0
-        write_run(str(logdir), f"trial{r.get('trial', count):04d}_{name}", hparams, scalars, final)
+        path = Path(logdir) / run_name({"trial": f"{r.get('trial', count):04d}",
+                                        **{n: r[n] for n in results.swept}})
+        if path.is_dir() and any(path.glob("events.out.tfevents.*")):
+            continue
+        write_run(str(logdir), path.name, _sweep_hparams(results, r), _sweep_scalars(results, r),
+                  _final_metrics(r))
         count += 1
     return count
+
+
+def _sweep_hparams(results: Any, record: Mapping[str, Any]) -> dict[str, Any]:
+    meta = results.meta
+    settings = {"optimizer": meta.get("optimizer"), **(meta.get("fixed") or {}),
+                **{n: record[n] for n in results.swept},
+                **{f"schedule.{n}": str(s) for n, s in (meta.get("schedules") or {}).items()},
+                "steps": record.get("steps"), "batch_size": meta.get("batch_size"),
+                "seeds": meta.get("seeds"), "folds": meta.get("folds")}
+    return flat_hparams({k: v for k, v in settings.items() if v is not None})
+
+
+def _logged_steps(record: Mapping[str, Any]) -> list[int]:
+    """The update counts at which the subsampled training-loss curve was taken."""
+    points, steps = len(record.get("train_loss_curve") or []), int(record.get("steps") or 0)
+    return [round(i * (steps - 1) / max(1, points - 1)) + 1 for i in range(points)]
+
+
+def _sweep_scalars(results: Any, record: Mapping[str, Any]) -> dict[str, list[tuple[int, Any]]]:
+    at = _logged_steps(record)
+    scalars = {"loss": [(s, v) for s, v in zip(at, record.get("train_loss_curve") or []) if v is not None]}
+    for key in ("val_loss", "val_accuracy", "val_rmse", "test_loss", "test_accuracy", "test_rmse"):
+        curve = record.get(f"{key}_mean_curve") or []
+        scalars[key] = [(s, v) for s, v in zip(record.get("eval_steps") or [], curve) if v is not None]
+    hyper = used_hyperparameters(results, record)
+    for tag, values in hyper.items():
+        scalars[tag] = [(s, values(s - 1)) for s in at]
+    if "lr" in hyper and "momentum" in hyper:
+        convention = str((results.meta.get("fixed") or {}).get("convention", "torch"))
+        scalars["effective_lr"] = [(s, float(effective_lr(lr, mu, convention)))
+                                   for (s, lr), (_, mu) in zip(scalars["lr"], scalars["momentum"])]
+    return {tag: series for tag, series in scalars.items() if series}
+
+
+def used_hyperparameters(results: Any, record: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"lr": f, "momentum": f}``: the value a configuration used at each update (``f(t)``, t from 0),
+    its schedule applied from its own value as the sweep applied it."""
+    from . import rules
+    from .core import with_schedules
+
+    meta = results.meta
+    preset = rules.get(meta.get("optimizer") or "momentum")
+    values = {**preset.defaults, **(meta.get("fixed") or {}), **{n: record[n] for n in results.swept}}
+    steps = int(record.get("steps") or meta.get("steps") or 1)
+    hyper = with_schedules(preset.rule, values, dict(meta.get("schedules") or {}), steps, results.swept)
+    out = {}
+    for name in ("lr", "momentum"):
+        if isinstance(hyper.get(name), (int, float)) or callable(hyper.get(name)):
+            value = hyper[name]
+            out[name] = (lambda t, v=value: float(v(t))) if callable(value) else (lambda t, v=value: float(v))
+    return out
+
+
+def _final_metrics(record: Mapping[str, Any]) -> dict[str, float]:
+    keys = ("val_loss_mean", "val_accuracy_mean", "val_rmse_mean", "test_loss_mean", "test_accuracy_mean",
+            "test_rmse_mean", "test_r2_mean")
+    final = {k: record[k] for k in keys if record.get(k) is not None}
+    final["diverged"] = 1.0 if record["status"] == "diverged" else 0.0
+    return final

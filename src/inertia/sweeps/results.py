@@ -6,7 +6,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from .specs import METRICS
 
@@ -41,10 +41,35 @@ class SweepResults:
                                          r.get("trial") or 0))
 
     @property
-    def best(self) -> dict[str, Any] | None:
-        """The best configuration by the validation metric (None if every one diverged or was pruned)."""
+    def best(self) -> "Record | None":
+        """The best configuration by the validation metric, as a :class:`Record` without its curves
+        (:meth:`curves` has them); None if every one diverged or was pruned."""
         ranked = self.ranked()
-        return ranked[0] if ranked else None
+        return Record.of(ranked[0]) if ranked else None
+
+    def curves(self, config: Mapping[str, Any] | None = None) -> dict[str, list[Any]]:
+        """The curves of ``config`` (default: the best): ``eval_steps`` (the update counts of the
+        evaluation points), each metric's mean and std at them (``val_loss_mean``, ...), and
+        ``train_loss`` (subsampled over the run)."""
+        config = config if config is not None else self.best
+        if config is None:
+            raise ValueError("no configuration finished, so there is no best to take curves from")
+        row = next((r for r in self.rows if r.get("trial") == config.get("trial")
+                    and all(r.get(n) == config.get(n) for n in self.swept)), None)
+        if row is None:
+            raise ValueError(f"no configuration of this sweep is {Record.of(config)!r}")
+        return {_curve_name(k): v for k, v in row.items() if _is_curve(k) and v is not None}
+
+    def to_dataframe(self) -> Any:
+        """Every configuration as a row of a pandas DataFrame (swept values, status, metrics; no curves).
+
+        pandas is an optional dependency: ``pip install 'inertia[pandas]'``."""
+        try:
+            import pandas
+        except ImportError:
+            raise ImportError("to_dataframe needs pandas: pip install 'inertia[pandas]' (or pandas)") from None
+        return pandas.DataFrame([Record.of(r) for r in self.rows], columns=_keys(
+            [Record.of(r) for r in self.rows], self.swept))
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -90,6 +115,37 @@ class SweepResults:
                         if _no_nan(payload) else json.dumps(_clean(payload), indent=1, default=_json_default))
         return path
 
+
+
+class Record(dict):
+    """One configuration's numbers (swept values, status, metrics) without its curves: a plain dict
+    that prints as one short line."""
+
+    SHOWN = ("val_accuracy_mean", "val_loss_mean", "val_rmse_mean", "test_accuracy_mean", "test_loss_mean",
+             "test_rmse_mean")
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> "Record":
+        return cls({k: v for k, v in row.items() if not _is_curve(k)})
+
+    def __repr__(self) -> str:
+        keys = list(self)
+        settings = keys[:keys.index("status")] if "status" in keys else []
+        shown = [k for k in settings if k != "trial"] + ["status", "best_step"]
+        shown += [k for k in self.SHOWN if self.get(k) is not None]
+        return "Record(" + ", ".join(f"{k}={_short(self.get(k))}" for k in shown if k in self) + ")"
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else repr(value)
+
+
+def _is_curve(key: str) -> bool:
+    return key.endswith("_curve") or key in ("eval_steps", "curves")
+
+
+def _curve_name(key: str) -> str:
+    return key[: -len("_curve")] if key.endswith("_curve") else key
 
 
 def _edge(name: str, value: float, values: Sequence[float], grid: bool) -> tuple[str, str] | None:

@@ -97,4 +97,29 @@ def test_sweep_report_ignores_result_and_bookkeeping_fields_when_finding_the_axe
 
     assert swept_keys(records) == ["lr", "momentum"]
     html = write_sweep_report(tmp_path / "s.html", records).read_text()
-    assert html.count('class="cell"') == 4 and "<th>test_accuracy_mean</th>" in html and "<th>worker</th>" not in html
+    assert html.count('class="cell"') == 4 and "<th>test acc</th>" in html and "<th>worker</th>" not in html
+
+
+def test_sweep_report_speaks_the_terminal_units_and_real_steps(tmp_path):
+    records = [dict(_record(lr, mu, acc=0.595 + 0.1 * lr), steps=300, best_step=240, eval_steps=[100, 200, 300],
+                    val_loss_mean_curve=[1.0, 0.8, 0.7]) for lr in (0.01, 0.1, 1.0) for mu in (0.0, 0.9)]
+    html = write_sweep_report(tmp_path / "s.html", records, commands=[f"inertia train --lr {r['lr']}" for r in records])
+    text = html.read_text()
+    assert ">59.6</text>" in text and "<td>59.6%</td>" in text   # accuracy in %, as the terminal prints it
+    assert "0.596" not in text.split('<script type="application/json"')[0]
+    data = _embedded(text, "sweep-data")
+    assert data["records"][0]["train_steps"] == [1, 151, 300]          # 3 points over 300 updates (the engine rounds 149.5 to 150)
+    assert data["records"][0]["eval_steps"] == [100, 200, 300]
+    assert data["commands"][2] == "inertia train --lr 0.1"
+    assert text.count('class="iso"') >= 2                               # lr/(1−μ) lines on lr × momentum
+
+
+def test_one_dimensional_and_regression_sweeps(tmp_path):
+    one = [dict(lr=lr, status="ok", val_loss_mean=0.5 / lr, val_rmse_mean=0.7 / lr, test_rmse_mean=0.8 / lr,
+                test_r2_mean=1 - 0.1 / lr, train_loss_curve=[1.0, 0.5]) for lr in (1.0, 2.0, 4.0)]
+    text = write_sweep_report(tmp_path / "r.html", one, metric="val_loss_mean").read_text()
+    table = text[text.index('<table id="best">'):text.index("</table>")]
+    assert "None" not in text.split('<script type="application/json"')[0]
+    assert "<th>val RMSE</th>" in table and "<th>test R²</th>" in table and "acc" not in table
+    assert "<td>0.975</td>" in table                                   # R² of lr 4, three decimals
+    assert 'class="iso"' not in text

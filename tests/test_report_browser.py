@@ -112,8 +112,15 @@ def _records():
     return records
 
 
-def test_sweep_report_heatmap_renders_and_hover_shows_curve(browser, tmp_path):
-    page = write_sweep_report(tmp_path / "sweep.html", _records(), title="test sweep")
+def _curves(browser, label):
+    return [p for p in browser.find_elements("css selector", f"#curves path.{label}") if p.get_attribute("d")]
+
+
+def test_sweep_report_heatmap_hover_click_and_overlay(browser, tmp_path):
+    records = [dict(r, steps=500, eval_steps=[100, 200, 300, 400, 500],
+                    val_loss_mean_curve=[1.0, 0.8, 0.7, 0.65, 0.6]) for r in _records()]
+    commands = [f"inertia train --lr {r['lr']} --momentum {r['momentum']}" for r in records]
+    page = write_sweep_report(tmp_path / "sweep.html", records, title="test sweep", commands=commands)
     browser.get(page.resolve().as_uri())
     _ready(browser)
     cells = browser.find_elements("css selector", "#heatmap .cell")
@@ -122,11 +129,43 @@ def test_sweep_report_heatmap_renders_and_hover_shows_curve(browser, tmp_path):
     assert rect.size["width"] > 10 and rect.size["height"] > 10
     assert len(browser.find_elements("css selector", '.cell[data-status="diverged"]')) == 1
     assert len(browser.find_elements("css selector", "#best tr.best-row")) == 10
+    # the best is chosen at load: its training and validation curves, its reproduce command
+    assert len(_curves(browser, "train")) == 1 and len(_curves(browser, "val")) == 1
+    assert "inertia train --lr" in browser.find_element("id", "command").text
+    axis = browser.find_element("id", "curve-axes").text
+    assert "500" in axis and "250" in axis                              # real update counts, not indices
     from selenium.webdriver import ActionChains
 
-    target = browser.find_elements("css selector", '.cell[data-status="ok"]')[3]
-    ActionChains(browser).move_to_element(target).perform()
-    curve = browser.find_element("id", "curve-path")
-    assert curve.get_attribute("data-record") == target.get_attribute("data-record")
-    assert curve.get_attribute("d").count("L") == 49
+    ok = browser.find_elements("css selector", '.cell[data-status="ok"]')
+    ActionChains(browser).move_to_element(ok[3]).perform()            # hover: a grey preview beside the best
+    assert len(_curves(browser, "train")) == 2
+    ok[3].click()                                                       # click: it joins the overlay
+    ok[5].click()
+    ActionChains(browser).move_to_element(browser.find_element("id", "legend")).perform()
+    overlaid = {p.get_attribute("data-record") for p in _curves(browser, "train")}
+    assert {ok[3].get_attribute("data-record"), ok[5].get_attribute("data-record")} <= overlaid
+    assert len(overlaid) == 3 and len(browser.find_elements("css selector", ".cell.selected")) == 3
+    assert len({p.get_attribute("stroke") for p in _curves(browser, "train")}) == 3
+    ok[5].click()                                                       # click again: removed
+    assert len(_curves(browser, "train")) == 2
+    diverged = browser.find_element("css selector", '.cell[data-status="diverged"]')
+    diverged.click()
+    assert browser.find_elements("css selector", "#curves .diverged-marker"), "a diverged curve is marked ×"
+    assert "diverged at step 12" in browser.find_element("id", "detail").text
     browser.save_screenshot(str(tmp_path / "sweep-report.png"))
+
+
+def test_sweep_report_one_dimensional_regression(browser, tmp_path):
+    records = [dict(lr=lr, status="ok", steps=200, best_step=200, val_loss_mean=0.5 / lr, val_rmse_mean=0.7 / lr,
+                    test_rmse_mean=0.8 / lr, test_r2_mean=1 - 0.1 / lr, eval_steps=[100, 200],
+                    val_loss_mean_curve=[1.0 / lr, 0.5 / lr], train_loss_curve=[2.0, 1.0, 0.6])
+               for lr in (1.0, 2.0, 4.0)]
+    page = write_sweep_report(tmp_path / "regression.html", records, metric="val_loss_mean")
+    browser.get(page.resolve().as_uri())
+    _ready(browser)
+    assert len(browser.find_elements("css selector", "#heatmap .cell")) == 3
+    heads = [h.text for h in browser.find_elements("css selector", "#best th")]
+    assert "val RMSE" in heads and "test R²" in heads and not any("acc" in h for h in heads)
+    assert "None" not in browser.find_element("tag name", "body").text
+    browser.find_elements("css selector", "#heatmap .cell")[0].click()
+    assert len(_curves(browser, "train")) == 2 and len(_curves(browser, "val")) == 2

@@ -226,14 +226,10 @@ def _sweep_hparams(results: Any, record: Mapping[str, Any]) -> dict[str, Any]:
     return flat_hparams({k: v for k, v in settings.items() if v is not None})
 
 
-def _logged_steps(record: Mapping[str, Any]) -> list[int]:
-    """The update counts at which the subsampled training-loss curve was taken."""
-    points, steps = len(record.get("train_loss_curve") or []), int(record.get("steps") or 0)
-    return [round(i * (steps - 1) / max(1, points - 1)) + 1 for i in range(points)]
-
-
 def _sweep_scalars(results: Any, record: Mapping[str, Any]) -> dict[str, list[tuple[int, Any]]]:
-    at = _logged_steps(record)
+    from .sweeps.results import train_curve_steps
+
+    at = train_curve_steps(record)
     scalars = {"loss": [(s, v) for s, v in zip(at, record.get("train_loss_curve") or []) if v is not None]}
     for key in ("val_loss", "val_accuracy", "val_rmse", "test_loss", "test_accuracy", "test_rmse"):
         curve = record.get(f"{key}_mean_curve") or []

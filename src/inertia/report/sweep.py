@@ -110,74 +110,169 @@ def sweep_report_data(records: Sequence[dict], metric: str) -> dict[str, Any]:
             c["fill"] = {"diverged": "#d9d9d9", "pruned": "#efe6d2"}.get(c["status"], "#ffffff")
     ranked = sorted(range(len(records)), key=lambda k: -score(records[k]))
     ranked = [k for k in ranked if score(records[k]) > -math.inf]
-    return dict(xkey=xkey, ykey=ykey, xs=[_axis_label(v) for v in xs], ys=[_axis_label(v) for v in ys], cells=cells,
+    return dict(xkey=xkey, ykey=ykey, xs=[_axis_label(v) for v in xs], ys=[_axis_label(v) for v in ys], xv=xs, yv=ys,
+                cells=cells,
                 lo=lo, hi=hi, metric=metric, better="higher" if better else "lower", best=ranked[:10],
                 keys=keys, records=records)
 
 
-def write_sweep_report(path: str | Path, records: list[dict], metric: str = "val_accuracy_mean", title: str = "") -> Path:
-    """Write the interactive sweep page (heatmap + loss curve on hover/click + table of the best configurations)."""
-    data = sweep_report_data(records, metric)
-    cw, ch = 52, 34
-    left, top = 80, 20
+UNITS = {"accuracy": ("%", 100.0, "{:.1f}"), "loss": ("", 1.0, "{:.4g}"), "rmse": ("", 1.0, "{:.4g}"),
+         "r2": ("", 1.0, "{:.3f}")}
+
+
+def show(key: str, value: Any) -> str:
+    """A metric as the terminal prints it: accuracy in % with one decimal, the rest to 4 digits."""
+    if not _finite(value):
+        return "—"
+    for name, (unit, scale, fmt) in UNITS.items():
+        if name in key:
+            return fmt.format(value * scale) + unit
+    return f"{value:.4g}"
+
+
+def _columns(records: Sequence[dict]) -> list[tuple[str, str]]:
+    """(key, heading) of the table: classification shows accuracy, regression RMSE and R²."""
+    regression = any(_finite(r.get("val_rmse_mean")) for r in records)
+    score = [("val_rmse_mean", "val RMSE"), ("test_rmse_mean", "test RMSE"), ("test_r2_mean", "test R²")] \
+        if regression else [("val_accuracy_mean", "val acc"), ("test_accuracy_mean", "test acc")]
+    cols = [("best_step", "step"), ("val_loss_mean", "val loss"), *score, ("train_loss_final", "final train loss")]
+    return [(k, h) for k, h in cols if any(k in r for r in records)]
+
+
+def _with_steps(record: dict) -> dict:
+    """The record with the update counts of its curves: ``train_steps`` for the (subsampled) training
+    loss, ``eval_steps`` for the validation and test curves."""
+    from ..sweeps.results import train_curve_steps
+
+    out = dict(record)
+    out["train_steps"] = train_curve_steps(record)
+    if not out.get("eval_steps") and record.get("val_loss_mean_curve"):
+        out["eval_steps"] = list(range(1, len(record["val_loss_mean_curve"]) + 1))
+    return out
+
+
+def _iso_lines(data: dict, cell: tuple[int, int], origin: tuple[int, int]) -> list[str]:
+    """Dashed lines of constant effective learning rate lr/(1−μ) across an lr × momentum grid,
+    one per decade, through the cells' centres (lr interpolated on a log scale)."""
+    if data["xkey"] != "lr" or data["ykey"] != "momentum" or len(data["xv"]) < 2:
+        return []
+    lrs, mus = [math.log10(v) for v in data["xv"]], data["yv"]
+    (cw, ch), (left, top), ny = cell, origin, len(mus)
+    effective = [lr - math.log10(1 - mu) for lr in lrs for mu in mus if mu < 1]
+    out = []
+    for decade in range(math.floor(min(effective)), math.ceil(max(effective)) + 1):
+        points = []
+        for yi, mu in enumerate(mus):
+            target = decade + math.log10(1 - mu) if mu < 1 else None
+            if target is None or not lrs[0] <= target <= lrs[-1]:
+                continue
+            k = max(i for i in range(len(lrs)) if lrs[i] <= target)
+            frac = k if k == len(lrs) - 1 else k + (target - lrs[k]) / (lrs[k + 1] - lrs[k])
+            points.append((left + frac * cw + cw / 2 - 1, top + (ny - 1 - yi) * ch + ch / 2 - 1))
+        if len(points) < 2:
+            continue
+        (x0, y0), (x1, y1) = points[-2], points[-1]     # extend half a cell up, to the cells' border
+        x, y = x1 + (x1 - x0) * (ch / 2) / (y0 - y1), y1 - ch / 2
+        line = " ".join(f"{px:.1f},{py:.1f}" for px, py in [*points, (x, y)])
+        reaches_top = y <= top   # labelled above the grid only, never over a cell's number
+        label = (f'<text x="{x:.1f}" y="{y - 3:.1f}" text-anchor="middle" class="iso-label">{10.0 ** decade:g}</text>'
+                 if reaches_top else "")
+        out.append(f'<g class="iso"><polyline points="{line}" fill="none" stroke="#000" stroke-opacity="0.35" '
+                   f'stroke-width="3"/><polyline points="{line}" fill="none" stroke="#fff" stroke-width="1.2" '
+                   f'stroke-dasharray="5,4"/>{label}</g>')
+    return out
+
+
+def _heatmap_svg(data: dict) -> str:
+    cw, ch, left, top = 56, 34, 80, 30
     nx, ny = len(data["xs"]), len(data["ys"])
-    width, height = left + cw * nx + 20, top + ch * ny + 60
-    svg = [f'<svg id="heatmap" width="{width}" height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">']
+    width, height = left + cw * nx + 40, top + ch * ny + 60
+    svg = [f'<svg id="heatmap" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+           f'xmlns="http://www.w3.org/2000/svg">']
+    texts = []
     for c in data["cells"]:
-        x = left + c["xi"] * cw
-        y = top + (ny - 1 - c["yi"]) * ch  # larger y-values (momentum) at the top
-        v = c["value"]
-        label = f"{v:.3g}" if c["status"] == "ok" and _finite(v) else {"diverged": "×", "pruned": "p"}.get(c["status"], "")
-        tcolor = "#000" if c["status"] != "ok" or _light(c["fill"]) else "#fff"
-        svg.append(
-            f'<g class="cell" data-record="{c["record"]}" data-status="{c["status"]}">'
-            f'<rect x="{x}" y="{y}" width="{cw - 2}" height="{ch - 2}" fill="{c["fill"]}" stroke="#fff"/>'
-            f'<text x="{x + cw / 2 - 1}" y="{y + ch / 2 + 3}" text-anchor="middle" style="fill:{tcolor};font-size:{14 if c["status"] == "diverged" else 10}px;pointer-events:none">{label}</text></g>')
+        x, y = left + c["xi"] * cw, top + (ny - 1 - c["yi"]) * ch  # larger momentum at the top
+        ok = c["status"] == "ok" and _finite(c["value"])
+        label = show(data["metric"], c["value"]).rstrip("%") if ok else {"diverged": "×", "pruned": "p"}.get(c["status"], "")
+        tcolor = "#000" if not ok or _light(c["fill"]) else "#fff"
+        svg.append(f'<g class="cell" data-record="{c["record"]}" data-status="{c["status"]}">'
+                   f'<rect x="{x}" y="{y}" width="{cw - 2}" height="{ch - 2}" fill="{c["fill"]}" stroke="#fff"/></g>')
+        texts.append(f'<text x="{x + cw / 2 - 1}" y="{y + ch / 2 + 4}" text-anchor="middle" class="cell-text" '
+                     f'style="fill:{tcolor};font-size:{15 if c["status"] == "diverged" else 12}px">{label}</text>')
+    svg += _iso_lines(data, (cw, ch), (left, top)) + texts   # numbers above the lines
     for xi, xv in enumerate(data["xs"]):
         svg.append(f'<text x="{left + xi * cw + cw / 2 - 1}" y="{top + ny * ch + 14}" text-anchor="middle">{esc(xv)}</text>')
-    for yi, yv in enumerate(data["ys"]):
-        svg.append(f'<text x="{left - 6}" y="{top + (ny - 1 - yi) * ch + ch / 2 + 3}" text-anchor="end">{esc(yv)}</text>')
+    if data["ykey"]:
+        for yi, yv in enumerate(data["ys"]):
+            svg.append(f'<text x="{left - 6}" y="{top + (ny - 1 - yi) * ch + ch / 2 + 3}" text-anchor="end">{esc(yv)}</text>')
+        svg.append(f'<text transform="translate(14,{top + ny * ch / 2}) rotate(-90)" text-anchor="middle">'
+                   f'{esc(data["ykey"])}</text>')
     svg.append(f'<text x="{left + nx * cw / 2}" y="{top + ny * ch + 34}" text-anchor="middle">{esc(data["xkey"] or "")}</text>')
-    svg.append(f'<text transform="translate(14,{top + ny * ch / 2}) rotate(-90)" text-anchor="middle">{esc(data["ykey"] or "")}</text>')
     svg.append("</svg>")
-    # colour scale
-    stops = "".join(f'<stop offset="{k / 8:.3f}" stop-color="{_viridis(k / 8 if data["better"] == "higher" else 1 - k / 8)}"/>' for k in range(9))
-    scale = (f'<svg width="320" height="40" xmlns="http://www.w3.org/2000/svg"><defs><linearGradient id="scale">{stops}</linearGradient></defs>'
-             f'<rect x="10" y="4" width="300" height="14" fill="url(#scale)"/>'
-             f'<text x="10" y="32">{data["lo"]:.4g}</text><text x="310" y="32" text-anchor="end">{data["hi"]:.4g}</text>'
-             f'<text x="160" y="32" text-anchor="middle">{esc(metric)} ({data["better"]} is better)</text></svg>')
-    # table of the best configurations
-    keys = data["keys"]
-    cols = [k for k in ("val_accuracy_mean", "val_accuracy_std", "val_loss_mean", "val_loss_std", "train_loss_final",
-                        "test_accuracy_mean")
-            if any(k in r for r in records)]
-    head = "".join(f"<th>{esc(k)}</th>" for k in ["rank", *keys, *cols, "status"])
+    return "".join(svg)
+
+
+def _scale_svg(data: dict) -> str:
+    better = data["better"] == "higher"
+    stops = "".join(f'<stop offset="{k / 8:.3f}" stop-color="{_viridis(k / 8 if better else 1 - k / 8)}"/>'
+                    for k in range(9))
+    name = data["metric"].replace("_mean", "").replace("_", " ")
+    return (f'<svg width="340" height="40" xmlns="http://www.w3.org/2000/svg"><defs><linearGradient id="scale">'
+            f'{stops}</linearGradient></defs><rect x="10" y="4" width="320" height="14" fill="url(#scale)"/>'
+            f'<text x="10" y="32">{show(data["metric"], data["lo"])}</text>'
+            f'<text x="330" y="32" text-anchor="end">{show(data["metric"], data["hi"])}</text>'
+            f'<text x="170" y="32" text-anchor="middle">{esc(name)} ({data["better"]} is better)</text></svg>')
+
+
+def _table(data: dict, records: Sequence[dict]) -> str:
+    keys, cols = data["keys"], _columns(records)
+    effective = "lr" in keys and "momentum" in keys
+    head = "".join(f"<th>{esc(k)}</th>" for k in
+                   ["rank", *keys, *(["lr/(1−μ)"] if effective else []), *(h for _, h in cols), "status"])
     rows = []
     for rank, k in enumerate(data["best"], 1):
         r = records[k]
-        vals = [f"{r.get(c):.4g}" if _finite(r.get(c)) else esc(r.get(c, "")) for c in [*keys, *cols]]
-        rows.append(f'<tr class="best-row" data-record="{k}"><td>{rank}</td>' + "".join(f"<td>{v}</td>" for v in vals)
-                    + f'<td>{esc(r.get("status", "ok"))}</td></tr>')
+        values = [f"{r.get(key):.4g}" if _finite(r.get(key)) else esc(r.get(key, "")) for key in keys]
+        if effective:
+            values.append(f"{r['lr'] / (1 - r['momentum']):.4g}" if r.get("momentum", 1) < 1 else "—")
+        values += [str(r.get(key)) if key == "best_step" else show(key, r.get(key)) for key, _ in cols]
+        rows.append(f'<tr class="best-row" data-record="{k}"><td>{rank}</td>'
+                    + "".join(f"<td>{v}</td>" for v in values) + f'<td>{esc(r.get("status", "ok"))}</td></tr>')
+    return f'<table id="best"><tr>{head}</tr>{"".join(rows)}</table>'
+
+
+def write_sweep_report(path: str | Path, records: list[dict], metric: str = "val_accuracy_mean", title: str = "",
+                       commands: Sequence[str | None] | None = None) -> Path:
+    """Write the interactive sweep page: the heatmap (with the iso-lines of lr/(1−μ) on an lr ×
+    momentum grid), training and validation curves at their real update counts for the cells
+    clicked (several overlay; a diverged curve is cut at the panel's top with a ×), the table of
+    the best configurations in the terminal's units, and ``commands[i]``, the command that
+    reproduces record i, for the cell chosen."""
+    data = sweep_report_data(records, metric)
+    shown = [_with_steps(r) for r in records]
     counts = {s: sum(1 for r in records if r.get("status", "ok") == s) for s in ("ok", "diverged", "pruned")}
+    axes = " and ".join(esc(k) for k in (data["xkey"], data["ykey"]) if k)
     body = f"""
-<h1>{esc(title or 'Sweep: ' + ' × '.join(keys[:2]))}</h1>
+<h1>{esc(title or 'Sweep: ' + ' × '.join(data['keys'][:2]))}</h1>
 <p class="sub">{len(records)} configurations — {counts['ok']} finished, {counts['diverged']} diverged (×), {counts['pruned']} pruned (p).
-Colour: {esc(metric)}; each cell shows the best configuration with that {esc(data['xkey'] or '')}{' and ' + esc(data['ykey']) if data['ykey'] else ''}.
-Hover or click a cell to see its training loss curve.</p>
+Each cell shows {esc(data['metric'].replace('_mean', '').replace('_', ' '))} at the configuration's selected step (the best one with that {axes});
+dashed lines: constant effective learning rate lr/(1−μ), one per decade, labelled above the grid. Hover a cell to preview its curves; click cells to overlay them (click again to remove).</p>
 <div class="row">
- <div class="panel">{''.join(svg)}<br>{scale}</div>
- <div class="panel"><div id="detail" style="min-height:3em;max-width:440px">Hover over a cell.</div>
-  <svg id="curve" width="440" height="260" viewBox="0 0 440 260" xmlns="http://www.w3.org/2000/svg">
-   <rect x="50" y="10" width="380" height="210" fill="none" stroke="#444"/>
-   <path id="curve-path" d="" fill="none" stroke="#1f77b4" stroke-width="1.8"/>
-   <g id="curve-axes"></g>
-   <text x="240" y="252" text-anchor="middle">step (as recorded)</text>
-   <text transform="translate(12,115) rotate(-90)" text-anchor="middle">train loss (log scale)</text>
-  </svg></div>
+ <div class="panel">{_heatmap_svg(data)}<br>{_scale_svg(data)}</div>
+ <div class="panel"><div id="detail" style="min-height:3em;max-width:520px">Hover over a cell.</div>
+  <svg id="curve" width="520" height="280" viewBox="0 0 520 280" xmlns="http://www.w3.org/2000/svg">
+   <rect x="60" y="10" width="440" height="220" fill="none" stroke="#444"/>
+   <g id="curves"></g><g id="curve-axes"></g>
+   <text x="280" y="270" text-anchor="middle">update (step)</text>
+   <text transform="translate(12,120) rotate(-90)" text-anchor="middle">loss (log scale)</text>
+  </svg>
+  <div id="legend"></div>
+  <div id="command"></div></div>
 </div>
 <h2>Best configurations (by {esc(metric)}, {data['better']} is better)</h2>
-<table id="best"><tr>{head}</tr>{''.join(rows)}</table>
-<script type="application/json" id="sweep-data">{script_json(clean(dict(records=records, keys=keys, metric=metric)))}</script>
+{_table(data, records)}
+<script type="application/json" id="sweep-data">{script_json(clean(dict(
+        records=shown, keys=data['keys'], metric=metric, commands=list(commands or [None] * len(records)))))}</script>
 """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -187,56 +282,110 @@ Hover or click a cell to see its training loss curve.</p>
 
 _CSS = """
 .cell { cursor: pointer; }
-.cell:hover rect, .cell.selected rect { stroke: #000; stroke-width: 2; }
+.cell:hover rect { stroke: #000; stroke-width: 2; }
+.cell.selected rect { stroke: #d62728; stroke-width: 3; }
+.cell-text { pointer-events: none; font-weight: 600; }
+.iso { pointer-events: none; }
+.iso-label { font-size: 10px; fill: #fff; paint-order: stroke; stroke: #000; stroke-width: 2.5px; }
 tr.best-row:hover { background: #eef; cursor: pointer; }
+#legend span { display: inline-block; margin-right: 12px; font-size: 0.85em; }
+#command code { display: block; white-space: pre-wrap; word-break: break-all; background: #f4f4f4;
+                padding: 6px; font-size: 0.8em; max-width: 500px; }
 """
 
 _JS = r"""
 (function () {
   const D = JSON.parse(document.getElementById('sweep-data').textContent);
-  const path = document.getElementById('curve-path');
-  const axes = document.getElementById('curve-axes');
+  const COLORS = ['#0072b2', '#e69f00', '#009e73', '#cc79a7', '#56b4e9', '#d55e00', '#000000'];
+  const group = document.getElementById('curves'), axes = document.getElementById('curve-axes');
+  const X0 = 60, W = 440, Y0 = 10, H = 220, SVG = group.namespaceURI;
+  let chosen = [], preview = null;
   function fmt(v) { return (v === null || v === undefined) ? '—' : (typeof v === 'number' ? String(Number(v.toPrecision(4))) : String(v)); }
-  function show(k) {
+  function unit(key, v) {
+    if (v === null || v === undefined) return '—';
+    return key.includes('accuracy') ? (100 * v).toFixed(1) + ' %' : fmt(v);
+  }
+  function series(r) {   // [label, steps, values, dashed]
+    const out = [['train', r.train_steps || [], r.train_loss_curve || [], false]];
+    if (r.val_loss_mean_curve) out.push(['val', r.eval_steps || [], r.val_loss_mean_curve, true]);
+    return out;
+  }
+  function healthy(r) {   // values before a curve blows up (10x its first value)
+    const out = [];
+    for (const [, , values] of series(r)) {
+      const first = values.find(v => v !== null && v > 0);
+      for (const v of values) { if (v === null || !(v > 0) || v > 10 * first) break; out.push(v); }
+    }
+    return out;
+  }
+  function draw() {
+    const shown = chosen.concat(preview !== null && !chosen.includes(preview) ? [preview] : []);
+    group.innerHTML = ''; axes.innerHTML = '';
+    const values = shown.flatMap(k => healthy(D.records[k]));
+    const last = Math.max(1, ...shown.map(k => D.records[k].steps || 1));
+    if (!values.length) return;
+    let lo = Math.log10(Math.min(...values)), hi = Math.log10(Math.max(...values));
+    if (hi - lo < 1e-9) { lo -= 0.5; hi += 0.5; }
+    const X = s => X0 + W * s / last, Y = v => Y0 + H * (1 - (Math.log10(v) - lo) / (hi - lo));
+    shown.forEach((k, i) => {
+      const r = D.records[k], color = chosen.includes(k) ? COLORS[chosen.indexOf(k) % COLORS.length] : '#888';
+      for (const [label, steps, vals, dashed] of series(r)) {
+        const d = []; let cut = null;
+        for (let j = 0; j < vals.length; j++) {
+          const v = vals[j];
+          if (v === null || !(v > 0) || Math.log10(v) > hi) { cut = steps[j] !== undefined ? steps[j] : null; break; }
+          d.push((d.length ? 'L' : 'M') + X(steps[j]).toFixed(1) + ',' + Y(v).toFixed(1));
+        }
+        const p = document.createElementNS(SVG, 'path');
+        p.setAttribute('d', d.join(' ')); p.setAttribute('fill', 'none'); p.setAttribute('stroke', color);
+        p.setAttribute('stroke-width', '1.8'); p.setAttribute('class', 'curve ' + label);
+        p.setAttribute('data-record', k);
+        if (dashed) p.setAttribute('stroke-dasharray', '6,3');
+        group.appendChild(p);
+        const at = r.status === 'diverged' && label === 'train' ? (r.diverged_step || cut) : null;
+        if (at !== null) {
+          const m = document.createElementNS(SVG, 'text');
+          m.setAttribute('x', X(at).toFixed(1)); m.setAttribute('y', Y0 + 12); m.setAttribute('text-anchor', 'middle');
+          m.setAttribute('class', 'diverged-marker'); m.setAttribute('style', 'fill:' + color + ';font-size:16px');
+          m.textContent = '×'; group.appendChild(m);
+        }
+      }
+    });
+    const t = (x, y, a, s) => '<text x="' + x + '" y="' + y + '" text-anchor="' + a + '">' + s + '</text>';
+    axes.innerHTML = t(56, 14, 'end', fmt(Math.pow(10, hi))) + t(56, 232, 'end', fmt(Math.pow(10, lo))) +
+      t(X0, 246, 'middle', '0') + t(X0 + W / 2, 246, 'middle', String(Math.round(last / 2))) + t(X0 + W, 246, 'middle', String(last));
+    document.getElementById('legend').innerHTML = chosen.map((k, i) => '<span style="color:' + COLORS[i % COLORS.length] +
+      '">■ ' + D.keys.map(key => key + ' ' + fmt(D.records[k][key])).join(', ') + '</span>').join('') +
+      (chosen.length ? '<span>solid: training loss, dashed: validation loss</span>' : '');
+  }
+  function describe(k) {
     const r = D.records[k];
-    const parts = D.keys.map(key => key + ' = ' + fmt(r[key]));
-    let html = '<b>' + parts.join(', ') + '</b><br>status: ' + (r.status || 'ok');
+    let html = '<b>' + D.keys.map(key => key + ' = ' + fmt(r[key])).join(', ') + '</b><br>status: ' + (r.status || 'ok');
     if (r.status === 'diverged') html += ' at step ' + fmt(r.diverged_step);
-    html += '<br>' + D.metric + ': ' + fmt(r[D.metric]);
+    if (r.best_step !== undefined) html += '; selected step ' + fmt(r.best_step);
+    html += '<br>' + D.metric.replace('_mean', '').replace(/_/g, ' ') + ': ' + unit(D.metric, r[D.metric]);
     if (r.val_loss_mean !== undefined) html += '; val loss ' + fmt(r.val_loss_mean) + ' ± ' + fmt(r.val_loss_std);
     document.getElementById('detail').innerHTML = html;
-    const curve = (r.train_loss_curve || []).map(v => (v === null || !(v > 0)) ? null : v);
-    const ok = curve.filter(v => v !== null);
-    axes.innerHTML = '';
-    if (!ok.length) { path.setAttribute('d', ''); path.setAttribute('data-record', k); return; }
-    let lo = Math.log10(Math.min(...ok)), hi = Math.log10(Math.max(...ok));
-    if (hi - lo < 1e-9) { lo -= 0.5; hi += 0.5; }
-    const n = Math.max(curve.length - 1, 1);
-    const X = i => 50 + 380 * i / n, Y = v => 10 + 210 * (1 - (Math.log10(v) - lo) / (hi - lo));
-    const out = [];
-    for (let i = 0; i < curve.length; i++) {
-      if (curve[i] === null) break;
-      out.push((out.length ? 'L' : 'M') + X(i).toFixed(1) + ',' + Y(curve[i]).toFixed(1));
-    }
-    path.setAttribute('d', out.join(' '));
-    path.setAttribute('data-record', k);
-    axes.innerHTML = '<text x="46" y="14" text-anchor="end">' + fmt(Math.pow(10, hi)) + '</text>' +
-      '<text x="46" y="222" text-anchor="end">' + fmt(Math.pow(10, lo)) + '</text>' +
-      '<text x="50" y="236" text-anchor="middle">0</text><text x="430" y="236" text-anchor="middle">' + (curve.length - 1) + '</text>';
   }
-  let selected = null;
+  function choose(k) {
+    const i = chosen.indexOf(k);
+    if (i >= 0) chosen.splice(i, 1); else chosen.push(k);
+    document.querySelectorAll('.cell').forEach(c =>
+      c.classList.toggle('selected', chosen.includes(Number(c.getAttribute('data-record')))));
+    const command = D.commands[k];
+    document.getElementById('command').innerHTML = (i < 0 && command) ? 'reproduce it with:<code>' +
+      command.replace(/&/g, '&amp;').replace(/</g, '&lt;') + '</code>' : '';
+    describe(k); preview = null; draw();
+  }
   document.querySelectorAll('.cell').forEach(cell => {
     const k = Number(cell.getAttribute('data-record'));
-    cell.addEventListener('mouseenter', () => show(k));
-    cell.addEventListener('mouseleave', () => { if (selected !== null) show(selected); });
-    cell.addEventListener('click', () => {
-      document.querySelectorAll('.cell.selected').forEach(c => c.classList.remove('selected'));
-      cell.classList.add('selected'); selected = k; show(k);
-    });
+    cell.addEventListener('mouseenter', () => { preview = k; describe(k); draw(); });
+    cell.addEventListener('mouseleave', () => { preview = null; draw(); });
+    cell.addEventListener('click', () => choose(k));
   });
-  document.querySelectorAll('tr.best-row').forEach(row => row.addEventListener('click', () => { selected = Number(row.getAttribute('data-record')); show(selected); }));
-  const rows = document.querySelectorAll('tr.best-row');
-  if (rows.length) { selected = Number(rows[0].getAttribute('data-record')); show(selected); }
+  document.querySelectorAll('tr.best-row').forEach(row => row.addEventListener('click', () => choose(Number(row.getAttribute('data-record')))));
+  const first = document.querySelector('tr.best-row');
+  if (first) choose(Number(first.getAttribute('data-record')));
   document.body.setAttribute('data-ready', '1');
 })();
 """

@@ -117,6 +117,14 @@ class SweepResults:
 
 
 
+def train_curve_steps(record: Mapping[str, Any]) -> list[int]:
+    """The update counts (1 ... steps) at which a record's subsampled ``train_loss_curve`` was taken."""
+    points, steps = len(record.get("train_loss_curve") or []), int(record.get("steps") or 0)
+    if not steps:
+        return list(range(1, points + 1))
+    return [round(i * (steps - 1) / max(1, points - 1)) + 1 for i in range(points)]
+
+
 class Record(dict):
     """One configuration's numbers (swept values, status, metrics) without its curves: a plain dict
     that prints as one short line."""

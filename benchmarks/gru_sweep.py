@@ -1,0 +1,116 @@
+"""Benchmark: a 16-configuration GRU sweep trained at once, against the same runs one after another.
+
+MNIST-1D read as sequences of 40 steps of one value, ``examples/sequences.py``'s GRUClassifier
+(one GRU layer of 32, a linear head), batch 100, ``--steps`` steps, lr 4 values log-spaced
+1e-2..1 x momentum 0, 0.5, 0.9, 0.99:
+
+1. ``inertia.sweep``: all 16 at once (the GRU as batched matrix products, ``sweeps/recurrent.py``);
+2. a plain loop: 16 models one after another, each ``nn.GRU`` with ``torch.optim.SGD``, the same
+   initialization and minibatches as the sweep's members (so the same numbers up to rounding).
+
+Each method runs ``--repeats`` times, interleaved (sweep, loop, sweep, loop, ...), each in a fresh
+process; the table gives every run and the median ratio, and the JSON file keeps them all.
+
+    python benchmarks/gru_sweep.py                    # 300 steps, 3 repeats
+    python benchmarks/gru_sweep.py --steps 30 --repeats 1   # smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LRS = [0.01, 0.0464, 0.215, 1.0]
+MOMENTA = [0.0, 0.5, 0.9, 0.99]
+
+
+def sequences():
+    from inertia.data import as_dataset, load_dataset
+
+    data = load_dataset("mnist1d")
+    return as_dataset((data.x_train.unsqueeze(-1), data.y_train, data.x_test.unsqueeze(-1), data.y_test),
+                      name="mnist1d-sequences")
+
+
+def run_sweep(steps: int) -> dict:
+    import inertia
+    from examples.sequences import GRUClassifier
+
+    started = time.perf_counter()
+    results = inertia.sweep(sequences(), GRUClassifier, lr=LRS, momentum=MOMENTA, steps=steps, seeds=1,
+                            eval_every=steps)
+    best = results.best
+    return {"seconds": time.perf_counter() - started, "backend": results.meta.get("backend"),
+            "best": {"lr": best["lr"], "momentum": best["momentum"], "val_accuracy": best["val_accuracy_mean"]}}
+
+
+def run_loop(steps: int) -> dict:
+    """Each configuration alone with torch.optim.SGD, on the sweep's folds, batches and initialization."""
+    import torch
+
+    from examples.sequences import GRUClassifier
+    from inertia.pipeline import batch_at, make_folds
+
+    data = sequences()
+    train_idx, val_idx = make_folds(len(data.y_train), 1, 0)[0]
+    started, best = time.perf_counter(), None
+    for lr in LRS:
+        for momentum in MOMENTA:
+            torch.manual_seed(0)
+            model = GRUClassifier(classes=data.classes)
+            opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+            for step in range(steps):
+                rows = batch_at(train_idx, step, 100, 0, 0)
+                loss = torch.nn.functional.cross_entropy(model(data.x_train[rows]), data.y_train[rows])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                accuracy = float((model(data.x_train[val_idx]).argmax(1) == data.y_train[val_idx]).float().mean())
+            if best is None or accuracy > best["val_accuracy"]:
+                best = {"lr": lr, "momentum": momentum, "val_accuracy": accuracy}
+    return {"seconds": time.perf_counter() - started, "best": best}
+
+
+def child(method: str, steps: int) -> dict:
+    """One run in a fresh process (imports and data set-up not timed)."""
+    code = (f"import json, sys; sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'src')!r}, {str(ROOT / 'benchmarks')!r}];"
+            f"import gru_sweep; print(json.dumps(gru_sweep.run_{method}({steps})))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "gru_sweep.json"))
+    args = parser.parse_args()
+    runs: dict[str, list[dict]] = {"sweep": [], "loop": []}
+    for _ in range(args.repeats):
+        for method in ("sweep", "loop"):
+            runs[method].append(child(method, args.steps))
+            print(f"{method}: {runs[method][-1]['seconds']:.1f} s", flush=True)
+    sweep = statistics.median(r["seconds"] for r in runs["sweep"])
+    loop = statistics.median(r["seconds"] for r in runs["loop"])
+    print(f"\n| method | runs (s) | median (s) | best (lr, μ, val acc) |\n| --- | --- | --- | --- |")
+    for method, median in (("sweep", sweep), ("loop", loop)):
+        best = runs[method][-1]["best"]
+        print(f"| {method} | {', '.join(f'{r['seconds']:.1f}' for r in runs[method])} | {median:.1f} | "
+              f"{best['lr']}, {best['momentum']}, {100 * best['val_accuracy']:.1f} % |")
+    print(f"\nspeed-up of the sweep over the loop: {loop / sweep:.2f}x")
+    from _results import write_json
+
+    write_json({"steps": args.steps, "configurations": len(LRS) * len(MOMENTA), "runs": runs,
+                "median_seconds": {"sweep": sweep, "loop": loop}, "speedup": loop / sweep,
+                "machine": {"processor": platform.processor(), "python": platform.python_version()}}, args.json)
+
+
+if __name__ == "__main__":
+    main()

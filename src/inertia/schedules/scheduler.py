@@ -6,7 +6,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .functions import Schedule, as_schedule
+from .checks import ValueCheck
+from .functions import Schedule, _show, as_schedule
 from .per_configuration import PerConfiguration
 
 
@@ -37,6 +38,12 @@ class HyperScheduler(torch.optim.lr_scheduler.LRScheduler):
     giving one value gives it to all N). A name no param group has is a
     ``ValueError``. ``load_state_dict`` writes the loaded step's values into the
     optimizer, so a resumed run continues with identical values.
+
+    Every value is checked before it is written (:mod:`~inertia.schedules.checks`: an
+    inertia optimizer's rule validates it, as its constructor did; for other optimizers,
+    what torch's constructors reject, and NaN or infinity anywhere): a bad value is a
+    one-line ``ValueError`` naming the hyperparameter, its schedule, the step and the
+    value, raised by :meth:`step` while the optimizer still holds the last good values.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, **schedules: Any):
@@ -45,6 +52,7 @@ class HyperScheduler(torch.optim.lr_scheduler.LRScheduler):
         if not schedules:
             raise ValueError("HyperScheduler needs at least one hyperparameter schedule, e.g. lr=cosine(0.1, 1000)")
         self.schedules = {name: self._per_group(optimizer, name, given) for name, given in schedules.items()}
+        self._value_check = ValueCheck(optimizer)
         super().__init__(optimizer)  # writes the values of step 0 (last_epoch = 0)
 
     @classmethod
@@ -101,25 +109,61 @@ class HyperScheduler(torch.optim.lr_scheduler.LRScheduler):
             new.__dict__.update(current.__dict__)
         return new
 
-    def _values(self, step: int) -> dict[str, list[Any]]:
+    def _given(self, step: int) -> dict[str, list[Any]]:
+        """Each name's values for ``step`` as its schedules give them, one per param group (None where a
+        group is not scheduled; a tuple's unscheduled components are the group's)."""
         out: dict[str, list[Any]] = {}
         for name, per_group in self.schedules.items():
             values = []
             for group, item in zip(self.optimizer.param_groups, per_group):
+                if item is None:
+                    values.append(None)
+                elif isinstance(item, tuple):
+                    values.append(tuple(c if s is None else s(step) for s, c in zip(item, group[name])))
+                else:
+                    values.append(item(step))
+            out[name] = values
+        return out
+
+    def _values(self, given: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        """The values to write: ``given`` in the form of the entries they replace (:meth:`_value_like`)."""
+        out: dict[str, list[Any]] = {}
+        for name, per_group in self.schedules.items():
+            values = []
+            for group, item, value in zip(self.optimizer.param_groups, per_group, given[name]):
                 current = group[name]
                 if item is None:
                     values.append(current)
                 elif isinstance(item, tuple):
                     values.append(tuple(
-                        c if s is None else self._value_like(s(step), c) for s, c in zip(item, current)
+                        c if s is None else self._value_like(v, c) for s, v, c in zip(item, value, current)
                     ))
                 else:
-                    values.append(self._value_like(item(step), current))
+                    values.append(self._value_like(value, current))
             out[name] = values
         return out
 
+    def _check(self, given: dict[str, list[Any]]) -> None:
+        """Each group's new values, one name after another, by :class:`~inertia.schedules.checks.ValueCheck`;
+        the error names the hyperparameter, the schedule, the step and the value."""
+        for index, group in enumerate(self.optimizer.param_groups):
+            accepted: dict[str, Any] = {}
+            for name, values in given.items():
+                if values[index] is None:
+                    continue
+                accepted[name] = values[index]
+                try:
+                    self._value_check(index, group, accepted, name)
+                except (TypeError, ValueError) as error:
+                    raise ValueError(
+                        f"{name}={self.schedules[name][index]!r} at step {self.last_epoch} gives "
+                        f"{name}={_show(values[index])} (param group {index}): {error}"
+                    ) from None
+
     def _apply(self) -> None:
-        for name, values in self._values(self.last_epoch).items():
+        given = self._given(self.last_epoch)
+        self._check(given)
+        for name, values in self._values(given).items():
             for group, value in zip(self.optimizer.param_groups, values):
                 group[name] = value
         self._last = {name: [g[name] for g in self.optimizer.param_groups] for name in self.schedules}
@@ -134,7 +178,7 @@ class HyperScheduler(torch.optim.lr_scheduler.LRScheduler):
     def get_lr(self) -> list[Any]:
         """The learning rates for step ``last_epoch``, one per param group."""
         if "lr" in self.schedules:
-            return self._values(self.last_epoch)["lr"]
+            return self._values(self._given(self.last_epoch))["lr"]
         return [g["lr"] for g in self.optimizer.param_groups]
 
     def step(self, epoch: int | None = None) -> None:

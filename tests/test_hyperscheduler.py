@@ -247,6 +247,7 @@ def test_a_nan_in_one_configurations_momentum_never_reaches_the_weights():
     opt.step()
     with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\), got nan \(configuration 1\)"):
         scheduler.step()
+    assert scheduler.last_epoch == 0  # the step whose values the optimizer holds
     for _ in range(2):  # the last good values stay in the optimizer
         opt.zero_grad()
         loss_of(w).backward()

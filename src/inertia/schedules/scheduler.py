@@ -143,7 +143,7 @@ class HyperScheduler(torch.optim.lr_scheduler.LRScheduler):
             out[name] = values
         return out
 
-    def _check(self, given: dict[str, list[Any]]) -> None:
+    def _check(self, given: dict[str, list[Any]], step: int) -> None:
         """Each group's new values, one name after another, by :class:`~inertia.schedules.checks.ValueCheck`;
         the error names the hyperparameter, the schedule, the step and the value."""
         for index, group in enumerate(self.optimizer.param_groups):
@@ -156,13 +156,15 @@ class HyperScheduler(torch.optim.lr_scheduler.LRScheduler):
                     self._value_check(index, group, accepted, name)
                 except (TypeError, ValueError) as error:
                     raise ValueError(
-                        f"{name}={self.schedules[name][index]!r} at step {self.last_epoch} gives "
+                        f"{name}={self.schedules[name][index]!r} at step {step} gives "
                         f"{name}={_show(values[index])} (param group {index}): {error}"
                     ) from None
 
-    def _apply(self) -> None:
-        given = self._given(self.last_epoch)
-        self._check(given)
+    def _apply(self, step: int) -> None:
+        """Write the values of ``step`` (all checked first) and make it ``last_epoch``."""
+        given = self._given(step)
+        self._check(given, step)
+        self.last_epoch = step
         for name, values in self._values(given).items():
             for group, value in zip(self.optimizer.param_groups, values):
                 group[name] = value
@@ -183,9 +185,8 @@ class HyperScheduler(torch.optim.lr_scheduler.LRScheduler):
 
     def step(self, epoch: int | None = None) -> None:
         """Advance one step (or go to step ``epoch``) and write its values into the param groups."""
+        self._apply(self.last_epoch + 1 if epoch is None else int(epoch))
         self._step_count += 1
-        self.last_epoch = self.last_epoch + 1 if epoch is None else int(epoch)
-        self._apply()
 
     def get_last(self) -> dict[str, list[Any]]:
         """The values last written: ``{name: [value per param group]}``."""
@@ -206,9 +207,8 @@ class HyperScheduler(torch.optim.lr_scheduler.LRScheduler):
         step = int(state["last_epoch"] if "last_epoch" in state else state["last_step"])
         if step < 0:
             raise ValueError(f"last_epoch must be >= 0, got {step}")
-        self.last_epoch = step
+        self._apply(step)
         self._step_count = int(state.get("_step_count", step + 1))
-        self._apply()
 
     def __repr__(self) -> str:
         parts = ", ".join(

@@ -26,8 +26,9 @@ al. 2013), :func:`demon` (Chen et al.).
 Modules: :mod:`~inertia.schedules.functions` (the schedules),
 :mod:`~inertia.schedules.specs` (schedules named as text, built once the base value
 and the run's length are known), :mod:`~inertia.schedules.scheduler`
-(:class:`HyperScheduler`), :mod:`~inertia.schedules.per_configuration` (how torch's
-own schedulers meet per-configuration values).
+(:class:`HyperScheduler`) with :mod:`~inertia.schedules.checks` (what it checks before
+it writes a value), :mod:`~inertia.schedules.per_configuration` (how torch's own
+schedulers meet per-configuration values).
 """
 from .functions import (
     Schedule,

@@ -110,7 +110,7 @@ def backend_for(device: torch.device | str, dtype: torch.dtype) -> str:
         return "torch"
     if _openblas() is None:
         raise ValueError("INERTIA_GEMM=openblas needs the scipy-openblas32 package: "
-                           "pip install 'inertia[openblas]' (or unset INERTIA_GEMM for torch's products)")
+                         "pip install 'inertia[openblas]' (or unset INERTIA_GEMM for torch's products)")
     return "openblas"
 
 
@@ -123,10 +123,13 @@ def _describe(t: Tensor) -> str:
 def _check_operands(**operands: Tensor) -> None:
     """What OpenBLAS reads through a pointer: dense, contiguous float32 on the CPU; else ``ValueError`` naming it."""
     for name, t in operands.items():
-        if (t.dtype != torch.float32 or t.device.type != "cpu" or t.layout != torch.strided
-                or not t.is_contiguous()):
+        if t.dtype != torch.float32 or not t.is_cpu or t.layout != torch.strided or not t.is_contiguous():
             raise ValueError(f"BatchedGemm (OpenBLAS) needs contiguous float32 CPU tensors (pass transposes as "
                              f"trans_a/trans_b); {name} is {_describe(t)}")
+
+
+def _raise_shape_mismatch(a: Tensor, b: Tensor, out: Tensor) -> None:
+    raise ValueError(f"shapes do not multiply: {tuple(a.shape)}, {tuple(b.shape)} -> {tuple(out.shape)}")
 
 
 class BatchedGemm:
@@ -161,15 +164,14 @@ class BatchedGemm:
                 return torch.addmm(out, op_a, op_b, beta=beta, out=out) if beta else torch.mm(op_a, op_b, out=out)
             return torch.baddbmm(out, op_a, op_b, beta=beta, out=out) if beta else torch.bmm(op_a, op_b, out=out)
         _check_operands(a=a, b=b, out=out)
-        mismatch = ValueError(f"shapes do not multiply: {tuple(a.shape)}, {tuple(b.shape)} -> {tuple(out.shape)}")
         if out.dim() not in (2, 3) or a.dim() < 2:
-            raise mismatch
+            _raise_shape_mismatch(a, b, out)
         m, n = out.shape[-2:]
         k = a.shape[-2] if trans_a else a.shape[-1]
         count = out.shape[0] if out.dim() == 3 else 1
         if (a.shape[-2:] != ((k, m) if trans_a else (m, k)) or b.shape[-2:] != ((n, k) if trans_b else (k, n))
                 or a.numel() != count * m * k or b.numel() != (1 if shared_b else count) * k * n):
-            raise mismatch
+            _raise_shape_mismatch(a, b, out)
         _match_torch_threads(self._lib)
         self._lib.scipy_cblas_sgemm_batch_strided(
             _ROW_MAJOR, _TRANS if trans_a else _NO_TRANS, _TRANS if trans_b else _NO_TRANS, m, n, k, 1.0,

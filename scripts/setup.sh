@@ -9,9 +9,16 @@ PY=${PYTHON:-python3}
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
 fi
+# OpenBLAS's AVX-512 products (the openblas extra) help only on AVX-512 CPUs that are not Intel's,
+# where torch's MKL runs AVX2 code (src/inertia/sweeps/gemm.py decides at run time)
+extras=dev
+if grep -qw avx512f /proc/cpuinfo 2>/dev/null && grep -qw avx512bw /proc/cpuinfo \
+   && ! grep -qw GenuineIntel /proc/cpuinfo; then
+  extras=dev,openblas
+fi
 stamp=.venv/.inertia-installed
-want=$(cat pyproject.toml | sha1sum | cut -d' ' -f1)
+want=$( (cat pyproject.toml; echo "$extras") | sha1sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+  .venv/bin/pip install -q --disable-pip-version-check -e ".[$extras]"
   echo "$want" > "$stamp"
 fi

@@ -154,7 +154,7 @@ def sub_scaled_(target: Tensor, tensor: Tensor, scale: Any) -> Tensor:
 
 def _values(value: Any) -> list[float]:
     if is_tensor(value):
-        return [float(v) for v in value.detach().reshape(-1).cpu()]
+        return [float(v) for v in value.detach().reshape(-1).cpu().tolist()]
     return [float(value)]
 
 

@@ -8,14 +8,17 @@ torch's ``bmm`` of 100 x 100 x 100 ran at 95-97 GFLOP/s and OpenBLAS's SkylakeX
 kernels at 175-238 GFLOP/s; a sweep step took 0.54x the time.
 
 So where OpenBLAS runs AVX-512 kernels on such a CPU, the engine calls it (the
-``scipy-openblas32`` wheel, through its strided batched GEMM
-``cblas_sgemm_batch_strided``), and torch everywhere else. OpenBLAS picks its
-kernels when it is loaded, by the CPU or as ``OPENBLAS_CORETYPE`` says: a machine
-that names an AVX2 core there (``Haswell``) gets torch's products. The choice
-depends only on the machine, so a sweep resumed there takes the same path and
-gives the same bits. ``INERTIA_GEMM=torch`` or ``=openblas`` overrides it. No
-product reduces across members, so a member's numbers do not depend on which
-others share its stack (tested for both backends).
+optional ``scipy-openblas32`` wheel, ``pip install 'inertia[openblas]'``, which
+``scripts/setup.sh`` installs on such CPUs; through its strided batched GEMM
+``cblas_sgemm_batch_strided``), and torch everywhere else, or where the wheel is not
+installed. OpenBLAS is loaded only on a CPU that is not Intel's; it picks its
+kernels then, by the CPU or as ``OPENBLAS_CORETYPE`` says: a machine that names an
+AVX2 core there (``Haswell``) gets torch's products. The choice depends only on the
+machine, so a sweep resumed there takes the same path and gives the same bits.
+``INERTIA_GEMM=torch`` or ``=openblas`` overrides it. No product reduces across
+members, so a member's numbers do not depend on which others share its stack
+(tested for both backends). OpenBLAS reads raw pointers: every operand is checked
+to be a dense, contiguous float32 CPU tensor before it is called.
 """
 from __future__ import annotations
 
@@ -92,15 +95,41 @@ def wants_openblas() -> bool:
         raise ValueError(f"INERTIA_GEMM must be auto, torch or openblas, got {choice!r}")
     if choice != "auto":
         return choice == "openblas"
+    if not torch.backends.mkl.is_available() or _cpu_vendor() == "GenuineIntel":
+        return False  # decided before OpenBLAS is loaded
     core = openblas_core()
-    return (core is not None and core.lower() in _AVX512_CORES and torch.backends.mkl.is_available()
-            and _cpu_vendor() != "GenuineIntel")
+    return core is not None and core.lower() in _AVX512_CORES
 
 
 def backend_for(device: torch.device | str, dtype: torch.dtype) -> str:
-    """``"openblas"`` for float32 on the CPU where :func:`wants_openblas` and OpenBLAS loads, else ``"torch"``."""
-    wanted = torch.device(device).type == "cpu" and dtype == torch.float32 and wants_openblas()
-    return "openblas" if wanted and _openblas() is not None else "torch"
+    """``"openblas"`` for float32 on the CPU where :func:`wants_openblas`, else ``"torch"``.
+
+    ``INERTIA_GEMM=openblas`` without ``scipy-openblas32`` installed is a ``ValueError`` saying so.
+    """
+    if torch.device(device).type != "cpu" or dtype != torch.float32 or not wants_openblas():
+        return "torch"
+    if _openblas() is None:
+        raise ValueError("INERTIA_GEMM=openblas needs the scipy-openblas32 package: "
+                         "pip install 'inertia[openblas]' (or unset INERTIA_GEMM for torch's products)")
+    return "openblas"
+
+
+def _describe(t: Tensor) -> str:
+    if t.layout != torch.strided:
+        return f"{t.dtype} on {t.device} with layout {t.layout}"
+    return f"{t.dtype} on {t.device}, shape {tuple(t.shape)}, strides {t.stride()}"
+
+
+def _check_operands(**operands: Tensor) -> None:
+    """What OpenBLAS reads through a pointer: dense, contiguous float32 on the CPU; else ``ValueError`` naming it."""
+    for name, t in operands.items():
+        if t.dtype != torch.float32 or not t.is_cpu or t.layout != torch.strided or not t.is_contiguous():
+            raise ValueError(f"BatchedGemm (OpenBLAS) needs contiguous float32 CPU tensors (pass transposes as "
+                             f"trans_a/trans_b); {name} is {_describe(t)}")
+
+
+def _raise_shape_mismatch(a: Tensor, b: Tensor, out: Tensor) -> None:
+    raise ValueError(f"shapes do not multiply: {tuple(a.shape)}, {tuple(b.shape)} -> {tuple(out.shape)}")
 
 
 class BatchedGemm:
@@ -134,15 +163,16 @@ class BatchedGemm:
             if out.dim() == 2:
                 return torch.addmm(out, op_a, op_b, beta=beta, out=out) if beta else torch.mm(op_a, op_b, out=out)
             return torch.baddbmm(out, op_a, op_b, beta=beta, out=out) if beta else torch.bmm(op_a, op_b, out=out)
-        _match_torch_threads(self._lib)
+        _check_operands(a=a, b=b, out=out)
+        if out.dim() not in (2, 3) or a.dim() < 2:
+            _raise_shape_mismatch(a, b, out)
         m, n = out.shape[-2:]
         k = a.shape[-2] if trans_a else a.shape[-1]
         count = out.shape[0] if out.dim() == 3 else 1
-        if not (a.is_contiguous() and b.is_contiguous() and out.is_contiguous()):
-            raise ValueError("BatchedGemm needs contiguous matrices (pass transposes as trans_a/trans_b)")
         if (a.shape[-2:] != ((k, m) if trans_a else (m, k)) or b.shape[-2:] != ((n, k) if trans_b else (k, n))
                 or a.numel() != count * m * k or b.numel() != (1 if shared_b else count) * k * n):
-            raise ValueError(f"shapes do not multiply: {tuple(a.shape)}, {tuple(b.shape)} -> {tuple(out.shape)}")
+            _raise_shape_mismatch(a, b, out)
+        _match_torch_threads(self._lib)
         self._lib.scipy_cblas_sgemm_batch_strided(
             _ROW_MAJOR, _TRANS if trans_a else _NO_TRANS, _TRANS if trans_b else _NO_TRANS, m, n, k, 1.0,
             a.data_ptr(), a.shape[-1], m * k, b.data_ptr(), b.shape[-1], 0 if shared_b else k * n, beta,

@@ -15,7 +15,8 @@ from torch import nn
 
 from inertia import rules
 from inertia.models import build_model
-from inertia.sweeps.engine import Job, Members, batch_at, make_folds, run_members
+from inertia.pipeline import batch_at, make_folds
+from inertia.sweeps.engine import Job, Members, run_members
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

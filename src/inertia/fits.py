@@ -9,7 +9,7 @@ dataset of :func:`inertia.data.as_dataset` with ``seed``, and :mod:`inertia.pipe
 folds (``folds=1``: a 20 % holdout), splits (with ``standardize`` the inputs
 standardized with each fold's training part), minibatch at every step,
 initialization (``torch.manual_seed(seed)``, then one model from the factory,
-copied for every fold) and evaluation. They minimize and measure through the same
+copied for every fold), dropout draws and evaluation. They minimize and measure through the same
 :class:`~inertia.sweeps.objective.Objective` (any loss; accuracy, or RMSE and R²).
 So ``fit`` reproduces a sweep's record up to float rounding. It prints nothing:
 ``on_step`` lets a caller draw progress or log.
@@ -31,7 +31,7 @@ from .core import is_schedule, member_hyper
 from .data import as_dataset
 from .models import model_factory
 from .optim import make_optimizer
-from .pipeline import Split, batch_at, make_folds, make_splits, measure, seeded_models
+from .pipeline import Split, batch_at, draw_stream, dropout_draws, make_folds, make_splits, measure, seeded_models
 from .sweeps.objective import LOSSES, Objective, check_model, make_objective
 
 
@@ -201,7 +201,8 @@ def _train_fold(net: nn.Module, plan: _Plan, objective: Objective, split: Split,
     loss = torch.tensor(math.nan)
     for step in range(plan.steps):
         batch = batch_at(split.cpu_train, step, plan.batch_size, split.seed, split.fold).to(split.x.device)
-        out = net(split.x.index_select(0, batch))
+        with dropout_draws(net, draw_stream(split.seed, split.fold, step)):   # the sweep's draws
+            out = net(split.x.index_select(0, batch))
         loss = objective.member_losses(out.unsqueeze(0), y.index_select(0, batch).unsqueeze(0))[0]
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -8,11 +8,17 @@ with the same settings see the same numbers.
   from the factory, for seed ``s``);
 - the splits (:func:`make_splits`: seed-major, then fold; with ``standardize`` the inputs standardized
   with each split's training part, never its validation part);
-- the evaluation (:func:`measure`: an objective's metrics summed over chunks of examples).
+- the evaluation (:func:`measure`: an objective's metrics summed over chunks of examples);
+- the dropout draws (:class:`SeededDropout`, :func:`draw_stream`): a pure function of the split and the
+  step, common to every configuration, so a configuration's numbers never depend on its neighbours and a
+  lone model draws what its stacked copy drew. Other random draws inside a model's forward are the
+  engine's own (a functional ``F.dropout`` outside a dropout layer among them).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import math
 from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
@@ -113,3 +119,74 @@ def measure(outputs: Callable[[Tensor], Tensor], objective: Any, x: Tensor, y: T
     for start in range(0, len(x), chunk):
         sums += objective.sums(outputs(x[start:start + chunk]), y[start:start + chunk])
     return objective.finish(sums, y).cpu()
+
+
+# ----------------------------------------------------------------- random draws
+
+_MASK32 = 0xFFFFFFFF
+
+
+def draw_stream(seed: int, fold: int, step: int) -> int:
+    """The stream of split ``(seed, fold)``'s random draws at ``step`` (a 32-bit number): a pure function,
+    the same for every configuration (common random numbers, as the minibatches), so that a member's draws
+    never depend on its position in a stack or its neighbours, and ``fit`` draws the same."""
+    value = 0
+    for part in (seed, fold, step):
+        value = _mix32((value ^ (int(part) & _MASK32)) * 0x9E3779B1 & _MASK32)
+    return value
+
+
+def _mix32(x: Any) -> Any:
+    """A 32-bit integer hash (the "lowbias32" finalizer of C. Wellons' hash prospector); Python ints or
+    int64 tensors holding values below 2**32 (every product stays below 2**63)."""
+    x = x ^ (x >> 16)
+    x = (x * 0x21F0AAAD) & _MASK32
+    x = x ^ (x >> 15)
+    x = (x * 0x735A2D97) & _MASK32
+    return x ^ (x >> 15)
+
+
+class SeededDropout(torch.overrides.TorchFunctionMode):
+    """Dropout (``F.dropout``, ``dropout1d/2d/3d``, so ``nn.Dropout`` and its kin) whose mask is a pure
+    function of a stream (:func:`draw_stream`), the layer's call number in the forward and each element's
+    position: a value is kept when ``u >= p`` for ``u = mix32(position + mix32(stream + call)) / 2**32``,
+    then scaled by ``1 / (1 - p)`` (as torch's). ``stream`` is a number, or a 0-dim tensor that ``vmap``
+    batches (one stream per member), so stacked members and a lone model draw exactly the same."""
+
+    def __init__(self, stream: Any):
+        super().__init__()
+        self.stream, self.calls = stream, 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        channels = _CHANNEL_DROPOUTS.get(func)
+        if func is not nn.functional.dropout and channels is None:
+            return func(*args, **kwargs)
+        x, p, training = _dropout_args(*args, **kwargs)
+        if channels is not None and x.dim() != channels + 2:   # unbatched: torch's own rules and draws
+            return func(*args, **kwargs)
+        if not training or p == 0:
+            return x
+        shape = x.shape if channels is None else (*x.shape[:2], *([1] * channels))
+        self.calls += 1
+        start = _mix32((self.stream + self.calls * 0x632BE5AB) & _MASK32)
+        position = torch.arange(math.prod(shape), dtype=torch.int64, device=x.device).view(shape)
+        u = _mix32((position + start) & _MASK32).to(torch.float64) * 2.0**-32
+        keep = (u >= p).to(x.dtype)
+        return x * keep * (1.0 / (1.0 - p)) if p < 1 else x * 0
+
+
+def dropout_draws(model: nn.Module, stream: Any) -> contextlib.AbstractContextManager:
+    """:class:`SeededDropout` of ``stream`` around a forward of ``model`` when it has dropout layers
+    (``nn.Dropout``, ``Dropout1d/2d/3d``); nothing otherwise, so a model without them pays nothing."""
+    if any(isinstance(m, _DROPOUT_LAYERS) for m in model.modules()):
+        return SeededDropout(stream)
+    return contextlib.nullcontext()
+
+
+_DROPOUT_LAYERS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
+_CHANNEL_DROPOUTS = {nn.functional.dropout1d: 1, nn.functional.dropout2d: 2, nn.functional.dropout3d: 3}
+
+
+def _dropout_args(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False):
+    return input, float(p), bool(training)

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core import Stack, member_hyper
-from ..pipeline import batch_at, make_splits, measure, seeded_models
+from ..pipeline import batch_at, draw_stream, make_splits, measure, seeded_models
 from .backends import AutogradStep, BatchedMLP, VmapForward, mlp_layout
 from .conv import ConvChainForward, conv_layout
 from .gemm import backend_for as gemm_backend_for
@@ -238,7 +238,11 @@ class Members:
         parts = [job.y.index_select(0, b).unsqueeze(0).expand(end - start, len(b), *job.y.shape[1:])
                  for b, (_, start, end) in zip(batches, rows)]
         target = parts[0] if len(parts) == 1 else torch.cat(parts)
-        losses = self._step.loss(self.params, self.buffers, groups, target, seed=_step_seed(job.seed, t))
+        streams = None if job.backend != "vmap" else torch.cat([
+            torch.full((end - start,), draw_stream(job.splits[g].seed, job.splits[g].fold, t), dtype=torch.int64)
+            for g, start, end in rows]).to(job.x.device)
+        losses = self._step.loss(self.params, self.buffers, groups, target, seed=_step_seed(job.seed, t),
+                                 streams=streams)
         values = losses.to("cpu", torch.float64)
         self.curves[self.live, t] = values
         if self.first_loss is None:
@@ -384,7 +388,8 @@ def _stacked(job: Job, n: int, kind: str) -> list[Tensor]:
 
 
 def _step_seed(seed: int, step: int) -> int:
-    """The seed of step ``step``'s random draws (dropout): a pure function, so a resumed run draws the same."""
+    """The seed of step ``step``'s random draws other than dropout's (:func:`inertia.pipeline.draw_stream`): a
+    pure function, so a resumed run draws the same."""
     return (int(seed) * 1_000_003 + int(step) * 7_919 + 104_729) % (2**63 - 1)
 
 

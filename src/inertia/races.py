@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from . import rules
-from .core import Stack, check_names, member_hyper
+from .core import MemberHyper, Stack, check_names, member_hyper
 from .surfaces import Surface, as_surface
 
 #: a position farther than this many plot-widths from the start counts as diverged
@@ -105,7 +105,7 @@ def _split(config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def _groups(configs: list[dict[str, Any]], schedules: Mapping[str, Any]) -> dict[tuple, tuple[list, list, list]]:
-    """Configurations grouped by rule and structural options, each validated with its rule."""
+    """Configurations grouped by rule and structural options, their names checked (values: :func:`_group_hyper`)."""
     groups: dict[tuple, tuple[list[rules.Preset], list[int], list[dict]]] = {}
     numeric = {n for c in configs for n in rules.get(_split(c)[0]).rule.numeric}
     unknown = [k for k in schedules if k not in numeric]
@@ -129,7 +129,7 @@ def _groups(configs: list[dict[str, Any]], schedules: Mapping[str, Any]) -> dict
 
 
 def _group_hyper(presets: list[rules.Preset], indices: list[int], given: list[dict[str, Any]], dtype: torch.dtype,
-                 schedules: Mapping[str, Any], steps: int):
+                 schedules: Mapping[str, Any], steps: int) -> MemberHyper:
     """The hyperparameters of configurations ``indices``, of one rule with identical structural options: a
     number where they agree, else one value each (:func:`inertia.core.member_hyper`)."""
     try:

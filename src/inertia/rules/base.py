@@ -120,7 +120,8 @@ def broadcast_hyper(value: Any, param: Tensor) -> Any:
     tensor of length N (one value per configuration) is reshaped to
     ``[N, 1, ..., 1]`` so that it broadcasts along the parameter's leading
     configuration axis; a tensor already of that shape is kept (shaping twice is
-    shaping once).
+    shaping once). A 1-D tensor of one value broadcasts against any parameter (the
+    optimizer's compiled path hands values in that shape).
     """
     if isinstance(value, (tuple, list)):
         return tuple(broadcast_hyper(v, param) for v in value)
@@ -131,6 +132,8 @@ def broadcast_hyper(value: Any, param: Tensor) -> Any:
         return value
     if value.dim() == param.dim() > 1 and value.shape[1:].numel() == 1 and value.shape[0] == param.shape[0]:
         return value
+    if value.dim() == 1 and value.shape[0] == 1:
+        return value.view([1] * param.dim())
     if value.dim() != 1:
         raise ValueError(f"a per-configuration hyperparameter must be 1-D, got shape {tuple(value.shape)}")
     if param.dim() == 0 or param.shape[0] != value.shape[0]:

@@ -177,7 +177,7 @@ def train_one(data, train_idx, val_idx, lr, momentum, steps, batch, seed, thread
 
 
 def _train_one(data, train_idx, val_idx, lr, momentum, steps, batch, seed, factory):
-    from inertia.sweeps.engine import batch_at
+    from inertia.pipeline import batch_at
 
     torch.manual_seed(seed)
     model = factory().to(data.x_train.device)
@@ -250,7 +250,7 @@ def peak_lane_rss_mib() -> float:
 
 def _setup(opts: dict):
     from inertia.data import load_dataset
-    from inertia.sweeps.engine import make_folds
+    from inertia.pipeline import make_folds
 
     if opts["threads"]:
         torch.set_num_threads(opts["threads"])
@@ -423,7 +423,7 @@ def mlp_workload(args: argparse.Namespace) -> dict:
 
 def _cnn_setup(opts: dict):
     from examples.digits_cnn import digits_images
-    from inertia.sweeps.engine import make_folds
+    from inertia.pipeline import make_folds
 
     if opts["threads"]:
         torch.set_num_threads(opts["threads"])

@@ -33,7 +33,8 @@ from inertia import rules, surfaces
 from inertia.optim import make_optimizer
 from inertia.races import race
 from inertia.schedules import from_spec
-from inertia.sweeps.engine import Job, Members, batch_at, make_folds, run_members
+from inertia.pipeline import batch_at, make_folds
+from inertia.sweeps.engine import Job, Members, run_members
 from test_contract import EquationReference, aggmo_step, ema_step, qhm_step, sutskever_step
 
 FEATURES, CLASSES, EXAMPLES = 6, 3, 96

@@ -9,7 +9,8 @@ from torch import nn
 from inertia import rules
 from inertia.models import build_model
 from inertia.sweeps.conv import _GroupedConv, conv_layout
-from inertia.sweeps.engine import Job, make_folds
+from inertia.pipeline import make_folds
+from inertia.sweeps.engine import Job
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,7 +10,8 @@ from torch import nn
 
 import inertia
 from inertia import rules
-from inertia.sweeps.engine import Job, Members, make_folds, run_members
+from inertia.pipeline import make_folds
+from inertia.sweeps.engine import Job, Members, run_members
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

@@ -23,8 +23,8 @@ from inertia.commands.reproduce import train_command
 from inertia.data import load_dataset
 from inertia.models import build_model
 from inertia.sweeps import SweepResults
-from inertia.sweeps.engine import Job, batch_at, make_folds
-from inertia.sweeps.engine import train as train_stack
+from inertia.pipeline import batch_at, make_folds
+from inertia.sweeps.engine import Job, Members, run_members
 
 GRID = dict(lr=[0.05, 0.2], momentum=[0.0, 0.9], steps=60, batch_size=32, seed=3)
 
@@ -61,7 +61,7 @@ def test_fit_equals_the_sweep_engine_under_schedules_of_lr_and_momentum():
     schedules = {"lr": "cosine", "momentum": "sutskever_ramp(0.95, every=10)"}
     job = Job(lambda: build_model("mlp", data.features, data.classes), data.x_train, data.y_train, folds,
               rules.get("nesterov"), {}, 50, 32, seed=1, x_test=data.x_test, y_test=data.y_test, schedules=schedules)
-    record = train_stack(job, [{"lr": 0.1}])[0]
+    record = run_members(Members(job, [{"lr": 0.1}], [0])).results()[0]
     ours = inertia.fit(data, "mlp", optimizer="nesterov", hyper={"lr": 0.1}, schedules=schedules,
                        steps=50, batch_size=32, folds=2, seed=1, device="cpu").record()
     _assert_same_numbers(ours, record, min(len(v) for _, v in folds), len(data.y_test), 2)
@@ -242,7 +242,7 @@ def _engine_records(data, model, configs, **settings):
     task = TaskSpec.from_values(data, model, lr=[0.1], momentum=[0.0], loss=settings.pop("loss"))
     spec = SweepSpec.from_settings(task, {"seeds": 1, **settings})
     dataset = _load_data(data, spec.train.seed)
-    return train_stack(_job(spec.resolved(data=dataset), dataset), configs)
+    return run_members(Members(_job(spec.resolved(data=dataset), dataset), configs, list(range(len(configs))))).results()
 
 
 REGRESSION = dict(lr=[0.02, 0.05], momentum=[0.0, 0.8], steps=40, batch_size=16, folds=2, seed=2, standardize=True)

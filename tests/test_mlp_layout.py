@@ -7,7 +7,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from inertia import rules
-from inertia.sweeps.engine import Job, Members, batch_at, make_folds, mlp_layout, run_members
+from inertia.pipeline import batch_at, make_folds
+from inertia.sweeps.backends import mlp_layout
+from inertia.sweeps.engine import Job, Members, run_members
 
 FEATURES, CLASSES, WIDTH = 6, 3, 8
 

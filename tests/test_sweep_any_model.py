@@ -1,7 +1,7 @@
 """Sweeps of any model, loss and input shape equal separately trained models (same initialization, same batches).
 
 BatchNorm CNNs on images (the conv backend and vmap; each member's running statistics, evaluation in eval mode), regression with
-mse (RMSE and R²), per-split standardization, dropout (per-member draws, reproducible on resume), a
+mse (RMSE and R²), per-split standardization, dropout (draws of the configuration, not its place; reproducible on resume), a
 member's numbers independent of who shares its stack, and the one-line errors for what does not fit.
 """
 from __future__ import annotations
@@ -15,7 +15,8 @@ from torch import nn
 
 from inertia import rules
 from inertia.models import build_model
-from inertia.sweeps.engine import Job, Members, batch_at, make_folds, run_members
+from inertia.pipeline import batch_at, make_folds
+from inertia.sweeps.engine import Job, Members, run_members
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -199,13 +200,17 @@ def test_a_cnn_members_numbers_do_not_depend_on_who_shares_its_stack(backend, fa
     assert a["val_loss_mean_curve"] == b["val_loss_mean_curve"] and a["test_loss_mean"] == b["test_loss_mean"]
 
 
-def test_dropout_draws_differ_between_members_and_repeat_on_resume():
+def test_dropout_draws_depend_on_the_configuration_not_its_place_and_repeat_on_resume():
     x, y = _regression(outputs=1)
     y = (y > y.median()).long() + (y > y.quantile(0.8)).long()
     job = _job(Dropper, x, y, None, None, folds=1)
     same = [dict(lr=0.1, momentum=0.9)] * 2
     whole = run_members(Members(job, same, [0, 1]))
-    assert not torch.equal(whole.params[0][0], whole.params[0][1])   # equal settings, own draws
+    for p in whole.params:
+        assert torch.equal(p[0], p[1])      # equal settings, equal draws, whatever their places
+    beside = run_members(Members(job, [dict(lr=0.02, momentum=0.0), same[0]], [0, 1]))
+    for p, q in zip(whole.params, beside.params):
+        assert torch.equal(p[0], q[1])
     first = Members(job, same, [0, 1])
     for _ in range(4):
         first.train_step()

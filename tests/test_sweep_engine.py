@@ -6,10 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import inertia
 from inertia import rules
 from inertia.models import build_model
-from inertia.sweeps.engine import Job, Members, batch_at, make_folds, run_members, train
+from inertia.pipeline import batch_at, make_folds
+from inertia.sweeps.engine import Job, Members, run_members
 from inertia.sweeps.gemm import openblas_core
+from inertia.sweeps.memory import member_bytes
 
 FEATURES, CLASSES = 12, 4
 
@@ -157,15 +160,21 @@ def test_nan_loss_is_divergence():
 
 
 def test_chunking_gives_the_same_results_as_one_chunk():
-    configs = [dict(lr=lr, momentum=m) for lr in (0.01, 0.1, 30.0) for m in (0.0, 0.9)]
-    job = _job(_mlp, "batched", dtype=torch.float32, steps=20, x_test=_data(60, 1)[0], y_test=_data(60, 1)[1])
-    whole = train(job, configs, memory_budget=10**12)
-    tiny = job.member_bytes() * job.n_folds * 2  # two configurations per chunk
-    chunked = train(job, configs, memory_budget=tiny)
-    assert whole == chunked
-    assert any(r["status"] == "diverged" for r in whole)
-    one_each = train(job, configs, memory_budget=1)  # never below one configuration per chunk
-    assert one_each == whole
+    """The worker claims as many configurations as the memory budget holds: the numbers never depend on it."""
+    (x, y), (x_test, y_test) = _data(), _data(60, 1)
+    job = _job(_mlp, "batched", dtype=torch.float32, steps=20, x_test=x_test, y_test=y_test)
+    two = member_bytes(job) * job.members_per_config * 2   # two configurations per stack
+
+    def records(budget):
+        results = inertia.sweep((x, y, x_test, y_test), _mlp, lr=[0.01, 0.1, 30.0], momentum=[0.0, 0.9], steps=20,
+                                batch_size=16, folds=2, seeds=1, memory_budget=budget, lanes="threads", parallel=1)
+        keys = ("status", "diverged_step", "val_loss_mean", "test_accuracy_mean", "train_loss_curve")
+        return sorted(((r["lr"], r["momentum"]), [r[k] for k in keys]) for r in results.records())
+
+    whole = records(10**12)
+    assert records(two) == whole
+    assert records(1) == whole   # never below one configuration per stack
+    assert any(r[1][0] == "diverged" for r in whole)
 
 
 def _global_pool_cnn():
@@ -183,7 +192,7 @@ def test_a_convolutions_activations_are_counted_by_image_size():
         x, y = torch.randn(64, 1, side, side, generator=g), torch.randint(0, 3, (64,), generator=g)
         job = _job(_global_pool_cnn, "vmap", dtype=torch.float32, x=x, y=y)
         size, params = 4, sum(p.numel() for p in job.template.parameters())
-        estimates[side] = job.member_bytes() - size * 6 * params
+        estimates[side] = member_bytes(job) - size * 6 * params
         kept = 16 * (8 * side * side) * 2   # one batch: the convolution's output and the ReLU's
         assert estimates[side] >= size * kept
     assert 3.5 < estimates[16] / estimates[8] < 4.5

@@ -5,12 +5,11 @@
 >>> result.record()["val_accuracy_mean"]                                  # doctest: +SKIP
 
 A sweep member and ``fit`` with the same settings see the same data: the
-dataset of :func:`inertia.data.as_dataset` with ``seed``, the folds of
-:func:`~inertia.sweeps.engine.make_folds` (``folds=1``: a 20 % holdout), with
-``standardize`` the inputs standardized with each fold's training part, the
-minibatch of :func:`~inertia.sweeps.engine.batch_at` at every step, and the same
+dataset of :func:`inertia.data.as_dataset` with ``seed``, and :mod:`inertia.pipeline`'s
+folds (``folds=1``: a 20 % holdout), splits (with ``standardize`` the inputs
+standardized with each fold's training part), minibatch at every step,
 initialization (``torch.manual_seed(seed)``, then one model from the factory,
-copied for every fold). They minimize and measure through the same
+copied for every fold), dropout draws and evaluation. They minimize and measure through the same
 :class:`~inertia.sweeps.objective.Objective` (any loss; accuracy, or RMSE and R²).
 So ``fit`` reproduces a sweep's record up to float rounding. It prints nothing:
 ``on_step`` lets a caller draw progress or log.
@@ -28,11 +27,11 @@ from torch import Tensor, nn
 
 from . import rules
 from . import schedules as S
-from .core import is_scheduled, validate_schedules, with_schedules
-from .data import Standardizer, as_dataset
+from .core import is_schedule, member_hyper
+from .data import as_dataset
 from .models import model_factory
 from .optim import make_optimizer
-from .sweeps.engine import batch_at, make_folds
+from .pipeline import Split, batch_at, draw_stream, dropout_draws, make_folds, make_splits, measure, seeded_models
 from .sweeps.objective import LOSSES, Objective, check_model, make_objective
 
 
@@ -135,22 +134,15 @@ def fit(
     x, y = dataset.x_train.to(plan.device, dtype), objective.target(dataset.y_train, dtype).to(plan.device)
     x_test, y_test = dataset.x_test.to(plan.device, dtype), objective.target(dataset.y_test, dtype).to(plan.device)
     started = time.perf_counter()
+    templates = seeded_models(factory, seed, seeds, plan.device, dtype)
+    check_model(objective, templates[0], x, y, dataset.outputs if objective.name == "cross_entropy" else None)
+    splits = make_splits(x, x_test, make_folds(len(y), folds, seed), seed, seeds, standardize)
     results, models = [], []
-    for s in range(seeds):   # seed s as the sweep's: its own initialization, batch order and folds
-        torch.manual_seed(seed + s)
-        template = factory().to(device=plan.device, dtype=dtype)
-        if s == 0:
-            check_model(objective, template, x, y, dataset.outputs if objective.name == "cross_entropy" else None)
-        for k, (train_idx, val_idx) in enumerate(make_folds(len(dataset.y_train), folds, seed + s)):
-            fold_x, fold_test = x, x_test
-            if standardize:  # as the sweep's Job._split: statistics of this fold's training part only
-                scaler = Standardizer.fit(x.index_select(0, train_idx.to(x.device)))
-                fold_x, fold_test = scaler(x), scaler(x_test)
-            net = copy.deepcopy(template)
-            opt, last_loss = _train_fold(net, plan, objective, fold_x, y, train_idx, seed + s, k, on_step)
-            results.append(_evaluate_fold(net, opt, objective, last_loss, (fold_x, y), (train_idx, val_idx),
-                                          (fold_test, y_test)))
-            models.append(net)
+    for split in splits:
+        net = copy.deepcopy(templates[split.seed - seed])
+        opt, last_loss = _train_fold(net, plan, objective, split, y, on_step)
+        results.append(_evaluate_fold(net, opt, objective, last_loss, split, y, y_test))
+        models.append(net)
     return FitResult(results, plan.full, time.perf_counter() - started, str(plan.device), objective.metrics, models)
 
 
@@ -176,19 +168,14 @@ def _plan(optimizer: str, hyper: dict[str, Any], schedules: dict[str, Any], step
     if isinstance(loss, str) and loss != "auto" and loss not in LOSSES:
         raise ValueError(f"loss: unknown loss {loss!r}; known: auto, {', '.join(LOSSES)}")
     preset = rules.get(optimizer)
-    unknown = sorted(set(hyper) - set(preset.defaults))
-    if unknown:
-        raise ValueError(f"{optimizer}: unknown hyperparameter(s) {unknown}; known: {sorted(preset.defaults)}")
-    full = preset.hyper(**hyper)
-    values = with_schedules(preset.rule, full, schedules, steps)
-    validate_schedules(preset.rule, values, steps)
+    values = member_hyper(preset, [hyper], schedules=schedules, steps=steps).values
     built = {name: _driven(values[name]) for name in schedules}
-    return _Plan(optimizer, hyper, full, built, steps, batch_size, _device(device))
+    return _Plan(optimizer, hyper, {**preset.defaults, **hyper}, built, steps, batch_size, _device(device))
 
 
 def _driven(value: Any) -> Any:
     """A schedule for :class:`~inertia.schedules.HyperScheduler`: a tuple's unscheduled parts become None."""
-    return tuple(v if is_scheduled(v) else None for v in value) if isinstance(value, tuple) else value
+    return tuple(v if is_schedule(v) else None for v in value) if isinstance(value, tuple) else value
 
 
 def _device(name: str | None) -> torch.device:
@@ -203,25 +190,25 @@ def _device(name: str | None) -> torch.device:
     return device
 
 
-def _train_fold(net: nn.Module, plan: _Plan, objective: Objective, x: Tensor, y: Tensor, train_idx: Tensor,
-                seed: int, fold: int, on_step: Callable[[FitStep], None] | None) -> tuple[torch.optim.Optimizer, float]:
-    """``plan.steps`` updates on fold ``fold``'s minibatches (train mode); returns the optimizer and the last loss.
+def _train_fold(net: nn.Module, plan: _Plan, objective: Objective, split: Split, y: Tensor,
+                on_step: Callable[[FitStep], None] | None) -> tuple[torch.optim.Optimizer, float]:
+    """``plan.steps`` updates on the split's minibatches (train mode); returns the optimizer and the last loss.
 
     A non-finite gradient at any step, the last included, raises :class:`~inertia.NonFiniteGradientError`."""
     opt = make_optimizer(plan.optimizer, net.parameters(), **plan.hyper)
     scheduler = S.HyperScheduler(opt, **plan.schedules) if plan.schedules else None
-    train_idx = train_idx.cpu()
     net.train()
     loss = torch.tensor(math.nan)
     for step in range(plan.steps):
-        batch = batch_at(train_idx, step, plan.batch_size, seed, fold).to(x.device)
-        out = net(x.index_select(0, batch))
+        batch = batch_at(split.cpu_train, step, plan.batch_size, split.seed, split.fold).to(split.x.device)
+        with dropout_draws(net, draw_stream(split.seed, split.fold, step)):   # the sweep's draws
+            out = net(split.x.index_select(0, batch))
         loss = objective.member_losses(out.unsqueeze(0), y.index_select(0, batch).unsqueeze(0))[0]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if on_step is not None:
-            on_step(FitStep(fold, step, loss.detach(), opt, seed))
+            on_step(FitStep(split.fold, step, loss.detach(), opt, split.seed))
         if scheduler is not None:
             scheduler.step()
     opt.check_nonfinite()  # a non-finite gradient of the last step is reported too
@@ -229,15 +216,13 @@ def _train_fold(net: nn.Module, plan: _Plan, objective: Objective, x: Tensor, y:
 
 
 def _evaluate_fold(net: nn.Module, opt: torch.optim.Optimizer, objective: Objective, last_loss: float,
-                   pool: tuple[Tensor, Tensor], split: tuple[Tensor, Tensor],
-                   test: tuple[Tensor, Tensor]) -> FoldResult:
+                   split: Split, y: Tensor, y_test: Tensor) -> FoldResult:
     """Metrics at the rule's evaluation point (Schedule-Free: ``optimizer.eval()``, then back to train)."""
-    x, y = pool
-    train_idx, val_idx = (i.to(x.device) for i in split)
     switch = callable(getattr(opt, "eval", None))
     if switch:
         opt.eval()
-    parts = {"val": (x[val_idx], y[val_idx]), "test": test, "train": (x[train_idx], y[train_idx])}
+    parts = {"val": (split.x[split.val], y[split.val]), "test": (split.x_test, y_test),
+             "train": (split.x[split.train], y[split.train])}
     metrics = {f"{part}_{name}": float(value) for part in PARTS
                for name, value in zip(objective.metrics, evaluate(net, objective, *parts[part]))}
     if switch:
@@ -245,13 +230,11 @@ def _evaluate_fold(net: nn.Module, opt: torch.optim.Optimizer, objective: Object
     return FoldResult(metrics, last_loss)
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, objective: Objective, x: Tensor, y: Tensor, chunk: int = 512) -> Tensor:
-    """The metrics ``[len(objective.metrics)]`` of ``model`` on ``(x, y)`` in eval mode, as the sweep sums them."""
+    """The metrics ``[len(objective.metrics)]`` of ``model`` on ``(x, y)`` in eval mode, as the sweep measures them."""
     was_training = model.training
     model.eval()
-    sums = torch.zeros(1, len(objective.metrics), dtype=torch.float64, device=x.device)
-    for start in range(0, len(y), chunk):
-        sums += objective.sums(model(x[start:start + chunk]).unsqueeze(0), y[start:start + chunk])
-    model.train(was_training)
-    return objective.finish(sums, y)[0].cpu()
+    try:
+        return measure(lambda part: model(part).unsqueeze(0), objective, x, y, 1, chunk)[0]
+    finally:
+        model.train(was_training)

@@ -3,7 +3,7 @@
 Configurations are grouped by rule (and structural options such as ``nesterov``);
 each group moves as one positions tensor ``[n, dim]`` with its hyperparameters as
 ``[n]`` tensors, through the very same ``rule.update`` that the optimizer and
-the sweep run (the configuration axis of :func:`inertia.rules.broadcast_hyper`).
+the sweep run (their hyperparameters by :func:`inertia.core.member_hyper`).
 No update maths lives here.
 
     >>> import inertia
@@ -23,8 +23,7 @@ import torch
 from torch import Tensor
 
 from . import rules
-from .core import MemberHyper, Stack, is_scheduled, validate_schedules, value_at, with_schedules
-from .schedules import Schedule
+from .core import MemberHyper, Stack, check_names, member_hyper
 from .surfaces import Surface, as_surface
 
 #: a position farther than this many plot-widths from the start counts as diverged
@@ -98,49 +97,6 @@ def label_for(config: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
-class _Columns(Schedule):
-    """Per-configuration values of one hyperparameter, some of them schedules: ``step -> [n] tensor``."""
-
-    def __init__(self, values: list[Any], dtype: torch.dtype):
-        self.values, self.dtype = values, dtype
-
-    def __call__(self, step: int) -> Tensor:
-        return torch.tensor([float(value_at(v, step)) for v in self.values], dtype=self.dtype)
-
-
-def _column(values: list[Any], dtype: torch.dtype) -> Any:
-    """One hyperparameter across configurations: a plain number if all equal (the rules' fast
-    paths), else an ``[n]`` tensor, or a schedule of such tensors when any value is a schedule."""
-    if any(is_scheduled(v) for v in values):
-        return _Columns(values, dtype)
-    vals = [float(v) for v in values]
-    if all(v == vals[0] for v in vals):
-        return vals[0]
-    return torch.tensor(vals, dtype=dtype)
-
-
-def _group_hyper(presets: list[rules.Preset], given: list[dict[str, Any]], dtype: torch.dtype,
-                 schedules: Mapping[str, Any], steps: int) -> MemberHyper:
-    """The hyperparameters of configurations of one rule with identical structural options."""
-    rule = presets[0].rule
-    # each configuration keeps its own preset's defaults ("sgd" and "momentum" share one rule)
-    merged = [{**rule.defaults, **preset.overrides, **g} for preset, g in zip(presets, given)]
-    values: dict[str, Any] = {}
-    for name in rule.defaults:
-        column = [m[name] for m in merged]
-        if name not in rule.numeric:
-            values[name] = column[0]
-        elif isinstance(column[0], (tuple, list)):  # e.g. betas: one column per component
-            values[name] = tuple(_column([c[e] for c in column], dtype) for e in range(len(column[0])))
-        else:
-            values[name] = _column(column, dtype)
-    varying = [n for n, v in values.items() if isinstance(v, Tensor) or
-               (isinstance(v, tuple) and any(isinstance(e, Tensor) for e in v))]
-    values = with_schedules(rule, values, schedules, steps, varying)
-    validate_schedules(rule, values, steps)
-    return MemberHyper(rule, values)
-
-
 def _split(config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     if not isinstance(config, Mapping):
         raise TypeError(f"a race configuration is a dict like dict(rule='momentum', lr=0.02), got {config!r}")
@@ -149,7 +105,7 @@ def _split(config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def _groups(configs: list[dict[str, Any]], schedules: Mapping[str, Any]) -> dict[tuple, tuple[list, list, list]]:
-    """Configurations grouped by rule and structural options, each validated with its rule."""
+    """Configurations grouped by rule and structural options, their names checked (values: :func:`_group_hyper`)."""
     groups: dict[tuple, tuple[list[rules.Preset], list[int], list[dict]]] = {}
     numeric = {n for c in configs for n in rules.get(_split(c)[0]).rule.numeric}
     unknown = [k for k in schedules if k not in numeric]
@@ -160,15 +116,27 @@ def _groups(configs: list[dict[str, Any]], schedules: Mapping[str, Any]) -> dict
         name, given = _split(config)
         preset = rules.get(name)
         try:
-            full = preset.hyper(**{k: value_at(v, 0) for k, v in given.items()})
-        except (TypeError, ValueError) as error:
-            raise type(error)(f"configuration {i} ({label_for(config)}): {error}") from None
+            check_names(preset, given, error=TypeError)
+        except TypeError as error:
+            raise TypeError(f"configuration {i} ({label_for(config)}): {error}") from None
+        full = {**preset.defaults, **given}
         structural = tuple((k, repr(full[k])) for k in sorted(full) if k not in preset.rule.numeric)
         entry = groups.setdefault((preset.rule.name, structural), ([], [], []))
         entry[0].append(preset)
         entry[1].append(i)
         entry[2].append(given)
     return groups
+
+
+def _group_hyper(presets: list[rules.Preset], indices: list[int], given: list[dict[str, Any]], dtype: torch.dtype,
+                 schedules: Mapping[str, Any], steps: int) -> MemberHyper:
+    """The hyperparameters of configurations ``indices``, of one rule with identical structural options: a
+    number where they agree, else one value each (:func:`inertia.core.member_hyper`)."""
+    try:
+        return member_hyper(presets, given, schedules=schedules, steps=steps, dtype=dtype)
+    except ValueError as error:
+        which = "configuration" if len(indices) == 1 else "configurations (in this order)"
+        raise ValueError(f"{which} {', '.join(map(str, indices))} ({presets[0].rule.name}): {error}") from None
 
 
 @torch.no_grad()
@@ -212,7 +180,7 @@ def race(surface: Any, configs: Sequence[Mapping[str, Any]], steps: int = 200, s
             number (0 for the first update).
         schedules: hyperparameter name -> schedule spec (``"cosine"``, ``"sutskever_ramp"``, ...),
             applied to every configuration that has that hyperparameter, starting from its own
-            value over ``steps`` steps (:func:`inertia.core.with_schedules`).
+            value over ``steps`` steps (:func:`inertia.core.member_hyper`).
         start: one point ``[dim]`` for all, or ``[N, dim]``, one per configuration.
         dtype: float64 (default) or float32.
     """
@@ -251,7 +219,7 @@ def race(surface: Any, configs: Sequence[Mapping[str, Any]], steps: int = 200, s
     for presets, indices, given in groups.values():
         idx = torch.tensor(indices)
         own = {k: v for k, v in schedules.items() if k in presets[0].rule.numeric}
-        stack = Stack(presets[0].rule, [start_t[idx].clone()], _group_hyper(presets, given, dtype, own, steps))
+        stack = Stack(presets[0].rule, [start_t[idx].clone()], _group_hyper(presets, indices, given, dtype, own, steps))
         _run(stack, surf, steps, limit, idx, positions, losses, diverged_step)
     if labels is None:
         labels = [c.get("label") or label_for(c) for c in configs]

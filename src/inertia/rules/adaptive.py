@@ -44,6 +44,7 @@ from .base import (
     Rule,
     State,
     boolean,
+    broadcast_hyper,
     in_unit_interval,
     is_tensor,
     is_zero,
@@ -55,20 +56,6 @@ from .base import (
 
 
 # ---------------------------------------------------------------- helpers shared with variants.py
-
-def shaped(value: Any, param: Tensor) -> Any:
-    """An entry of a tuple hyperparameter (``betas``) shaped to broadcast against ``param``.
-
-    Numbers and 0-dim tensors pass through (moved to the parameter's dtype);
-    a 1-D ``[N]`` tensor becomes ``[N, 1, ..., 1]``; an already broadcast tensor is kept.
-    """
-    if not is_tensor(value):
-        return value
-    value = value.to(device=param.device, dtype=param.dtype)
-    if value.dim() == 1 and param.dim() > 1:
-        return value.view(value.shape[0], *([1] * (param.dim() - 1)))
-    return value
-
 
 def addcmul_(target: Tensor, a: Tensor, b: Tensor, scale: Any) -> Tensor:
     """``target += scale * a * b`` for a number or a broadcastable tensor ``scale``."""
@@ -109,7 +96,7 @@ def _step_value(state: State, *values: Any) -> Tensor:
 def adam_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper) -> None:
     """One Adam step (AdamW with ``decoupled_weight_decay``); see the module docstring."""
     lr, eps = hyper["lr"], hyper["eps"]
-    beta1, beta2 = (shaped(b, param) for b in hyper["betas"])
+    beta1, beta2 = broadcast_hyper(hyper["betas"], param)
     g = prepare_gradient(param, grad, hyper)
     if "exp_avg" not in state:
         state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
@@ -187,7 +174,7 @@ ADAM_RULE = Rule(
 def nadam_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper) -> None:
     """One NAdam step exactly as torch.optim.NAdam (see the module docstring)."""
     lr, eps, psi = hyper["lr"], hyper["eps"], hyper["momentum_decay"]
-    beta1, beta2 = (shaped(b, param) for b in hyper["betas"])
+    beta1, beta2 = broadcast_hyper(hyper["betas"], param)
     g = prepare_gradient(param, grad, hyper)
     if "exp_avg" not in state:
         state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)

@@ -113,18 +113,27 @@ def is_zero(value: Any) -> bool:
 
 
 def broadcast_hyper(value: Any, param: Tensor) -> Any:
-    """Shape a hyperparameter for ``param``.
+    """Shape a hyperparameter for ``param``; the one shaping function of every engine.
 
-    A Python value is returned as is. A 0-dim tensor is moved to the parameter's
-    device and dtype. A 1-D tensor of length N (one value per configuration) is
-    reshaped to ``[N, 1, ..., 1]`` so that it broadcasts along the parameter's
-    leading configuration axis.
+    A Python value is returned as is; a tuple (``betas``) is shaped component by
+    component. A 0-dim tensor is moved to the parameter's device and dtype. A 1-D
+    tensor of length N (one value per configuration) is reshaped to
+    ``[N, 1, ..., 1]`` so that it broadcasts along the parameter's leading
+    configuration axis; a tensor already of that shape is kept (shaping twice is
+    shaping once). A 1-D tensor of one value broadcasts against any parameter (the
+    optimizer's compiled path hands values in that shape).
     """
+    if isinstance(value, (tuple, list)):
+        return tuple(broadcast_hyper(v, param) for v in value)
     if not is_tensor(value):
         return value
     value = value.to(device=param.device, dtype=param.dtype if param.is_floating_point() else None)
     if value.dim() == 0:
         return value
+    if value.dim() == param.dim() > 1 and value.shape[1:].numel() == 1 and value.shape[0] == param.shape[0]:
+        return value
+    if value.dim() == 1 and value.shape[0] == 1:
+        return value.view([1] * param.dim())
     if value.dim() != 1:
         raise ValueError(f"a per-configuration hyperparameter must be 1-D, got shape {tuple(value.shape)}")
     if param.dim() == 0 or param.shape[0] != value.shape[0]:
@@ -133,6 +142,14 @@ def broadcast_hyper(value: Any, param: Tensor) -> Any:
             f"dimension is {value.shape[0]}, got a parameter of shape {tuple(param.shape)}"
         )
     return value.view(value.shape[0], *([1] * (param.dim() - 1)))
+
+
+def is_schedule(value: Any) -> bool:
+    """Whether a hyperparameter's value is a schedule ``step -> value`` (any callable but a tensor or a
+    class); a tuple is one when any component is."""
+    if isinstance(value, (tuple, list)):
+        return any(is_schedule(v) for v in value)
+    return callable(value) and not isinstance(value, (Tensor, type))
 
 
 def add_scaled_(target: Tensor, tensor: Tensor, scale: Any) -> Tensor:

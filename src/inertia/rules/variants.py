@@ -47,13 +47,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .adaptive import check_betas, lerp_, shaped
+from .adaptive import check_betas, lerp_
 from .base import (
     Hyper,
     Rule,
     State,
     add_scaled_,
     boolean,
+    broadcast_hyper,
     in_unit_interval,
     is_tensor,
     is_zero,
@@ -118,7 +119,7 @@ def aggmo_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper) -> Non
         v = state.get(f"velocity_{i}")
         if v is None:
             v = state[f"velocity_{i}"] = torch.zeros_like(param)
-        v.mul_(shaped(beta, param)).sub_(g)
+        v.mul_(broadcast_hyper(beta, param)).sub_(g)
         add_scaled_(param, v, scale)
 
 

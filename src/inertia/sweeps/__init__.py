@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from .checkpoints import Checkpoints
-from .engine import Job, Members, make_folds, member_hyper, train
+from ..pipeline import make_folds
+from .engine import Job, Members
 from .gemm import openblas_core
 from .results import SweepResults
 from .specs import (DEFAULT_MOMENTA, LANES, METRICS, SAMPLERS, RunSpec, SearchSpec, SweepSpec, TaskSpec, TrainSpec,
@@ -105,7 +106,6 @@ def run_sweep(spec: SweepSpec, *, progress: Callable[[int, int], None] | None = 
         raise ValueError("device cuda asked for but CUDA is not available")
     _check_data(spec, dataset)
     job = _job(spec, dataset)
-    member_hyper(job, spec.task.points, list(spec.task.space))   # every value and schedule, with the rule
     if spec.search.metric not in job.metric_names:
         raise ValueError(f"metric {spec.search.metric}: a {job.objective.task} sweep measures "
                          f"{', '.join(n for n in job.metric_names if n.startswith('val_'))}")
@@ -133,7 +133,7 @@ MIN_TRAIN_ROWS = 10
 
 def _check_data(spec: SweepSpec, dataset: Any) -> None:
     """Refuse data too small for the sweep, and a model that would not fit in memory, before building it."""
-    from .engine import default_memory_budget
+    from .memory import default_memory_budget
     from .specs import _size
 
     rows, tests = len(dataset.y_train), 0 if dataset.x_test is None else len(dataset.x_test)
@@ -204,5 +204,5 @@ def _writable(folder: Path) -> None:
 
 
 __all__ = ["sweep", "run_sweep", "SweepSpec", "TaskSpec", "TrainSpec", "SearchSpec", "RunSpec", "SweepResults",
-           "parse_values", "IncompleteSweep", "Job", "Members", "train", "make_folds", "StorageError", "DEFAULT_MOMENTA",
+           "parse_values", "IncompleteSweep", "Job", "Members", "make_folds", "StorageError", "DEFAULT_MOMENTA",
            "SAMPLERS", "LANES", "METRICS"]

@@ -9,10 +9,11 @@
   members' channels side by side in one channels-last network (:mod:`.conv`), gradients by autograd.
 - ``"vmap"`` (any ``nn.Module``, any loss): ``torch.func.functional_call`` under
   ``torch.vmap``, with each member's buffers (BatchNorm running statistics, updated in
-  training mode) and its own random numbers (``randomness="different"``, drawn from a
-  generator seeded by the caller at every step).
+  training mode) and its own random numbers: dropout from the member's stream
+  (:func:`inertia.pipeline.dropout_draws`, the draws of a lone model under ``fit``), any other
+  draw from a generator seeded by the caller at every step (``randomness="different"``).
 
-All give ``loss(params, buffers, groups, targets, seed)`` -> each member's mean loss ``[M]``,
+All give ``loss(params, buffers, groups, targets, seed, streams)`` -> each member's mean loss ``[M]``,
 then ``backward(apply)`` hands every parameter's gradient ``[M, ...]`` to ``apply``;
 ``outputs(params, buffers, groups)`` evaluates (eval mode).
 """
@@ -24,8 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..pipeline import dropout_draws
 from .gemm import BatchedGemm
 from .objective import Objective
+
 
 def mlp_layout(model: nn.Module) -> list[str] | None:
     """Parameter names of a module the batched path can run, else None.
@@ -167,8 +170,9 @@ class BatchedMLP:
         return self._forward(self._plan_for(params, groups), params, groups).transpose(1, 2)
 
     def loss(self, params: Sequence[Tensor], buffers: Sequence[Tensor], groups: Groups, targets: Tensor,
-             seed: int = 0) -> Tensor:
-        """Per-member mean cross-entropy ``[M]`` (``targets`` ``[M, B]``); :meth:`backward` may follow."""
+             seed: int = 0, streams: Tensor | None = None) -> Tensor:
+        """Per-member mean cross-entropy ``[M]`` (``targets`` ``[M, B]``); :meth:`backward` may follow.
+        An MLP of Linear and ReLU layers draws nothing (``seed`` and ``streams`` are unused)."""
         plan = self._plan_for(params, groups)
         logp = torch.log_softmax(self._forward(plan, params, groups), dim=1)
         self._pending = (plan, groups, targets, logp)
@@ -209,12 +213,17 @@ class AutogradStep:
         return self.forward(params, buffers, groups, training=False)
 
     def loss(self, params: Sequence[Tensor], buffers: Sequence[Tensor], groups: Groups, targets: Tensor,
-             seed: int = 0) -> Tensor:
+             seed: int = 0, streams: Tensor | None = None) -> Tensor:
+        """Per-member mean loss ``[M]``: dropout drawn from each member's stream of ``streams`` ``[M]``
+        (:func:`inertia.pipeline.draw_stream`), any other draw from a generator seeded with ``seed``, so
+        a step run again (a resume) draws the same."""
+        draws = {"streams": streams} if self.forward.draws_random else {}
         with torch.enable_grad(), torch.random.fork_rng(devices=[], enabled=self.forward.draws_random):
             if self.forward.draws_random:
-                torch.manual_seed(seed)  # dropout & co.: the same draws when this step is run again (resume)
+                torch.manual_seed(seed)
             leaves = [p.detach().requires_grad_(True) for p in params]
-            losses = self.objective.member_losses(self.forward(leaves, buffers, groups, training=True), targets)
+            losses = self.objective.member_losses(self.forward(leaves, buffers, groups, training=True, **draws),
+                                                  targets)
             self._pending = (leaves, losses.sum())
         return losses.detach()
 
@@ -237,26 +246,31 @@ class VmapForward:
     convolutions do), and a member's numbers must not depend on how many share its stack.
     """
 
-    draws_random = True   # a model may (dropout): each step's generator is seeded, so that a resume repeats it
+    draws_random = True   # a model may (dropout): each step's draws are seeded, so that a resume repeats them
 
     def __init__(self, model: nn.Module, names: Sequence[str], buffer_names: Sequence[str]):
         from torch.func import functional_call, vmap
 
         self.model = model
 
-        def one(p: tuple[Tensor, ...], b: tuple[Tensor, ...], x: Tensor) -> Tensor:
-            return functional_call(model, (dict(zip(names, p)), dict(zip(buffer_names, b))), (x,))
+        def one(p: tuple[Tensor, ...], b: tuple[Tensor, ...], x: Tensor, stream: Tensor) -> Tensor:
+            with dropout_draws(model, stream):
+                return functional_call(model, (dict(zip(names, p)), dict(zip(buffer_names, b))), (x,))
 
-        self._batched = vmap(one, in_dims=(0, 0, 0), randomness="different")
+        self._batched = vmap(one, in_dims=(0, 0, 0, 0), randomness="different")
 
     def __call__(self, params: Sequence[Tensor], buffers: Sequence[Tensor], groups: Groups, *,
-                 training: bool) -> Tensor:
+                 training: bool, streams: Tensor | None = None) -> Tensor:
+        """Outputs ``[M, B, ...]``; in training, dropout drawn from each member's stream of ``streams``."""
         self.model.train(training)
         xs = [x.unsqueeze(0).expand(end - start, *x.shape) for x, start, end in groups]
         x = xs[0] if len(xs) == 1 else torch.cat(xs)
+        if streams is None:
+            streams = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
         if x.shape[0] != 1:
-            return self._batched(tuple(params), tuple(buffers), x)
-        return run_padded(lambda p, b: self._batched(tuple(p), tuple(b), torch.cat([x, x])), params, buffers, 2)
+            return self._batched(tuple(params), tuple(buffers), x, streams)
+        return run_padded(lambda p, b: self._batched(tuple(p), tuple(b), torch.cat([x, x]), torch.cat([streams] * 2)),
+                          params, buffers, 2)
 
 
 def run_padded(forward: Callable[[list[Tensor], list[Tensor]], Tensor], params: Sequence[Tensor],

@@ -3,7 +3,7 @@
 Every parameter is stacked along a leading *member* axis ``[M, ...]`` (member =
 one configuration on one fold, ordered fold-major). The update is the rule's own
 ``update`` called on the stacked tensors with ``[M]``-tensor hyperparameters
-(:func:`inertia.rules.broadcast_hyper`), exactly as :class:`inertia.RuleOptimizer`
+(:func:`inertia.core.member_hyper`), exactly as :class:`inertia.RuleOptimizer`
 does for one model; the maths is never written here.
 
 Forward/backward for all members at once: :mod:`.backends` (a hand-written
@@ -17,85 +17,25 @@ gives every member its own gradient. Members never mix: a member that diverges
 (NaN/inf, or loss above a threshold) is removed from the stack at that step and
 the others go on unchanged.
 
-Common random numbers: the minibatch at step ``t`` depends only on
-``(seed, fold, t)``, the same for every configuration, and is recomputed, not
-drawn from a stateful generator (so a resumed run sees the same batches).
+The data (folds, minibatches, splits, initialization, evaluation) is
+:mod:`inertia.pipeline`'s, the one that :func:`inertia.fit` stands on too; how
+many configurations a stack holds is :mod:`.memory`'s.
 """
 from __future__ import annotations
 
-import functools
 import math
-import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ..core import MemberHyper, Stack, validate_schedules, with_schedules
+from ..core import Stack, member_hyper
+from ..pipeline import batch_at, draw_stream, make_splits, measure, seeded_models
 from .backends import AutogradStep, BatchedMLP, VmapForward, mlp_layout
 from .conv import ConvChainForward, conv_layout
 from .gemm import backend_for as gemm_backend_for
 from .objective import check_model, make_objective
-
-# ----------------------------------------------------------------- folds and batches
-
-
-def make_folds(n: int, folds: int, seed: int, holdout: float = 0.2) -> list[tuple[Tensor, Tensor]]:
-    """Split ``range(n)`` into ``folds`` (train, validation) index pairs.
-
-    ``folds >= 2``: K-fold cross-validation over a seeded permutation; the
-    validation parts partition the data. ``folds == 1``: one seeded holdout of
-    ``holdout`` of the examples. Train and validation never share an index.
-    """
-    if folds < 1:
-        raise ValueError(f"folds must be >= 1, got {folds}")
-    g = torch.Generator().manual_seed(int(seed) * 7919 + 17)
-    perm = torch.randperm(n, generator=g)
-    if folds == 1:
-        n_val = max(1, int(round(n * holdout)))
-        if n - n_val < 1:
-            raise ValueError(f"not enough examples ({n}) for a validation holdout")
-        return [(perm[n_val:].sort().values, perm[:n_val].sort().values)]
-    if n < folds:
-        raise ValueError(f"{folds} folds need at least {folds} training examples, got {n}")
-    parts = torch.tensor_split(perm, folds)
-    out = []
-    for k in range(folds):
-        val = parts[k]
-        train = torch.cat([parts[j] for j in range(folds) if j != k])
-        out.append((train.sort().values, val.sort().values))
-    return out
-
-
-def batch_at(train_idx: Tensor, step: int, batch_size: int, seed: int, fold: int) -> Tensor:
-    """Indices of the minibatch at 0-based ``step``: epoch-wise reshuffled, last partial batch dropped."""
-    n = len(train_idx)
-    b = min(batch_size, n)
-    epoch, i = divmod(step, n // b)
-    return train_idx.index_select(0, _epoch_order(n, seed, fold, epoch)[i * b:(i + 1) * b])
-
-
-@functools.lru_cache(maxsize=16)
-def _epoch_order(n: int, seed: int, fold: int, epoch: int) -> Tensor:
-    """The shuffled order of epoch ``epoch`` (a pure function of its arguments; cached, never mutated)."""
-    g = torch.Generator().manual_seed((int(seed) * 1_000_003 + fold * 10_007 + epoch) % (2**63 - 1))
-    return torch.randperm(n, generator=g)
-
-
-# ----------------------------------------------------------------- the job
-
-
-class Split(NamedTuple):
-    """One (seed, fold) pair: where its members' initialization, batches and validation come from."""
-
-    seed: int            # initialization, batch order and fold assignment
-    fold: int
-    train: Tensor        # indices into the training pool (on the job's device)
-    val: Tensor
-    cpu_train: Tensor    # the same, on the CPU (the batches are drawn there)
-    x: Tensor            # the training pool's inputs (standardized with this split's training part, if asked)
-    x_test: Tensor | None
 
 
 @dataclass
@@ -126,12 +66,7 @@ class Job:
     standardize: bool = False      # inputs standardized with each split's training part (never its validation)
 
     def __post_init__(self) -> None:
-        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
-            raise ValueError(f"seeds must be an integer >= 1, got {self.seeds!r}")
-        self.templates = []
-        for s in range(self.seeds):
-            torch.manual_seed(self.seed + s)
-            self.templates.append(self.model_factory().to(device=self.device, dtype=self.dtype))
+        self.templates = seeded_models(self.model_factory, self.seed, self.seeds, self.device, self.dtype)
         self.template = self.templates[0]
         self.names = [n for n, _ in self.template.named_parameters()]
         self.buffer_names = [n for n, _ in self.template.named_buffers()]
@@ -146,9 +81,7 @@ class Job:
             self.y_test = self.objective.target(self.y_test, self.dtype).to(self.device)
         self._check_output()
         self.folds = [(t.to(self.device), v.to(self.device)) for t, v in self.folds]
-        self.splits = [self._split(s, k, t, v) for s in range(self.seeds)
-                       for k, (t, v) in enumerate(self.folds if s == 0 else
-                                                  make_folds(len(self.y), len(self.folds), self.seed + s))]
+        self.splits = make_splits(self.x, self.x_test, self.folds, self.seed, self.seeds, self.standardize)
 
     def _pick_backend(self) -> tuple[str, Any]:
         """The backend's name and, for ``conv``, the chain it runs."""
@@ -172,15 +105,6 @@ class Job:
         if classes is not None and self.y_test is not None and len(self.y_test):
             classes = max(classes, int(self.y_test.max()) + 1)
         check_model(self.objective, self.template, self.x, self.y, classes)
-
-    def _split(self, s: int, fold: int, train: Tensor, val: Tensor) -> Split:
-        x, x_test = self.x, self.x_test
-        if self.standardize:
-            from ..data import Standardizer
-
-            scaler = Standardizer.fit(x.index_select(0, train.to(x.device)))
-            x, x_test = scaler(x), None if x_test is None else scaler(x_test)
-        return Split(self.seed + s, fold, train.to(self.device), val.to(self.device), train.cpu(), x, x_test)
 
     @property
     def metric_names(self) -> list[str]:
@@ -211,75 +135,6 @@ class Job:
         """A fresh forward/backward of this job's backend (it keeps buffers: one per stack)."""
         return BatchedMLP() if self.backend == "batched" else AutogradStep(self._autograd_forward, self.objective)
 
-    def member_bytes(self) -> int:
-        """Rough bytes one member needs: parameters, gradient and rule state (6 copies), and the activations
-        of a training batch (4 per value: saved for backward, and their gradients) and of an evaluation.
-        An MLP's activations are its layers' widths; any other model's are counted on one example."""
-        n_params = sum(p.numel() for p in self.template.parameters())
-        size = torch.finfo(self.dtype).bits // 8
-        if self.backend == "batched":
-            values = sum(p.shape[0] for p in self.template.parameters() if p.dim() >= 2) or 1
-        else:
-            values = activation_count(self.template, self.x[:1])
-        n_eval = max(len(split.val) for split in self.splits)
-        if self.x_test is not None:
-            n_eval = max(n_eval, len(self.x_test))
-        return size * (6 * n_params + 4 * self.batch_size * values + 2 * n_eval * values)
-
-
-def activation_count(model: nn.Module, example: Tensor) -> int:
-    """Values the leaf modules of ``model`` output for the one-example batch ``example`` (a forward in
-    eval mode without gradients, counted by forward hooks): a convolution counts channels x height x width."""
-    count = 0
-
-    def add(module: nn.Module, inputs: Any, output: Any) -> None:
-        nonlocal count
-        count += _numel(output)
-
-    leaves = [m for m in model.modules() if next(m.children(), None) is None]
-    handles = [m.register_forward_hook(add) for m in leaves]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(example)
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    return max(count, 1)
-
-
-def _numel(output: Any) -> int:
-    """Values in a module's output: a tensor, or tensors in tuples, lists and dicts (an LSTM's)."""
-    if isinstance(output, Tensor):
-        return output.numel()
-    if isinstance(output, (tuple, list)):
-        return sum(map(_numel, output))
-    return sum(map(_numel, output.values())) if isinstance(output, dict) else 0
-
-
-def default_memory_budget(device: str) -> int:
-    """Bytes the sweep may use: 60 % of free GPU memory, or 25 % of available RAM."""
-    if str(device).startswith("cuda") and torch.cuda.is_available():
-        free, _ = torch.cuda.mem_get_info(torch.device(device))
-        return int(free * 0.6)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024 // 4
-    except OSError:
-        pass
-    return 2 * 1024**3
-
-
-def configs_per_chunk(job: Job, memory_budget: int | None = None) -> int:
-    """How many configurations (each with all its folds) fit in memory at once (at least 1)."""
-    budget = default_memory_budget(job.device) if memory_budget is None else int(memory_budget)
-    per_config = job.member_bytes() * job.members_per_config
-    return max(1, budget // per_config)
-
 
 # ----------------------------------------------------------------- the members
 
@@ -303,8 +158,9 @@ class Members:
         self.split_of = torch.arange(k).repeat_interleave(n)
         self.step = 0
         self.swept = sorted({name for c in configs for name in c})
-        self.stack = Stack(job.preset.rule, _stacked(job, n, "parameters"),
-                           member_hyper(job, [self.configs[int(c)] for c in self.config_of], self.swept))
+        hyper = member_hyper(job.preset, [{**job.fixed, **self.configs[int(c)]} for c in self.config_of],
+                             columns=self.swept, schedules=job.schedules, steps=job.steps)
+        self.stack = Stack(job.preset.rule, _stacked(job, n, "parameters"), hyper)
         self.buffers = _stacked(job, n, "buffers")    # the members' own (BatchNorm running statistics)
         self.curves = torch.full((n * k, job.steps), float("nan"), dtype=torch.float64)
         self.first_loss: Tensor | None = None
@@ -382,7 +238,11 @@ class Members:
         parts = [job.y.index_select(0, b).unsqueeze(0).expand(end - start, len(b), *job.y.shape[1:])
                  for b, (_, start, end) in zip(batches, rows)]
         target = parts[0] if len(parts) == 1 else torch.cat(parts)
-        losses = self._step.loss(self.params, self.buffers, groups, target, seed=_step_seed(job.seed, t))
+        streams = None if job.backend != "vmap" else torch.cat([
+            torch.full((end - start,), draw_stream(job.splits[g].seed, job.splits[g].fold, t), dtype=torch.int64)
+            for g, start, end in rows]).to(job.x.device)
+        losses = self._step.loss(self.params, self.buffers, groups, target, seed=_step_seed(job.seed, t),
+                                 streams=streams)
         values = losses.to("cpu", torch.float64)
         self.curves[self.live, t] = values
         if self.first_loss is None:
@@ -427,12 +287,8 @@ class Members:
         start, end = rows
         params = [p[start:end] for p in self.stack.eval_params()]
         buffers = [b[start:end] for b in self.buffers]
-        objective = self.job.objective
-        sums = torch.zeros(end - start, len(objective.metrics), dtype=torch.float64, device=x.device)
-        for i in range(0, len(x), chunk):
-            out = self._eval_step.outputs(params, buffers, [(x[i:i + chunk], 0, end - start)])
-            sums += objective.sums(out, y[i:i + chunk])
-        return objective.finish(sums, y).cpu()
+        return measure(lambda part: self._eval_step.outputs(params, buffers, [(part, 0, end - start)]),
+                       self.job.objective, x, y, end - start, chunk)
 
     def record(self) -> None:
         """Validation metrics of every live member on its split's validation part, and test metrics,
@@ -524,23 +380,6 @@ class Members:
         self._limit = None
 
 
-def member_hyper(job: Job, configs: Sequence[dict[str, float]], swept: Sequence[str]) -> MemberHyper:
-    """The hyperparameters of stacked members (one configuration dict per member), validated with the
-    rule: swept values as ``[M]`` tensors, the job's fixed ones as given, its schedules over its steps."""
-    per_member = {name: _per_member([c[name] for c in configs]) for name in swept}
-    rule = job.preset.rule
-    values = with_schedules(rule, job.preset.hyper(**{**job.fixed, **per_member}), job.schedules, job.steps, swept)
-    validate_schedules(rule, values, job.steps)
-    return MemberHyper(rule, values)
-
-
-def _per_member(values: list[Any]) -> Any:
-    """One hyperparameter's values, one per member: an ``[M]`` tensor, or a tuple of them (``betas``)."""
-    if isinstance(values[0], (tuple, list)):
-        return tuple(_per_member([v[i] for v in values]) for i in range(len(values[0])))
-    return torch.tensor([float(v) for v in values], dtype=torch.float64)
-
-
 def _stacked(job: Job, n: int, kind: str) -> list[Tensor]:
     """The templates' parameters or buffers stacked for n configurations of every split (split-major)."""
     per_split = [list(getattr(job.templates[split.seed - job.seed], kind)()) for split in job.splits]
@@ -549,7 +388,8 @@ def _stacked(job: Job, n: int, kind: str) -> list[Tensor]:
 
 
 def _step_seed(seed: int, step: int) -> int:
-    """The seed of step ``step``'s random draws (dropout): a pure function, so a resumed run draws the same."""
+    """The seed of step ``step``'s random draws other than dropout's (:func:`inertia.pipeline.draw_stream`): a
+    pure function, so a resumed run draws the same."""
     return (int(seed) * 1_000_003 + int(step) * 7_919 + 104_729) % (2**63 - 1)
 
 
@@ -572,25 +412,6 @@ def _subsample(curve: Tensor, points: int) -> list[float | None]:
     return [float(v) if math.isfinite(float(v)) else None for v in curve]
 
 
-def train(job: Job, configs: Sequence[dict[str, float]], *, memory_budget: int | None = None,
-          on_eval: Callable[[Members, dict[int, tuple[float, float]]], Sequence[int]] | None = None,
-          on_step: Callable[[Members], None] | None = None) -> list[dict[str, Any]]:
-    """Train every configuration (x every fold of ``job``) and return one record per configuration.
-
-    Configurations run in chunks sized by :func:`configs_per_chunk`. ``on_eval``
-    (at every ``job.eval_steps``) gets the per-configuration mean validation
-    (loss, accuracy) and returns configurations to prune.
-    """
-    per_chunk = configs_per_chunk(job, memory_budget)
-    records: list[dict[str, Any]] = []
-    for start in range(0, len(configs), per_chunk):
-        part = list(configs[start:start + per_chunk])
-        members = Members(job, part, list(range(start, start + len(part))))
-        run_members(members, on_eval=on_eval, on_step=on_step)
-        records.extend(members.results())
-    return records
-
-
 def run_members(members: Members, *, on_eval=None, on_step=None,
                 on_checkpoint: Callable[[Members], None] | None = None) -> Members:
     """Train ``members`` from their current step to the end, recording metrics at ``job.eval_steps``;
@@ -611,9 +432,3 @@ def run_members(members: Members, *, on_eval=None, on_step=None,
             on_checkpoint(members)
     members.finish()
     return members
-
-
-def set_threads() -> None:
-    """Use every core for the batched kernels unless the user set OMP_NUM_THREADS."""
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, os.cpu_count() or 1))

@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from ..core import check_members, check_names
 from .selection import SELECTIONS
 
 SAMPLERS = ("grid", "random", "tpe")
@@ -73,7 +74,7 @@ GRID_POINT_BYTES = 4096
 
 def _check_grid_size(space: Mapping[str, Sequence[float]]) -> None:
     """Refuse a grid whose bookkeeping alone would not fit in memory, before building it."""
-    from .engine import default_memory_budget
+    from .memory import default_memory_budget
 
     points = math.prod(len(vs) for vs in space.values())
     need, have = points * GRID_POINT_BYTES, 4 * default_memory_budget("cpu")
@@ -144,16 +145,8 @@ class TaskSpec:
         if empty:
             raise ValueError(f"{empty[0]}: the grid is empty (no values given)")
         _check_grid_size(self.space)
-        unknown = [n for n in [*self.space, *self.fixed, *self.schedules] if n not in preset.defaults]
-        if unknown:
-            raise ValueError(f"{self.optimizer}: unknown hyperparameter(s) {unknown}; known: {sorted(preset.defaults)}")
-        not_numeric = [n for n in [*self.space, *self.schedules] if n not in preset.rule.numeric]
-        if not_numeric:
-            raise ValueError(f"{self.optimizer}: {not_numeric} cannot be swept or scheduled; "
-                             f"numeric hyperparameters: {list(preset.rule.numeric)}")
-        points = grid_points(self.space)
-        probe = {n: torch.tensor([p[n] for p in points], dtype=torch.float64) for n in self.space}
-        preset.hyper(**{**self.fixed, **probe})  # negative lr, momentum >= 1, ... -> ValueError naming it
+        check_names(preset, [*self.space, *self.fixed], numeric=[*self.space, *self.schedules])
+        check_members(preset, self.members(), columns=list(self.space))   # negative lr, momentum >= 1, ...
         if "lr" in self.space and min(self.space["lr"]) <= 0:
             raise ValueError(f"lr must be > 0 in a sweep, got {min(self.space['lr'])!r}")
 
@@ -180,6 +173,10 @@ class TaskSpec:
     @property
     def points(self) -> list[dict[str, float]]:
         return grid_points(self.space)
+
+    def members(self) -> list[dict[str, Any]]:
+        """Each point of the grid with the fixed hyperparameters: what :func:`inertia.core.member_hyper` takes."""
+        return [{**self.fixed, **point} for point in self.points]
 
 
 def _valid_defaults(optimizer: str, name: str, values: Sequence[float]) -> tuple[float, ...] | None:
@@ -348,6 +345,11 @@ class SweepSpec:
     run: RunSpec = field(default_factory=RunSpec)
 
     def __post_init__(self) -> None:
+        if self.task.schedules:   # the values every schedule takes over the run, with the rule
+            from .. import rules
+
+            check_members(rules.get(self.task.optimizer), self.task.members(), columns=list(self.task.space),
+                          schedules=self.task.schedules, steps=self.train.steps)
         every = self.search.eval_every
         if every is not None and every > self.train.steps:
             raise ValueError(f"eval_every ({every}) is above the step count ({self.train.steps})")

@@ -22,7 +22,8 @@ from typing import Any, Callable, Sequence
 from . import lanes as _lanes
 from . import study as _study
 from .checkpoints import CheckpointError, Checkpoints
-from .engine import Job, Members, configs_per_chunk, run_members
+from .engine import Job, Members, run_members
+from .memory import configs_per_chunk
 from .processes import host
 from .specs import RunSpec, SearchSpec
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .checkpoints import Checkpoints
+from ..core import check_members
 from ..pipeline import make_folds
 from .engine import Job, Members
 from .gemm import openblas_core
@@ -106,6 +107,8 @@ def run_sweep(spec: SweepSpec, *, progress: Callable[[int, int], None] | None = 
         raise ValueError("device cuda asked for but CUDA is not available")
     _check_data(spec, dataset)
     job = _job(spec, dataset)
+    check_members(job.preset, spec.task.members(), columns=list(spec.task.space), schedules=job.schedules,
+                  steps=job.steps)   # every value over its schedule's run, with the rule (once: stacks skip it)
     if spec.search.metric not in job.metric_names:
         raise ValueError(f"metric {spec.search.metric}: a {job.objective.task} sweep measures "
                          f"{', '.join(n for n in job.metric_names if n.startswith('val_'))}")

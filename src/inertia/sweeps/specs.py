@@ -345,11 +345,6 @@ class SweepSpec:
     run: RunSpec = field(default_factory=RunSpec)
 
     def __post_init__(self) -> None:
-        if self.task.schedules:   # the values every schedule takes over the run, with the rule
-            from .. import rules
-
-            check_members(rules.get(self.task.optimizer), self.task.members(), columns=list(self.task.space),
-                          schedules=self.task.schedules, steps=self.train.steps)
         every = self.search.eval_every
         if every is not None and every > self.train.steps:
             raise ValueError(f"eval_every ({every}) is above the step count ({self.train.steps})")

@@ -42,19 +42,19 @@ def wrap(owner, name, after=False):
         return out
     setattr(owner, name, wrapped)
 
-import inertia.sweeps.checkpoints as ck, inertia.sweeps.study as study
+import inertia.sweeps.checkpoints as ck, inertia.sweeps.study as study, inertia.sweeps.study.sql as sql
 if point == "time":
     threading.Timer(nth / 1000, die).start()
 else:
     owner, name, after = {
-        "enqueue": (study._Rows, "_add", False),         # inside the transaction that enqueues the grid
-        "enqueued": (study._Rows, "prepare", True),
-        "claim": (study._Rows, "_hold", False),          # inside a claim's transaction
+        "enqueue": (sql.SqlStore, "_add", False),        # inside the transaction that enqueues the grid
+        "enqueued": (sql.SqlStore, "prepare", True),
+        "claim": (sql.SqlStore, "_hold", False),         # inside a claim's transaction
         "claimed": (study.Study, "claim", True),         # claimed, before the first checkpoint
         "checkpoint": (ck.os, "fsync", False),           # a checkpoint written, not yet renamed
         "checkpointed": (ck.Checkpoints, "save", True),
         "lane": (ck.Checkpoints, "save", True),          # a forked lane, after its nth checkpoint
-        "telling": (study._Rows, "_last_steps", False),  # inside a tell's transaction, its rows written
+        "telling": (sql.SqlStore, "_last_steps", False), # inside a tell's transaction, its rows written
         "tell": (study.Study, "tell", True),             # some stacks told (a stack: one transaction)
     }[point]
     wrap(owner, name, after)
@@ -291,3 +291,4 @@ def test_a_lost_database_connection_is_one_line_and_the_rerun_resumes(tmp_path, 
                                                            if k != "worker"}
                 for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
         assert done == baseline["0"]
+

@@ -37,9 +37,9 @@ def open_storage(url: str | None) -> Any:
                 _write_ahead(storage.engine)
             return storage
         except Exception as error:  # sqlalchemy / driver errors of every kind
-            # two workers creating the tables of a fresh database at once: one gets an
-            # IntegrityError; the tables exist now, so try again
-            if "Integrity" in type(error).__name__ and attempt < 3:
+            # two workers creating the tables of a fresh database at once: one gets an IntegrityError
+            # (PostgreSQL) or "table ... already exists" (SQLite); the tables exist now, so try again
+            if ("Integrity" in type(error).__name__ or "already exists" in str(error)) and attempt < 3:
                 time.sleep(0.5 * (attempt + 1))
                 continue
             raise StorageError(f"cannot open storage {redact(url)}: {type(error).__name__}: {error}") from error

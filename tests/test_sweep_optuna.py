@@ -188,3 +188,22 @@ def test_an_optuna_without_a_private_name_is_refused_in_one_line(tmp_path, monke
     with pytest.raises(RuntimeError, match=r"^inertia\.sweeps\.study\.sql uses Optuna's private "
                                            r"optuna\.storages\._rdb\.models\.Gone, which optuna [\d.]+ does not have"):
         Study(dict(task.space), spec.signature(), spec.search, f"sqlite:///{tmp_path / 's.db'}").open()
+
+
+def test_opening_a_grid_study_reads_its_values_once_not_once_per_point(monkeypatch):
+    """Opening is linear in the grid: a point's stored parameters, and a stored value's grid value,
+    are looked up, never searched for among all values (which made opening quadratic)."""
+    import inertia.sweeps.study as package
+    from inertia.sweeps.study import records, space
+
+    made, dimensions = [], space.dimensions
+    for module in (package, records, space):
+        monkeypatch.setattr(module, "dimensions", lambda values: made.append(1) or dimensions(values))
+    task = TaskSpec.from_values("digits", "mlp", lr="1e-3:1:500", momentum=[0.0, 0.5, 0.9, 0.99])
+    spec = SweepSpec.from_settings(task, dict(metric="val_loss"))
+    study = Study(dict(task.space), spec.signature(), spec.search).open()
+    configs = study.configs(study.claim(2000, lambda trial: None))
+    assert configs == [dict(lr=lr, momentum=m) for lr in task.space["lr"] for m in task.space["momentum"]]
+    assert study.records() == [] and len(made) == 3   # the study's, the grid's, the records'
+    lr = dimensions(task.space)[0]
+    assert lr.value(lr.stored(lr.values[3]) * (1 + 1e-12), grid=True) == lr.values[3]   # not stored exactly: nearest

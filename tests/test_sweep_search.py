@@ -382,3 +382,12 @@ def test_a_rule_without_momentum_sweeps_its_learning_rate(tmp_path):
     assert res.swept == ["lr"] and sorted(r["lr"] for r in res.records()) == [1e-3, 1e-2]
     with pytest.raises(ValueError, match="momentum"):
         inertia.sweep(**SMALL, optimizer="adam", lr=[1e-3], momentum=[0.9], out=tmp_path / "bad")
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_a_trial_count_beyond_what_a_study_holds_is_refused_in_one_line(sampler, tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"^trials must be at most 1,000,000 .*got 1,000,000,000$"):
+        inertia.sweep(**SMALL, sampler=sampler, trials=10 ** 9, out=tmp_path)
+    assert not list(tmp_path.iterdir())   # refused before anything was opened
+    assert cli_main(["sweep", "--sampler", sampler, "--trials", "1000000000", "--out", str(tmp_path), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("got 1,000,000,000")

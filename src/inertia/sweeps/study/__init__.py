@@ -38,13 +38,18 @@ from ..pruning import STACKED, StackedPruner
 from ..specs import METRICS, SearchSpec
 from .records import CURVES, SCALARS, Finished, Outcome, outcome, records_from_study, trial_attrs
 from .space import MOMENTUM_PARAM, Dimension, dimensions, grid_params, random_points, stored_point
-from .storage import StorageError, is_storage_failure, normalize_url, open_storage, redact
+from .storage import StorageError, describe_failure, is_storage_failure, normalize_url, open_storage, redact
 from .store import HOLDER, Claimed, Store
 
 HEARTBEAT_SECONDS = 60
 """A worker records a heartbeat for every trial it holds at least this often; a RUNNING trial
 whose last heartbeat is older than twice this is stale (its worker died on another machine, or
 the machine is lost) and any worker fails it and queues a copy (:meth:`Study.fail_stale`)."""
+
+
+RECONNECT_SECONDS = 60
+"""How long a worker goes on trying to reach a PostgreSQL server out of reach (a restart, a lost
+network), with back-off, before it gives up in one line (:func:`.sql.reconnecting`)."""
 
 
 def trial_seed(seed: int, number: int) -> int:
@@ -110,14 +115,24 @@ class Study:
         storage = open_storage(self.storage_url)
         database = isinstance(storage, optuna.storages.RDBStorage)
         self._storage = sql.shared_storage(storage) if database else storage
-        self.study = self._create_or_load()
-        study_id = self._storage.get_study_id_from_name(self.study_name)
-        self.store = (sql.SqlStore(storage, study_id, grace=2 * HEARTBEAT_SECONDS) if database
-                      else public.PublicStore(self.study, storage, study_id))
-        self._name_metric()
-        sig = json.dumps(self.signature, sort_keys=True, default=str)
-        self.store.prepare(sig, self._points(), self._check_signature)
+        try:
+            self.study = self._create_or_load()
+            study_id = self._storage.get_study_id_from_name(self.study_name)
+            reconnect = RECONNECT_SECONDS if storage.engine.dialect.name == "postgresql" else 0
+            self.store = (sql.SqlStore(storage, study_id, 2 * HEARTBEAT_SECONDS, reconnect) if database
+                          else public.PublicStore(self.study, storage, study_id))
+            self._name_metric()
+            sig = json.dumps(self.signature, sort_keys=True, default=str)
+            self.store.prepare(sig, self._points(), self._check_signature)
+        except Exception as error:
+            if is_storage_failure(error):
+                raise self.failure(error) from error
+            raise
         return self
+
+    def failure(self, error: BaseException) -> StorageError:
+        """``error`` of the storage as one line naming the cause and the way out."""
+        return StorageError(describe_failure(error, self.storage_url))
 
     def _points(self) -> list[dict[str, float]]:
         """The points enqueued when the study is made: the grid's, or the random search's."""
@@ -150,7 +165,7 @@ class Study:
                 if "Integrity" in type(error).__name__ and attempt < 3:
                     time.sleep(0.5 * (attempt + 1))
                     continue
-                raise StorageError(f"cannot use storage {redact(str(self.storage_url))}: {error}") from error
+                raise
         raise AssertionError("unreachable")
 
     def _check_signature(self, stored: str | None, sig: str) -> None:
@@ -281,6 +296,6 @@ class Study:
 
 
 __all__ = ["Study", "StorageError", "normalize_url", "open_storage", "redact", "is_storage_failure", "make_pruner",
-           "make_sampler", "trial_seed", "HEARTBEAT_SECONDS", "HOLDER", "MOMENTUM_PARAM", "METRICS", "SCALARS",
+           "make_sampler", "trial_seed", "HEARTBEAT_SECONDS", "RECONNECT_SECONDS", "HOLDER", "MOMENTUM_PARAM", "METRICS", "SCALARS",
            "CURVES", "Claimed", "Dimension", "Finished", "Outcome", "dimensions", "stored_point", "records_from_study",
            "trial_attrs"]

@@ -14,8 +14,10 @@ them, and ``tests/test_sweep_optuna.py`` fails, naming this module, when an Optu
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import math
+import time
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -74,15 +76,41 @@ def shared_storage(backend: Any) -> Any:
     return _CachedStorage(backend)
 
 
+def reconnecting(operation: Callable) -> Callable:
+    """``operation`` of a :class:`SqlStore`, run again while its database server is out of reach (a
+    restart, a lost network), with back-off (0.5 s, doubling up to 8 s), for at most the store's
+    ``reconnect`` seconds; then the error is raised. Every operation can run again after a commit
+    whose answer was lost: each writes only what is not written yet (a claim first takes back the
+    trials its holder holds: a worker claims only when it holds none)."""
+
+    @functools.wraps(operation)
+    def run(self: "SqlStore", *args: Any, **kwargs: Any) -> Any:
+        from .storage import is_disconnect
+
+        deadline, delay = time.monotonic() + self.reconnect, 0.5
+        while True:
+            try:
+                return operation(self, *args, **kwargs)
+            except Exception as error:
+                if not is_disconnect(error) or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(2 * delay, 8.0)
+
+    return run
+
+
 class SqlStore(Store):
     """The trials of the study ``study_id`` in ``backend`` (an ``optuna.storages.RDBStorage``); a
-    RUNNING trial whose heartbeat is older than ``grace`` seconds is abandoned."""
+    RUNNING trial whose heartbeat is older than ``grace`` seconds is abandoned; an operation goes on
+    trying to reach a database server out of reach for ``reconnect`` seconds (:func:`reconnecting`)."""
 
-    def __init__(self, backend: Any, study_id: int, grace: float):
+    def __init__(self, backend: Any, study_id: int, grace: float, reconnect: float = 0.0):
         check_optuna()
         from optuna.storages._rdb import models
 
         self.backend, self.engine, self.study_id, self.grace = backend, backend.engine, study_id, grace
+        self.reconnect = reconnect
         self.t, self.sys = models.TrialModel.__table__, models.TrialSystemAttributeModel.__table__
         self.beats, self.params = models.TrialHeartbeatModel.__table__, models.TrialParamModel.__table__
         self.studies, self.attrs = models.StudyModel.__table__, models.StudyUserAttributeModel.__table__
@@ -112,6 +140,7 @@ class SqlStore(Store):
             yield session
 
     # ------------------------------------------------------------ trials in, trials out
+    @reconnecting
     def prepare(self, signature: str, points: Sequence[Mapping[str, float]],
                 check: Callable[[str | None, str], None]) -> None:
         import sqlalchemy as sa
@@ -154,26 +183,41 @@ class SqlStore(Store):
             session.execute(sa.insert(self.sys), attrs)
         return list(ids)
 
+    @reconnecting
     def claim(self, limit: int, budget: int | None, holder: str) -> list[Claimed]:
         import sqlalchemy as sa
         from optuna.trial import TrialState
 
         t = self.t
         if budget is None and not self.count(TrialState.WAITING):
-            return []   # nothing to claim: no write (a finished study's files stay as they are)
+            with self.session() as session:
+                if not self._held(session, holder):
+                    return []   # nothing to claim: no write (a finished study's files stay as they are)
         with self.transaction() as session:
+            held = self._held(session, holder)
             ids = list(session.execute(sa.select(t.c.trial_id).where(
-                t.c.study_id == self.study_id, t.c.state == TrialState.WAITING).order_by(t.c.number).limit(limit))
-                .scalars().all())
+                t.c.study_id == self.study_id, t.c.state == TrialState.WAITING).order_by(t.c.number)
+                .limit(max(0, limit - len(held)))).scalars().all())
             for chunk in _chunks(ids):
                 session.execute(sa.update(t).where(t.c.trial_id.in_(chunk)).values(
                     state=TrialState.RUNNING, datetime_start=_utcnow()))
             if budget is not None:
                 live = session.execute(sa.select(sa.func.count()).where(
                     t.c.study_id == self.study_id, t.c.state != TrialState.FAIL)).scalar()
-                ids += self._add(session, [None] * max(0, min(limit - len(ids), budget - live)), TrialState.RUNNING)
+                ids += self._add(session, [None] * max(0, min(limit - len(held) - len(ids), budget - live)),
+                                 TrialState.RUNNING)
             self._hold(session, ids, holder)
-            return self._claimed(session, ids)
+            return self._claimed(session, held + ids)
+
+    def _held(self, session: Any, holder: str) -> list[int]:
+        """The RUNNING trials ``holder`` holds, by number."""
+        import sqlalchemy as sa
+        from optuna.trial import TrialState
+
+        t, a = self.t, self.sys
+        return list(session.execute(sa.select(t.c.trial_id).join(a, a.c.trial_id == t.c.trial_id).where(
+            t.c.study_id == self.study_id, t.c.state == TrialState.RUNNING, a.c.key == HOLDER,
+            a.c.value_json == json.dumps(holder)).order_by(t.c.number)).scalars().all())
 
     def _claimed(self, session: Any, ids: Sequence[int]) -> list[Claimed]:
         """The trials ``ids`` (in that order) with their numbers, stored and fixed parameters."""
@@ -191,6 +235,7 @@ class SqlStore(Store):
                 params[i][name] = _external(dist, value)
         return [Claimed(i, numbers[i], params[i], fixed[i]) for i in ids]
 
+    @reconnecting
     def hold(self, numbers: Sequence[int], holder: str) -> list[Claimed] | None:
         import sqlalchemy as sa
         from optuna.trial import TrialState
@@ -217,6 +262,7 @@ class SqlStore(Store):
             session.execute(sa.insert(self.beats).values(
                 [{"trial_id": i, "heartbeat": sa.func.current_timestamp()} for i in chunk]))
 
+    @reconnecting
     def beat(self, ids: Sequence[int]) -> None:
         import sqlalchemy as sa
 
@@ -225,6 +271,7 @@ class SqlStore(Store):
                 session.execute(sa.update(self.beats).where(self.beats.c.trial_id.in_(chunk)).values(
                     heartbeat=sa.func.current_timestamp()))
 
+    @reconnecting
     def abandoned(self, alive: Callable[[str], bool]) -> list[int]:
         import sqlalchemy as sa
         from optuna.trial import TrialState
@@ -240,6 +287,7 @@ class SqlStore(Store):
         return sorted(i for i, holder, beat in rows if (holder is not None and not alive(json.loads(holder)))
                       or (beat is not None and now - beat > stale))
 
+    @reconnecting
     def retry(self, ids: Sequence[int]) -> int:
         import sqlalchemy as sa
         from optuna.trial import TrialState
@@ -268,17 +316,23 @@ class SqlStore(Store):
             t.c.trial_id.in_(chunk), t.c.state == TrialState.RUNNING)).scalars()]
 
     # ------------------------------------------------------------ results
+    @reconnecting
     def set_params(self, params: Sequence[tuple[int, str, float, Any]]) -> None:
         import sqlalchemy as sa
         from optuna.distributions import distribution_to_json
 
+        p = self.params
         with self.transaction() as session:
             running = set(self._running(session, {i for i, *_ in params}))
+            stored = {tuple(row) for chunk in _chunks(sorted(running)) for row in session.execute(
+                sa.select(p.c.trial_id, p.c.param_name).where(p.c.trial_id.in_(chunk)))}
             rows = [{"trial_id": i, "param_name": name, "param_value": dist.to_internal_repr(value),
-                     "distribution_json": distribution_to_json(dist)} for i, name, value, dist in params if i in running]
+                     "distribution_json": distribution_to_json(dist)} for i, name, value, dist in params
+                    if i in running and (i, name) not in stored]
             if rows:
                 session.execute(sa.insert(self.params), rows)
 
+    @reconnecting
     def write(self, updates: Updates) -> None:
         with self.transaction() as session:
             self._write(session, {i: updates[i] for i in self._running(session, list(updates))})
@@ -292,6 +346,7 @@ class SqlStore(Store):
         _replace(session, self.steps, ("trial_id", "step"), steps)
         _replace(session, self.user, ("trial_id", "key"), attrs)
 
+    @reconnecting
     def tell(self, outcomes: Mapping[int, Outcome]) -> list[int]:
         """(See :meth:`.store.Store.tell`.) Random and TPE samplers do nothing after a trial, so no
         sampler is called."""
@@ -330,6 +385,7 @@ class SqlStore(Store):
                     last[i] = (step, self.step_value(value, kind))
         return {i: v for i, (_, v) in last.items() if not math.isnan(v)}
 
+    @reconnecting
     def give_back(self, ids: Sequence[int]) -> None:
         import sqlalchemy as sa
         from optuna.trial import TrialState
@@ -340,6 +396,7 @@ class SqlStore(Store):
                 session.execute(sa.update(t).where(t.c.trial_id.in_(chunk), t.c.state == TrialState.RUNNING)
                                 .values(state=TrialState.WAITING))
 
+    @reconnecting
     def count(self, *states: Any) -> int:
         import sqlalchemy as sa
 
@@ -348,6 +405,7 @@ class SqlStore(Store):
             return session.execute(sa.select(sa.func.count()).where(
                 t.c.study_id == self.study_id, t.c.state.in_(states))).scalar()
 
+    @reconnecting
     def finished(self) -> list[Finished]:
         """(See :meth:`.store.Store.finished`.) Three queries in one session."""
         import sqlalchemy as sa

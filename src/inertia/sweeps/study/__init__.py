@@ -118,9 +118,11 @@ class Study:
         try:
             self.study = self._create_or_load()
             study_id = self._storage.get_study_id_from_name(self.study_name)
-            reconnect = RECONNECT_SECONDS if storage.engine.dialect.name == "postgresql" else 0
-            self.store = (sql.SqlStore(storage, study_id, 2 * HEARTBEAT_SECONDS, reconnect) if database
-                          else public.PublicStore(self.study, storage, study_id))
+            if database:
+                reconnect = RECONNECT_SECONDS if storage.engine.dialect.name == "postgresql" else 0
+                self.store = sql.SqlStore(storage, study_id, 2 * HEARTBEAT_SECONDS, reconnect)
+            else:
+                self.store = public.PublicStore(self.study, storage, study_id)
             self._name_metric()
             sig = json.dumps(self.signature, sort_keys=True, default=str)
             self.store.prepare(sig, self._points(), self._check_signature)

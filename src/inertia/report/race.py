@@ -196,7 +196,7 @@ def write_race_report(path: str | Path, result: Any, grid: Any, *, title: str = 
 <div class="row">
  <div class="panel">{contour_svg}
   <ul style="list-style:none;padding-left:0;font-size:0.9em">{''.join(legend)}
-  <li><span style="display:inline-block;width:35px;border-top:3px dashed #e0c000;vertical-align:middle"></span> slider choice ({esc(rule_name)}; black dashed on the loss panel; dotted grey there: theory f₀·ρ^2t on quadratics)</li>
+  <li><span style="display:inline-block;width:35px;border-top:3px dashed #111;vertical-align:middle"></span> slider choice ({esc(rule_name)}; black dashed on both panels; dotted grey there: theory f₀·ρ^2t on quadratics)</li>
   <li>○ start &nbsp; ★ global minimum &nbsp; ☆ other minima</li></ul>
  </div>
  <div class="panel controls">
@@ -246,7 +246,8 @@ def _runs(data: dict, contour: _Map, loss_map: _Map) -> tuple[list[str], list[st
     for i, run in enumerate(data["runs"]):
         c = color(i)
         d = _polyline(run["path"], contour)
-        runs_svg.append(f'<path class="race-path" d="{d}" fill="none" stroke="{c}" stroke-width="2" opacity="0.85"/>')
+        runs_svg.append(f'<path d="{d}" fill="none" stroke="#1a1a1a" stroke-width="3.6"/>'
+                        f'<path class="race-path" d="{d}" fill="none" stroke="{c}" stroke-width="2"/>')
         lc = c  # same colour as the path; a dark underlay keeps light colours visible
         ld = _polyline([(t, None if v is None else (v if v > 0 else 10 ** loss_map.y0))
                         for t, v in zip(data["steps"], run["loss"])], loss_map)
@@ -272,8 +273,9 @@ def _contour_svg(result: Any, data: dict, contour: _Map, runs_svg: list[str]) ->
         f'<image href="{_background(result.surface, contour)}" x="{left}" y="{top}" width="{pw}" height="{ph}" preserveAspectRatio="none"/>'
         f'<clipPath id="clip"><rect x="{left}" y="{top}" width="{pw}" height="{ph}"/></clipPath>'
         f'<g clip-path="url(#clip)">{"".join(runs_svg)}'
-        f'<path id="grid-path" d="" fill="none" stroke="#ffe119" stroke-width="3" stroke-dasharray="7,3"/>'
-        f'<circle id="grid-end" r="6" cx="-10" cy="-10" fill="#ffe119" stroke="black"/></g>'
+        f'<path d="" class="grid-under" fill="none" stroke="white" stroke-width="4.5"/>'
+        f'<path id="grid-path" d="" fill="none" stroke="#111" stroke-width="2.5" stroke-dasharray="7,3"/>'
+        f'<circle id="grid-end" r="6" cx="-10" cy="-10" fill="#111" stroke="white" stroke-width="1.5"/></g>'
         f'{"".join(marks)}{_axes_svg(contour, "x", "y")}</svg>'
     )
 
@@ -389,6 +391,7 @@ _JS = r"""
     const gp = document.getElementById('grid-path');
     const d = pathD(cell.path, C);
     gp.setAttribute('d', d);
+    document.querySelector('#contour .grid-under').setAttribute('d', d);
     gp.setAttribute('data-lr', lr);
     gp.setAttribute('data-momentum', mu);
     let last = null;

@@ -145,7 +145,7 @@ def _marble(i: int, n: int) -> dict[str, Any]:
     """How configuration ``i`` of ``n`` draws its marble: its colour and shape, larger for earlier
     configurations (drawn lower), so marbles on one point show as nested rings."""
     return dict(marker=marker(i), color=color(i), markeredgecolor="black", markeredgewidth=1.2,
-                markersize=9 + 3.5 * (n - 1 - i), linestyle="none", zorder=9 + i)
+                markersize=min(8 + 6 * (n - 1 - i), 40), linestyle="none", zorder=9 + i)
 
 
 # ---------------------------------------------------------------- figures
@@ -264,7 +264,7 @@ def _background(result: Any, size: tuple[float, float], dpi: int, title: str | N
 
 def animate(result: Any, path: str | Path, frames: int = 60, fps: int = 15, tail: int = 25, dpi: int = 100,
             title: str | None = None) -> Path:
-    """A GIF of the marbles rolling (matplotlib's PillowWriter); at most ``frames`` frames.
+    """A GIF of the marbles rolling (written with Pillow); at most ``frames`` frames.
 
     Each marble leaves a thin trail of its whole path and a bold one of its last ``tail`` steps;
     marbles have their own colour and shape, earlier ones larger, so marbles on one point (all of
@@ -274,8 +274,6 @@ def animate(result: Any, path: str | Path, frames: int = 60, fps: int = 15, tail
     if result.surface.dim != 2:
         raise ValueError("animations need a 2-D surface")
     plt = pyplot()
-    from matplotlib.animation import PillowWriter
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     n = len(result.configs)
@@ -293,29 +291,54 @@ def animate(result: Any, path: str | Path, frames: int = 60, fps: int = 15, tail
     pos = result.positions[:, :, :2].numpy()
     trails, tails, dots = [], [], []
     for i in range(n):
-        trails.append(ax.plot([], [], "-", color=color(i), linewidth=1.0, alpha=0.7, zorder=3)[0])
-        tails.append(ax.plot([], [], "-", color=color(i), linewidth=2.4, zorder=4 + i / n, path_effects=outline(3.8))[0])
+        width = 1.4 + 1.4 * (n - 1 - i)   # nested like the still picture's paths: shared stretches show all
+        trails.append(ax.plot([], [], "-", color=color(i), linewidth=width, zorder=3 + i / n,
+                              path_effects=outline(width + 1.0))[0])
+        tails.append(ax.plot([], [], "-", color=color(i), linewidth=3.0, zorder=4 + i / n,
+                             path_effects=outline(4.4))[0])
         dots.append(ax.plot([], [], **_marble(i, n))[0])
     counter = ax.text(0.02, 0.03, "", transform=ax.transAxes, color="white", fontsize=12,
                       bbox=dict(facecolor="black", alpha=0.6, pad=3))
-    steps = result.steps
-    frame_steps = sorted(set(np.linspace(0, steps, min(frames, steps + 1)).round().astype(int).tolist()))
-    writer = PillowWriter(fps=fps)
-    with writer.saving(fig, str(path), dpi):
-        for t in frame_steps:
-            for i in range(n):
-                seen = pos[i, : t + 1]
-                seen = seen[np.isfinite(seen).all(-1)]
-                if len(seen):
-                    trails[i].set_data(seen[:, 0], seen[:, 1])
-                    tails[i].set_data(seen[-tail - 1:, 0], seen[-tail - 1:, 1])
-                    dots[i].set_data([seen[-1, 0]], [seen[-1, 1]])
-            counter.set_text(f"step {t}")
-            writer.grab_frame()
-        for _ in range(max(1, fps // 3)):  # hold the last frame a moment
-            writer.grab_frame()
+    palette = _gif_palette(background, [color(i) for i in range(n)])
+    steps = sorted(set(np.linspace(0, result.steps, min(frames, result.steps + 1)).round().astype(int).tolist()))
+    images = []
+    for t in steps:
+        for i in range(n):
+            seen = pos[i, : t + 1]
+            seen = seen[np.isfinite(seen).all(-1)]
+            if len(seen):
+                trails[i].set_data(seen[:, 0], seen[:, 1])
+                tails[i].set_data(seen[-tail - 1:, 0], seen[-tail - 1:, 1])
+                dots[i].set_data([seen[-1, 0]], [seen[-1, 1]])
+        counter.set_text(f"step {t}")
+        images.append(_frame(fig, palette))
     plt.close(fig)
+    hold = max(1, fps // 3)   # the last frame stays a moment
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:] + [images[-1]] * hold,
+                   duration=round(1000 / fps), loop=0)
     return path
+
+
+def _gif_palette(background: np.ndarray, colours: list[str]):
+    """A GIF palette holding the marbles' exact colours, black and white, and the rest of its 256 entries
+    quantized from the still picture (an adaptive palette alone would shift the marbles' colours)."""
+    from PIL import Image
+
+    fixed = [tuple(int(c[k:k + 2], 16) for k in (1, 3, 5)) for c in colours] + [(0, 0, 0), (255, 255, 255), (26, 26, 26)]
+    rest = Image.fromarray(background[..., :3]).quantize(colors=256 - len(fixed), dither=Image.Dither.NONE)
+    entries = [v for rgb in fixed for v in rgb] + rest.getpalette()[: 3 * (256 - len(fixed))]
+    palette = Image.new("P", (1, 1))
+    palette.putpalette(entries + [0] * (768 - len(entries)))
+    return palette
+
+
+def _frame(fig: Any, palette: Any):
+    """The figure as it is now, as a GIF frame on ``palette``."""
+    from PIL import Image
+
+    fig.canvas.draw()
+    rgb = Image.frombuffer("RGBA", fig.canvas.get_width_height(), fig.canvas.buffer_rgba()).convert("RGB")
+    return rgb.quantize(palette=palette, dither=Image.Dither.NONE)
 
 
 __all__ = ["plot_contour", "plot_losses", "animate", "draw_surface", "view_for", "describe", "theory_curves"]

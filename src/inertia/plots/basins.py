@@ -107,15 +107,17 @@ def _minimum_name(surface: Any, k: int) -> str:
 def _draw_basins(fig: Any, ax: Any, bmap: Any, xe, ye) -> list:
     """Each minimum's cells in its hue shaded by steps to settle (log scale); returns legend handles."""
     from matplotlib.patches import Patch
+    from mpl_toolkits.axes_grid1 import make_axes_locatable
 
     outcome = bmap.outcome.numpy().T          # rows: momenta, columns: lrs
     steps = bmap.settle_step.numpy().T.astype(float)
     norm = settle_norm(bmap)
+    side = make_axes_locatable(ax)   # the colour bars side by side, each with room for its label
     handles = []
     for n, k in enumerate(sorted({int(v) for v in outcome.flat if v >= 0})):
         mesh = ax.pcolormesh(xe, ye, np.ma.masked_where(outcome != k, np.maximum(steps, 1)),
                              cmap=_shades(BASIN_CMAPS[k % len(BASIN_CMAPS)]), norm=norm, shading="flat")
-        bar = fig.colorbar(mesh, ax=ax, pad=0.02 if n == 0 else 0.14, fraction=0.05)
+        bar = fig.colorbar(mesh, cax=side.append_axes("right", size="3%", pad=0.15 if n == 0 else 0.8))
         bar.set_label(f"steps to settle in the {_minimum_name(bmap.surface, k)}", fontsize=9)
     for code, colour, label in ((UNSETTLED, UNSETTLED_COLOUR, f"not settled after {bmap.steps} steps"),
                                 (DIVERGED, DIVERGED_COLOUR, "diverged")):

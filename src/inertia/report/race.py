@@ -90,11 +90,11 @@ def _background(surface: Any, m: _Map) -> str:
     w_px, h_px = m.w - PAD["left"] - PAD["right"], m.h - PAD["top"] - PAD["bottom"]
     fig = plt.figure(figsize=(w_px / 100, h_px / 100), dpi=100)
     ax = fig.add_axes((0, 0, 1, 1))
-    draw_surface(ax, surface, 160, colorbar=False)
+    view = ((m.x0, m.x1), (m.y0, m.y1))
+    draw_surface(ax, surface, 160, colorbar=False, view=view)
     ax.set_aspect("auto")
-    (x0, x1), (y0, y1) = surface.bounds
-    ax.set_xlim(x0, x1)
-    ax.set_ylim(y0, y1)
+    ax.set_xlim(m.x0, m.x1)
+    ax.set_ylim(m.y0, m.y1)
     ax.set_axis_off()
     for line in ax.get_lines():  # minima are drawn by the page itself
         line.remove()
@@ -111,8 +111,13 @@ def _measured_rates(surface: Any, grid: Any) -> list[float | None]:
     return [v if math.isfinite(v) else None for v in measured_rate(distance).tolist()]
 
 
-def race_report_data(result: Any, grid: Any, max_points: int = 200) -> dict[str, Any]:
-    """The JSON the page embeds: bounds, the user's races, the slider grid, theory (quadratics)."""
+def race_report_data(result: Any, grid: Any, max_points: int = 600) -> dict[str, Any]:
+    """The JSON the page embeds: bounds, the user's races, the slider grid, theory (quadratics).
+
+    Runs longer than ``max_points`` steps keep every k-th position (a zig-zag of period 2, as heavy
+    ball makes on a steep valley, then looks smooth: keep ``max_points`` above the steps to see it)."""
+    from ..plots.race import view_for
+
     s = result.surface
     steps = result.steps
     stride = max(1, math.ceil(steps / max_points))
@@ -147,7 +152,7 @@ def race_report_data(result: Any, grid: Any, max_points: int = 200) -> dict[str,
     lo = math.floor(math.log10(max(float(positive.min()), 1e-30))) if positive.size else -16
     hi = math.ceil(math.log10(float(positive.max()))) if positive.size else 1
     hi = min(hi, lo + 40) if hi > lo else lo + 1
-    (x0, x1), (y0, y1) = s.bounds
+    (x0, x1), (y0, y1) = view_for(result)   # the surface's bounds grown to hold the raced paths
     contour = _Map(x0, x1, y0, y1, W, H)
     loss_map = _Map(0, steps, max(lo, hi - 32), hi, LW, LH, log_y=True)
     data = dict(surface=dict(name=s.name, description=s.description, minima=[m[:2].tolist() for m in s.minima],
@@ -161,7 +166,7 @@ def race_report_data(result: Any, grid: Any, max_points: int = 200) -> dict[str,
 
 
 def write_race_report(path: str | Path, result: Any, grid: Any, *, title: str = "",
-                      images: dict[str, str | Path] | None = None, max_points: int = 200,
+                      images: dict[str, str | Path] | None = None, max_points: int = 600,
                       basins: Any = None) -> Path:
     """Write the interactive race page for ``result`` (a :class:`~inertia.races.RaceResult` on a 2-D surface).
 

@@ -118,6 +118,7 @@ def test_race_map_option_writes_the_map_and_the_report_layer(tmp_path):
     (["--map", "lr=0.01:1:4"], ["--map", "momentum is missing"]),
     (["--map", "beta=0:1:3", "--map", "lr=0.1"], ["--map", "beta=0:1:3"]),
     (["--map", "lr=x", "--map", "momentum=0"], ["--map lr"]),
+    (["--optimizer", "adam:lr=0.01", "--map", "lr=0.1", "--map", "momentum=0"], ["--map", "adam has no momentum"]),
 ])
 def test_bad_map_options_give_one_line_errors(argv, words, tmp_path, capsys):
     assert main(["race", "--steps", "5", "--no-gif", "--no-report", "--out", str(tmp_path), *argv]) == 2

@@ -235,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
     bmap = None
     if grid_axes:
         bmap = _basin_map(surface, configs if args.optimizer else [], grid_axes, args.steps, start, dtype)
-        written.append(_write_basin_map(bmap, out))
+        written += _write_basin_map(bmap, out)
     if surface.dim == 2:
         written.append(plot_contour(result, out / "race.png"))
         if not args.no_gif:
@@ -262,20 +262,26 @@ def run(args: argparse.Namespace) -> int:
 def _basin_map(surface: Any, configs: list[dict[str, Any]], axes: tuple[list[float], list[float]], steps: int,
                start: Any, dtype: Any) -> Any:
     """The basin map of ``--map``, raced with the first configuration's rule and other settings."""
+    from .. import rules
     from ..basins import basin_map
 
     first = configs[0] if configs else {"rule": "momentum"}
+    if "momentum" not in rules.get(first["rule"]).rule.defaults:
+        raise ValueError(f"--map races lr x momentum with the first --optimizer's rule; {first['rule']} has no "
+                         f"momentum (give e.g. --optimizer momentum:lr=0.02 first)")
     fixed = {k: v for k, v in first.items() if k not in ("rule", "lr", "momentum", "label")}
     return basin_map(surface, *axes, steps=steps, rule=first["rule"], start=start, dtype=dtype, **fixed)
 
 
-def _write_basin_map(bmap: Any, out: Path) -> Path:
+def _write_basin_map(bmap: Any, out: Path) -> list[Path]:
     """DIR/basins.png and DIR/basins.json (the grid, each pair's outcome, settling step and rate)."""
+    from ..basins import DIVERGED, UNSETTLED
     from ..plots.basins import plot_basin_map
 
-    data = dict(rule=bmap.rule, lrs=bmap.lrs, momenta=bmap.momenta, steps=bmap.steps, tolerance=bmap.tolerance,
+    data = dict(outcomes={"k >= 0": "index into the surface's minima (0: global)", str(DIVERGED): "diverged",
+                          str(UNSETTLED): "not settled"}, rule=bmap.rule, lrs=bmap.lrs, momenta=bmap.momenta, steps=bmap.steps, tolerance=bmap.tolerance,
                 outcome=bmap.outcome.tolist(), settle_step=bmap.settle_step.tolist(),
                 rate=None if bmap.rate is None else [[v if math.isfinite(v) else None for v in row]
                                                      for row in bmap.rate.tolist()])
     (out / "basins.json").write_text(json.dumps(data))
-    return plot_basin_map(bmap, out / "basins.png")
+    return [out / "basins.json", plot_basin_map(bmap, out / "basins.png")]

@@ -304,7 +304,7 @@ def _default_title(results: Any, configs: int, lines: bool = True) -> str:
     if schedules:
         parts.append(f"schedules: {schedules}")
     for name in further:
-        values = ", ".join(f"{float(v):g}" for v in space.get(name) or [])
+        values = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in space.get(name) or [])
         parts.append(f"each cell: the best over {name}" + (f" ∈ {{{values}}}" if values else ""))
     parts.append(f"{counts.get('diverged', 0)} diverged (×), {counts.get('pruned', 0)} pruned"
                  + ("; dashed: effective lr γ/(1−μ), its value at the edge" if lines else ""))

@@ -29,7 +29,8 @@ or --storage URL (e.g. PostgreSQL) for several workers sharing one study: start
 the same command on each worker.
 
 Writes into --out: results.csv, results.json, heatmap.png (lr x momentum, colour =
-metric, iso-lines of the effective learning rate lr/(1-mu)), report.html when the
+metric, iso-lines of the effective learning rate lr/(1-mu); curve.png instead when one
+hyperparameter is swept), report.html when the
 report module is present, and prints the best configurations and the
 `inertia train` command that reproduces the best.
 
@@ -262,10 +263,11 @@ def write_outputs(results: Any, out: Path) -> list[Path]:
     tag = "" if name == "sweep" else "-" + re.sub(r"[^A-Za-z0-9_.-]", "_", name)
     written = [_atomic(out / f"results{tag}.csv", results.to_csv),
                _atomic(out / f"results{tag}.json", results.to_json)]
-    if "lr" in results.swept and "momentum" in results.swept and results.records():
-        from ..plots.sweep import heatmap
+    if results.records() and (len(results.swept) == 1 or {"lr", "momentum"} <= set(results.swept)):
+        from ..plots.sweep import heatmap   # one swept hyperparameter: a curve
 
-        written.append(_atomic(out / f"heatmap{tag}.png", lambda path: heatmap(results, path)))
+        picture = "heatmap" if len(results.swept) > 1 else "curve"
+        written.append(_atomic(out / f"{picture}{tag}.png", lambda path: heatmap(results, path)))
     try:
         from ..report import write_sweep_report
     except ImportError:

@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Seque
 from .processes import alive, me
 from .pruning import STACKED, StackedPruner
 from .selection import MEASURES, STATS, select
-from .specs import METRICS, SearchSpec, grid_points
+from .specs import METRICS, SearchSpec, grid_points, signature_difference
 
 SCALARS = ("status", "best_step", "diverged_step", "pruned_step", "steps", "train_loss_final",
            *(f"{prefix}{m}_{s}" for prefix in ("", "final_") for m in MEASURES for s in STATS))
@@ -280,8 +280,8 @@ class Study:
     def _check_signature(self, stored: str | None, sig: str) -> None:
         if stored is not None and stored != sig:
             raise ValueError(
-                f"study {self.study_name!r} in {redact(str(self.storage_url))} holds a different sweep; "
-                f"use another --out folder or --study-name. Stored: {stored}; asked: {sig}")
+                f"study {self.study_name!r} holds a different sweep ({signature_difference(stored, sig)}); "
+                f"it is in {redact(str(self.storage_url))}: use another --out folder or --study-name")
 
     # ------------------------------------------------------------ taking trials
     def claim(self, limit: int, take: Callable[[Any], None]) -> list[Any]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .._text import parse_literal
+from . import options
 
 
 OPTIMAL_KINDS = {"sgd": "gd", "momentum": "momentum"}  # rule name -> the theory's optimum it takes
@@ -118,28 +119,12 @@ def slider_grid(result: Any, rule: str | None = None) -> Any:
     return race_grid(s, rule, lrs, momenta, steps=result.steps, start=result.positions[0, 0])
 
 
-def parse_schedules(items: list[str]) -> dict[str, Any]:
-    """``["lr=cosine", "momentum=sutskever_ramp(every=50)"]`` -> ``{name: ScheduleSpec}`` (one-line errors)."""
-    from ..schedules import check_spec
-
-    out: dict[str, Any] = {}
-    for item in items or []:
-        name, eq, spec = item.partition("=")
-        name = name.strip().replace("-", "_")
-        if not eq or not name or not spec.strip():
-            raise ValueError(f"--schedule expects NAME=SPEC such as lr=cosine, got {item!r}")
-        if name in out:
-            raise ValueError(f"--schedule {name} is given twice")
-        out[name] = check_spec(name, spec.strip())
-    return out
-
-
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "race",
         help="race optimizers on a test surface (contour PNG, GIF, loss plot, interactive HTML report)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=options.HelpFormatter,
     )
     p.add_argument("--surface", default="marble",
                    help="surface NAME or NAME:key=value,... (e.g. quadratic:condition=100,rotate=0.5); "
@@ -149,10 +134,7 @@ def add_parser(subparsers: Any) -> None:
                         "a value may be a schedule from inertia.schedules, e.g. "
                         "'momentum:lr=0.02,momentum=sutskever_ramp(0.99,every=50)'; on a quadratic, "
                         "sgd:optimal and momentum:optimal take the theory's optimal lr (and momentum)")
-    p.add_argument("--schedule", action="append", default=[], metavar="NAME=SPEC",
-                   help="a schedule for hyperparameter NAME of every configuration that has it, starting from "
-                        "that configuration's value, e.g. --schedule lr=cosine or --schedule "
-                        "momentum=sutskever_ramp(every=50) (repeatable; schedules: inertia.schedules)")
+    options.add_schedule(p, "for every configuration that has NAME, starting from its value over --steps")
     p.add_argument("--steps", type=int, default=300, help="steps per configuration (default 300)")
     p.add_argument("--start", default=None, help="starting point x,y (default: the surface's own)")
     p.add_argument("--out", default="race-out", help="output folder (default race-out)")
@@ -172,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     surface = surfaces.parse(args.surface)
     specs = args.optimizer or ["sgd:lr=0.02", "momentum:lr=0.02,momentum=0.9"]
     configs = [parse_optimizer(s, surface) for s in specs]
-    schedules = parse_schedules(args.schedule)
+    schedules = options.schedules(args.schedule)
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     start = None

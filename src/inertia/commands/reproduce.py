@@ -1,6 +1,6 @@
 """The ``inertia train`` command that reproduces one configuration of a sweep.
 
-Flags come from ``inertia train``'s own parser (:func:`.train.options`), so the
+Flags come from ``inertia train``'s own parser (:func:`.train.actions`), so the
 command and the parser cannot drift; numbers are written with ``repr`` (the
 shortest text that reads back as the same float).
 """
@@ -51,7 +51,7 @@ def train_command(results: Any, config: dict[str, Any] | None = None) -> str | N
 
 def _hyperparameter(name: str, value: Any) -> list[str]:
     """``--lr 0.05``, ``--nesterov``, or ``--hyper name=value`` where the rule's name has no option."""
-    action = train.options().get(name) if name in train.HYPER_OPTIONS else None
+    action = train.actions().get(name) if name in train.HYPER_OPTIONS else None
     if action is None:
         return [train.flag("hyper"), f"{name}={_text(value)}"]
     if action.nargs == 0:  # a switch such as --nesterov

@@ -1,6 +1,7 @@
 """The ``inertia`` command line: ``inertia COMMAND --help`` explains each command.
 
-Input errors print one line and exit 2 (set ``INERTIA_DEBUG=1`` for the traceback).
+Input errors print one line and exit 2 (set ``INERTIA_DEBUG=1`` for the traceback); :func:`main`
+returns the exit status in every case, ``--help`` and usage errors included.
 """
 from __future__ import annotations
 
@@ -64,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         if interrupts.seen:
             raise KeyboardInterrupt
-        args = parser.parse_args(words)
+        try:
+            args = parser.parse_args(words)
+        except SystemExit as done:   # --help, --version, or a one-line usage error (exit status 2)
+            return int(done.code or 0)
         command = args.command
         return int(args.run(args) or 0)
     except KeyboardInterrupt:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
-from typing import Any, Callable, NoReturn
+from typing import Any, NoReturn
 
 from .._text import parse_literal
 
@@ -53,32 +53,26 @@ def attach_negative_values(words: list[str]) -> list[str]:
 
 # ---------------------------------------------------------------- reading values
 
-def positive_int(option: str) -> Callable[[str], int]:
-    """An argparse ``type`` for a count >= 1 (the error names ``option``)."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{option} must be a positive integer, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{option} must be a positive integer, got {value}")
-        return value
-
-    return parse
+def positive_int(text: str) -> int:
+    """An argparse ``type`` for a count >= 1 (argparse's error names the option)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
 
 
-def finite_float(option: str) -> Callable[[str], float]:
-    """An argparse ``type`` for a finite number (the error names ``option``)."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{option} must be a number, got {text!r}") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{option} must be a finite number, got {text!r}")
-        return value
-
-    return parse
+def finite_float(text: str) -> float:
+    """An argparse ``type`` for a finite number (argparse's error names the option)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
 
 
 def pairs(items: list[str], option: str, form: str = "NAME=VALUE") -> dict[str, str]:
@@ -87,7 +81,7 @@ def pairs(items: list[str], option: str, form: str = "NAME=VALUE") -> dict[str, 
     for item in items or []:
         name, eq, value = item.partition("=")
         name = name.strip().replace("-", "_")
-        if not eq or not name or not value.strip():
+        if not eq or not name.isidentifier() or not value.strip():
             raise ValueError(f"{option} expects {form}, got {item!r}")
         if name in out:
             raise ValueError(f"{option} {name} is given twice")

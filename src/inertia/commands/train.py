@@ -72,15 +72,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     options.add_loss(what)
     opt = parser.add_argument_group("optimizer")
     options.add_optimizer(opt)
-    opt.add_argument("--lr", type=options.finite_float("--lr"), default=None,
+    opt.add_argument("--lr", type=options.finite_float, default=None,
                      help="learning rate (peak of the schedule); default: the optimizer's")
-    opt.add_argument("--momentum", type=options.finite_float("--momentum"), default=None,
+    opt.add_argument("--momentum", type=options.finite_float, default=None,
                      help="momentum mu in [0, 1); default: the optimizer's (0.9 for 'momentum')")
     opt.add_argument("--nesterov", action="store_true", default=None, help="use Nesterov momentum")
     opt.add_argument("--convention", choices=CONVENTIONS, default=None,
                      help="momentum formula: torch (PyTorch/TF1/optax), sutskever (Sutskever 2013, Keras 3), "
                      "ema (averaged gradient); default: the optimizer's (torch)")
-    opt.add_argument("--weight-decay", type=options.finite_float("--weight-decay"), default=None,
+    opt.add_argument("--weight-decay", type=options.finite_float, default=None,
                      help="weight decay lambda (coupled L2 for SGD-family rules); default: the optimizer's (0)")
     opt.add_argument("--hyper", action="append", default=[], metavar="NAME=VALUE",
                      help="any other hyperparameter of the rule, e.g. --hyper dampening=0.1 "
@@ -88,14 +88,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     options.add_schedule(opt, "it starts from the value given for NAME, or the rule's default; or a bare "
                          "learning-rate schedule KIND: " + "; ".join(f"{k}: {v}" for k, v in SCHEDULES.items()))
     run = parser.add_argument_group("run")
-    run.add_argument("--steps", type=options.positive_int("--steps"), default=3000,
+    run.add_argument("--steps", type=options.positive_int, default=3000,
                      help=f"optimizer steps (minibatches) per fold (default: 3000; {STEPS_WHY})")
-    run.add_argument("--batch-size", type=options.positive_int("--batch-size"), default=100,
+    run.add_argument("--batch-size", type=options.positive_int, default=100,
                      help="examples per minibatch")
-    run.add_argument("--folds", type=options.positive_int("--folds"), default=1,
+    run.add_argument("--folds", type=options.positive_int, default=1,
                      help="K-fold cross-validation, one model per fold (1: a 20%% holdout), as inertia sweep")
     run.add_argument("--seed", type=int, default=0, help="seed for initialization, batches and data splits")
-    run.add_argument("--seeds", type=options.positive_int("--seeds"), default=1, metavar="K",
+    run.add_argument("--seeds", type=options.positive_int, default=1, metavar="K",
                      help="train every fold from K seeds (seed..seed+K-1), as inertia sweep --seeds; the metrics "
                      f"are mean +- std over seeds and folds (default: 1; {SEEDS_WHY})")
     run.add_argument("--standardize", action="store_true",

@@ -80,9 +80,12 @@ def test_the_sweep_takes_every_backend_its_spec_takes():
     (["train", "--loss", "nosuch"], ["argument --loss: invalid choice: 'nosuch'"]),
     (["train", "--steps", "x"], ["argument --steps: must be a positive integer, got 'x'"]),
     (["nosuch"], ["argument COMMAND: invalid choice: 'nosuch'"]),
+    (["surfaces", "--bogus"], ["inertia surfaces: error: unrecognized arguments: --bogus", "inertia surfaces --help"]),
+    (["train", "--schedule", "warp"], ["--schedule expects NAME=SPEC such as lr=cosine, or one of constant, cosine"]),
     (["train", "--schedule", "lr"], ["--schedule expects NAME=SPEC"]),
     (["sweep", "--out", "o", "--hyper", "weight_decay"], ["--hyper expects NAME=VALUES"]),
-    (["sweep", "--out", "o", "--fixed", "nesterov=true", "--fixed", "nesterov=false"], ["--fixed nesterov is given twice"]),
+    (["sweep", "--out", "o", "--fixed", "nesterov=true", "--fixed", "nesterov=false"],
+     ["--fixed nesterov is given twice"]),
     (["race", "--schedule", "lr=warp"], ["--schedule lr=warp: unknown schedule 'warp'", "cosine"]),
 ])
 def test_usage_errors_are_one_line_without_the_usage_block(argv, words, capsys):
@@ -139,7 +142,8 @@ def _missing_devices() -> list[str]:
 @pytest.mark.parametrize("command", ["train", "sweep"])
 def test_an_unavailable_device_of_any_kind_is_one_line(command, device, tmp_path, monkeypatch, capsys):
     _no_training(monkeypatch)
-    argv = ["train", "--data", "digits", "--steps", "5"] if command == "train" else [*SWEEP, "--out", str(tmp_path / "o")]
+    argv = (["train", "--data", "digits", "--steps", "5"] if command == "train"
+            else [*SWEEP, "--out", str(tmp_path / "o")])
     err = _error([*argv, "--device", device], capsys)
     assert f"--device {device}: this machine has" in err and "device" in err
     assert not (tmp_path / "o").exists()
@@ -189,6 +193,7 @@ def test_sigterm_stops_a_sweep_as_ctrl_c_does(tmp_path):
             break
         time.sleep(0.05)
     assert proc.poll() is None, proc.communicate()
+    time.sleep(0.5)   # past the claim: its trials are held (a signal inside the claim leaves them to fail_stale)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, out + err

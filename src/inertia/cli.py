@@ -55,7 +55,7 @@ class _Interrupts:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .commands.options import attach_negative_values
+    from .commands.options import attach_negative_values, usage_error
 
     words = attach_negative_values(sys.argv[1:] if argv is None else list(argv))
     command = next((w for w in words if not w.startswith("-")), "")
@@ -66,10 +66,14 @@ def main(argv: list[str] | None = None) -> int:
         if interrupts.seen:
             raise KeyboardInterrupt
         try:
-            args = parser.parse_args(words)
+            args, unknown = parser.parse_known_args(words)
         except SystemExit as done:   # --help, --version, or a one-line usage error (exit status 2)
             return int(done.code or 0)
         command = args.command
+        if unknown:   # named with the command, whose --help lists its options
+            print(usage_error(f"inertia {command}", f"unrecognized arguments: {' '.join(unknown)}"),
+                  end="", file=sys.stderr)
+            return 2
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
         stop = interrupts.seen or signal.SIGINT

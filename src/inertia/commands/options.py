@@ -16,11 +16,16 @@ from typing import Any, NoReturn
 from .._text import parse_literal
 
 
+def usage_error(prog: str, message: str) -> str:
+    """The one line a usage error prints: ``inertia sweep: error: MESSAGE (see inertia sweep --help)``."""
+    return f"{prog}: error: {message} (see {prog} --help)\n"
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors: the usage block stays in ``--help``."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, usage_error(self.prog, message))
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -94,12 +99,13 @@ def literals(items: list[str], option: str) -> dict[str, Any]:
     return {name: parse_literal(value) for name, value in pairs(items, option).items()}
 
 
-def schedules(items: list[str], option: str = "--schedule") -> dict[str, str]:
+def schedules(items: list[str], option: str = "--schedule",
+              form: str = "NAME=SPEC such as lr=cosine") -> dict[str, str]:
     """``["lr=cosine", "momentum=sutskever_ramp(0.99)"]`` -> ``{name: spec}``, every spec read once here
     (:func:`inertia.schedules.parse_spec`), so a typo fails before any data is loaded."""
     from ..schedules import parse_spec
 
-    specs = pairs(items, option, "NAME=SPEC such as lr=cosine")
+    specs = pairs(items, option, form)
     for name, spec in specs.items():
         try:
             parse_spec(spec)

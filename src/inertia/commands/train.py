@@ -155,7 +155,8 @@ def schedule_specs(args: argparse.Namespace, full: dict[str, Any]) -> dict[str, 
     """--schedule items as :func:`inertia.fit`'s ``schedules``: NAME=SPEC (:func:`.options.schedules`),
     or a bare KIND (:data:`SCHEDULES`)."""
     kinds = [item.strip() for item in args.schedule if item.strip() in SCHEDULES]
-    specs: dict[str, Any] = options.schedules([item for item in args.schedule if item.strip() not in SCHEDULES])
+    specs: dict[str, Any] = options.schedules([item for item in args.schedule if item.strip() not in SCHEDULES],
+                                              form=f"NAME=SPEC such as lr=cosine, or one of {', '.join(SCHEDULES)}")
     for kind in kinds:
         for name, spec in legacy_schedules(kind, full).items():
             if name in specs:

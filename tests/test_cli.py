@@ -203,3 +203,14 @@ def test_sigterm_stops_a_sweep_as_ctrl_c_does(tmp_path):
     again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
     assert _states(tmp_path / "sweep.db") == ["COMPLETE"] * 6
+
+
+def test_a_checkpoint_of_another_sweep_names_what_differs(tmp_path):
+    from types import SimpleNamespace
+
+    from inertia.sweeps.checkpoints import CheckpointError, Checkpoints
+
+    path = str(tmp_path / "batch-000000.pt")
+    Checkpoints(str(tmp_path), {"steps": 5, "lr": [0.1]}).save(SimpleNamespace(state_dict=dict), path)
+    with pytest.raises(CheckpointError, match=r"another sweep \(steps: 5 stored, 6 asked\)"):
+        Checkpoints(str(tmp_path), {"steps": 6, "lr": [0.1]}).load(path)

@@ -50,6 +50,21 @@ def test_every_option_of_the_sweep_shows_its_default(capsys):
     assert "inertia train's 3000" in text and "inertia train's is 1" in text   # why they differ
 
 
+@pytest.mark.parametrize("command", ["train", "sweep", "race", "surfaces"])
+def test_every_option_that_has_a_default_says_it(command):
+    import argparse
+    import importlib
+
+    from inertia.commands.options import HelpFormatter
+
+    module = importlib.import_module(f"inertia.commands.{command}")
+    parser = module.add_parser(argparse.ArgumentParser().add_subparsers())
+    help_of = HelpFormatter("inertia")._get_help_string
+    for action in parser._actions:
+        if action.option_strings and action.nargs != 0 and action.default not in (None, []):
+            assert "default" in help_of(action), (command, action.option_strings)
+
+
 def test_train_says_why_its_defaults_differ_from_the_sweeps(capsys):
     text = _help("train", capsys)
     assert "(default: 3000; more than inertia sweep's 2000" in text

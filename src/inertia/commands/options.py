@@ -129,8 +129,8 @@ def check_device(text: str | None, option: str = "--device") -> None:
         return
     if device.type not in ("cuda", "mps", "xpu"):
         raise ValueError(f"{option} {text}: not a device to train on; use cpu, cuda, cuda:N, mps or xpu")
-    backend = getattr(torch, device.type)     # torch.cuda, torch.mps, torch.xpu
-    if not backend.is_available():
+    backend = getattr(torch, device.type, None)     # torch.cuda, torch.mps, torch.xpu (absent in older torch)
+    if backend is None or not backend.is_available():
         raise ValueError(f"{option} {text}: this machine has no {device.type} device "
                          f"(torch {torch.__version__}); use --device cpu")
     count = backend.device_count()

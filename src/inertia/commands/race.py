@@ -21,6 +21,7 @@ from . import options
 
 
 OPTIMAL_KINDS = {"sgd": "gd", "momentum": "momentum"}  # rule name -> the theory's optimum it takes
+RACED = ("sgd:lr=0.02", "momentum:lr=0.02,momentum=0.9")   # the configurations raced when none is given
 
 
 def parse_optimizer(spec: str, surface: Any = None) -> dict[str, Any]:
@@ -119,7 +120,7 @@ def slider_grid(result: Any, rule: str | None = None) -> Any:
     return race_grid(s, rule, lrs, momenta, steps=result.steps, start=result.positions[0, 0])
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "race",
         help="race optimizers on a test surface (contour PNG, GIF, loss plot, interactive HTML report)",
@@ -133,7 +134,8 @@ def add_parser(subparsers: Any) -> None:
                    help="a configuration to race, e.g. momentum:lr=0.02,momentum=0.9 (repeat for several); "
                         "a value may be a schedule from inertia.schedules, e.g. "
                         "'momentum:lr=0.02,momentum=sutskever_ramp(0.99,every=50)'; on a quadratic, "
-                        "sgd:optimal and momentum:optimal take the theory's optimal lr (and momentum)")
+                        "sgd:optimal and momentum:optimal take the theory's optimal lr (and momentum) "
+                        f"(default: {' and '.join(RACED)})")
     options.add_schedule(p, "for every configuration that has NAME, starting from its value over --steps")
     p.add_argument("--steps", type=int, default=300, help="steps per configuration (default 300)")
     p.add_argument("--start", default=None, help="starting point x,y (default: the surface's own)")
@@ -143,6 +145,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--no-report", action="store_true", help="skip the interactive HTML report")
     p.add_argument("--float32", action="store_true", help="race in float32 (default float64)")
     p.set_defaults(run=run)
+    return p
 
 
 def run(args: argparse.Namespace) -> int:
@@ -152,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     from ..races import race
 
     surface = surfaces.parse(args.surface)
-    specs = args.optimizer or ["sgd:lr=0.02", "momentum:lr=0.02,momentum=0.9"]
+    specs = args.optimizer or list(RACED)
     configs = [parse_optimizer(s, surface) for s in specs]
     schedules = options.schedules(args.schedule)
     if args.steps < 1:

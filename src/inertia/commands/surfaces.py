@@ -9,10 +9,11 @@ from typing import Any
 from . import options
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("surfaces", help="list the test surfaces, each with its parameters",
                               description=__doc__, formatter_class=options.HelpFormatter)
     p.set_defaults(run=run)
+    return p
 
 
 def parameters(factory: Any) -> str:

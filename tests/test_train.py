@@ -101,15 +101,12 @@ def test_bad_input_is_rejected_with_a_message(args, needle, capsys):
 
 @pytest.mark.parametrize("args", [["--steps", "0"], ["--batch-size", "-3"], ["--lr", "nan"], ["--steps", "x"]])
 def test_argument_types_are_checked_before_training(args, capsys):
-    with pytest.raises(SystemExit) as info:
-        main([*FAST, *args])
-    assert info.value.code == 2
-    assert args[0] in capsys.readouterr().err
+    assert main([*FAST, *args]) == 2
+    assert f"argument {args[0]}:" in capsys.readouterr().err
 
 
 def test_help_explains_every_option(capsys):
-    with pytest.raises(SystemExit):
-        main(["train", "--help"])
+    assert main(["train", "--help"]) == 0
     text = capsys.readouterr().out
     for option in ["--data", "--model", "--loss", "--optimizer", "--lr", "--momentum", "--nesterov", "--convention",
                    "--standardize", "--schedule", "--weight-decay", "--steps", "--batch-size", "--folds", "--seed", "--device", "--json",

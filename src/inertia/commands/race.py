@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from .._text import parse_literal
+from . import options
 
 
 OPTIMAL_KINDS = {"sgd": "gd", "momentum": "momentum"}  # rule name -> the theory's optimum it takes
+RACED = ("sgd:lr=0.02", "momentum:lr=0.02,momentum=0.9")   # the configurations raced when none is given
 
 
 def parse_optimizer(spec: str, surface: Any = None) -> dict[str, Any]:
@@ -124,22 +126,6 @@ def slider_grid(result: Any, rule: str | None = None) -> Any:
     return race_grid(s, rule, lrs, momenta, steps=result.steps, start=result.positions[0, 0])
 
 
-def parse_schedules(items: list[str]) -> dict[str, Any]:
-    """``["lr=cosine", "momentum=sutskever_ramp(every=50)"]`` -> ``{name: ScheduleSpec}`` (one-line errors)."""
-    from ..schedules import check_spec
-
-    out: dict[str, Any] = {}
-    for item in items or []:
-        name, eq, spec = item.partition("=")
-        name = name.strip().replace("-", "_")
-        if not eq or not name or not spec.strip():
-            raise ValueError(f"--schedule expects NAME=SPEC such as lr=cosine, got {item!r}")
-        if name in out:
-            raise ValueError(f"--schedule {name} is given twice")
-        out[name] = check_spec(name, spec.strip())
-    return out
-
-
 def parse_map(items: list[str]) -> tuple[list[float], list[float]]:
     """``["lr=1e-3:1:40", "momentum=0:0.99:40"]`` -> (lrs, momenta): each ``start:stop:count``
     (log-spaced when both bounds are > 0, else linear) or a comma list, as ``inertia sweep`` reads them."""
@@ -160,12 +146,12 @@ def parse_map(items: list[str]) -> tuple[list[float], list[float]]:
     return axes["lr"], axes["momentum"]
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "race",
         help="race optimizers on a test surface (contour PNG, GIF, loss plot, interactive HTML report)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=options.HelpFormatter,
     )
     p.add_argument("--surface", default="marble",
                    help="surface NAME or NAME:key=value,... (e.g. quadratic:condition=100,rotate=0.5); "
@@ -174,11 +160,9 @@ def add_parser(subparsers: Any) -> None:
                    help="a configuration to race, e.g. momentum:lr=0.02,momentum=0.9 (repeat for several); "
                         "a value may be a schedule from inertia.schedules, e.g. "
                         "'momentum:lr=0.02,momentum=sutskever_ramp(0.99,every=50)'; on a quadratic, "
-                        "sgd:optimal and momentum:optimal take the theory's optimal lr (and momentum)")
-    p.add_argument("--schedule", action="append", default=[], metavar="NAME=SPEC",
-                   help="a schedule for hyperparameter NAME of every configuration that has it, starting from "
-                        "that configuration's value, e.g. --schedule lr=cosine or --schedule "
-                        "momentum=sutskever_ramp(every=50) (repeatable; schedules: inertia.schedules)")
+                        "sgd:optimal and momentum:optimal take the theory's optimal lr (and momentum) "
+                        f"(default: {' and '.join(RACED)})")
+    options.add_schedule(p, "for every configuration that has NAME, starting from its value over --steps")
     p.add_argument("--map", action="append", default=[], metavar="NAME=START:STOP:COUNT",
                    help="race a whole grid with the first --optimizer's rule (default momentum) and draw where "
                         "each pair ends (basins.png, and a layer of the report): give both "
@@ -192,6 +176,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--no-report", action="store_true", help="skip the interactive HTML report")
     p.add_argument("--float32", action="store_true", help="race in float32 (default float64)")
     p.set_defaults(run=run)
+    return p
 
 
 def run(args: argparse.Namespace) -> int:
@@ -201,9 +186,9 @@ def run(args: argparse.Namespace) -> int:
     from ..races import race
 
     surface = surfaces.parse(args.surface)
-    specs = args.optimizer or ["sgd:lr=0.02", "momentum:lr=0.02,momentum=0.9"]
+    specs = args.optimizer or list(RACED)
     configs = [parse_optimizer(s, surface) for s in specs]
-    schedules = parse_schedules(args.schedule)
+    schedules = options.schedules(args.schedule)
     grid_axes = parse_map(args.map) if args.map else None
     if grid_axes and schedules:
         raise ValueError("--map races constant (lr, momentum) pairs; it does not take --schedule")

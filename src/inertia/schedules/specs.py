@@ -93,6 +93,14 @@ class ScheduleSpec:
         except TypeError as error:
             raise ValueError(f"schedule {self}: {error}") from None
 
+    def with_length(self, steps: int) -> "ScheduleSpec":
+        """This spec with every argument the run's length decides written out for a run of ``steps``
+        steps (``cosine`` -> ``cosine(steps=300)``, ``step_decay`` -> ``step_decay(step_size=100)``):
+        the same schedule in a run of any length, as a run stopped at an earlier step needs."""
+        _, _, steps_name, defaults = _TEMPLATES[self.name]
+        length = {**defaults(int(steps)), **({steps_name: int(steps)} if steps_name else {})}
+        return ScheduleSpec(self.name, **self.given, **{k: v for k, v in length.items() if k not in self.given})
+
     def __eq__(self, other: Any) -> bool:
         return isinstance(other, ScheduleSpec) and str(self) == str(other)
 

@@ -35,7 +35,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ..processes import alive, me
 from ..pruning import STACKED, StackedPruner
-from ..specs import METRICS, SearchSpec
+from ..specs import METRICS, SearchSpec, signature_difference
 from .records import CURVES, SCALARS, Finished, Outcome, outcome, records_from_study, trial_attrs
 from .space import MOMENTUM_PARAM, Dimension, dimensions, grid_params, random_points, stored_point
 from .storage import StorageError, describe_failure, is_storage_failure, normalize_url, open_storage, redact
@@ -173,8 +173,8 @@ class Study:
     def _check_signature(self, stored: str | None, sig: str) -> None:
         if stored is not None and stored != sig:
             raise ValueError(
-                f"study {self.study_name!r} in {redact(str(self.storage_url))} holds a different sweep; "
-                f"use another --out folder or --study-name. Stored: {stored}; asked: {sig}")
+                f"study {self.study_name!r} holds a different sweep ({signature_difference(stored, sig)}); "
+                f"it is in {redact(str(self.storage_url))}: use another --out folder or --study-name")
 
     # ------------------------------------------------------------ taking trials
     def claim(self, limit: int, take: Callable[[Claimed], None]) -> list[Claimed]:

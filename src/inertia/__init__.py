@@ -32,6 +32,8 @@ _LAZY = {
     "ScheduleFreeSGD": "inertia.optim",
     "fit": "inertia.fits",
     "sweep": "inertia.sweeps",
+    "find": "inertia.finder",
+    "RangeTest": "inertia.finder",
     "race": "inertia.races",
     "surfaces": "inertia.surfaces",
     "data": "inertia.data",

@@ -105,7 +105,8 @@ def sharpness(model: nn.Module, loss: Callable[[Tensor, Tensor], Tensor], batche
             grads = torch.autograd.grad(total / len(batches), theta, create_graph=True)
         if not any(g.requires_grad for g in grads):
             raise ValueError(f"sharpness: the loss of {type(model).__name__} has no second derivative with respect "
-                             "to its parameters (its gradient does not depend on them)")
+                             "to its parameters (autograd's gradient does not depend on them: a once-differentiable "
+                             "function, or a loss linear in them)")
 
         def hvp(v: list[Tensor]) -> list[Tensor]:
             try:
@@ -113,6 +114,9 @@ def sharpness(model: nn.Module, loss: Callable[[Tensor, Tensor], Tensor], batche
             except RuntimeError as error:
                 raise ValueError(f"sharpness: the loss of {type(model).__name__} has no second derivative "
                                  f"({str(error).splitlines()[0]})") from None
+            if all(h is None for h in out):
+                raise ValueError(f"sharpness: the loss of {type(model).__name__} has no second derivative "
+                                 "(its gradient's graph does not lead back to the parameters)")
             return [torch.zeros_like(p) if h is None else h.detach() for h, p in zip(out, theta)]
 
         return hessian_top_eigenvalue(hvp, theta, iters=iters, tol=tol, seed=seed)

@@ -14,7 +14,9 @@ its loss is not finite (fastai: 4; torch-lr-finder: 5); ``diverged_at`` is the l
 Suggested range per momentum, from three documented rules on the seeds' mean ŝ over log γ:
 
 - ``steepest``: where ŝ falls fastest per decade of γ (torch-lr-finder's rule, here over log γ,
-  not over the step index, the first and last 5 % of the points left out);
+  not over the step index, the first and last 5 % of the points left out), among the points below
+  the level where the ramp started (the median of its first tenth): an early spike, whose decay is
+  steep too, stays above that level;
 - ``valley``: the middle of the longest decreasing run of ŝ (fastai's ``valley``);
 - ``min/10``: a tenth of the γ with the smallest ŝ (fastai's ``minimum``, Smith's advice).
 
@@ -111,8 +113,11 @@ def suggestions(lrs: np.ndarray, smoothed: np.ndarray) -> dict[str, float] | Non
     if len(s) < 5:
         return None
     cut = max(1, len(s) // 20)
-    slope = np.gradient(s, np.log10(lrs))[cut:len(s) - cut]
-    return {"steepest": float(lrs[cut + int(np.argmin(slope))]),
+    slope = np.gradient(s, np.log10(lrs))
+    below = s < np.median(s[:max(1, len(s) // 10)])     # under the level where the ramp started
+    below[:cut], below[len(s) - cut:] = False, False
+    candidates = np.nonzero(below)[0] if below.any() else np.arange(cut, len(s) - cut)
+    return {"steepest": float(lrs[candidates[np.argmin(slope[candidates])]]),
             "valley": float(lrs[_valley(s)]),
             "min/10": float(lrs[int(np.argmin(s))] / 10)}
 

@@ -37,7 +37,7 @@ def test_each_stacked_member_is_a_separate_torch_sgd_run_on_the_ramp():
             for t in range(ramp.steps):
                 b = batch_at(train, t, 100, 4 + s, 0)
                 loss = F.cross_entropy(model(x[b]), y[b])
-                expected.append(float(loss))
+                expected.append(float(loss.detach()))
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

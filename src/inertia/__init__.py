@@ -34,6 +34,7 @@ _LAZY = {
     "sweep": "inertia.sweeps",
     "find": "inertia.finder",
     "RangeTest": "inertia.finder",
+    "YellowFin": "inertia.yellowfin",
     "race": "inertia.races",
     "surfaces": "inertia.surfaces",
     "data": "inertia.data",

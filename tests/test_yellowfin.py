@@ -105,7 +105,7 @@ def test_yellowfin_converges_on_quadratics_with_its_own_estimates(kappa, steps, 
         opt.zero_grad()
         loss = 0.5 * (lam * w * w).sum()
         loss.backward()
-        first = float(loss) if first is None else first
+        first = float(loss.detach()) if first is None else first
         opt.step()
     assert 0.5 * float((lam * w * w).sum()) < factor * first
 

@@ -27,6 +27,7 @@ models and optimizers are never touched: the stack holds copies (:func:`find`), 
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Sequence
@@ -158,7 +159,7 @@ class FinderResult:
     def lrs(self) -> np.ndarray:
         return self.ramp.lrs()
 
-    @property
+    @functools.cached_property
     def smoothed(self) -> np.ndarray:
         return smooth(self.losses, self.ramp.smoothing)
 
@@ -217,8 +218,10 @@ class FinderResult:
         low, high = min(s[0] for s in spans) / 2, max(s[1] for s in spans) * 2
         meta = self.meta
         words = ["inertia sweep", f"--data {meta.get('data', 'DATA')}", f"--model {meta.get('model', 'MODEL')}",
-                 f"--optimizer {meta.get('optimizer', 'momentum')}", f"--lr {low:.3g}:{high:.3g}:{count}",
-                 "--momentum " + ",".join(_key(m) for m in self.momenta), "--out runs/sweep"]
+                 f"--optimizer {meta.get('optimizer', 'momentum')}",
+                 *(f"--fixed {name}={value}" for name, value in meta.get("fixed", {}).items()),
+                 f"--lr {low:.3g}:{high:.3g}:{count}", "--momentum " + ",".join(_key(m) for m in self.momenta),
+                 "--out runs/sweep"]
         return " ".join(words)
 
 
@@ -241,28 +244,11 @@ def find(data: Any = "mnist1d", model: Any = "mlp", *, momentum: Any = (0.0, 0.9
     ``standardize``, as in :class:`inertia.sweeps.TrainSpec`. ``measure_sharpness``: λ_max at initialization
     and at :data:`SHARPNESS_POINTS` points along the ramp (:mod:`inertia.sharpness`).
     """
-    from .sweeps import SweepSpec, TaskSpec, TrainSpec, _check_data, _job, _load_data
     from .sweeps.engine import Members
 
-    unknown = [name for name in settings if name not in FIND_SETTINGS]
-    if unknown:
-        raise TypeError(f"unknown find setting(s) {unknown}; known: {', '.join(FIND_SETTINGS)}")
     ramp = Ramp(start, end, steps, smoothing, diverge)
-    from . import rules
-
-    if "momentum" not in rules.get(optimizer).rule.numeric:
-        raise ValueError(f"optimizer {optimizer} has no momentum; the range test varies it (use momentum, "
-                         f"nesterov, sgd, ...)")
-    task = TaskSpec.from_values(data, model, optimizer=optimizer, lr=None, momentum=momentum,
-                                fixed={**(fixed or {}), "lr": ramp.start}, schedules={"lr": ramp.schedule()},
-                                loss=loss, model_args=model_args)
-    spec = SweepSpec(task, TrainSpec(steps=ramp.steps, **settings))
-    dataset = _load_data(spec.task.data, spec.train.seed)
-    spec = spec.resolved(data=dataset)
-    _check_data(spec, dataset)
-    job = _job(spec, dataset)
-    job.diverge_above = math.inf     # only a non-finite loss stops a member inside the engine; the ramp stops the rest
-    momenta = tuple(task.space["momentum"])
+    job, dataset, momenta = _ramp_job(ramp, data, model, momentum, optimizer, dict(fixed or {}), loss, model_args,
+                                      settings)
     members = Members(job, [{"momentum": mu} for mu in momenta], list(momenta))
     probe = _SharpnessProbe(job, ramp) if measure_sharpness else None
     along = []
@@ -272,15 +258,44 @@ def find(data: Any = "mnist1d", model: Any = "mlp", *, momentum: Any = (0.0, 0.9
         _stop_diverged(members, ramp)
         if probe is not None and members.step in points and len(members.live):
             along.append(probe.along(members, momenta))
-    n, k = len(momenta), job.members_per_config
-    losses = members.curves.numpy().reshape(k, n, ramp.steps).transpose(1, 0, 2).copy()
-    hyper = job.preset.hyper(**job.fixed)
-    edge = ({"convention": hyper["convention"], "nesterov": bool(hyper["nesterov"]),
-             "dampening": float(hyper["dampening"])} if job.preset.rule.name == "sgd" else None)
+    losses = members.curves.numpy().reshape(job.members_per_config, len(momenta), ramp.steps).transpose(1, 0, 2)
     meta = {"data": data if isinstance(data, str) else dataset.name, "model": model if isinstance(model, str) else
-            getattr(model, "__name__", "MODEL"), "optimizer": optimizer, "seeds": job.seeds,
-            "batch_size": job.batch_size, "backend": job.backend, "device": job.device, "dataset": repr(dataset)}
-    return FinderResult(ramp, momenta, losses, probe.init() if probe else [], along, edge, meta)
+            getattr(model, "__name__", "MODEL"), "optimizer": optimizer, "fixed": dict(fixed or {}),
+            "seeds": job.seeds, "batch_size": job.batch_size, "backend": job.backend, "device": job.device,
+            "dataset": repr(dataset)}
+    return FinderResult(ramp, momenta, losses.copy(), probe.init() if probe else [], along, _edge(job), meta)
+
+
+def _ramp_job(ramp: Ramp, data: Any, model: Any, momentum: Any, optimizer: str, fixed: dict[str, Any], loss: Any,
+              model_args: Mapping[str, Any] | None, settings: Mapping[str, Any]) -> tuple[Any, Any, tuple[float, ...]]:
+    """The sweep's job for the ramp (its specs, data and checks), the dataset, and the momenta."""
+    from . import rules
+    from .sweeps import SweepSpec, TaskSpec, TrainSpec, _check_data, _job, _load_data
+
+    unknown = [name for name in settings if name not in FIND_SETTINGS]
+    if unknown:
+        raise TypeError(f"unknown find setting(s) {unknown}; known: {', '.join(FIND_SETTINGS)}")
+    if "momentum" not in rules.get(optimizer).rule.numeric:
+        raise ValueError(f"optimizer {optimizer} has no momentum; the range test varies it (use momentum, "
+                         f"nesterov, sgd, ...)")
+    task = TaskSpec.from_values(data, model, optimizer=optimizer, lr=None, momentum=momentum,
+                                fixed={**fixed, "lr": ramp.start}, schedules={"lr": ramp.schedule()},
+                                loss=loss, model_args=model_args)
+    spec = SweepSpec(task, TrainSpec(steps=ramp.steps, **settings))
+    dataset = _load_data(spec.task.data, spec.train.seed)
+    spec = spec.resolved(data=dataset)
+    _check_data(spec, dataset)
+    job = _job(spec, dataset)
+    job.diverge_above = math.inf     # only a non-finite loss stops a member inside the engine; the ramp stops the rest
+    return job, dataset, tuple(task.space["momentum"])
+
+
+def _edge(job: Any) -> dict[str, Any] | None:
+    """The convention, nesterov and dampening of heavy ball's stability edge, or None for another rule."""
+    if job.preset.rule.name != "sgd":
+        return None
+    hyper = job.preset.hyper(**job.fixed)
+    return {"convention": hyper["convention"], "nesterov": bool(hyper["nesterov"]), "dampening": float(hyper["dampening"])}
 
 
 def _stop_diverged(members: Any, ramp: Ramp) -> None:

@@ -18,7 +18,7 @@ def finder_plot(result: Any, path: str | Path | None = None, *, title: str | Non
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), dpi=120, sharey=True)
     lrs = result.lrs
-    tops = []
+    tops, crosses = [], []
     for i, mu in enumerate(result.momenta):
         colour = LINE_PALETTE[i % len(LINE_PALETTE)]
         mean, low, high = result.curve(i)
@@ -40,10 +40,13 @@ def finder_plot(result: Any, path: str | Path | None = None, *, title: str | Non
                 ax.axvline(edge * scale, color=colour, ls="--", lw=1.2)
             if diverged is not None:
                 last = int(np.nanargmax(np.where(np.isfinite(mean), np.arange(len(mean)), -1)))
-                ax.plot(diverged * scale, mean[last], marker="x", color=colour, ms=9, mew=2)
+                crosses.append((ax, diverged * scale, mean[last], colour))
     finite = result.smoothed[np.isfinite(result.smoothed)]
     if len(finite) and tops:
         axes[0].set_ylim(float(finite.min()) * 0.95, max(tops) * 1.15)
+    top = axes[0].get_ylim()[1]
+    for ax, x, y, colour in crosses:      # a divergence above the drawn range is marked at its top
+        ax.plot(x, min(y, top), marker="x", color=colour, ms=9, mew=2, clip_on=False)
     for ax, xlabel in zip(axes, ("learning rate lr", "effective learning rate lr / (1 − μ)")):
         ax.set_xscale("log")
         ax.grid(True, which="both", alpha=0.25)

@@ -107,7 +107,7 @@ def test_yellowfin_converges_on_quadratics_with_its_own_estimates(kappa, steps, 
         loss.backward()
         first = float(loss.detach()) if first is None else first
         opt.step()
-    assert 0.5 * float((lam * w * w).sum()) < factor * first
+    assert 0.5 * float((lam * w * w).sum().detach()) < factor * first
 
 
 def test_state_dict_resumes_exactly():

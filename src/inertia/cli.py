@@ -15,6 +15,7 @@ import sys
 COMMANDS = [
     "inertia.commands.train",
     "inertia.commands.sweep",
+    "inertia.commands.find",
     "inertia.commands.race",
     "inertia.commands.surfaces",
 ]

@@ -19,7 +19,7 @@ from inertia.finder import Ramp, RangeTest, find, smooth, suggestions
 def test_each_stacked_member_is_a_separate_torch_sgd_run_on_the_ramp():
     """momenta x seeds in one stack == torch.optim.SGD + ExponentialLR per (momentum, seed), same batches."""
     from inertia.models import model_factory
-    from inertia.sweeps.engine import batch_at, make_folds
+    from inertia.pipeline import batch_at, make_folds
 
     ramp = Ramp(start=1e-3, end=0.05, steps=25)
     result = find("digits", "mlp", momentum=(0.0, 0.9), start=ramp.start, end=ramp.end, steps=ramp.steps, seeds=2,
@@ -165,7 +165,7 @@ def test_cli_writes_plot_json_suggestion_and_edge(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, needle", [(["--start", "1", "--end", "0.1"], "start (1) must be below end (0.1)"),
-                                          (["--steps", "0"], "steps must be a positive integer"),
+                                          (["--steps", "0"], "--steps: must be a positive integer"),
                                           (["--optimizer", "adam"], "has no momentum")])
 def test_cli_bad_input_is_one_line(args, needle, capsys, tmp_path):
     assert main(["find", "--data", "digits", "--plot", str(tmp_path / "p.png"), *args]) == 2

@@ -270,7 +270,7 @@ def _ramp_job(ramp: Ramp, data: Any, model: Any, momentum: Any, optimizer: str, 
               model_args: Mapping[str, Any] | None, settings: Mapping[str, Any]) -> tuple[Any, Any, tuple[float, ...]]:
     """The sweep's job for the ramp (its specs, data and checks), the dataset, and the momenta."""
     from . import rules
-    from .sweeps import SweepSpec, TaskSpec, TrainSpec, _check_data, _job, _load_data
+    from .sweeps import SweepSpec, TaskSpec, TrainSpec, prepare
 
     unknown = [name for name in settings if name not in FIND_SETTINGS]
     if unknown:
@@ -281,11 +281,7 @@ def _ramp_job(ramp: Ramp, data: Any, model: Any, momentum: Any, optimizer: str, 
     task = TaskSpec.from_values(data, model, optimizer=optimizer, lr=None, momentum=momentum,
                                 fixed={**fixed, "lr": ramp.start}, schedules={"lr": ramp.schedule()},
                                 loss=loss, model_args=model_args)
-    spec = SweepSpec(task, TrainSpec(steps=ramp.steps, **settings))
-    dataset = _load_data(spec.task.data, spec.train.seed)
-    spec = spec.resolved(data=dataset)
-    _check_data(spec, dataset)
-    job = _job(spec, dataset)
+    _, dataset, job = prepare(SweepSpec(task, TrainSpec(steps=ramp.steps, **settings)))
     job.diverge_above = math.inf     # only a non-finite loss stops a member inside the engine; the ramp stops the rest
     return job, dataset, tuple(task.space["momentum"])
 

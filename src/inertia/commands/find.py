@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .._text import parse_literal
+from . import options
 
 DESCRIPTION = """\
 A learning-rate range test that knows momentum: the learning rate rises exponentially
@@ -30,61 +30,55 @@ example:
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "find", help="range test of the learning rate for several momenta and seeds at once; plot, range, edge",
-        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=DESCRIPTION, formatter_class=options.HelpFormatter)
     what = parser.add_argument_group("what to train")
-    what.add_argument("--data", default="mnist1d", metavar="NAME|PATH", help="mnist1d, digits, or a .npz/.csv file")
-    what.add_argument("--model", default="mlp", metavar="NAME|MODULE:FACTORY",
-                      help="a model name (mlp, linear, cnn, cnn2d) or package.module:factory")
-    what.add_argument("--model-arg", action="append", default=[], metavar="NAME=VALUE",
-                      help="an argument of the model factory, e.g. --model-arg width=32 (repeatable)")
-    what.add_argument("--optimizer", default="momentum", help="a registered rule with a momentum (momentum, nesterov, ...)")
-    what.add_argument("--momentum", default="0,0.9,0.99", help="momentum values, a comma list (default 0,0.9,0.99)")
+    options.add_data(what)
+    options.add_model(what)
+    options.add_optimizer(what)
+    what.add_argument("--momentum", default="0,0.9,0.99", help="momentum values, a comma list")
     what.add_argument("--fixed", action="append", default=[], metavar="NAME=VALUE",
                       help="a hyperparameter of the rule, e.g. --fixed convention=ema (repeatable)")
-    what.add_argument("--loss", default="auto", choices=("auto", "cross_entropy", "mse", "l1", "huber", "bce_with_logits"))
+    options.add_loss(what)
     ramp = parser.add_argument_group("the ramp")
-    ramp.add_argument("--start", type=float, default=1e-5, help="first learning rate (default 1e-5)")
-    ramp.add_argument("--end", type=float, default=10.0, help="last learning rate (default 10)")
-    ramp.add_argument("--steps", type=int, default=300, help="steps of the ramp (default 300)")
-    ramp.add_argument("--smoothing", type=float, default=0.98, metavar="BETA", help="EMA factor of the loss (0.98)")
-    ramp.add_argument("--diverge", type=float, default=4.0, metavar="X",
-                      help="diverged once the smoothed loss exceeds X times its lowest (default 4)")
+    ramp.add_argument("--start", type=options.finite_float, default=1e-5, help="first learning rate")
+    ramp.add_argument("--end", type=options.finite_float, default=10.0, help="last learning rate")
+    ramp.add_argument("--steps", type=options.positive_int, default=300, help="steps of the ramp")
+    ramp.add_argument("--smoothing", type=options.finite_float, default=0.98, metavar="BETA",
+                      help="EMA factor of the loss")
+    ramp.add_argument("--diverge", type=options.finite_float, default=4.0, metavar="X",
+                      help="diverged once the smoothed loss exceeds X times its lowest")
     ramp.add_argument("--no-sharpness", dest="sharpness", action="store_false",
                       help="skip the Hessian's top eigenvalue and the stability edge")
     how = parser.add_argument_group("how to train")
-    how.add_argument("--batch-size", type=int, default=100)
-    how.add_argument("--seed", type=int, default=0)
-    how.add_argument("--seeds", type=int, default=3, metavar="K", help="initializations and batch orders (default 3)")
-    how.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    how.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    how.add_argument("--backend", default="auto", choices=("auto", "batched", "vmap"))
+    how.add_argument("--batch-size", type=options.positive_int, default=100, help="examples per step")
+    how.add_argument("--seed", type=int, default=0, help="the first seed")
+    how.add_argument("--seeds", type=options.positive_int, default=3, metavar="K",
+                     help="initializations and batch orders")
+    how.add_argument("--dtype", default="float32", choices=("float32", "float64"), help="the parameters' dtype")
+    options.add_device(how)
+    options.add_backend(how)
     how.add_argument("--standardize", action="store_true", help="standardize the inputs with the training part")
     out = parser.add_argument_group("outputs")
-    out.add_argument("--plot", default="finder.png", metavar="PATH", help="the figure (default finder.png)")
+    out.add_argument("--plot", default="finder.png", metavar="PATH", help="the figure")
     out.add_argument("--json", default=None, metavar="PATH", help="the ranges, divergence, sharpness and edge as JSON")
     parser.set_defaults(run=run_command)
     return parser
-
-
-def _pairs(items: list[str], option: str) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        name, eq, value = item.partition("=")
-        if not eq or not name.strip():
-            raise ValueError(f"{option} expects NAME=VALUE, got {item!r}")
-        out[name.strip().replace("-", "_")] = parse_literal(value)
-    return out
 
 
 def run_command(args: argparse.Namespace) -> int:
     import torch
 
     from ..finder import find
+
+    options.check_device(args.device)
+    options.check_writable(args.plot, "--plot", folder=False)
+    if args.json:
+        options.check_writable(args.json, "--json", folder=False)
     from ..plots.finder import finder_plot
 
     started = time.time()
     result = find(args.data, args.model, momentum=args.momentum, optimizer=args.optimizer,
-                  fixed=_pairs(args.fixed, "--fixed"), loss=args.loss, model_args=_pairs(args.model_arg, "--model-arg"),
+                  fixed=options.literals(args.fixed, "--fixed"), loss=args.loss, model_args=options.literals(args.model_arg, "--model-arg"),
                   start=args.start, end=args.end, steps=args.steps, smoothing=args.smoothing, diverge=args.diverge,
                   measure_sharpness=args.sharpness, batch_size=args.batch_size, seed=args.seed, seeds=args.seeds,
                   dtype=getattr(torch, args.dtype), device=args.device, backend=args.backend,

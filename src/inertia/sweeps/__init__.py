@@ -101,12 +101,7 @@ def run_sweep(spec: SweepSpec, *, progress: Callable[[int, int], None] | None = 
     """
     if progress is not None and not callable(progress):
         raise TypeError(f"progress takes a function f(done, total), got {progress!r}")
-    dataset = _load_data(spec.task.data, spec.train.seed)
-    spec = spec.resolved(data=dataset)
-    if spec.train.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device cuda asked for but CUDA is not available")
-    _check_data(spec, dataset)
-    job = _job(spec, dataset)
+    spec, dataset, job = prepare(spec)
     check_members(job.preset, spec.task.members(), columns=list(spec.task.space), schedules=job.schedules,
                   steps=job.steps)   # every value over its schedule's run, with the rule (once: stacks skip it)
     if spec.search.metric not in job.metric_names:
@@ -122,6 +117,17 @@ def run_sweep(spec: SweepSpec, *, progress: Callable[[int, int], None] | None = 
             "matmul": job.matmul if job.matmul == "torch" else f"openblas {openblas_core()}",
             "dataset": repr(dataset), "running": study.running()}
     return SweepResults(study.records(), list(spec.task.space), spec.search.metric, meta)
+
+
+def prepare(spec: SweepSpec) -> tuple[SweepSpec, Any, Job]:
+    """The data of ``spec`` loaded and checked, the spec resolved on it, and the engine's job: every
+    input checked before anything trains (the sweep's, and the range test's, first step)."""
+    dataset = _load_data(spec.task.data, spec.train.seed)
+    spec = spec.resolved(data=dataset)
+    if spec.train.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device cuda asked for but CUDA is not available")
+    _check_data(spec, dataset)
+    return spec, dataset, _job(spec, dataset)
 
 
 def _warn(message: str) -> None:
@@ -206,6 +212,6 @@ def _writable(folder: Path) -> None:
         raise ValueError(f"out: cannot write into {str(folder)!r}: {error.strerror or error}") from None
 
 
-__all__ = ["sweep", "run_sweep", "SweepSpec", "TaskSpec", "TrainSpec", "SearchSpec", "RunSpec", "SweepResults",
+__all__ = ["sweep", "run_sweep", "prepare", "SweepSpec", "TaskSpec", "TrainSpec", "SearchSpec", "RunSpec", "SweepResults",
            "parse_values", "IncompleteSweep", "Job", "Members", "make_folds", "StorageError", "DEFAULT_MOMENTA",
            "SAMPLERS", "LANES", "METRICS"]

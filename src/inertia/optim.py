@@ -804,6 +804,37 @@ class ScheduleFreeSGD(RuleOptimizer):
     __init__ = _preset_init("schedulefree")
 
 
+class Muon(RuleOptimizer):
+    r"""Muon (Jordan et al. 2024), as ``torch.optim.Muon`` on matrices, AdamW for the other parameters.
+
+    ``inertia.Muon(params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
+    ns_coefficients=(3.4445, -4.7750, 2.0315), eps=1e-7, ns_steps=5, adjust_lr_fn="original",
+    convention="ema", cautious=False, fallback=True, fallback_lr_ratio=1.0, fallback_betas=(0.9, 0.999),
+    fallback_eps=1e-8, fallback_weight_decay=0.01)``. Conv weights are orthogonalized flattened to 2-D;
+    parameters with fewer than two axes go to AdamW (lr · fallback_lr_ratio). Equations: :mod:`inertia.rules.muon`.
+    """
+
+    rule = rules.MUON_RULE
+    __init__ = _preset_init("muon")
+
+
+class Lion(RuleOptimizer):
+    r"""Lion (Chen et al. 2023): ``inertia.Lion(params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0,
+    maximize=False, cautious=False)``. Equations: :mod:`inertia.rules.lion`."""
+
+    rule = rules.LION_RULE
+    __init__ = _preset_init("lion")
+
+
+class AdEMAMix(RuleOptimizer):
+    r"""AdEMAMix (Pagliardini et al. 2024): ``inertia.AdEMAMix(params, lr=1e-3, betas=(0.9, 0.999, 0.9999),
+    alpha=5.0, eps=1e-8, weight_decay=0.0, maximize=False, cautious=False)``. The paper's warm-ups of α and
+    β₃: ``HyperScheduler(opt, **inertia.schedules.ademamix_warmups(T))``. Equations: :mod:`inertia.rules.ademamix`."""
+
+    rule = rules.ADEMAMIX_RULE
+    __init__ = _preset_init("ademamix")
+
+
 class Lookahead(torch.optim.Optimizer):
     r"""Lookahead (Zhang, Lucas, Hinton & Ba, NeurIPS 2019) around ANY ``torch.optim.Optimizer``.
 

@@ -21,7 +21,8 @@ Schedules: :func:`constant`, :func:`step_decay`, :func:`exponential`,
 :func:`cosine` (optional warm restarts), :func:`linear` (warm-up), :func:`join`
 and :func:`warmup_cosine` (composition), :func:`one_cycle` and
 :func:`one_cycle_momentum` (Smith 2018), :func:`sutskever_ramp` (Sutskever et
-al. 2013), :func:`demon` (Chen et al.).
+al. 2013), :func:`demon` (Chen et al.), :func:`half_life_warmup` and
+:func:`ademamix_warmups` (AdEMAMix's warm-ups, Pagliardini et al. 2024).
 """
 from __future__ import annotations
 
@@ -46,6 +47,8 @@ __all__ = [
     "one_cycle_momentum",
     "sutskever_ramp",
     "demon",
+    "half_life_warmup",
+    "ademamix_warmups",
     "HyperScheduler",
     "as_schedule",
     "ScheduleSpec",
@@ -104,6 +107,14 @@ def _minimum(a: Value, b: Value) -> Value:
         b_t = b if isinstance(b, Tensor) else torch.tensor(b, dtype=a_t.dtype, device=a_t.device)
         return torch.minimum(a_t, b_t)
     return min(a, b)
+
+
+def _log(value: Value) -> Value:
+    return torch.log(value) if isinstance(value, Tensor) else math.log(value)
+
+
+def _exp(value: Value) -> Value:
+    return torch.exp(value) if isinstance(value, Tensor) else math.exp(value)
 
 
 def _cos_anneal(start: Value, end: Value, pct: float) -> Value:
@@ -440,6 +451,40 @@ class demon(Schedule):
         return mu * frac / ((1 - mu) + mu * frac)
 
 
+class half_life_warmup(Schedule):
+    r"""An EMA coefficient warmed up from ``start`` to ``end`` with its half-life growing linearly.
+
+    ``β(t) = min(exp(ln β_s · ln β_e / ((1 − t/T)·ln β_e + (t/T)·ln β_s)), β_e)`` with T = ``steps``:
+    1/ln β(t) = (1 − t/T)/ln β_s + (t/T)/ln β_e, so the half-life ln ½/ln β moves linearly from ``start``'s to ``end``'s,
+    and ``end`` is held after T. With ``start`` = β₁ it is AdEMAMix's β₃ scheduler (Pagliardini,
+    Ablin & Grangier 2024, Algorithm 1); ``start`` and ``end`` in (0, 1).
+    """
+
+    def __init__(self, end: Value, steps: int, start: Value = 0.9):
+        self.end = _number("end", end)
+        self.start = _number("start", start)
+        for name, value in (("start", self.start), ("end", self.end)):
+            values = value.reshape(-1).tolist() if isinstance(value, Tensor) else [value]
+            if not all(0 < v < 1 for v in values):
+                raise ValueError(f"{name} must be in (0, 1), got {name}={_show(value)}")
+        self.steps = _length("steps", steps)
+
+    def __call__(self, step: int) -> Value:
+        frac = min(_step(step), self.steps) / self.steps
+        inverse_log = (1 - frac) / _log(self.start) + frac / _log(self.end)
+        return _minimum(_exp(1 / inverse_log), self.end)
+
+
+def ademamix_warmups(T_alpha_beta3: int, alpha: Value = 5.0, betas: tuple = (0.9, 0.999, 0.9999)) -> dict[str, Any]:
+    """AdEMAMix's warm-ups over ``T_alpha_beta3`` steps (Pagliardini et al. 2024) as schedules of its
+    hyperparameters: ``alpha`` from 0 (``linear``), ``betas[2]`` from β₁ (:class:`half_life_warmup`).
+
+    ``HyperScheduler(optimizer, **ademamix_warmups(T, alpha, betas))``, or a race's or sweep's
+    ``schedules=`` (with ``alpha`` and ``betas`` the configurations' values)."""
+    return {"alpha": linear(0.0, alpha, T_alpha_beta3),
+            "betas": (None, None, half_life_warmup(betas[2], T_alpha_beta3, start=betas[0]))}
+
+
 # ---------------------------------------------------------------- scheduler
 
 def _is_schedule(value: Any) -> bool:
@@ -704,6 +749,7 @@ _TEMPLATES: dict[str, tuple[Callable[..., Schedule], str, str | None, Callable[[
     "one_cycle_momentum": (one_cycle_momentum, "max", "steps", lambda steps: {}),
     "sutskever_ramp": (sutskever_ramp, "mu_max", None, lambda steps: {}),
     "demon": (demon, "momentum", "steps", lambda steps: {}),
+    "half_life_warmup": (half_life_warmup, "end", "steps", lambda steps: {}),
 }
 
 

@@ -16,6 +16,7 @@ from .functions import (
     constant,
     cosine,
     demon,
+    half_life_warmup,
     exponential,
     linear,
     one_cycle,
@@ -39,6 +40,7 @@ _TEMPLATES: dict[str, tuple[Callable[..., Schedule], str, str | None, Callable[[
     "one_cycle_momentum": (one_cycle_momentum, "max", "steps", lambda steps: {}),
     "sutskever_ramp": (sutskever_ramp, "mu_max", None, lambda steps: {}),
     "demon": (demon, "momentum", "steps", lambda steps: {}),
+    "half_life_warmup": (half_life_warmup, "end", "steps", lambda steps: {}),
 }
 
 

@@ -239,19 +239,22 @@ def _tensorboard_logger(args: argparse.Namespace, kwargs: dict[str, Any], writer
     """An ``on_step`` that writes each (seed, fold) model's loss, lr, momentum, effective lr and beta1
     to ``writers[(seed, fold)]``."""
     from .. import rules
-    from ..tensorboard import RunWriter, effective_lr
+    from ..tensorboard import RunWriter, effective_lr, flat_hparams, run_name
 
     full = rules.get(args.optimizer).hyper(**kwargs["hyper"])
     every = max(1, args.steps // 200)
-    name = f"{args.optimizer}_lr={full.get('lr')}_{time.strftime('%Y%m%d-%H%M%S')}_seed={args.seed}"
+    settings = flat_hparams(config(kwargs, full))
+    given = {"optimizer": args.optimizer, **kwargs["hyper"],
+             **{f"schedule.{k}": v for k, v in kwargs["schedules"].items()}}
+    started = time.strftime("%Y%m%d-%H%M%S")
 
     def log(info) -> None:
         if info.step % every and info.step != args.steps - 1:
             return
         key = (info.seed, info.fold)
-        if key not in writers:
-            run = name if args.folds == 1 and args.seeds == 1 else f"{name}_seed={info.seed}_fold={info.fold}"
-            writers[key] = RunWriter(args.tensorboard, run, config(kwargs, full))
+        if key not in writers:   # every hyperparameter given, the seed and fold; a new directory, never merged
+            name = run_name({**given, "seed": info.seed, "fold": info.fold if args.folds > 1 else None})
+            writers[key] = RunWriter(args.tensorboard, f"{name}_{started}", settings, unique=True)
         group = info.optimizer.param_groups[0]
         values = {"loss": float(info.loss)}
         values.update({k: float(group[k]) for k in ("lr", "momentum") if k in group})
@@ -260,7 +263,7 @@ def _tensorboard_logger(args: argparse.Namespace, kwargs: dict[str, Any], writer
         betas = group.get("betas")
         if isinstance(betas, (tuple, list)) and len(betas) == 2:
             values["beta1"] = float(betas[0])
-        writers[key].log(info.step, **values)
+        writers[key].log(info.step + 1, **values)   # updates taken, as a sweep's runs count them
 
     return log
 

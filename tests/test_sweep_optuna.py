@@ -33,7 +33,7 @@ def test_the_printed_url_opens_a_native_study(tmp_path, capsys):
     for t in trials:
         assert t.distributions["lr"] == optuna.distributions.FloatDistribution(0.01, 50, log=True)
         assert t.distributions[MOMENTUM_PARAM] == optuna.distributions.FloatDistribution(1 - 0.9, 1.0, log=True)
-        reached = {s for s in (20, 40, 60) if s < (t.user_attrs["diverged_step"] or 61)}
+        reached = {s for s in (20, 40, 60) if s < t.user_attrs.get("diverged_step", 61)}
         assert set(t.intermediate_values) == reached, "every trial reports its validation metric"
         for step, value in t.intermediate_values.items():
             assert value == t.user_attrs["curves"]["val_loss_mean"][[20, 40, 60].index(step)]
@@ -50,6 +50,13 @@ def test_the_printed_url_opens_a_native_study(tmp_path, capsys):
     assert all(t.state == optuna.trial.TrialState.PRUNED and t.user_attrs["status"] == "diverged"
                and t.user_attrs["diverged_step"] >= 1 for t in diverged)
     assert study.best_trial.user_attrs["status"] == "ok"
+    # as optuna-dashboard sees them: μ itself; every column sortable (numbers wherever present, as the
+    # dashboard's rule is), and no column the classification task does not have
+    assert {t.user_attrs["momentum"] for t in trials} == {0.0, 0.9}
+    for key in {k for t in trials for k in t.user_attrs} - {"status", "worker", "curves", "per_seed"}:
+        present = [t.user_attrs[key] for t in trials if key in t.user_attrs]
+        assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present), key
+    assert not any(k.startswith(("val_rmse", "val_r2", "test_rmse", "test_r2")) for t in trials for k in t.user_attrs)
 
 
 @pytest.mark.parametrize("metric", ["val_loss", "val_accuracy"])

@@ -45,9 +45,13 @@ def outcome(search: SearchSpec, record: Mapping[str, Any], worker: str) -> Outco
 
 
 def trial_attrs(record: Mapping[str, Any], worker: str) -> dict[str, Any]:
-    """A selected record as a trial's user attributes: one per number, the curves (numbers, at
+    """A selected record as a trial's user attributes: one per finite number (none for a metric the task
+    does not have or a diverged run lacks, so that every column optuna-dashboard shows holds numbers
+    alone and sorts), the momentum μ itself beside Optuna's ``1-momentum``, the curves (numbers, at
     ``eval_steps``) in ``curves``, and each seed's numbers and curves in ``per_seed`` where there are seeds."""
-    attrs: dict[str, Any] = {k: record.get(k) for k in SCALARS}
+    attrs: dict[str, Any] = {k: record[k] for k in SCALARS if finite(record.get(k)) or k == "status"}
+    if finite(record.get("momentum")):
+        attrs["momentum"] = record["momentum"]
     attrs["worker"] = worker
     curves = {"eval_steps": record.get("eval_steps"), "train_loss": record.get("train_loss_curve")}
     curves.update({k: record.get(f"{k}_curve") for k in CURVES})

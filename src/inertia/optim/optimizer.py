@@ -174,11 +174,12 @@ class RuleOptimizer(torch.optim.Optimizer):
 
     # ------------------------------------------------------------ the step
 
-    def _state(self, p: Tensor) -> dict[str, Tensor]:
-        state = self.state[p]
-        if "step" not in state:
-            state["step"] = torch.zeros((), dtype=scalar_dtype(), device=p.device)
-        return state
+    def _states(self, params: list[Tensor]) -> list[dict[str, Tensor]]:
+        """The parameters' states, each with its step counter."""
+        for p in params:
+            if "step" not in self.state[p]:
+                self.state[p]["step"] = torch.zeros((), dtype=scalar_dtype(), device=p.device)
+        return [self.state[p] for p in params]
 
     def _path(self, group: dict, params: list[Tensor]) -> str:
         return paths.choose_path(self.execution, self.rule, group, params, list(map(self.state.get, params)))
@@ -186,8 +187,17 @@ class RuleOptimizer(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Apply the rule once to every parameter that has a gradient (skipped on a non-finite one;
-        stacked parameters per member: see :mod:`inertia.optim`)."""
-        self.check_nonfinite(wait=False)
+        stacked parameters per member: see :mod:`inertia.optim`).
+
+        While ``torch.compile`` traces it, a step that creates state runs eagerly (one graph break, so
+        that later steps trace one graph, as torch.optim's ``_init_group`` does), and the non-finite check
+        is left to ``zero_grad()``, which runs eagerly."""
+        if torch.compiler.is_compiling():
+            if any("step" not in self.state.get(p, ()) for g in self.param_groups for p in g["params"]
+                   if p.grad is not None):
+                return _eager_step(self, closure)
+        else:
+            self.check_nonfinite(wait=False)
         if self.rule.eval_point is not None and not all(g["train_mode"] for g in self.param_groups):
             raise RuntimeError(f"{type(self).__name__}.step() in eval mode: call optimizer.train() first")
         loss = None
@@ -202,7 +212,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         stacked, work = self._split_stacked(work) if self._guard.active else ([], work)
         found = self._guard.gradient_flag([p for _, ps in work for p in ps]) if self._guard.active and work else None
         if stacked:
-            flags, skipped = paths.member_step(self.rule, [(g, ps, [self._state(p) for p in ps]) for g, ps in stacked],
+            flags, skipped = paths.member_step(self.rule, [(g, ps, self._states(ps)) for g, ps in stacked],
                                                self._members, found)
             self._guard.record(flags, [p for _, ps in stacked for p in ps])
         else:
@@ -231,13 +241,15 @@ class RuleOptimizer(torch.optim.Optimizer):
         if found is not None and "simple" in chosen and bool(found):
             return
         for (group, params), path in zip(work, chosen):
-            states = [self._state(p) for p in params]
+            states = self._states(params)
             flag = None if found is None or path == "simple" else found.to(params[0].device)
             self._steps.advance(group, states, 1 if flag is None else 1 - flag)
             if path == "simple":
                 paths.simple_step(self.rule, group, params, states)
             elif path == "fused":
                 paths.fused_step(self.rule, group, params, states, flag)
+            elif path == "traced":
+                paths.traced_step(self.rule, group, params, states, flag)
             else:
                 if self._compiled is None:
                     self._compiled = paths.compile_update(self.rule)
@@ -269,3 +281,6 @@ class RuleOptimizer(torch.optim.Optimizer):
         if self.rule.eval_point is not None:
             self._move(mode)
         return self
+
+
+_eager_step = torch.compiler.disable(RuleOptimizer.step)

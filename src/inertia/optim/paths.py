@@ -6,6 +6,9 @@
 - :func:`compiled_step`: ``torch.compile`` of the rule looped over the group's list of tensors (Inductor
   fuses each tensor's update into one pass), the skip included as a select; numeric hyperparameters go
   in as tensors, so a new value never recompiles;
+- :func:`traced_step`: while ``torch.compile`` traces a training step that calls ``step()``, the rule
+  over the group's list as plain tensor code for the enclosing graph (torch's fused kernels have no
+  fake implementation; the simple path would read the non-finite flag on the host), the skip a select;
 - :func:`member_step`: parameters stacked ``[n, ...]`` under the non-finite guard, per member.
 
 :func:`choose_path` picks one for a group, as torch's ``sgd()`` picks among ``_single_tensor_sgd``,
@@ -13,7 +16,8 @@
 (which are torch.optim's for-loop's): one dtype and device, float32 or float64 (complex for the compiled
 path), dense gradients, state created by the simple path in the parameter's dtype; the fused kernels also
 need a parameter that is dense in memory with its gradient and state laid out alike, and a device they
-support. Anything else, and anything while ``torch.compile`` traces the step, runs simple.
+support. Anything else runs simple; while ``torch.compile`` traces the step, a group of one real dtype and
+device with dense gradients and plain hyperparameters runs traced.
 """
 from __future__ import annotations
 
@@ -126,18 +130,22 @@ def _elements(rule: Rule, state: dict) -> list[Tensor] | None:
         return None
 
 
+def _uniform(rule: Rule, group: dict, params: list[Tensor]) -> bool:
+    """Plain hyperparameters, one dtype and device, dense gradients."""
+    dtype, device = params[0].dtype, params[0].device
+    return (not any(per_configuration(group[name]) for name in rule.numeric)
+            and all(p.dtype == dtype and p.device == device and p.grad.layout == torch.strided for p in params))
+
+
 def _ready(rule: Rule, group: dict, params: list[Tensor], states: list[Any]) -> bool:
     """Whether a fast path can run this group: plain hyperparameters, one dtype in :data:`FAST_DTYPES` and
     one device, dense gradients, and state the simple path has created, in the parameter's dtype."""
-    if any(per_configuration(group[name]) for name in rule.numeric):
-        return False
-    first, dtype, device = states[0], params[0].dtype, params[0].device
-    if dtype not in FAST_DTYPES or type(first) is not dict or "step" not in first:
+    first, dtype = states[0], params[0].dtype
+    if dtype not in FAST_DTYPES or type(first) is not dict or "step" not in first or not _uniform(rule, group, params):
         return False
     keys = first.keys()
-    if not all(type(state) is dict and state.keys() == keys and p.dtype == dtype and p.device == device
-               and p.grad.layout == torch.strided and all(isinstance(v, Tensor) for v in state.values())
-               for p, state in zip(params, states)):
+    if not all(type(state) is dict and state.keys() == keys and all(isinstance(v, Tensor) for v in state.values())
+               for state in states):
         return False
     elements = [_elements(rule, state) for state in states]
     return all(entries is not None and all(v.dtype == dtype for v in entries) for entries in elements)
@@ -158,8 +166,11 @@ def _fusable(rule: Rule, group: dict, params: list[Tensor], states: list[dict]) 
 
 def choose_path(execution: str, rule: Rule, group: dict, params: list[Tensor], states: list[Any]) -> str:
     """The path for a group's parameters with a gradient (``states``: theirs, as stored): ``"simple"``,
-    ``"fused"`` or ``"compiled"``; see the module docstring."""
-    if execution == "simple" or torch.compiler.is_compiling() or not _ready(rule, group, params, states):
+    ``"fused"``, ``"compiled"`` or ``"traced"``; see the module docstring."""
+    if torch.compiler.is_compiling():
+        traceable = params[0].dtype in FUSED_DTYPES and _uniform(rule, group, params)
+        return "traced" if traceable else "simple"
+    if execution == "simple" or not _ready(rule, group, params, states):
         return "simple"
     if execution in ("auto", "fused") and _fusable(rule, group, params, states):
         return "fused"
@@ -205,7 +216,7 @@ def fused_step(rule: Rule, group: dict, params: list[Tensor], states: list[dict]
 def _guarded_update(update: Callable, params: list[Tensor], grads: list[Tensor], states: list[dict],
                     hyper: dict, skip: Tensor | None) -> None:
     """``update`` over a list of tensors (the step counters already advanced); with ``skip`` (a device
-    flag) set, nothing changes."""
+    flag) set, nothing changes, and an entry the rule creates starts at zero."""
     for p, g, s in zip(params, grads, states):
         if skip is None:
             update(p, g, s, hyper)
@@ -213,9 +224,11 @@ def _guarded_update(update: Callable, params: list[Tensor], grads: list[Tensor],
         new_p, new_s = p.clone(), {k: v.clone() for k, v in s.items()}
         update(new_p, g, new_s, hyper)
         p.copy_(torch.where(skip, p, new_p))
-        for k, v in s.items():
-            if k != "step":
-                v.copy_(torch.where(skip, v, new_s[k]))
+        for k, v in new_s.items():
+            if k not in s:
+                s[k] = torch.where(skip, torch.zeros_like(v), v)
+            elif k != "step":
+                s[k].copy_(torch.where(skip, s[k], v))
 
 
 def compile_update(rule: Rule) -> Callable:
@@ -251,6 +264,13 @@ def compiled_step(compiled: Callable, rule: Rule, group: dict, params: list[Tens
     states = [{k: _one(v) for k, v in state.items()} for state in states]
     skip = None if found is None else found.view(1).bool()
     compiled(rule.update, [_one(p) for p in params], [_one(p.grad) for p in params], states, hyper, skip)
+
+
+def traced_step(rule: Rule, group: dict, params: list[Tensor], states: list[dict], found: Tensor | None) -> None:
+    """The rule over the group as plain tensor code, for the graph ``torch.compile`` is tracing: the
+    compiled path's inputs (numeric hyperparameters as tensors: no rule reads a number from a tensor),
+    :func:`_guarded_update` itself in place of its compilation."""
+    compiled_step(_guarded_update, rule, group, params, states, found)
 
 
 def _member_sums(tensors: list[Tensor], n: int) -> Tensor:
@@ -321,8 +341,8 @@ class StepCounter:
         block, views = self._blocks.get(id(group), (None, ()))
         steps = [state["step"] for state in states]
         if len(views) != len(steps) or not all(map(operator.is_, steps, views)):
-            if not all(isinstance(step, Tensor) for step in steps) or len({(step.dtype, step.device)
-                                                                          for step in steps}) > 1:
+            if torch.compiler.is_compiling() or not all(isinstance(step, Tensor) for step in steps) or len(
+                    {(step.dtype, step.device) for step in steps}) > 1:
                 for state in states:
                     state["step"] += increment
                 return

@@ -109,3 +109,21 @@ def test_state_dicts_keep_their_keys_as_torchs_do(ours, theirs, hyper):
     into_ours = ours(_model().parameters(), **hyper)
     into_ours.load_state_dict(torch_opt.state_dict())
     assert set(into_ours.state_dict()["param_groups"][0]) == torch_keys | set(into_ours.rule.defaults)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("execution", ["auto", "fused", "compiled"])
+def test_low_precision_parameters_get_torchs_numbers_on_every_path(dtype, execution):
+    """torch's fused kernels and Inductor compute float16 and bfloat16 in float32 between reads and
+    writes; torch.optim's for-loop rounds after each operation: the fast paths leave such groups to it."""
+    runs = []
+    for make in (lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, foreach=False),
+                 lambda ps: inertia.SGD(ps, lr=0.05, momentum=0.9, execution=execution)):
+        params = [torch.linspace(-2, 2, 64, dtype=dtype).requires_grad_()]
+        opt = make(params)
+        for _ in range(5):
+            opt.zero_grad()
+            torch.cos(1.3 * params[0].float()).sum().backward()
+            opt.step()
+        runs.append(params[0].detach())
+    assert torch.equal(*runs)

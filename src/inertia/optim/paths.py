@@ -122,10 +122,10 @@ def _dense(t: Tensor) -> bool:
     return True
 
 
-def _elements(rule: Rule, state: dict) -> list[Tensor] | None:
-    """The state entries laid out as the parameter (:attr:`Rule.state`), or None for an undeclared entry."""
+def _element_keys(rule: Rule, state: dict) -> list[str] | None:
+    """The state's entries laid out as the parameter (:attr:`Rule.state`), or None for an undeclared one."""
     try:
-        return [value for key, value in state.items() if key != "step" and rule.state_kind(key) == "element"]
+        return [key for key in state if key != "step" and rule.state_kind(key) == "element"]
     except KeyError:
         return None
 
@@ -147,8 +147,8 @@ def _ready(rule: Rule, group: dict, params: list[Tensor], states: list[Any]) -> 
     if not all(type(state) is dict and state.keys() == keys and all(isinstance(v, Tensor) for v in state.values())
                for state in states):
         return False
-    elements = [_elements(rule, state) for state in states]
-    return all(entries is not None and all(v.dtype == dtype for v in entries) for entries in elements)
+    elements = _element_keys(rule, first)
+    return elements is not None and all(state[key].dtype == dtype for state in states for key in elements)
 
 
 def _fusable(rule: Rule, group: dict, params: list[Tensor], states: list[dict]) -> bool:
@@ -160,7 +160,8 @@ def _fusable(rule: Rule, group: dict, params: list[Tensor], states: list[dict]) 
     if (kernel is None or first.dtype not in FUSED_DTYPES or any(_holds_tensor(group[n]) for n in rule.numeric)
             or first.device.type not in _get_fused_kernels_supported_devices() or not kernel.fits(group, states[0])):
         return False
-    return all(_dense(p) and all(t.stride() == p.stride() for t in (p.grad, *_elements(rule, s)))
+    elements = _element_keys(rule, states[0])
+    return all(_dense(p) and p.grad.stride() == p.stride() and all(s[key].stride() == p.stride() for key in elements)
                for p, s in zip(params, states))
 
 

@@ -122,6 +122,26 @@ def test_auto_takes_the_fused_path_for_torch_sgd_and_adam_and_simple_for_the_res
         assert paths.taken == ["simple", expected, expected], cls
 
 
+@pytest.mark.parametrize("kind", ["float16", "bfloat16", "strided view", "gradient laid out otherwise",
+                                  "sparse gradient", "state of another dtype"])
+def test_auto_leaves_to_the_simple_path_what_a_fused_kernel_would_compute_otherwise(kind):
+    """The fused kernels read every tensor as one flat array in float32 arithmetic: they get these wrong."""
+    dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(kind, torch.float32)
+    p = (torch.randn(4, 6)[:, ::2] if kind == "strided view" else torch.randn(4, 3, dtype=dtype)).requires_grad_()
+    opt = inertia.SGD([p], lr=0.1, momentum=0.9)
+    paths = Paths(opt)
+    for _ in range(2):
+        p.grad = torch.ones_like(p)
+        if kind == "gradient laid out otherwise":
+            p.grad = p.grad.t().contiguous().t()
+        if kind == "sparse gradient":
+            p.grad = p.grad.to_sparse()
+        if kind == "state of another dtype" and opt.state[p]:
+            opt.state[p]["momentum_buffer"] = opt.state[p]["momentum_buffer"].double()
+        opt.step()
+    assert paths.taken == ["simple", "simple"]
+
+
 def test_parameters_keep_their_storage_strides_and_sharing():
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)

@@ -17,6 +17,7 @@ import torch
 
 import inertia
 from inertia.optim import make_optimizer
+from inertia.optim.guard import found_nonfinite
 from inertia.stacked import mark
 
 SHAPES = [(7,), (3, 5), (2, 3, 4), ()]
@@ -90,9 +91,9 @@ class Paths:
         original = opt._path
 
         def spy(group, params):
-            path, states = original(group, params)
+            path = original(group, params)
             self.taken.append(path)
-            return path, states
+            return path
 
         opt._path = spy
 
@@ -119,6 +120,26 @@ def test_auto_takes_the_fused_path_for_torch_sgd_and_adam_and_simple_for_the_res
         paths = Paths(opt)
         run(opt, params, 3)
         assert paths.taken == ["simple", expected, expected], cls
+
+
+@pytest.mark.parametrize("kind", ["float16", "bfloat16", "strided view", "gradient laid out otherwise",
+                                  "sparse gradient", "state of another dtype"])
+def test_auto_leaves_to_the_simple_path_what_a_fused_kernel_would_compute_otherwise(kind):
+    """The fused kernels read every tensor as one flat array in float32 arithmetic: they get these wrong."""
+    dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(kind, torch.float32)
+    p = (torch.randn(4, 6)[:, ::2] if kind == "strided view" else torch.randn(4, 3, dtype=dtype)).requires_grad_()
+    opt = inertia.SGD([p], lr=0.1, momentum=0.9)
+    paths = Paths(opt)
+    for _ in range(2):
+        p.grad = torch.ones_like(p)
+        if kind == "gradient laid out otherwise":
+            p.grad = p.grad.t().contiguous().t()
+        if kind == "sparse gradient":
+            p.grad = p.grad.to_sparse()
+        if kind == "state of another dtype" and opt.state[p]:
+            opt.state[p]["momentum_buffer"] = opt.state[p]["momentum_buffer"].double()
+        opt.step()
+    assert paths.taken == ["simple", "simple"]
 
 
 def test_parameters_keep_their_storage_strides_and_sharing():
@@ -302,7 +323,7 @@ def test_the_check_flags_exactly_the_non_finite_elements_and_leaves_gradients_as
     """Element by element, in every dtype (no sum that could overflow), across the gradients of a step."""
     grads = [torch.randn(5), bad.clone(), torch.randn(2, 3, dtype=torch.float64)]
     before = [g.clone() for g in grads]
-    found = inertia.RuleOptimizer._found_nonfinite(grads)
+    found = found_nonfinite(grads)
     assert found.dim() == 0 and float(found) == float(flagged)
     for g, b in zip(grads, before):
         g, b = (g.to_dense(), b.to_dense()) if g.is_sparse else (g, b)

@@ -164,3 +164,36 @@ def test_member_index_is_checked():
     stacked = inertia.stack(small_cnn, 2)
     with pytest.raises(ValueError, match="member index"):
         stacked.member(2)
+
+
+class TiedLM(nn.Module):
+    """An embedding shared with the output layer (weight tying, as in language models)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(7, 5)
+        self.hidden = nn.Linear(5, 5)
+        self.out = nn.Linear(5, 7, bias=False)
+        self.out.weight = self.embed.weight
+
+    def forward(self, tokens):
+        return self.out(torch.tanh(self.hidden(self.embed(tokens))))
+
+
+def test_a_weight_tied_model_keeps_its_tie_in_every_member_and_trains_as_separate_torch_runs():
+    n, lr = 3, [0.05, 0.1, 0.2]
+    g = torch.Generator().manual_seed(3)
+    data = [(torch.randint(0, 7, (6,), generator=g), torch.randint(0, 7, (6,), generator=g)) for _ in range(8)]
+    stacked = inertia.stack(TiedLM, n, seed=5)
+    assert stacked.out.weight is stacked.embed.weight and stacked.embed.weight.shape == (n, 7, 5)
+    opt = inertia.SGD(stacked.parameters(), lr=torch.tensor(lr), momentum=0.9)
+    train(opt, stacked_loss(stacked, n), data)
+    for i in range(n):
+        torch.manual_seed(5 + i)
+        model = TiedLM()
+        train(torch.optim.SGD(model.parameters(), lr=lr[i], momentum=0.9),
+              lambda x, y: F.cross_entropy(model(x), y), data)
+        mine = stacked.member(i)
+        assert mine.out.weight is mine.embed.weight
+        for name, value in model.named_parameters():
+            torch.testing.assert_close(mine.get_parameter(name), value, msg=name)

@@ -248,3 +248,105 @@ def test_error_inputs_raise_the_same_type(info, error):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 opt.step()
+
+
+# ---------------------------------------------------------------- every path, every kind of parameter list
+
+PATHS = ("auto", "simple", "fused", "compiled")
+TABLE_STEPS = 5
+
+
+def _float(dtype):
+    return lambda gen: [torch.randn(shape, generator=gen, dtype=dtype) for shape in [(4, 3), (4,), (1, 4)]]
+
+
+def _non_contiguous(gen):
+    """A column slice and a transposed view: strided leaves whose gradients autograd makes contiguous."""
+    return [torch.randn(4, 6, generator=gen)[:, ::2], torch.randn(3, 5, generator=gen).t(), torch.randn(4, generator=gen)]
+
+
+def _channels_last(gen):
+    return [torch.randn(2, 3, 3, 3, generator=gen).to(memory_format=torch.channels_last), torch.randn(5, generator=gen)]
+
+
+def _mixed(gen):
+    return [torch.randn(4, 3, generator=gen), torch.randn(4, generator=gen, dtype=torch.float64),
+            torch.randn(1, 4, generator=gen, dtype=torch.float16)]
+
+
+KINDS = {  # name -> (leaves, whether the loss reads the first as a sparse embedding, a change to the gradients)
+    "float16": (_float(torch.float16), False, None),
+    "bfloat16": (_float(torch.bfloat16), False, None),
+    "float64": (_float(torch.float64), False, None),
+    "non-contiguous": (_non_contiguous, False, None),
+    "channels-last": (_channels_last, False, None),
+    "channels-last, contiguous gradients": (_channels_last, False, lambda g: g.contiguous()),
+    "sparse": (_float(torch.float64), True, None),
+    "mixed-dtype": (_mixed, False, None),
+}
+TOLERANCE = {torch.float16: 2e-3, torch.bfloat16: 2e-2, torch.float32: 1e-5, torch.float64: 1e-9}
+"""Rounding between torch's for-loop and the rule (the same operations, in another order in places), 5 steps."""
+
+
+def _leaves(kind):
+    return [t.requires_grad_() for t in KINDS[kind][0](torch.Generator().manual_seed(0))]
+
+
+def _table_loss(params, sparse):
+    rows = torch.tensor([0, 2, 2, 3])
+    first = torch.nn.functional.embedding(rows, params[0], sparse=True) if sparse else params[0]
+    return sum((torch.cos(1.3 * p) + 0.5 * p * p).sum() for p in [first, *params[1:]])
+
+
+def _table_run(opt, params, kind):
+    _, sparse, change = KINDS[kind]
+    for _ in range(TABLE_STEPS):
+        opt.zero_grad()
+        _table_loss(params, sparse).backward()
+        for p in params:
+            p.grad = p.grad if change is None else change(p.grad)
+        opt.step()
+
+
+SPARSE_TENSOR_LR = pytest.mark.xfail(
+    strict=True, raises=NotImplementedError,
+    reason="rules.base.sub_scaled_ scales by a tensor lr with addcmul_, which has no sparse kernel "
+           "(torch's SGD reads the number: add_(grad, alpha=-lr))")
+
+
+def table_cells():
+    for info in INFOS:
+        for given in info.optim_inputs_func(DEVICE, DTYPE):
+            for kind in KINDS:
+                for path in PATHS:
+                    if path != "compiled" or given.desc == "default":
+                        marks = [SPARSE_TENSOR_LR] if kind == "sparse" and given.desc == "tensor lr" else []
+                        yield pytest.param(info, given.kwargs, kind, path, marks=marks,
+                                           id=f"{info.name}-{given.desc}-{kind}-{path}")
+
+
+@pytest.mark.parametrize("info, kwargs, kind, path", list(table_cells()))
+def test_every_path_equals_torchs_for_loop_on_every_kind_of_parameter(info, kwargs, kind, path):
+    """Each path gives torch.optim's for-loop's numbers (or its error: sparse gradients outside SGD),
+    NaN where torch's are (float16 Adam: ε = 1e-8 rounds to 0). The compiled path (a compilation per
+    cell) runs the default input of each optimizer."""
+    theirs, ours = _leaves(kind), _leaves(kind)
+    reference = info.optim_cls(theirs, foreach=False, **kwargs)
+    opt = OURS[info.name](ours, execution=path, nonfinite="off", **kwargs)
+    if path == "compiled":
+        torch._dynamo.reset()
+    try:
+        _table_run(reference, theirs, kind)
+    except RuntimeError as error:  # torch's Adam, NAdam, RMSprop refuse sparse gradients
+        with pytest.raises(RuntimeError):
+            _table_run(opt, ours, kind)
+        assert KINDS[kind][1], error
+        return
+    _table_run(opt, ours, kind)
+    for p, q in zip(theirs, ours):
+        assert q.dtype == p.dtype and q.stride() == p.stride()
+        tolerance = TOLERANCE[p.dtype]
+        torch.testing.assert_close(q, p, rtol=tolerance, atol=tolerance, equal_nan=True)
+        for key, value in reference.state[p].items():
+            if key != "step":
+                torch.testing.assert_close(opt.state[q][key], value, rtol=tolerance, atol=tolerance, equal_nan=True)

@@ -22,6 +22,7 @@ _LAZY = {
     "Momentum": "inertia.optim",
     "NonFiniteGradientError": "inertia.optim",
     "make_optimizer": "inertia.optim",
+    "optimizer_class": "inertia.optim",
     "Adam": "inertia.optim",
     "AdamW": "inertia.optim",
     "NAdam": "inertia.optim",

@@ -16,11 +16,14 @@ its non-finite guard skips member i alone, and a length-n hyperparameter on a
 parameter that is not stacked is refused. The mark survives ``copy.deepcopy`` and
 pickling of the stacked module (and of an inertia optimizer holding the parameters).
 Tensors stacked another way (``torch.func.stack_module_state``, or by hand) are
-marked with :func:`mark`.
+marked with :func:`mark`. Tied weights stay tied: a tensor the template holds under several
+names (an embedding shared with the output layer) is one stacked tensor under all of them, in
+the stacked module and in each :meth:`Stacked.member`.
 """
 from __future__ import annotations
 
 import copy
+import itertools
 from typing import Any, Callable, Iterable
 
 import torch
@@ -57,6 +60,26 @@ def _set(module: nn.Module, name: str, value: Tensor) -> None:
         owner._parameters[leaf] = value if isinstance(value, nn.Parameter) else nn.Parameter(value)
     else:
         owner._buffers[leaf] = value  # keeps the buffer's persistence flag
+
+
+def _ties(module: nn.Module) -> dict[str, str]:
+    """Tied weights: each further name of a parameter or buffer the module holds under several names,
+    mapped to the name ``named_parameters()``/``named_buffers()`` give it."""
+    first: dict[int, str] = {}
+    ties = {}
+    for name, t in itertools.chain(module.named_parameters(remove_duplicate=False),
+                                   module.named_buffers(remove_duplicate=False)):
+        ties.update({name: first[id(t)]} if id(t) in first else {})
+        first.setdefault(id(t), name)
+    return ties
+
+
+def _tie(module: nn.Module, ties: dict[str, str]) -> None:
+    """Give each tied name the tensor its first name holds now."""
+    for alias, name in ties.items():
+        owner_name, _, leaf = name.rpartition(".")
+        owner = module.get_submodule(owner_name)
+        _set(module, alias, owner._parameters[leaf] if leaf in owner._parameters else owner._buffers[leaf])
 
 
 def _build(model_or_factory: nn.Module | Callable[[], nn.Module], n: int, seed: int | None) -> list[nn.Module]:
@@ -117,9 +140,12 @@ class Stacked(nn.Module):
             _set(self, name, nn.Parameter(value, requires_grad=value.requires_grad))
         for name, value in buffers.items():
             _set(self, name, value)
+        self._ties = _ties(modules[0])
+        _tie(self, self._ties)
         self.n = len(modules)
         # in a list, so not a submodule; on "meta": functional_call replaces all its tensors
         self._template = [copy.deepcopy(modules[0]).to("meta")]
+        _tie(self._template[0], self._ties)
         self._mark()
 
     def _mark(self) -> None:
@@ -156,6 +182,7 @@ class Stacked(nn.Module):
             _set(model, name, nn.Parameter(p.detach()[i].clone(), requires_grad=p.requires_grad))
         for name, b in self.named_buffers():
             _set(model, name, b[i].clone())
+        _tie(model, self._ties)
         return model.train(self.training)
 
     def extra_repr(self) -> str:

@@ -73,7 +73,6 @@ class Rule:
     update: Callable[[Tensor, Tensor, State, Hyper], None]
     validate: Callable[[Hyper], None]
     summary: str = ""
-    aliases: tuple[str, ...] = field(default=())
     state: Mapping[str, str] = field(default_factory=dict)
     eval_point: Point | None = None
     train_point: Point | None = None

@@ -9,7 +9,7 @@ import pytest
 from matplotlib.colors import to_rgb
 from matplotlib.patches import Rectangle
 
-from inertia.commands.sweep import write_outputs
+from inertia.outputs import write_outputs
 from inertia.plots.sweep import heatmap
 from inertia.sweeps.results import SweepResults
 

@@ -38,3 +38,36 @@ def test_dataframe_has_one_row_per_configuration(results):
     assert not any(c.endswith("_curve") for c in frame.columns)
     best = frame.sort_values("val_accuracy_mean", ascending=False).iloc[0]
     assert best["val_accuracy_mean"] == results.best["val_accuracy_mean"]
+
+
+def test_table_prints_itself_and_report_and_save_write_the_clis_files(results, tmp_path):
+    text = str(results.table(top=3))
+    assert "best of 4 configurations" in text and "val acc %" in text and "\n" in text and "Table object" not in text
+    assert len([line for line in text.splitlines() if line.startswith("│")]) == 3
+    page = results.report(tmp_path / "r.html").read_text()
+    assert "inertia train --data digits --model mlp" in page      # the chosen cell's reproduce command
+    names = sorted(p.name for p in results.save(tmp_path / "out"))
+    assert names == ["heatmap.png", "report.html", "results.csv", "results.json"]
+
+
+def test_out_writes_the_same_files_as_the_command_line(tmp_path):
+    inertia.sweep("digits", "mlp", lr=[0.1], momentum=[0.0, 0.9], steps=10, seeds=1, out=tmp_path)
+    assert {"sweep.db", "results.csv", "results.json", "heatmap.png", "report.html"} <= {p.name for p in tmp_path.iterdir()}
+
+
+def test_a_run_no_command_line_can_name_is_reproduced_by_a_python_snippet():
+    import torch
+    from torch import nn
+
+    x, y = torch.randn(200, 5), torch.randint(0, 3, (200,))
+    data = (x, y)
+
+    def model():
+        return nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 3))
+
+    res = inertia.sweep(data, model, lr=[0.1], momentum=[0.0, 0.9], steps=20, seeds=1, schedules={"lr": "cosine"})
+    snippet = res.train_command()
+    assert snippet.startswith("import inertia") and "inertia.fit(data, model," in snippet
+    scope = {"data": data, "model": model}
+    exec(snippet, scope)
+    assert scope["result"].record()["val_loss_mean"] == pytest.approx(res.best["val_loss_mean"], rel=1e-5)

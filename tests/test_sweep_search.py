@@ -17,7 +17,7 @@ from conftest import scratch_database
 import inertia
 from inertia.cli import main as cli_main
 from inertia.commands.reproduce import train_command
-from inertia.commands.sweep import results_table
+from inertia.outputs import results_table
 from inertia.sweeps import parse_values
 from inertia.plots.sweep import heatmap
 from inertia.sweeps import StorageError

@@ -1,6 +1,7 @@
-"""Reading the values users type on the command line (``key=value`` options)."""
+"""Reading the values users type on the command line (``key=value`` options), and writing numbers back."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -18,3 +19,14 @@ def parse_literal(text: str) -> Any:
         except ValueError:
             pass
     return stripped
+
+
+def mean_std(mean: Any, std: Any = None, fmt: str = "{:.4f}", scale: float = 1.0) -> str:
+    """``mean ± std`` (each times ``scale``, formatted by ``fmt``); ``mean`` alone when ``std`` is None or
+    not finite (one run), ``-`` when ``mean`` is missing or not finite."""
+    if not isinstance(mean, (int, float)) or not math.isfinite(mean):
+        return "-"
+    text = fmt.format(mean * scale)
+    if isinstance(std, (int, float)) and math.isfinite(std):
+        text += " ± " + fmt.format(std * scale)
+    return text

@@ -13,7 +13,7 @@ import math
 import re
 from typing import Any, NoReturn
 
-from .._text import parse_literal
+from .._text import mean_std, parse_literal  # noqa: F401 - mean_std: the commands' one formatter
 
 
 def usage_error(prog: str, message: str) -> str:
@@ -228,17 +228,4 @@ def add_backend(group: Any) -> None:
     group.add_argument("--backend", default="auto", choices=BACKENDS,
                        help="batched: hand-written backprop for MLPs; conv: chains of Conv2d, BatchNorm2d, pooling "
                             "and Linear; vmap: any model; auto: batched or conv where they apply, else vmap")
-
-
-# ---------------------------------------------------------------- showing numbers
-
-def mean_std(mean: Any, std: Any = None, fmt: str = "{:.4f}", scale: float = 1.0) -> str:
-    """``mean ± std`` (each times ``scale``, formatted by ``fmt``); ``mean`` alone when ``std`` is None or
-    not finite (one run), ``-`` when ``mean`` is missing or not finite."""
-    if not isinstance(mean, (int, float)) or not math.isfinite(mean):
-        return "-"
-    text = fmt.format(mean * scale)
-    if isinstance(std, (int, float)) and math.isfinite(std):
-        text += " ± " + fmt.format(std * scale)
-    return text
 

@@ -28,6 +28,9 @@ def train_command(results: Any, config: dict[str, Any] | None = None) -> str | N
     if config is None:
         return None
     meta = results.meta
+    if not (_named_on_command_line(meta.get("data"), _data_names()) and _named_on_command_line(meta.get("model"),
+                                                                                                 _model_names())):
+        return python_snippet(results, config)
     parts = ["inertia", "train"]
     for key in ("data", "model", "optimizer"):
         if meta.get(key) is not None:
@@ -48,6 +51,47 @@ def train_command(results: Any, config: dict[str, Any] | None = None) -> str | N
         if run.get(key) is not None:
             parts += [train.flag(key), str(run[key])]
     return shlex.join(parts)
+
+
+def python_snippet(results: Any, config: dict[str, Any]) -> str:
+    """For data or a model no command line can name (arrays, a Dataset, a callable): the
+    :func:`inertia.fit` call that trains ``config`` as the sweep did, on the user's own ``data`` and
+    ``model`` (the objects the sweep was given), runnable where they are defined."""
+    meta = results.meta
+    hyper = {**{k: v for k, v in (meta.get("fixed") or {}).items()}, **{n: config[n] for n in results.swept}}
+    schedules = {name: schedule_text(spec, meta.get("steps")) for name, spec in (meta.get("schedules") or {}).items()}
+    data = repr(meta["data"]) if _named_on_command_line(meta.get("data"), _data_names()) else "data"
+    model = repr(meta["model"]) if _named_on_command_line(meta.get("model"), _model_names()) else "model"
+    settings = {"optimizer": meta.get("optimizer"), "hyper": hyper, "schedules": schedules or None,
+                "steps": config.get("best_step") or meta.get("steps"),
+                **{k: meta.get(k) for k in RUN if k != "steps"}, "loss": meta.get("loss"),
+                "standardize": meta.get("standardize") or None, "model_args": meta.get("model_args") or None}
+    arguments = ", ".join(f"{k}={v!r}" for k, v in settings.items() if v is not None and v != "auto")
+    return (f"import inertia\n\n# {data}, {model}: the data and model the sweep was given\n"
+            f"result = inertia.fit({data}, {model}, {arguments})\nprint(result.record())")
+
+
+def _named_on_command_line(value: Any, names: Any) -> bool:
+    """Whether ``inertia train`` can name ``value``: a registered name, an existing file, or
+    ``package.module:factory``."""
+    import re
+    from pathlib import Path
+
+    if not isinstance(value, str):
+        return False
+    return value in names or Path(value).exists() or re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", value) is not None
+
+
+def _data_names() -> Any:
+    from ..data import DATASETS
+
+    return DATASETS
+
+
+def _model_names() -> Any:
+    from ..models import MODELS
+
+    return MODELS
 
 
 def schedule_text(spec: Any, steps: int | None) -> str:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from contextlib import contextmanager
@@ -15,6 +14,7 @@ from ..sweeps.selection import SELECTIONS
 from ..sweeps.specs import (DEFAULT_MOMENTA, LANES, METRICS, SAMPLERS, RunSpec, SearchSpec, SweepSpec, TaskSpec,
                             TrainSpec)
 from . import options
+from ..outputs import results_table, spread, write_outputs
 from .reproduce import train_command
 
 DESCRIPTION = """\
@@ -158,7 +158,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"inertia sweep: {error}", file=sys.stderr)
         return 3
     out = Path(args.out)
-    written = write_outputs(results, out)
+    written = write_outputs(results, out, lambda record: train_command(results, record))
     if args.tensorboard:
         from ..tensorboard import write_sweep
 
@@ -173,7 +173,7 @@ def run_command(args: argparse.Namespace) -> int:
                   f"({results.meta.get('backend')} backend, matrix products by {results.meta.get('matmul')})")
     best = results.best
     if best is not None:
-        acc = options.mean_std(best.get("test_accuracy_mean"), _spread(results, best, "test_accuracy"), "{:.1f}", 100)
+        acc = options.mean_std(best.get("test_accuracy_mean"), spread(results, best, "test_accuracy"), "{:.1f}", 100)
         console.print(f"best by {results.metric}: " + ", ".join(f"{n}={best[n]:.4g}" for n in results.swept)
                       + f" at step {best.get('best_step')}"
                       + (f"; test accuracy {acc} % there" if acc != "-" else ""))
@@ -241,86 +241,3 @@ def _progress_bar(spec: SweepSpec, quiet: bool) -> Iterator[Callable[[int, int],
     finally:
         if bar.live.is_started:
             bar.stop()
-
-
-def write_outputs(results: Any, out: Path) -> list[Path]:
-    """results.csv, results.json, heatmap.png and (if available) report.html in ``out``, each written
-    whole to a temporary file and renamed (a reader, or another worker, never sees half a file).
-    A study not named ``sweep`` writes ``results-NAME.csv`` and so on, beside the other studies'."""
-    out.mkdir(parents=True, exist_ok=True)
-    name = str(results.meta.get("study_name") or "sweep")
-    tag = "" if name == "sweep" else "-" + re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-    written = [_atomic(out / f"results{tag}.csv", results.to_csv),
-               _atomic(out / f"results{tag}.json", results.to_json)]
-    if results.records() and (len(results.swept) == 1 or {"lr", "momentum"} <= set(results.swept)):
-        from ..plots.sweep import heatmap   # one swept hyperparameter: a curve
-
-        picture = "heatmap" if len(results.swept) > 1 else "curve"
-        written.append(_atomic(out / f"{picture}{tag}.png", lambda path: heatmap(results, path)))
-    try:
-        from ..report import write_sweep_report
-    except ImportError:
-        write_sweep_report = None
-    if write_sweep_report is not None:
-        meta = results.meta
-        title = (f"inertia sweep: {meta.get('optimizer')} on {meta.get('data')} / {meta.get('model')}, "
-                 f"{len(results)} configurations, {meta.get('steps')} steps")
-        written.append(_atomic(out / f"report{tag}.html", lambda path: write_sweep_report(
-            path, results.records(), metric=results.metric_key, title=title)))
-    return written
-
-
-def results_table(results: Any, top: int = 10) -> Any:
-    """A ``rich`` table of the ``top`` best configurations: at their selected step, and at the end.
-
-    Classification shows loss and accuracy; regression loss, RMSE and R².
-    """
-    from rich.table import Table
-
-    from ..rules.sgd import effective_lr
-
-    counts, rows = results.counts(), results.records()
-    regression = any(r.get("val_rmse_mean") is not None for r in rows)
-    score = ("val_rmse", "RMSE", 1, "{:.4g}") if regression else ("val_accuracy", "acc %", 100, "{:.1f}")
-    test = ("test_r2", "R²", 1, "{:.3f}") if regression else ("test_accuracy", "acc %", 100, "{:.1f}")
-    table = Table(title=f"best of {len(rows)} configurations ({counts['ok']} finished, {counts['diverged']} "
-                        f"diverged, {counts['pruned']} pruned; scored at their "
-                        f"{'best' if results.meta.get('select', 'best') == 'best' else 'final'} step)")
-    both = "lr" in results.swept and "momentum" in results.swept
-    names = ["#", *results.swept, *(["effective lr"] if both else []), "step", "val loss", f"val {score[1]}",
-             f"test {test[1]}", "final val loss", f"final test {test[1]}"]
-    for name in names:
-        table.add_column(name, justify="right")
-    convention = str((results.meta.get("fixed") or {}).get("convention", "torch"))
-    loss = ("val_loss", "", 1, "{:.4f}")
-    for i, r in enumerate(results.ranked()[:top], 1):
-        cells = [str(i)] + [f"{r[name]:.4g}" for name in results.swept]
-        if both:
-            cells.append(f"{effective_lr(r['lr'], r['momentum'], convention):.4g}")
-        cells.append(str(r.get("best_step") or "-"))
-        for key, _, scale, fmt in (loss, score, test):
-            cells.append(options.mean_std(r.get(f"{key}_mean"), _spread(results, r, key), fmt, scale))
-        for key, _, scale, fmt in (loss, test):
-            cells.append(options.mean_std(r.get(f"final_{key}_mean"), _spread(results, r, f"final_{key}"), fmt, scale))
-        table.add_row(*cells)
-    return table
-
-
-def _spread(results: Any, record: dict[str, Any], key: str) -> Any:
-    """The std over seeds and folds of ``key`` in ``record``; None for one run (nothing to spread)."""
-    runs = int(results.meta.get("seeds") or 1) * int(results.meta.get("folds") or 1)
-    return record.get(f"{key}_std") if runs > 1 else None
-
-
-def _atomic(path: Path, write: Callable[[Path], Any]) -> Path:
-    """``write(tmp)`` to a temporary file next to ``path`` (same suffix), then rename it to ``path``."""
-    import os
-
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path

@@ -85,12 +85,18 @@ def sweep(
             ``storage``, ``study_name``, ``checkpoint_every``, ``lanes``, ``parallel``,
             ``memory_budget``, ``max_batch``); an unknown name is a TypeError naming it.
 
-    Draw what came back with :func:`inertia.plots.sweep.heatmap` and
-    :func:`inertia.tensorboard.write_sweep`; build the specs yourself with :func:`run_sweep`.
+    With ``out``, the study lives in ``out/sweep.db`` (a rerun resumes) and ``out`` receives the files
+    ``inertia sweep --out`` writes (:meth:`SweepResults.save`). Draw what came back with
+    :func:`inertia.plots.sweep.heatmap` and :func:`inertia.tensorboard.write_sweep`, or
+    ``results.report(path)`` and ``print(results.table())``; build the specs yourself with :func:`run_sweep`.
     """
     task = TaskSpec.from_values(data, model, optimizer=optimizer, lr=lr, momentum=momentum, hyper=hyper,
                                 fixed=fixed, schedules=schedules, loss=loss, model_args=model_args)
-    return run_sweep(SweepSpec.from_settings(task, settings), progress=progress, log=log)
+    spec = SweepSpec.from_settings(task, settings)
+    results = run_sweep(spec, progress=progress, log=log)
+    if spec.run.out is not None:
+        results.save(spec.run.out)
+    return results
 
 
 def run_sweep(spec: SweepSpec, *, progress: Callable[[int, int], None] | None = None,

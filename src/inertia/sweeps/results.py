@@ -71,6 +71,32 @@ class SweepResults:
         return pandas.DataFrame([Record.of(r) for r in self.rows], columns=_keys(
             [Record.of(r) for r in self.rows], self.swept))
 
+    def table(self, top: int = 10) -> Any:
+        """The ``top`` best configurations as ``inertia sweep`` prints them; ``print(results.table())``."""
+        from ..outputs import Table
+
+        return Table(self, top)
+
+    def report(self, path: str | Path) -> Path:
+        """The interactive HTML report at ``path``, as ``inertia sweep`` writes it."""
+        from ..outputs import write_report
+
+        return write_report(self, path, self.train_command)
+
+    def save(self, out: str | Path) -> list[Path]:
+        """Every file ``inertia sweep --out`` writes (CSV, JSON, picture, report) into ``out``."""
+        from ..outputs import write_outputs
+
+        return write_outputs(self, out, self.train_command)
+
+    def train_command(self, config: Mapping[str, Any] | None = None) -> str | None:
+        """What reproduces ``config`` (default: the best): the ``inertia train`` command, or, when no command
+        line can name the data or model (arrays, a Dataset, a callable), a Python snippet calling
+        :func:`inertia.fit` on them."""
+        from ..commands.reproduce import train_command
+
+        return train_command(self, dict(config) if config is not None else None)
+
     def __len__(self) -> int:
         return len(self.rows)
 

@@ -1,0 +1,35 @@
+"""The README quotes the main job's numbers from docs/main-job.json, the record of its last documented run
+(written by scripts/document_main_job.py): a test fails when the two disagree."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = " ".join((ROOT / "README.md").read_text().split())
+RUN = json.loads((ROOT / "docs" / "main-job.json").read_text())
+
+
+def short(value: float) -> str:
+    return f"{value:.2g}"
+
+
+def test_the_record_is_of_the_readmes_main_job_command():
+    assert RUN["command"] in README
+
+
+def test_the_recommendation_and_its_reproduction_are_quoted_as_recorded():
+    best, runner_up, again = RUN["best"], RUN["runner_up"], RUN["reproduce"]
+    quoted = [
+        f"recommends lr {short(best['lr'])}, μ {short(best['momentum'])} at step {best['best_step']}, "
+        f"{100 * best['test_accuracy_mean']:.1f} ± {100 * best['test_accuracy_std']:.1f} % test accuracy",
+        f"its reproduce command gives {100 * again['test_accuracy_mean']:.1f} ± "
+        f"{100 * again['test_accuracy_std']:.1f} %",
+        f"lists lr {short(runner_up['lr'])}, μ {short(runner_up['momentum'])} "
+        f"({100 * runner_up['test_accuracy_mean']:.1f} %) next",
+        f"{RUN['diverged']} of its {RUN['configurations']} configurations diverged",
+        f"took {RUN['wall_seconds']:.0f} s",
+        RUN["machine"]["cpu"],
+    ]
+    missing = [text for text in quoted if text not in README]
+    assert not missing, f"the README should quote docs/main-job.json: {missing}"

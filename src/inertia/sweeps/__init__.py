@@ -107,6 +107,8 @@ def run_sweep(spec: SweepSpec, *, progress: Callable[[int, int], None] | None = 
         raise ValueError("device cuda asked for but CUDA is not available")
     _check_data(spec, dataset)
     job = _job(spec, dataset)
+    if job.fallback is not None:
+        (log or _warn)(f"warning: {job.fallback}")
     check_members(job.preset, spec.task.members(), columns=list(spec.task.space), schedules=job.schedules,
                   steps=job.steps)   # every value over its schedule's run, with the rule (once: stacks skip it)
     if spec.search.metric not in job.metric_names:

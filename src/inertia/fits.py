@@ -31,8 +31,8 @@ from .core import is_schedule, member_hyper
 from .data import as_dataset
 from .models import model_factory
 from .optim import make_optimizer
-from .pipeline import Split, batch_at, draw_stream, dropout_draws, make_folds, make_splits, measure, seeded_models
-from .sweeps.objective import LOSSES, Objective, check_model, make_objective
+from .pipeline import Split, batch_at, draw_stream, dropout_draws, input_dtype, make_folds, make_splits, measure, seeded_models
+from .sweeps.objective import LOSSES, Objective, check_model, data_task, make_objective
 
 
 @dataclass(frozen=True)
@@ -128,13 +128,14 @@ def fit(
     plan = _plan(optimizer, dict(hyper or {}), dict(schedules or {}), steps, batch_size, folds, device, loss)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
-    dataset = as_dataset(data, seed=seed)
+    dataset = as_dataset(data, seed=seed, task=data_task(loss))
     objective = make_objective(loss, dataset.y_train)
     factory = model_factory(model, dataset, model_args)
-    x, y = dataset.x_train.to(plan.device, dtype), objective.target(dataset.y_train, dtype).to(plan.device)
-    x_test, y_test = dataset.x_test.to(plan.device, dtype), objective.target(dataset.y_test, dtype).to(plan.device)
     started = time.perf_counter()
     templates = seeded_models(factory, seed, seeds, plan.device, dtype)
+    x_dtype = input_dtype(templates[0], dataset.x_train.to(plan.device), dtype, dataset.x_test)
+    x, y = dataset.x_train.to(plan.device, x_dtype), objective.target(dataset.y_train, dtype).to(plan.device)
+    x_test, y_test = dataset.x_test.to(plan.device, x_dtype), objective.target(dataset.y_test, dtype).to(plan.device)
     check_model(objective, templates[0], x, y, dataset.outputs if objective.name == "cross_entropy" else None)
     splits = make_splits(x, x_test, make_folds(len(y), folds, seed), seed, seeds, standardize)
     results, models = [], []

@@ -30,10 +30,11 @@ from .study import StorageError, Study, redact
 from .worker import IncompleteSweep, Worker
 
 
-def _load_data(data: Any, seed: int):
+def _load_data(data: Any, seed: int, loss: Any = "auto"):
     from ..data import as_dataset
+    from .objective import data_task
 
-    return as_dataset(data, seed=seed)
+    return as_dataset(data, seed=seed, task=data_task(loss))
 
 
 def _model_factory(model: Any, dataset: Any, model_args: Mapping[str, Any] | None = None) -> Callable[[], nn.Module]:
@@ -101,7 +102,7 @@ def run_sweep(spec: SweepSpec, *, progress: Callable[[int, int], None] | None = 
     """
     if progress is not None and not callable(progress):
         raise TypeError(f"progress takes a function f(done, total), got {progress!r}")
-    dataset = _load_data(spec.task.data, spec.train.seed)
+    dataset = _load_data(spec.task.data, spec.train.seed, spec.task.loss)
     spec = spec.resolved(data=dataset)
     if spec.train.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device cuda asked for but CUDA is not available")

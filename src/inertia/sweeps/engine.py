@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core import Stack, member_hyper
-from ..pipeline import batch_at, draw_stream, make_splits, measure, seeded_models
+from ..pipeline import batch_at, draw_stream, input_dtype, make_splits, measure, seeded_models
 from .backends import AutogradStep, BatchedMLP, LoopForward, VmapForward, mlp_layout, vmap_failure
 from .conv import ConvChainForward, conv_layout
 from .gemm import backend_for as gemm_backend_for
@@ -43,7 +43,8 @@ class Job:
     """Everything the engine needs that is the same for every member."""
 
     model_factory: Callable[[], nn.Module]
-    x: Tensor                      # training pool [n, f] (folds are drawn from it)
+    x: Tensor                      # training pool [n, ...] (folds are drawn from it); integers stay integer
+                                   # for a model that takes them (inertia.pipeline.input_dtype)
     y: Tensor                      # [n]
     folds: list[tuple[Tensor, Tensor]]
     preset: Any                    # inertia.rules.Preset
@@ -72,10 +73,11 @@ class Job:
         self.buffer_names = [n for n, _ in self.template.named_buffers()]
         self.objective = make_objective(self.loss, self.y)
         self.backend, chain = self._pick_backend()
-        self.x = self.x.to(self.device, self.dtype)
+        x_dtype = input_dtype(self.template, self.x.to(self.device), self.dtype, self.x_test)
+        self.x = self.x.to(self.device, x_dtype)
         self.y = self.objective.target(self.y, self.dtype).to(self.device)
         if self.x_test is not None:
-            self.x_test = self.x_test.to(self.device, self.dtype)
+            self.x_test = self.x_test.to(self.device, x_dtype)
             self.y_test = self.objective.target(self.y_test, self.dtype).to(self.device)
         self._check_output()
         self.fallback = self._vmap_failure() if self.backend == "vmap" else None

@@ -21,6 +21,7 @@ from torch import nn
 from .checkpoints import Checkpoints
 from ..core import check_members
 from ..pipeline import make_folds
+from ..threads import choose_threads, step_flops, use_threads
 from .engine import Job, Members
 from .gemm import openblas_core
 from .results import SweepResults
@@ -120,11 +121,22 @@ def run_sweep(spec: SweepSpec, *, progress: Callable[[int, int], None] | None = 
                   spec.train.seed).open()   # unreachable storage / a different sweep here: error before training
     checkpoints = None if spec.run.out is None else Checkpoints(
         str(spec.run.out), spec.signature(), spec.run.study_name, redact(storage or ""))
-    Worker(job, study, spec.search, spec.run, checkpoints, progress, log or _warn, spec.configurations).run()
+    previous = use_threads(parent_threads(job, spec.configurations, spec.run.threads))
+    try:
+        Worker(job, study, spec.search, spec.run, checkpoints, progress, log or _warn, spec.configurations).run()
+    finally:
+        use_threads(previous)
     meta = {**spec.flat(), "storage": None if storage is None else redact(storage), "backend": job.backend,
             "matmul": job.matmul if job.matmul == "torch" else f"openblas {openblas_core()}",
             "dataset": repr(dataset), "running": study.running()}
     return SweepResults(study.records(), list(spec.task.space), spec.search.metric, meta)
+
+
+def parent_threads(job: Job, configurations: int, requested: int | None) -> int:
+    """This process's intra-op threads while it sweeps (:func:`inertia.threads.choose_threads`): from
+    the work of a step of every member of every configuration, or ``requested``."""
+    flops = step_flops(job.template, job.x[:job.batch_size]) * job.members_per_config * configurations
+    return choose_threads(flops, requested)
 
 
 def _warn(message: str) -> None:

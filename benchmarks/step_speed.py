@@ -21,6 +21,8 @@ Two comparisons, each within one run on the same parameters and gradients:
 2. Each rule without a torch counterpart (QHM, AggMo, Schedule-Free SGD) against
    the same maths written as a plain per-tensor loop of in-place torch ops
    (below), step() alone.
+3. ``inertia.Muon`` against ``torch.optim.Muon`` (the same numbers) on matrices of a few
+   shapes (``--muon-sizes``), in the loop and in step() alone: Newton–Schulz in bfloat16 dominates.
 
 What to expect: inertia's SGD runs torch's fused kernel (execution="fused"), so the
 difference is its non-finite check, torch's mixed-precision check of every gradient on the
@@ -51,6 +53,8 @@ import inertia  # noqa: E402
 
 SIZES = [(1_000_000, 200), (10_000_000, 100), (50_000_000, 50)]
 QUICK_SIZES = [(1_000_000, 200), (10_000_000, 100)]
+MUON_SIZES = "1024x1024x8,4096x1024x4"   # rows x cols x count of the matrices Muon updates
+QUICK_MUON_SIZES = "1024x1024x8"
 LR = 1e-4  # small, so that parameters stay tame over many timed steps
 
 
@@ -254,6 +258,55 @@ def bench_against_torch(group, variants, baseline, total, count, device, rounds,
     return rows
 
 
+def make_matrices(rows: int, cols: int, count: int, device: str) -> list[torch.Tensor]:
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    params = []
+    for _ in range(count):
+        p = torch.randn(rows, cols, generator=gen).to(device).requires_grad_()
+        p.grad = torch.randn(rows, cols, generator=gen).to(device) * 1e-2
+        params.append(p)
+    return params
+
+
+MUON_VARIANTS = {
+    "inertia.Muon": lambda ps: inertia.Muon(ps, lr=LR),
+    "torch Muon": lambda ps: torch.optim.Muon(ps, lr=LR),
+}
+
+
+def bench_muon(rows_cols_count: tuple[int, int, int], device, rounds, per_round, warmup):
+    """``inertia.Muon`` and ``torch.optim.Muon`` on ``count`` matrices ``rows x cols``, in the loop and in
+    step() alone, as ratios to torch."""
+    rows, cols, count = rows_cols_count
+    sources = [p.grad for p in make_matrices(rows, cols, count, device)]
+    impls: dict[str, Callable[[], None]] = {}
+    for name, make in MUON_VARIANTS.items():
+        params = make_matrices(rows, cols, count, device)
+        opt = make(params)
+        impls[f"{name} | step"] = opt.step
+        impls[f"{name} | loop"] = in_the_loop(opt, params, sources)
+    times = time_round_robin(impls, rounds, per_round, warmup, device)
+    out = []
+    for key, t in times.items():
+        name, timing = key.split(" | ")
+        base = times[f"torch Muon | {timing}"]
+        out.append(dict(group="muon", timing=timing, params=rows * cols * count, tensors=count,
+                        shape=f"{rows}x{cols}", impl=name, ms_per_step=t * 1e3, vs="torch Muon", ratio=t / base,
+                        bytes_per_step=4 * rows * cols * count * 4))   # read p, g, b; write p, b (NS aside)
+    return out
+
+
+def parse_muon_sizes(text: str) -> list[tuple[int, int, int]]:
+    """``"1024x1024x8,4096x1024x4"`` -> [(rows, cols, count), ...]."""
+    try:
+        sizes = [tuple(int(n) for n in part.split("x")) for part in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or any(len(size) != 3 or min(size) < 1 for size in sizes):
+        raise SystemExit(f"--muon-sizes must be ROWSxCOLSxCOUNT[,...] with positive numbers, got {text!r}")
+    return sizes
+
+
 # (name, hyperparameters, loop baseline, parameter-sized memory streams of one fused pass)
 RULES = [
     ("qhm", dict(momentum=0.999, nu=0.7), QHMLoop, 5),              # read p, g, b; write p, b
@@ -299,12 +352,16 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds (median taken)")
     parser.add_argument("--rules", default=None, help="comma-separated subset of qhm,aggmo,schedulefree")
     parser.add_argument("--skip-sgd", action="store_true", help="skip the SGD and Adam comparisons with torch")
+    parser.add_argument("--muon-sizes", default=None,
+                        help=f"Muon's matrices, ROWSxCOLSxCOUNT[,...] (default {MUON_SIZES}; --quick {QUICK_MUON_SIZES})")
+    parser.add_argument("--skip-muon", action="store_true", help="skip the Muon comparison with torch")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     sizes = QUICK_SIZES if args.quick else SIZES
+    muon_sizes = parse_muon_sizes(args.muon_sizes or (QUICK_MUON_SIZES if args.quick else MUON_SIZES))
     rounds = args.rounds or (5 if args.quick else 9)
     only = set(args.rules.split(",")) if args.rules else None
     bandwidth = copy_bandwidth(args.device)
@@ -323,6 +380,9 @@ def main(argv=None) -> int:
             fused_ms = next(r["ms_per_step"] for r in sgd_rows if r["impl"] == "torch fused" and r["timing"] == "step")
         rows += bench_rules(total, count, args.device, rounds, per_round, warmup, only, fused_ms)
         print(f"... {total:,} params done", file=sys.stderr, flush=True)
+    if not args.skip_muon:
+        for size in muon_sizes:
+            rows += bench_muon(size, args.device, rounds, 3, 2)
     for row in rows:
         row["achieved_GBps"] = row["bytes_per_step"] / (row["ms_per_step"] / 1e3) / 1e9
         if bandwidth:
@@ -337,7 +397,8 @@ def main(argv=None) -> int:
             mark = f"  (bar <= {r['bar']}: {'met' if r['meets_bar'] else 'NOT met'})"
         if "best_possible_ratio" in r:
             mark += f"  [one-pass floor {r['one_pass_floor_ms']:.2f} ms = {r['best_possible_ratio']:.2f}x the loop]"
-        print(f"{r['params']:>12,} {r['tensors']:>7}  {r['impl']:<31} {r.get('timing', 'step'):<6} {r['ms_per_step']:>9.3f}  "
+        impl = f"{r['impl']} {r['shape']}" if "shape" in r else r["impl"]
+        print(f"{r['params']:>12,} {r['tensors']:>7}  {impl:<31} {r.get('timing', 'step'):<6} {r['ms_per_step']:>9.3f}  "
               f"{r['ratio']:>6.2f}  {r['vs']}{mark}")
     out = dict(
         device=args.device,

@@ -90,6 +90,62 @@ def ema_step(p, g, s, h):
     p -= h["lr"] * d
 
 
+def coupled_or_decoupled(p, h):
+    """(γλ of decoupled decay, λ of coupled L2 decay) of parameter ``p`` under hyperparameters ``h``."""
+    wd = h.get("weight_decay", 0.0)
+    return (h["lr"] * wd, 0.0) if h.get("decoupled_weight_decay") else (0.0, wd)
+
+
+def decoupled_only(p, h):
+    return h["lr"] * h["weight_decay"], 0.0
+
+
+class CautiousReference:
+    """The cautious mask (Liang et al. 2024) written plainly around a reference optimizer.
+
+    The rule's step d is taken by ``inner`` from θ = 0 with the gradient g (after maximize and coupled
+    decay; the inner's decay and maximize off), so no cancellation hides it; the update u = −d is masked
+    where u ⊙ g ≤ 0 and the rest rescaled: θ ← θ(1 − γλ) + d ⊙ φ / max(mean φ, 1e-3), with the decoupled
+    decay γλ. The inner state sees only gradients, as the rule's own does.
+    """
+
+    def __init__(self, inner, hyper: dict[str, Any], decay: Callable):
+        self.inner, self.hyper, self.decay = inner, hyper, decay
+        self.param_groups = inner.param_groups
+
+    def zero_grad(self):
+        self.inner.zero_grad()
+
+    @torch.no_grad()
+    def step(self):
+        group = self.param_groups[0]
+        h = {**self.hyper, **group}
+        params = getattr(self.inner, "params", None) or [p for g in self.param_groups for p in g["params"]]
+        before = []
+        for p in params:
+            shrink, coupled = self.decay(p, h)
+            g = (-p.grad if h.get("maximize") else p.grad) + coupled * p
+            before.append((p.detach() * (1 - shrink), g))
+            p.grad = g
+            p.zero_()
+        off = {k: group[k] for k in group if k.endswith("weight_decay") or k == "maximize"}
+        group.update({k: False if k == "maximize" else 0.0 for k in off})
+        self.inner.step()
+        group.update(off)
+        for p, (decayed, g) in zip(params, before):
+            d = p.detach().clone()
+            mask = (-d * g > 0).to(d.dtype)
+            p.copy_(decayed + d * mask / max(float(mask.mean()), 1e-3))
+
+
+def cautious_or(reference: Callable, decay: Callable = coupled_or_decoupled) -> Callable:
+    """``reference``, wrapped in :class:`CautiousReference` for settings with ``cautious=True``."""
+    def build(params, hyper):
+        inner = reference(params, hyper)
+        return CautiousReference(inner, hyper, decay) if hyper.get("cautious") else inner
+    return build
+
+
 def torch_sgd(params, hyper):
     kw = {k: v for k, v in hyper.items() if k in ("lr", "momentum", "dampening", "nesterov", "weight_decay", "maximize")}
     return torch.optim.SGD(params, **kw)
@@ -137,8 +193,10 @@ CASES = [
             dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.05, maximize=True),
             dict(lr=0.05, momentum=0.7, dampening=0.5, weight_decay=0.01, maximize=True),
             dict(lr=0.05, weight_decay=0.1, maximize=True),
+            dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.05, maximize=True, cautious=True),
+            dict(lr=0.05, momentum=0.8, dampening=0.3, cautious=True),
         ],
-        torch_sgd,
+        cautious_or(torch_sgd),
         bad=SGD_BAD,
     ),
     Case(
@@ -149,8 +207,11 @@ CASES = [
             dict(lr=0.05, momentum=0.9, nesterov=True, convention="sutskever"),
             dict(lr=0.05, momentum=0.8, weight_decay=0.05, convention="sutskever"),
             dict(lr=0.05, momentum=0.8, weight_decay=0.05, decoupled_weight_decay=True, convention="sutskever"),
+            dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.05, convention="sutskever", cautious=True),
+            dict(lr=0.05, momentum=0.8, weight_decay=0.05, decoupled_weight_decay=True, convention="sutskever",
+                 cautious=True),
         ],
-        equations(sutskever_step),
+        cautious_or(equations(sutskever_step)),
         bad=[(dict(momentum=0.9, dampening=0.2, convention="sutskever"), "dampening")],
     ),
     Case(
@@ -160,8 +221,9 @@ CASES = [
             dict(lr=0.2, momentum=0.9, convention="ema"),
             dict(lr=0.2, momentum=0.9, nesterov=True, convention="ema"),
             dict(lr=0.2, momentum=0.5, weight_decay=0.05, maximize=True, convention="ema"),
+            dict(lr=0.2, momentum=0.9, nesterov=True, weight_decay=0.05, convention="ema", cautious=True),
         ],
-        equations(ema_step),
+        cautious_or(equations(ema_step)),
     ),
     Case("momentum", "momentum", [dict(lr=0.05), dict(lr=0.05, momentum=0.5)], torch_sgd),
     Case("nesterov", "nesterov", [dict(lr=0.05), dict(lr=0.02, momentum=0.95)], torch_sgd),
@@ -261,8 +323,10 @@ CASES += [
             dict(lr=0.05, betas=(0.8, 0.99), amsgrad=True),
             dict(lr=0.05, weight_decay=0.1, maximize=True),
             dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True, amsgrad=True),
+            dict(lr=0.05, weight_decay=0.1, maximize=True, cautious=True),
+            dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True, cautious=True),
         ],
-        torch_adam,
+        cautious_or(torch_adam),
         bad=ADAM_BAD,
     ),
     Case("adamw", "adamw", [dict(lr=0.05), dict(lr=0.05, weight_decay=0.3, amsgrad=True)], torch_adam),
@@ -273,8 +337,9 @@ CASES += [
             dict(lr=0.05),
             dict(lr=0.05, betas=(0.85, 0.99), momentum_decay=0.01, weight_decay=0.05),
             dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True, maximize=True),
+            dict(lr=0.05, weight_decay=0.05, cautious=True),
         ],
-        torch_nadam,
+        cautious_or(torch_nadam),
         bad=[(dict(momentum_decay=-0.004), "momentum_decay"), (dict(betas=(0.9, 1.5)), "betas")],
     ),
     Case(
@@ -286,8 +351,10 @@ CASES += [
             dict(lr=0.01, centered=True),
             dict(lr=0.005, momentum=0.8, centered=True, weight_decay=0.05, alpha=0.9),
             dict(lr=0.01, maximize=True, weight_decay=0.1),
+            dict(lr=0.01, momentum=0.9, centered=True, cautious=True),
+            dict(lr=0.01, cautious=True),
         ],
-        torch_rmsprop,
+        cautious_or(torch_rmsprop),
         bad=[(dict(alpha=1.5), "alpha"), (dict(momentum=1.0), "momentum"), (dict(eps=-1.0), "eps"),
              (dict(centered="yes"), "centered")],
     ),
@@ -298,8 +365,9 @@ CASES += [
             dict(lr=0.1),
             dict(lr=0.1, momentum=0.9, nu=0.5, weight_decay=0.05),
             dict(lr=0.1, momentum=0.8, nu=1.0, weight_decay=0.05, decoupled_weight_decay=True, maximize=True),
+            dict(lr=0.1, momentum=0.9, nu=0.7, weight_decay=0.05, cautious=True),
         ],
-        equations(qhm_step),
+        cautious_or(equations(qhm_step)),
         bad=[(dict(nu=1.5), "nu"), (dict(momentum=1.0), "momentum"), (dict(lr=-0.1), "lr")],
     ),
     Case(
@@ -309,8 +377,9 @@ CASES += [
             dict(lr=0.01),
             dict(lr=0.02, betas=(0.5, 0.9)),
             dict(lr=0.01, betas=(0.0, 0.9, 0.95, 0.99), weight_decay=0.05, maximize=True),
+            dict(lr=0.01, betas=(0.5, 0.9, 0.99), weight_decay=0.05, cautious=True),
         ],
-        equations(aggmo_step),
+        cautious_or(equations(aggmo_step)),
         bad=[(dict(betas=(0.5, 1.0)), "betas"), (dict(betas=()), "betas"), (dict(weight_decay=-1.0), "weight_decay")],
     ),
     Case(
@@ -335,6 +404,161 @@ CASES += [
     ),
     Case("lookahead_adam", "lookahead_adam", [dict(lr=0.05), dict(lr=0.05, lookahead_k=4, amsgrad=True)],
          lookahead_adam),
+]
+
+
+# ---------------------------------------------------------------- issue 21: Muon, Lion, AdEMAMix
+
+def lion_step(p, g, s, h):
+    """Chen et al. 2023 / optax.lion: c = b1 m + (1 - b1) g; p = p - lr (sign(c) + wd p); m = b2 m + (1 - b2) g."""
+    b1, b2 = h["betas"]
+    g = -g if h["maximize"] else g
+    m = s.get("m", torch.zeros_like(p))
+    p -= h["lr"] * (torch.sign(b1 * m + (1 - b1) * g) + h["weight_decay"] * p)
+    s["m"] = b2 * m + (1 - b2) * g
+
+
+def ademamix_step(p, g, s, h):
+    """Pagliardini et al. 2024, Algorithm 1 / optax.contrib.ademamix (the slow EMA not bias-corrected)."""
+    b1, b2, b3 = h["betas"]
+    g = -g if h["maximize"] else g
+    t = s["t"] = s.get("t", 0) + 1
+    s["m1"] = b1 * s.get("m1", torch.zeros_like(p)) + (1 - b1) * g
+    s["m2"] = b3 * s.get("m2", torch.zeros_like(p)) + (1 - b3) * g
+    s["v"] = b2 * s.get("v", torch.zeros_like(p)) + (1 - b2) * g * g
+    m1_hat, v_hat = s["m1"] / (1 - b1**t), s["v"] / (1 - b2**t)
+    p -= h["lr"] * ((m1_hat + h["alpha"] * s["m2"]) / (v_hat.sqrt() + h["eps"]) + h["weight_decay"] * p)
+
+
+def newton_schulz5(u, h):
+    """Jordan et al. 2024 (torch.optim.Muon's code): X = u/||u|| in bfloat16, wide; X = aX + (bXX^T + c(XX^T)^2)X."""
+    a, b, c = h["ns_coefficients"]
+    x = u.bfloat16()
+    x = x.T if u.shape[0] > u.shape[1] else x
+    x = x / x.norm().clamp(min=h["eps"])
+    for _ in range(h["ns_steps"]):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return (x.T if u.shape[0] > u.shape[1] else x).to(u.dtype)
+
+
+def adamw_step(p, g, s, h):
+    """AdamW (Loshchilov & Hutter 2019) as the torch.optim.AdamW box."""
+    b1, b2 = h["betas"]
+    t = s["t"] = s.get("t", 0) + 1
+    p *= 1 - h["lr"] * h["weight_decay"]
+    s["m"] = b1 * s.get("m", torch.zeros_like(p)) + (1 - b1) * g
+    s["v"] = b2 * s.get("v", torch.zeros_like(p)) + (1 - b2) * g * g
+    p -= h["lr"] / (1 - b1**t) * s["m"] / ((s["v"] / (1 - b2**t)).sqrt() + h["eps"])
+
+
+def fallback_hyper(h):
+    """The fallback AdamW's hyperparameters inside Muon's: lr * fallback_lr_ratio and the fallback_* values."""
+    return dict(lr=h["lr"] * h["fallback_lr_ratio"], betas=h["fallback_betas"], eps=h["fallback_eps"],
+                weight_decay=h["fallback_weight_decay"])
+
+
+def muon_classical_step(p, g, s, h):
+    """Muon with classical momentum b = mu b + g (Nesterov: g + mu b), a >2-D weight as [rows, rest];
+    parameters with fewer than 2 axes by AdamW."""
+    if p.dim() < 2:
+        return adamw_step(p, g, s, fallback_hyper(h))
+    s["b"] = h["momentum"] * s.get("b", torch.zeros_like(p)) + g
+    u = g + h["momentum"] * s["b"] if h["nesterov"] else s["b"]
+    rows, cols = p.shape[0], p[0].numel()
+    scale = 0.2 * max(rows, cols) ** 0.5 if h["adjust_lr_fn"] == "match_rms_adamw" else max(1, rows / cols) ** 0.5
+    p *= 1 - h["lr"] * h["weight_decay"]
+    p -= h["lr"] * scale * newton_schulz5(u.reshape(rows, cols), h).view_as(p)
+
+
+class TorchMuon:
+    """torch.optim.Muon on the matrices (a >2-D weight through a 2-D view of it), torch.optim.AdamW on the
+    rest with lr * fallback_lr_ratio; ``param_groups[0]`` holds Muon's hyperparameters, passed on at each step."""
+
+    def __init__(self, params, hyper):
+        self.params = list(params)
+        self.param_groups = [dict(hyper)]
+        self.views = [p.detach().view(p.shape[0], -1) if p.dim() > 2 else p for p in self.params]
+        matrices = [v for v in self.views if v.dim() == 2]
+        others = [v for v in self.views if v.dim() < 2]
+        self.muon = torch.optim.Muon(matrices, **self._muon(hyper)) if matrices else None
+        self.adamw = torch.optim.AdamW(others, foreach=False, **fallback_hyper(hyper)) if others else None
+
+    @staticmethod
+    def _muon(h):
+        return {k: h[k] for k in ("lr", "weight_decay", "momentum", "nesterov", "ns_coefficients", "eps", "ns_steps",
+                                  "adjust_lr_fn")}
+
+    @torch.no_grad()
+    def step(self):
+        h = self.param_groups[0]
+        for p, view in zip(self.params, self.views):
+            view.grad = p.grad.view_as(view)
+        for opt, values in ((self.muon, self._muon(h)), (self.adamw, fallback_hyper(h))):
+            if opt is not None:
+                opt.param_groups[0].update(values)
+                opt.step()
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+
+def torch_muon(params, hyper):
+    if hyper["convention"] == "torch":
+        return EquationReference(params, hyper, muon_classical_step)
+    return TorchMuon(params, hyper)
+
+
+def muon_decay(p, h):
+    """Muon's decoupled decay with the unadjusted lr; the fallback's with its own lr and decay."""
+    if p.dim() >= 2:
+        return h["lr"] * h["weight_decay"], 0.0
+    return h["lr"] * h["fallback_lr_ratio"] * h["fallback_weight_decay"], 0.0
+
+
+CASES += [
+    Case(
+        "muon",
+        "muon",
+        [
+            dict(lr=0.05),
+            dict(lr=0.05, momentum=0.9, nesterov=False, weight_decay=0.05),
+            dict(lr=0.02, adjust_lr_fn="match_rms_adamw", fallback_lr_ratio=0.5, fallback_betas=(0.8, 0.99),
+                 fallback_eps=1e-6, fallback_weight_decay=0.1),
+            dict(lr=0.05, momentum=0.8, convention="torch"),
+            dict(lr=0.05, momentum=0.9, nesterov=False, convention="torch", adjust_lr_fn="match_rms_adamw"),
+            dict(lr=0.05, cautious=True, fallback_weight_decay=0.1),
+        ],
+        cautious_or(torch_muon, muon_decay),
+        bad=[(dict(momentum=1.0), "momentum"), (dict(ns_steps=0), "ns_steps"), (dict(adjust_lr_fn="rms"), "adjust_lr_fn"),
+             (dict(convention="sutskever"), "convention"), (dict(fallback_betas=(1.0, 0.9)), "fallback_betas"),
+             (dict(ns_coefficients=(1.0, 2.0)), "ns_coefficients"), (dict(fallback_lr_ratio=-1.0), "fallback_lr_ratio")],
+    ),
+    Case(
+        "lion",
+        "lion",
+        [
+            dict(lr=0.01),
+            dict(lr=0.01, betas=(0.95, 0.98), weight_decay=0.5),
+            dict(lr=0.01, betas=(0.8, 0.9), maximize=True, cautious=True, weight_decay=0.1),
+        ],
+        cautious_or(equations(lion_step), decoupled_only),
+        bad=[(dict(betas=(1.0, 0.99)), "betas"), (dict(betas=(0.9, -0.1)), "betas"), (dict(betas=(0.9,)), "betas"),
+             (dict(lr=-0.01), "lr"), (dict(weight_decay=-1.0), "weight_decay")],
+    ),
+    Case(
+        "ademamix",
+        "ademamix",
+        [
+            dict(lr=0.05),
+            dict(lr=0.05, betas=(0.8, 0.99, 0.995), alpha=2.0, eps=1e-6, weight_decay=0.1),
+            dict(lr=0.05, betas=(0.9, 0.999, 0.99), alpha=8.0, maximize=True, cautious=True, weight_decay=0.05),
+        ],
+        cautious_or(equations(ademamix_step), decoupled_only),
+        bad=[(dict(betas=(0.9, 0.999)), "betas"), (dict(betas=(0.9, 0.999, 1.0)), "betas"), (dict(alpha=-1.0), "alpha"),
+             (dict(eps=-1e-8), "eps")],
+    ),
 ]
 
 

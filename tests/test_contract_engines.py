@@ -35,7 +35,8 @@ from inertia.races import race
 from inertia.schedules import from_spec
 from inertia.pipeline import batch_at, make_folds
 from inertia.sweeps.engine import Job, Members, run_members
-from test_contract import EquationReference, aggmo_step, ema_step, qhm_step, sutskever_step
+from test_contract import (EquationReference, aggmo_step, ademamix_step, cautious_or, decoupled_only, ema_step,
+                           lion_step, muon_decay, qhm_step, sutskever_step, torch_muon)
 
 FEATURES, CLASSES, EXAMPLES = 6, 3, 96
 STEPS, BATCH, SEED = 16, 16, 5
@@ -160,6 +161,39 @@ CASES = [
     Case("lookahead_adam", "lookahead_adam", dict(lookahead_k=4),
          [{**c, "lookahead_alpha": a} for c, a in zip(ADAM_CONFIGS, (0.5, 0.8, 0.3))],
          BETA1_CYCLE, lookahead_around(torch_adam)),
+    Case("muon", "muon", {},
+         [dict(lr=0.05, momentum=0.95, weight_decay=0.1, fallback_lr_ratio=1.0, fallback_betas=(0.9, 0.999),
+               fallback_eps=1e-8, fallback_weight_decay=0.01),
+          dict(lr=0.03, momentum=0.8, weight_decay=0.05, fallback_lr_ratio=0.5, fallback_betas=(0.8, 0.99),
+               fallback_eps=1e-6, fallback_weight_decay=0.03),
+          dict(lr=0.02, momentum=0.6, weight_decay=0.0, fallback_lr_ratio=2.0, fallback_betas=(0.7, 0.9),
+               fallback_eps=1e-4, fallback_weight_decay=0.1)],
+         dict(lr="cosine", momentum="sutskever_ramp(every=5)"), torch_muon),
+    Case("muon-classical-cautious", "muon", dict(convention="torch", adjust_lr_fn="match_rms_adamw", cautious=True),
+         [dict(lr=0.05, momentum=0.9, weight_decay=0.1, fallback_lr_ratio=1.0, fallback_betas=(0.9, 0.999),
+               fallback_eps=1e-8, fallback_weight_decay=0.01),
+          dict(lr=0.03, momentum=0.8, weight_decay=0.05, fallback_lr_ratio=0.5, fallback_betas=(0.8, 0.99),
+               fallback_eps=1e-6, fallback_weight_decay=0.03),
+          dict(lr=0.02, momentum=0.6, weight_decay=0.0, fallback_lr_ratio=2.0, fallback_betas=(0.7, 0.9),
+               fallback_eps=1e-4, fallback_weight_decay=0.1)],
+         dict(lr="linear(start=0.0)", momentum="one_cycle_momentum"), cautious_or(torch_muon, muon_decay)),
+    Case("lion", "lion", {},
+         [dict(lr=0.02, betas=(0.9, 0.99), weight_decay=0.1), dict(lr=0.01, betas=(0.8, 0.95), weight_decay=0.3),
+          dict(lr=0.005, betas=(0.95, 0.9), weight_decay=0.0)],
+         BETA1_CYCLE, equations(lion_step)),
+    Case("ademamix", "ademamix", {},
+         [dict(lr=0.05, betas=(0.9, 0.999, 0.999), alpha=5.0, eps=1e-8, weight_decay=0.01),
+          dict(lr=0.03, betas=(0.8, 0.99, 0.995), alpha=2.0, eps=1e-6, weight_decay=0.05),
+          dict(lr=0.02, betas=(0.85, 0.9, 0.99), alpha=8.0, eps=1e-4, weight_decay=0.1)],
+         dict(lr="cosine", alpha="linear(steps=8)", betas=(None, None, "half_life_warmup(steps=8)")),
+         equations(ademamix_step)),
+    Case("adam-cautious", "adam", dict(cautious=True), ADAM_CONFIGS, BETA1_CYCLE, cautious_or(torch_adam)),
+    Case("sgd-cautious", "momentum", dict(cautious=True, nesterov=True), _sgd_configs(False), SGD_SCHEDULES,
+         cautious_or(torch_sgd), ZERO_DAMPENING),
+    Case("lion-cautious", "lion", dict(cautious=True),
+         [dict(lr=0.02, betas=(0.9, 0.99), weight_decay=0.1), dict(lr=0.01, betas=(0.8, 0.95), weight_decay=0.3),
+          dict(lr=0.005, betas=(0.95, 0.9), weight_decay=0.0)],
+         BETA1_CYCLE, cautious_or(equations(lion_step), decoupled_only)),
 ]
 CASE = {case.id: case for case in CASES}
 MOMENTUM_FROM_ZERO = dataclasses.replace(CASE["sgd-torch"], id="sgd-torch-momentum-from-0",

@@ -52,12 +52,14 @@ def test_bad_input_gives_a_clear_error(argv, words, tmp_path, capsys):
         assert word in err
 
 
-def test_surfaces_command_lists_every_surface(capsys):
+def test_surfaces_command_lists_every_surface_and_its_parameters(capsys):
     assert main(["surfaces"]) == 0
-    out = capsys.readouterr().out
-    for name in SURFACES:
-        assert name in out
-    assert len(out.strip().splitlines()) == len(SURFACES)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 * len(SURFACES)
+    assert [line.split()[0] for line in lines[::2]] == list(SURFACES)
+    listed = dict(zip(SURFACES, (line.split("parameters: ")[1] for line in lines[1::2])))
+    assert listed["quadratic"].startswith("condition=100.0, dim=2, rotate=False, seed=0")
+    assert listed["rosenbrock"] == "a=1.0, b=100.0" and listed["marble"] == "none"
 
 
 def test_a_schedule_in_an_optimizer_spec(tmp_path):

@@ -96,6 +96,28 @@ def test_race_report_shows_quadratic_theory(browser, tmp_path):
     assert "diverged" in browser.find_element("id", "outcome").text
 
 
+def test_race_report_basin_layer_follows_the_sliders(browser, tmp_path):
+    from inertia.basins import basin_map
+
+    result = inertia.race("marble", [dict(rule="momentum", lr=0.02, momentum=0.9)], steps=150)
+    grid = race_grid(result.surface, "momentum", [0.01, 0.02, 0.04], [0.0, 0.5, 0.9], steps=150)
+    bmap = basin_map("marble", [0.005, 0.01, 0.02, 0.04, 0.08], [0.0, 0.3, 0.6, 0.9], steps=150)
+    page = write_race_report(tmp_path / "basins.html", result, grid=grid, basins=bmap)
+    browser.get(page.resolve().as_uri())
+    _ready(browser)
+    cells = browser.find_elements("css selector", "#basins rect.basin")
+    assert len(cells) == 20
+    ring = browser.find_element("id", "basin-choice")
+    cell = cells[2 * 4 + 3]  # lr 0.02, momentum 0.9: the sliders' first pair, at the centre of its cell
+    centre_x = float(cell.get_attribute("x")) + float(cell.get_attribute("width")) / 2
+    centre_y = float(cell.get_attribute("y")) + float(cell.get_attribute("height")) / 2
+    assert float(ring.get_attribute("cx")) == pytest.approx(centre_x, abs=1)
+    assert float(ring.get_attribute("cy")) == pytest.approx(centre_y, abs=1)
+    _slide(browser, "momentum-slider", 0)
+    assert float(ring.get_attribute("cy")) > centre_y + 100   # momentum 0 is near the bottom
+    browser.save_screenshot(str(tmp_path / "basins-report.png"))
+
+
 def _records():
     records = []
     for lr in (0.01, 0.03, 0.1, 0.3):

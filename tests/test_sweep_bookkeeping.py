@@ -12,6 +12,7 @@ from inertia.sweeps import SweepSpec, TaskSpec, _job, _load_data
 from inertia.sweeps.engine import Members, run_members
 from inertia.sweeps.specs import grid_points
 from inertia.sweeps.study import METRICS, Study, dimensions, normalize_url, records_from_study, stored_point
+from inertia.sweeps.study.public import PublicStore
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -36,10 +37,12 @@ def _spec(pruner: str | None = None) -> SweepSpec:
     return spec.resolved(data=_load_data("digits", 0))
 
 
-def _train(spec: SweepSpec, url: str):
-    """Claim, store the parameters, train with intermediate values and tell, as a worker does; the study,
-    its trials, their records and every ``judge`` call (step, means)."""
+def _train(spec: SweepSpec, url: str, store: str = "sql"):
+    """Claim, store the parameters, train with intermediate values and tell, as a worker does (through
+    the ``store`` back end); the study, its trials, their records and every ``judge`` call (step, means)."""
     study = Study(dict(spec.task.space), spec.signature(), spec.search, storage_url=url).open()
+    if store == "public":
+        study.store = PublicStore(study.study, study._storage, study.store.study_id)
     trials = study.claim(100, lambda trial: None)
     members = Members(_job(spec, _load_data("digits", 0)), study.configs(trials), [t.number for t in trials])
     judged = []
@@ -84,14 +87,16 @@ def _told_per_trial(spec: SweepSpec, url: str, study: Study, records, judged) ->
             ref.tell(trial, outcome.value)
 
 
+@pytest.mark.parametrize("store", ["sql", "public"])
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
-def test_a_stack_told_at_once_is_the_study_optuna_tells_trial_by_trial(kind, tmp_path, request):
+def test_a_stack_told_at_once_is_the_study_optuna_tells_trial_by_trial(kind, store, tmp_path, request):
+    """Each back end of the study (:mod:`inertia.sweeps.study.sql` in batches, ``.public`` trial by trial)."""
     import optuna
 
     started = datetime.datetime.now()
     spec = _spec(pruner="successive_halving")   # pruned at step 10: PRUNED with a value
     with _storages(kind, tmp_path, request) as (batched_url, reference_url):
-        study, _, records, judged = _train(spec, batched_url)
+        study, _, records, judged = _train(spec, batched_url, store)
         _told_per_trial(spec, reference_url, study, records, judged)
         batched, reference = (optuna.load_study(study_name="sweep", storage=u) for u in (batched_url, reference_url))
         states = {t.state for t in batched.trials}
@@ -125,7 +130,7 @@ def test_a_late_result_of_a_trial_retried_elsewhere_is_discarded(tmp_path):
     members = Members(_job(spec, _load_data("digits", 0)), study.configs(trials), [t.number for t in trials])
     run_members(members)
     lost = trials[:2]
-    assert study._rows.retry([t._trial_id for t in lost]) == 2   # what fail_stale does with a dead holder's trials
+    assert study.store.retry([t.id for t in lost]) == 2   # what fail_stale does with a dead holder's trials
     study.judge(trials, 10, {c: {"val_loss": 1.0} for c in range(len(trials))})
     study.tell(trials, members.results(), "host:1")
     after = optuna.load_study(study_name="sweep", storage=url).trials
@@ -138,19 +143,20 @@ def test_a_late_result_of_a_trial_retried_elsewhere_is_discarded(tmp_path):
     assert [t.system_attrs["fixed_params"] for t in after[6:]] == [t.system_attrs["fixed_params"] for t in after[:2]]
 
 
-def test_trials_read_with_their_round_are_the_trials_optuna_makes(tmp_path):
+def test_claimed_trials_are_the_trials_optuna_holds(tmp_path):
     import optuna
 
     spec = _spec()
-    study = Study(dict(spec.task.space), spec.signature(), spec.search, storage_url=f"sqlite:///{tmp_path / 's.db'}").open()
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = Study(dict(spec.task.space), spec.signature(), spec.search, storage_url=url).open()
     trials = study.claim(3, lambda trial: None)
     assert [t.number for t in trials] == [0, 1, 2]
+    theirs = optuna.load_study(study_name="sweep", storage=url).trials
     for trial in trials:
-        made = optuna.Trial(study.study, trial._trial_id)
-        assert vars(trial).keys() == vars(made).keys()
-        assert all(v == vars(made)[k] for k, v in vars(trial).items() if k not in ("study", "storage"))
-        assert trial.study is made.study and trial.storage is made.storage
-        assert trial._fixed_params == stored_point(SPACE, grid_points(SPACE)[trial.number])
+        assert trial.fixed == theirs[trial.number].system_attrs["fixed_params"] == stored_point(
+            SPACE, grid_points(SPACE)[trial.number])
+        assert trial.params == theirs[trial.number].params == {}
+        assert theirs[trial.number].state == optuna.trial.TrialState.RUNNING
 
 
 @pytest.mark.parametrize("steps, where", [(1, "threads"), (99, "threads"), (100, "processes")])

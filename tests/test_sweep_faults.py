@@ -4,6 +4,7 @@ folder; three PostgreSQL workers, one late and one killed. The results must equa
 bit for bit, with no configuration missing or duplicated."""
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -42,19 +43,19 @@ def wrap(owner, name, after=False):
         return out
     setattr(owner, name, wrapped)
 
-import inertia.sweeps.checkpoints as ck, inertia.sweeps.study as study
+import inertia.sweeps.checkpoints as ck, inertia.sweeps.study as study, inertia.sweeps.study.sql as sql
 if point == "time":
     threading.Timer(nth / 1000, die).start()
 else:
     owner, name, after = {
-        "enqueue": (study._Rows, "_add", False),         # inside the transaction that enqueues the grid
-        "enqueued": (study._Rows, "prepare", True),
-        "claim": (study._Rows, "_hold", False),          # inside a claim's transaction
+        "enqueue": (sql.SqlStore, "_add", False),        # inside the transaction that enqueues the grid
+        "enqueued": (sql.SqlStore, "prepare", True),
+        "claim": (sql.SqlStore, "_hold", False),         # inside a claim's transaction
         "claimed": (study.Study, "claim", True),         # claimed, before the first checkpoint
         "checkpoint": (ck.os, "fsync", False),           # a checkpoint written, not yet renamed
         "checkpointed": (ck.Checkpoints, "save", True),
         "lane": (ck.Checkpoints, "save", True),          # a forked lane, after its nth checkpoint
-        "telling": (study._Rows, "_last_steps", False),  # inside a tell's transaction, its rows written
+        "telling": (sql.SqlStore, "_last_steps", False), # inside a tell's transaction, its rows written
         "tell": (study.Study, "tell", True),             # some stacks told (a stack: one transaction)
     }[point]
     wrap(owner, name, after)
@@ -89,11 +90,15 @@ def _run(args: list[str], kill: tuple[str, int] | None = None, **popen: object) 
                           start_new_session=True, **popen)
 
 
-def _results(db: Path, study: str = "sweep") -> dict[tuple[float, ...], dict]:
-    """(lr, momentum) -> the stored result of each COMPLETE trial; a duplicate fails."""
+def _results(db: Path | str, study: str = "sweep") -> dict[tuple[float, ...], dict]:
+    """(lr, momentum) -> the stored result of each COMPLETE trial of the SQLite file or storage URL
+    ``db``; a duplicate fails."""
     import optuna
 
-    trials = optuna.load_study(study_name=study, storage=f"sqlite:///{db}").trials
+    from inertia.sweeps.study import normalize_url
+
+    url = normalize_url(db) if isinstance(db, str) else f"sqlite:///{db}"
+    trials = optuna.load_study(study_name=study, storage=url).trials
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     out = {}
     for t in done:
@@ -265,25 +270,44 @@ def test_ctrl_c_during_start_up_prints_one_line(tmp_path, delay):
     assert err.strip().splitlines() == ["inertia sweep: interrupted; run the same command again to resume"]
 
 
-def test_a_lost_database_connection_is_one_line_and_the_rerun_resumes(tmp_path, postgres_url, baseline):
+RECONNECTING_FOR = r'''
+import sys, inertia.sweeps.study as study
+study.RECONNECT_SECONDS = float(sys.argv[1])
+from inertia.cli import main
+sys.exit(main(sys.argv[2:]))
+'''
+
+
+@pytest.mark.parametrize("outage", [3, None])
+def test_a_worker_reconnects_to_postgresql_or_gives_up_in_one_line(tmp_path, postgres_url, baseline, outage):
+    """The database refuses connections (its open ones cut) for ``outage`` seconds, or for good: the
+    worker, trying again for 20 s, goes on and finishes; or it gives up in one line, and the rerun
+    resumes. Either way the results are the uninterrupted run's."""
     from inertia.sweeps.study import normalize_url
 
     with scratch_database(postgres_url) as (url, cursor):
         name = url.rsplit("/", 1)[1]
         args = _sweep_args(tmp_path, "--storage", url)
-        proc = subprocess.Popen([sys.executable, "-m", "inertia.cli", *args], env=_env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        proc = subprocess.Popen([sys.executable, "-c", RECONNECTING_FOR, "20" if outage else "2", *args], env=_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         deadline = time.time() + 60
         while time.time() < deadline and not list((tmp_path / "checkpoints").glob("*/batch-*")):
             time.sleep(0.01)
         cursor.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
         cursor.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+        if outage:
+            time.sleep(outage)
+            cursor.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
         out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 2, out + err
-        assert len(err.strip().splitlines()) == 1 and "lost the storage" in err and "run the same command" in err, err
-        cursor.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
-        again = _run(args)
-        assert again.returncode == 0, again.stdout + again.stderr
+        if outage:
+            assert proc.returncode == 0, out + err
+        else:
+            assert proc.returncode == 2, out + err
+            [line] = err.strip().splitlines()
+            assert "cannot reach the database server" in line and "run the same command again" in line, line
+            cursor.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+            again = _run(args)
+            assert again.returncode == 0, again.stdout + again.stderr
         import optuna
 
         trials = optuna.load_study(study_name="sweep", storage=normalize_url(url)).trials
@@ -291,3 +315,74 @@ def test_a_lost_database_connection_is_one_line_and_the_rerun_resumes(tmp_path, 
                                                            if k != "worker"}
                 for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
         assert done == baseline["0"]
+
+SEARCHES = {sampler: ("--sampler", sampler, "--trials", "12") for sampler in ("random", "tpe")}
+"""Random and TPE sweeps of 12 trials (TPE: its first 10 drawn at random, then 2 asked of its model)."""
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory) -> dict[str, dict]:
+    """The uninterrupted random and TPE sweeps."""
+    runs = {}
+    for sampler, args in SEARCHES.items():
+        out = tmp_path_factory.mktemp(sampler)
+        done = _run(_sweep_args(out, *args))
+        assert done.returncode == 0, done.stderr
+        runs[sampler] = _results(out / "sweep.db")
+        assert len(runs[sampler]) == 12
+    return runs
+
+
+@pytest.mark.parametrize("kill", [("claimed", 2), ("tell", 3), ("time", 900)])
+@pytest.mark.parametrize("sampler", list(SEARCHES))
+def test_a_killed_random_or_tpe_sweep_reruns_without_repeating_a_point(tmp_path, searched, sampler, kill):
+    """Killed after its second claim (trials taken, not yet asked), after three stacks were told, or at
+    a moment; one rerun finishes it with as many distinct configurations as trials: a random sweep with
+    exactly the points and numbers of the uninterrupted one."""
+    args = _sweep_args(tmp_path, *SEARCHES[sampler])
+    killed = _run(args, kill=kill)
+    assert killed.returncode == -signal.SIGKILL, f"not killed at {kill}: {killed.stdout}{killed.stderr}"
+    again = _run(args)
+    assert again.returncode == 0, again.stdout + again.stderr
+    done = _results(tmp_path / "sweep.db")   # a configuration trained twice fails here
+    assert len(done) == 12
+    if sampler == "random":
+        assert done == searched["random"]
+
+
+@pytest.mark.parametrize("sampler", list(SEARCHES))
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_two_workers_share_a_random_or_tpe_sweep_without_repeating_a_point(tmp_path, request, searched, database,
+                                                                            sampler):
+    """Two workers started together on one study, one configuration per round: every point once
+    (a random sweep's: those of one uninterrupted process), and both trained some."""
+    with contextlib.ExitStack() as stack:
+        if database == "sqlite":
+            url = f"sqlite:///{tmp_path / 'shared.db'}"
+        else:
+            url, _ = stack.enter_context(scratch_database(request.getfixturevalue("postgres_url")))
+        procs = []
+        for i in range(2):
+            args = [*_sweep_args(tmp_path / f"w{i}", "--storage", url, "--round-size", "1", "--parallel", "1"),
+                    *SEARCHES[sampler]]
+            args[args.index("--steps") + 1] = "600"
+            procs.append(subprocess.Popen([sys.executable, "-m", "inertia.cli", *args], env=_env(), text=True,
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True))
+        outputs = [p.communicate(timeout=300)[0] for p in procs]
+        assert all(p.returncode == 0 for p in procs), outputs
+        done = _results(url)   # a configuration trained twice fails here
+        assert len(done) == 12
+        if sampler == "random":
+            assert set(done) == set(searched["random"])
+        workers = {attrs["worker"].rsplit(":", 1)[1] for attrs in _attrs(url)}
+        assert workers == {str(p.pid) for p in procs}, f"one worker did all the work: {workers}"
+
+
+def _attrs(url: str) -> list[dict]:
+    """The user attributes of every COMPLETE trial of the study in ``url``."""
+    import optuna
+
+    from inertia.sweeps.study import normalize_url
+
+    trials = optuna.load_study(study_name="sweep", storage=normalize_url(url)).trials
+    return [t.user_attrs for t in trials if t.state == optuna.trial.TrialState.COMPLETE]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import sqlite3
@@ -382,3 +383,53 @@ def test_a_rule_without_momentum_sweeps_its_learning_rate(tmp_path):
     assert res.swept == ["lr"] and sorted(r["lr"] for r in res.records()) == [1e-3, 1e-2]
     with pytest.raises(ValueError, match="momentum"):
         inertia.sweep(**SMALL, optimizer="adam", lr=[1e-3], momentum=[0.9], out=tmp_path / "bad")
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_a_trial_count_beyond_what_a_study_holds_is_refused_in_one_line(sampler, tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"^trials must be at most 1,000,000 .*got 1,000,000,000$"):
+        inertia.sweep(**SMALL, sampler=sampler, trials=10 ** 9, out=tmp_path)
+    assert not list(tmp_path.iterdir())   # refused before anything was opened
+    assert cli_main(["sweep", "--sampler", sampler, "--trials", "1000000000", "--out", str(tmp_path), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("got 1,000,000,000")
+
+
+def _damage(db: Path) -> None:
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    blob = bytearray(db.read_bytes())
+    blob[100:4000] = bytes(3900)   # the first pages: the schema
+    db.write_bytes(bytes(blob))
+
+
+@pytest.mark.parametrize("case, says", [
+    ("damaged", r"storage .*sweep\.db is damaged \(database disk image is malformed\): move .*sweep\.db aside"),
+    ("not a database", r"storage .*sweep\.db is damaged \(file is not a database\): move .*sweep\.db aside"),
+    ("read-only", r"storage .*sweep\.db is read-only \(attempt to write a readonly database\): make it writable"),
+    ("unreachable", r"cannot reach the database server of storage postgresql\+psycopg2://\*\*\*@127\.0\.0\.1:1/x "
+                    r"\(.*Connection refused\): start it or check the URL, then run the same command again"),
+    ("wrong password", r"wrong user or password for storage postgresql.*password authentication failed.*: "
+                       r"check the storage URL$"),
+])
+def test_a_storage_failure_is_one_line_naming_the_cause_and_the_way_out(tmp_path, capsys, case, says, request):
+    out = tmp_path / "run"
+    grid = ["--lr", "0.05,0.1", "--momentum", "0,0.9", "--steps", "10", "--batch-size", "32", "--quiet"]
+    made = subprocess.run([sys.executable, "-m", "inertia.cli", "sweep", "--data", "digits", *grid, "--out", str(out)],
+                          env=_env(), capture_output=True, text=True)   # its own process: no connection left open
+    assert made.returncode == 0, made.stderr
+    db, storage = out / "sweep.db", []
+    if case == "damaged":
+        _damage(db)
+    elif case == "not a database":
+        db.write_bytes(b"not a database" * 1000)
+    elif case == "read-only":
+        storage = ["--storage", f"sqlite:///file:{db}?mode=ro&uri=true", "--lr", "0.05,0.1,0.2"]   # a new grid: writes
+    elif case == "unreachable":
+        storage = ["--storage", "postgresql://inertia:inertia@127.0.0.1:1/x"]
+    else:
+        server = request.getfixturevalue("postgres_url")
+        storage = ["--storage", server.replace("inertia:inertia@", "inertia:wrong@")]
+    capsys.readouterr()
+    assert cli_main(["sweep", "--data", "digits", *grid, "--out", str(out), *storage]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert re.search(says, line), line

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from .rules import Preset, Rule
-from .rules.base import FIXED_HYPER, broadcast_hyper, is_schedule
+from .rules.base import FIXED_HYPER, MEMBER_AXIS, broadcast_hyper, is_schedule
 from .schedules import Schedule
 
 #: steps at which a schedule's values are validated before training (besides the first and last)
@@ -136,10 +136,12 @@ class MemberHyper:
 
     def at(self, step: int, rows: Tensor | None = None) -> dict[str, Any]:
         """Every value at ``step`` (0 for the first update) for the members ``rows`` (default all),
-        and under ``FIXED_HYPER`` the names of those no schedule drives."""
+        under ``FIXED_HYPER`` the names of those no schedule drives, and ``MEMBER_AXIS`` (every
+        parameter of a stack is stacked)."""
         values = {name: _select(value_at(value, step), rows) if name in self.rule.numeric else value
                   for name, value in self.values.items()}
         values[FIXED_HYPER] = self.fixed
+        values[MEMBER_AXIS] = True
         return values
 
 

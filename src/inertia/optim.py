@@ -77,6 +77,7 @@ from torch.optim.optimizer import _get_fused_kernels_supported_devices
 from . import core, rules
 from .rules import Rule
 from .rules.adaptive import scalar_dtype
+from .rules.base import MEMBER_AXIS
 from .schedules import guard_per_configuration
 from .stacked import mark, members
 
@@ -427,13 +428,15 @@ class RuleOptimizer(torch.optim.Optimizer):
 
     # ------------------------------------------------------------ execution paths
 
-    def _hyper(self, group: dict, param: Tensor) -> dict[str, Any]:
-        return {name: core.shape_hyper(group[name], param) for name in self.rule.defaults}
+    def _hyper(self, group: dict, param: Tensor, stacked: bool = False) -> dict[str, Any]:
+        """The group's values shaped for ``param``; ``stacked``: its first axis is the member axis."""
+        return {**{name: core.shape_hyper(group[name], param) for name in self.rule.defaults}, MEMBER_AXIS: stacked}
 
     def _ready(self, group: dict, params: list[Tensor]) -> list[dict] | None:
         """The parameters' states if a fast path can run this group (one dtype and device, state created
         by the simple path, plain hyperparameters), else None."""
-        if any(_per_configuration(group[name]) for name in self.rule.numeric):
+        if any(_per_configuration(group[name]) for name in self.rule.numeric) \
+                or len({members(p) is None for p in params}) > 1:
             return None
         states = list(map(self.state.get, params))
         first, dtype, device = states[0], params[0].dtype, params[0].device
@@ -450,7 +453,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         """Whether one of torch's fused kernels (:data:`FUSED_KERNELS`) computes this group's rule and
         settings exactly, with Python-number hyperparameters on a dense real floating-point parameter."""
         kernel = _fused_kernel(self.rule)
-        if kernel is None or any(_holds_tensor(group[name]) for name in self.rule.numeric):
+        if kernel is None or group.get("cautious") or any(_holds_tensor(group[name]) for name in self.rule.numeric):
             return False
         return (kernel.fits(group, first_state) and first.is_floating_point() and not first.is_sparse
                 and first.device.type in _get_fused_kernels_supported_devices())
@@ -464,11 +467,12 @@ class RuleOptimizer(torch.optim.Optimizer):
             return "fused", states
         return ("compiled", states) if self.execution == "compiled" else ("simple", None)
 
-    def _shaped_hyper(self, group: dict, param: Tensor, cache: dict[tuple, dict[str, Any]]) -> dict[str, Any]:
+    def _shaped_hyper(self, group: dict, param: Tensor, cache: dict[tuple, dict[str, Any]],
+                      stacked: bool) -> dict[str, Any]:
         """:meth:`_hyper`, made once per shape class of a group's parameters within one step."""
-        key = (param.dim(), param.shape[:1], param.device, param.dtype)
+        key = (param.dim(), param.shape[:1], param.device, param.dtype, stacked)
         if key not in cache:
-            cache[key] = self._hyper(group, param)
+            cache[key] = self._hyper(group, param, stacked)
         return cache[key]
 
     def _state(self, p: Tensor) -> dict[str, Tensor]:
@@ -491,10 +495,11 @@ class RuleOptimizer(torch.optim.Optimizer):
         for p, state in zip(params, states):
             if p.is_complex():  # the rule updates real views; the entries it creates are kept complex
                 param, work = _real(p), {k: _real(v) for k, v in state.items()}
-                self.rule.update(param, _real(p.grad), work, self._shaped_hyper(group, param, cache))
+                self.rule.update(param, _real(p.grad), work,
+                                 self._shaped_hyper(group, param, cache, members(p) is not None))
                 self._store_created(p, state, work)
             else:
-                self.rule.update(p, p.grad, state, self._shaped_hyper(group, p, cache))
+                self.rule.update(p, p.grad, state, self._shaped_hyper(group, p, cache, members(p) is not None))
 
     def _member_step(self, work: list[tuple[dict, list[Tensor]]], found: Tensor | None) -> Tensor:
         """The rule on stacked parameters out of place; member i takes the new values unless its gradients or
@@ -507,7 +512,7 @@ class RuleOptimizer(torch.optim.Optimizer):
                 param, grad = _real(p).clone(), _real(p.grad)
                 new = {k: _real(v).clone() for k, v in self._state(p).items()}
                 new["step"] += 1
-                self.rule.update(param, grad, new, self._shaped_hyper(group, param, cache))
+                self.rule.update(param, grad, new, self._shaped_hyper(group, param, cache, True))
                 entries = [v for k, v in new.items() if k != "step" and v.dim() > 0]
                 sums.append(torch.stack([_member_sums([grad], n), _member_sums([param, *entries], n)]))
                 staged.append((p, param, new))
@@ -569,7 +574,7 @@ class RuleOptimizer(torch.optim.Optimizer):
             fn = types.FunctionType(code, _guarded_update.__globals__)
             self._compiled = torch.compile(functools.partial(fn, self.rule.update), fullgraph=True, dynamic=False)
         first = _real(params[0])
-        hyper = self._hyper(group, first)
+        hyper = self._hyper(group, first, members(params[0]) is not None)
         hyper.update({name: _as_input(hyper[name], first) for name in self.rule.numeric})
 
         def one(t: Tensor) -> Tensor:  # mutated inputs go in as [1], never 0-dim: Inductor (torch 2.13,
@@ -648,7 +653,7 @@ class RuleOptimizer(torch.optim.Optimizer):
             for p in group["params"]:
                 state = self.state.get(p)
                 if state:
-                    hyper = self._hyper(group, p)
+                    hyper = self._hyper(group, p, members(p) is not None)
                     p.copy_(self.rule.train_point(p, state, hyper) if to_train
                             else core.eval_point(self.rule, p, state, hyper))
             group["train_mode"] = to_train
@@ -797,6 +802,37 @@ class ScheduleFreeSGD(RuleOptimizer):
 
     rule = rules.SCHEDULEFREE_RULE
     __init__ = _preset_init("schedulefree")
+
+
+class Muon(RuleOptimizer):
+    r"""Muon (Jordan et al. 2024), as ``torch.optim.Muon`` on matrices, AdamW for the other parameters.
+
+    ``inertia.Muon(params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
+    ns_coefficients=(3.4445, -4.7750, 2.0315), eps=1e-7, ns_steps=5, adjust_lr_fn="original",
+    convention="ema", cautious=False, fallback=True, fallback_lr_ratio=1.0, fallback_betas=(0.9, 0.999),
+    fallback_eps=1e-8, fallback_weight_decay=0.01)``. Conv weights are orthogonalized flattened to 2-D;
+    parameters with fewer than two axes go to AdamW (lr · fallback_lr_ratio). Equations: :mod:`inertia.rules.muon`.
+    """
+
+    rule = rules.MUON_RULE
+    __init__ = _preset_init("muon")
+
+
+class Lion(RuleOptimizer):
+    r"""Lion (Chen et al. 2023): ``inertia.Lion(params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0,
+    maximize=False, cautious=False)``. Equations: :mod:`inertia.rules.lion`."""
+
+    rule = rules.LION_RULE
+    __init__ = _preset_init("lion")
+
+
+class AdEMAMix(RuleOptimizer):
+    r"""AdEMAMix (Pagliardini et al. 2024): ``inertia.AdEMAMix(params, lr=1e-3, betas=(0.9, 0.999, 0.9999),
+    alpha=5.0, eps=1e-8, weight_decay=0.0, maximize=False, cautious=False)``. The paper's warm-ups of α and
+    β₃: ``HyperScheduler(opt, **inertia.schedules.ademamix_warmups(T))``. Equations: :mod:`inertia.rules.ademamix`."""
+
+    rule = rules.ADEMAMIX_RULE
+    __init__ = _preset_init("ademamix")
 
 
 class Lookahead(torch.optim.Optimizer):

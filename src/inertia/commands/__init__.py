@@ -1,1 +1,2 @@
-"""One module per ``inertia`` subcommand: each defines ``add_parser(subparsers)`` and ``run(args) -> int``."""
+"""One module per ``inertia`` subcommand, each with ``add_parser(subparsers)`` (returning its parser) and
+``run(args) -> int``; :mod:`.options` holds the options, readers and formats they share."""

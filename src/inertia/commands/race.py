@@ -7,6 +7,12 @@
 writes DIR/race.png (contours + trajectories), DIR/race.gif (the marbles rolling),
 DIR/loss.png (loss against step, log scale; theory lines on quadratics),
 DIR/report.html (self-contained, interactive) and DIR/race.json (the numbers).
+
+    inertia race --surface marble --map lr=1e-3:1:40 --map momentum=0:0.99:40 --out DIR
+
+also races the whole (lr, momentum) grid at once and writes DIR/basins.png: for every pair,
+which minimum the marble ends in (or that it diverged), shaded by the steps it took; on a
+quadratic, the measured rate with the stability edge lr·λ_max = 2 + 2μ.
 """
 from __future__ import annotations
 
@@ -17,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from .._text import parse_literal
+from . import options
 
 
 OPTIMAL_KINDS = {"sgd": "gd", "momentum": "momentum"}  # rule name -> the theory's optimum it takes
+RACED = ("sgd:lr=0.02", "momentum:lr=0.02,momentum=0.9")   # the configurations raced when none is given
 
 
 def parse_optimizer(spec: str, surface: Any = None) -> dict[str, Any]:
@@ -118,28 +126,32 @@ def slider_grid(result: Any, rule: str | None = None) -> Any:
     return race_grid(s, rule, lrs, momenta, steps=result.steps, start=result.positions[0, 0])
 
 
-def parse_schedules(items: list[str]) -> dict[str, Any]:
-    """``["lr=cosine", "momentum=sutskever_ramp(every=50)"]`` -> ``{name: ScheduleSpec}`` (one-line errors)."""
-    from ..schedules import check_spec
+def parse_map(items: list[str]) -> tuple[list[float], list[float]]:
+    """``["lr=1e-3:1:40", "momentum=0:0.99:40"]`` -> (lrs, momenta): each ``start:stop:count``
+    (log-spaced when both bounds are > 0, else linear) or a comma list, as ``inertia sweep`` reads them."""
+    from ..sweeps.specs import parse_values
 
-    out: dict[str, Any] = {}
-    for item in items or []:
+    axes: dict[str, list[float]] = {}
+    for item in items:
         name, eq, spec = item.partition("=")
-        name = name.strip().replace("-", "_")
-        if not eq or not name or not spec.strip():
-            raise ValueError(f"--schedule expects NAME=SPEC such as lr=cosine, got {item!r}")
-        if name in out:
-            raise ValueError(f"--schedule {name} is given twice")
-        out[name] = check_spec(name, spec.strip())
-    return out
+        name = name.strip()
+        if not eq or name not in ("lr", "momentum"):
+            raise ValueError(f"--map expects lr=START:STOP:COUNT or momentum=START:STOP:COUNT, got {item!r}")
+        if name in axes:
+            raise ValueError(f"--map {name} is given twice")
+        axes[name] = parse_values(spec, f"--map {name}")
+    missing = [n for n in ("lr", "momentum") if n not in axes]
+    if missing:
+        raise ValueError(f"--map needs both lr=... and momentum=...; {missing[0]} is missing")
+    return axes["lr"], axes["momentum"]
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "race",
         help="race optimizers on a test surface (contour PNG, GIF, loss plot, interactive HTML report)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=options.HelpFormatter,
     )
     p.add_argument("--surface", default="marble",
                    help="surface NAME or NAME:key=value,... (e.g. quadratic:condition=100,rotate=0.5); "
@@ -148,11 +160,14 @@ def add_parser(subparsers: Any) -> None:
                    help="a configuration to race, e.g. momentum:lr=0.02,momentum=0.9 (repeat for several); "
                         "a value may be a schedule from inertia.schedules, e.g. "
                         "'momentum:lr=0.02,momentum=sutskever_ramp(0.99,every=50)'; on a quadratic, "
-                        "sgd:optimal and momentum:optimal take the theory's optimal lr (and momentum)")
-    p.add_argument("--schedule", action="append", default=[], metavar="NAME=SPEC",
-                   help="a schedule for hyperparameter NAME of every configuration that has it, starting from "
-                        "that configuration's value, e.g. --schedule lr=cosine or --schedule "
-                        "momentum=sutskever_ramp(every=50) (repeatable; schedules: inertia.schedules)")
+                        "sgd:optimal and momentum:optimal take the theory's optimal lr (and momentum) "
+                        f"(default: {' and '.join(RACED)})")
+    options.add_schedule(p, "for every configuration that has NAME, starting from its value over --steps")
+    p.add_argument("--map", action="append", default=[], metavar="NAME=START:STOP:COUNT",
+                   help="race a whole grid with the first --optimizer's rule (default momentum) and draw where "
+                        "each pair ends (basins.png, and a layer of the report): give both "
+                        "--map lr=1e-3:1:40 --map momentum=0:0.99:40 (log-spaced when both bounds are > 0, "
+                        "else linear; or a comma list)")
     p.add_argument("--steps", type=int, default=300, help="steps per configuration (default 300)")
     p.add_argument("--start", default=None, help="starting point x,y (default: the surface's own)")
     p.add_argument("--out", default="race-out", help="output folder (default race-out)")
@@ -161,6 +176,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--no-report", action="store_true", help="skip the interactive HTML report")
     p.add_argument("--float32", action="store_true", help="race in float32 (default float64)")
     p.set_defaults(run=run)
+    return p
 
 
 def run(args: argparse.Namespace) -> int:
@@ -170,9 +186,12 @@ def run(args: argparse.Namespace) -> int:
     from ..races import race
 
     surface = surfaces.parse(args.surface)
-    specs = args.optimizer or ["sgd:lr=0.02", "momentum:lr=0.02,momentum=0.9"]
+    specs = args.optimizer or list(RACED)
     configs = [parse_optimizer(s, surface) for s in specs]
-    schedules = parse_schedules(args.schedule)
+    schedules = options.schedules(args.schedule)
+    grid_axes = parse_map(args.map) if args.map else None
+    if grid_axes and schedules:
+        raise ValueError("--map races constant (lr, momentum) pairs; it does not take --schedule")
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     start = None
@@ -198,6 +217,10 @@ def run(args: argparse.Namespace) -> int:
     from ..plots.race import animate, plot_contour, plot_losses
 
     written.append(plot_losses(result, out / "loss.png"))
+    bmap = None
+    if grid_axes:
+        bmap = _basin_map(surface, configs if args.optimizer else [], grid_axes, args.steps, start, dtype)
+        written += _write_basin_map(bmap, out)
     if surface.dim == 2:
         written.append(plot_contour(result, out / "race.png"))
         if not args.no_gif:
@@ -206,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
             from ..report import write_race_report
 
             written.append(write_race_report(out / "report.html", result, slider_grid(result),
-                                             images={"loss against step": out / "loss.png"}))
+                                             images={"loss against step": out / "loss.png"}, basins=bmap))
     else:
         print(f"{surface.name} is {surface.dim}-D: no contour plot, animation or report (loss plot only)")
     for row in summary:
@@ -219,3 +242,31 @@ def run(args: argparse.Namespace) -> int:
     for path in written:
         print(f"wrote {path}")
     return 0
+
+
+def _basin_map(surface: Any, configs: list[dict[str, Any]], axes: tuple[list[float], list[float]], steps: int,
+               start: Any, dtype: Any) -> Any:
+    """The basin map of ``--map``, raced with the first configuration's rule and other settings."""
+    from .. import rules
+    from ..basins import basin_map
+
+    first = configs[0] if configs else {"rule": "momentum"}
+    if "momentum" not in rules.get(first["rule"]).rule.defaults:
+        raise ValueError(f"--map races lr x momentum with the first --optimizer's rule; {first['rule']} has no "
+                         f"momentum (give e.g. --optimizer momentum:lr=0.02 first)")
+    fixed = {k: v for k, v in first.items() if k not in ("rule", "lr", "momentum", "label")}
+    return basin_map(surface, *axes, steps=steps, rule=first["rule"], start=start, dtype=dtype, **fixed)
+
+
+def _write_basin_map(bmap: Any, out: Path) -> list[Path]:
+    """DIR/basins.png and DIR/basins.json (the grid, each pair's outcome, settling step and rate)."""
+    from ..basins import DIVERGED, UNSETTLED
+    from ..plots.basins import plot_basin_map
+
+    data = dict(outcomes={"k >= 0": "index into the surface's minima (0: global)", str(DIVERGED): "diverged",
+                          str(UNSETTLED): "not settled"}, rule=bmap.rule, lrs=bmap.lrs, momenta=bmap.momenta, steps=bmap.steps, tolerance=bmap.tolerance,
+                outcome=bmap.outcome.tolist(), settle_step=bmap.settle_step.tolist(),
+                rate=None if bmap.rate is None else [[v if math.isfinite(v) else None for v in row]
+                                                     for row in bmap.rate.tolist()])
+    (out / "basins.json").write_text(json.dumps(data))
+    return [out / "basins.json", plot_basin_map(bmap, out / "basins.png")]

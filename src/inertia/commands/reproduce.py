@@ -1,6 +1,6 @@
 """The ``inertia train`` command that reproduces one configuration of a sweep.
 
-Flags come from ``inertia train``'s own parser (:func:`.train.options`), so the
+Flags come from ``inertia train``'s own parser (:func:`.train.actions`), so the
 command and the parser cannot drift; numbers are written with ``repr`` (the
 shortest text that reads back as the same float).
 """
@@ -19,8 +19,9 @@ def train_command(results: Any, config: dict[str, Any] | None = None) -> str | N
     """The command that trains ``config`` (default: the best) of ``results`` as the sweep did.
 
     It carries what changes the numbers: data, model, optimizer, swept and fixed
-    hyperparameters, schedules, batch size, folds and seed, and as steps the selected
-    point's (``best_step``: the model there is the one whose metrics the sweep reports).
+    hyperparameters, schedules (with the sweep's length written out), batch size, folds and
+    seed, and as steps the selected point's (``best_step``: the model there is the one whose
+    metrics the sweep reports).
     None when no configuration finished.
     """
     config = config or results.best
@@ -41,7 +42,7 @@ def train_command(results: Any, config: dict[str, Any] | None = None) -> str | N
     for name, value in {**{n: config[n] for n in results.swept}, **fixed}.items():
         parts += _hyperparameter(name, value)
     for name, spec in (meta.get("schedules") or {}).items():
-        parts += [train.flag("schedule"), f"{name}={spec}"]
+        parts += [train.flag("schedule"), f"{name}={schedule_text(spec, meta.get('steps'))}"]
     run = {**meta, "steps": config.get("best_step") or meta.get("steps")}   # the selected point
     for key in RUN:
         if run.get(key) is not None:
@@ -49,9 +50,22 @@ def train_command(results: Any, config: dict[str, Any] | None = None) -> str | N
     return shlex.join(parts)
 
 
+def schedule_text(spec: Any, steps: int | None) -> str:
+    """``spec`` as the sweep ran it over ``steps`` steps, for a run that may stop earlier: ``cosine`` ->
+    ``cosine(steps=300)`` (:meth:`~inertia.schedules.ScheduleSpec.with_length`), so ``--steps 180``
+    takes the sweep's first 180 values, not a schedule annealed over 180 steps."""
+    from ..schedules import ScheduleSpec, parse_spec
+
+    parsed = parse_spec(spec) if isinstance(spec, str) else spec
+    if not isinstance(parsed, ScheduleSpec) or steps is None:
+        return str(spec)
+    pinned = parsed.with_length(int(steps))
+    return str(spec) if pinned == parsed else str(pinned)
+
+
 def _hyperparameter(name: str, value: Any) -> list[str]:
     """``--lr 0.05``, ``--nesterov``, or ``--hyper name=value`` where the rule's name has no option."""
-    action = train.options().get(name) if name in train.HYPER_OPTIONS else None
+    action = train.actions().get(name) if name in train.HYPER_OPTIONS else None
     if action is None:
         return [train.flag("hyper"), f"{name}={_text(value)}"]
     if action.nargs == 0:  # a switch such as --nesterov

@@ -10,10 +10,11 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .._text import parse_literal
+from ..sweeps.pruning import STACKED as PRUNERS
 from ..sweeps.selection import SELECTIONS
 from ..sweeps.specs import (DEFAULT_MOMENTA, LANES, METRICS, SAMPLERS, RunSpec, SearchSpec, SweepSpec, TaskSpec,
                             TrainSpec)
+from . import options
 from .reproduce import train_command
 
 DESCRIPTION = """\
@@ -29,7 +30,8 @@ or --storage URL (e.g. PostgreSQL) for several workers sharing one study: start
 the same command on each worker.
 
 Writes into --out: results.csv, results.json, heatmap.png (lr x momentum, colour =
-metric, iso-lines of the effective learning rate lr/(1-mu)), report.html when the
+metric, iso-lines of the effective learning rate lr/(1-mu); curve.png instead when one
+hyperparameter is swept), report.html when the
 report module is present, and prints the best configurations and the
 `inertia train` command that reproduces the best.
 
@@ -44,47 +46,46 @@ example:
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "sweep", help="train a grid of learning rate x momentum at once; table, heatmap, CSV/JSON",
-        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=DESCRIPTION, formatter_class=options.HelpFormatter)
     what = parser.add_argument_group("what to train (TaskSpec)")
-    what.add_argument("--data", default="mnist1d", metavar="NAME|PATH", help="mnist1d, digits, or a .npz/.csv file")
-    what.add_argument("--model", default="mlp", metavar="NAME|MODULE:FACTORY",
-                      help="a model name (mlp, linear, cnn, cnn2d) or package.module:factory importable from here, "
-                           "e.g. examples.digits_cnn:DigitsCNN")
-    what.add_argument("--model-arg", action="append", default=[], metavar="NAME=VALUE",
-                      help="an argument of the model factory, e.g. --model-arg width=32 (repeatable)")
-    what.add_argument("--optimizer", default="momentum", help="any registered rule name (momentum, nesterov, sgd, ...)")
-    what.add_argument("--lr", default="1e-3:1:8", help="learning rates (default 1e-3:1:8)")
-    what.add_argument("--momentum", default=None,
-                      help="momentum values (default 0,0.5,0.8,0.9,0.95,0.98,0.99,0.995 for rules that have a momentum)")
+    options.add_data(what)
+    options.add_model(what)
+    options.add_optimizer(what)
+    what.add_argument("--lr", default="1e-3:1:8", metavar="VALUES", help="learning rates")
+    what.add_argument("--momentum", default=None, metavar="VALUES",
+                      help="momentum values (default: " + ",".join(map(str, DEFAULT_MOMENTA))
+                           + " for rules that have a momentum)")
     what.add_argument("--hyper", action="append", default=[], metavar="NAME=VALUES",
                       help="sweep another numeric hyperparameter too, e.g. --hyper weight_decay=0,1e-4 (repeatable)")
     what.add_argument("--fixed", action="append", default=[], metavar="NAME=VALUE",
                       help="a hyperparameter shared by all configurations, e.g. --fixed convention=sutskever")
-    what.add_argument("--loss", default="auto", choices=("auto", "cross_entropy", "mse", "l1", "huber", "bce_with_logits"),
-                      help="the loss (auto: cross_entropy for integer labels, mse for float targets)")
-    what.add_argument("--schedule", action="append", default=[], metavar="NAME=SPEC",
-                      help="drive a hyperparameter by a schedule, e.g. --schedule lr=cosine "
-                           "--schedule momentum=sutskever_ramp(0.99) (repeatable)")
+    options.add_loss(what)
+    options.add_schedule(what, "it starts from each configuration's value over --steps")
     how = parser.add_argument_group("how to train (TrainSpec)")
-    how.add_argument("--steps", type=int, default=2000)
-    how.add_argument("--batch-size", type=int, default=100)
+    how.add_argument("--steps", type=int, default=2000,
+                     help="optimizer steps (minibatches) per configuration, fold and seed (default: 2000, fewer "
+                          "than inertia train's 3000 because a sweep trains every configuration x seed x fold; "
+                          "the command it prints for inertia train gives the steps it used)")
+    how.add_argument("--batch-size", type=int, default=100, help="examples per minibatch")
     how.add_argument("--folds", type=int, default=1, help="K-fold cross-validation (1: a 20%% holdout)")
-    how.add_argument("--seed", type=int, default=0)
+    how.add_argument("--seed", type=int, default=0, help="seed for initialization, batches and data splits")
     how.add_argument("--seeds", type=int, default=3, metavar="K",
                      help="train every configuration from K initializations and batch orders at once "
-                          "(seeds seed..seed+K-1); results are mean +- std over seeds and folds")
+                          "(seeds seed..seed+K-1); results are mean +- std over seeds and folds (default: 3, so "
+                          "that a ranking is not one seed's luck; inertia train's is 1, one plain run)")
     how.add_argument("--dtype", type=_dtype, default="float32", help="float32 or float64")
-    how.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    how.add_argument("--backend", default="auto", choices=("auto", "batched", "vmap"),
-                     help="batched: hand-written backprop for MLPs; vmap: any model (auto: batched where it can)")
+    options.add_device(how)
+    options.add_backend(how)
     how.add_argument("--diverge-factor", type=float, default=10.0, metavar="X",
                      help="a loss above X times its first value counts as diverged")
     how.add_argument("--standardize", action="store_true",
                      help="standardize the inputs with each fold's training part (never its validation part)")
     search = parser.add_argument_group("how to search (SearchSpec)")
-    search.add_argument("--sampler", default="grid", choices=SAMPLERS)
+    search.add_argument("--sampler", default="grid", choices=SAMPLERS,
+                        help="grid trains every point; random and tpe --trials points in the ranges the values span")
     search.add_argument("--trials", type=int, default=None, help="number of configurations for random/tpe")
-    search.add_argument("--pruner", default=None, choices=("none", "median", "hyperband", "successive_halving", "percentile"))
+    search.add_argument("--pruner", default=None, choices=("none", *PRUNERS),
+                        help="stop configurations early when their validation metric lags (default: none)")
     search.add_argument("--metric", default="auto", choices=("auto", *METRICS),
                         help="what picks the best: auto (val_accuracy for classification, val_loss for regression)")
     search.add_argument("--eval-every", type=int, default=None, metavar="STEPS",
@@ -99,10 +100,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     run = parser.add_argument_group("where and how to run (RunSpec)")
     run.add_argument("--out", required=True, help="output folder (holds the SQLite study unless --storage)")
     run.add_argument("--storage", default=None, help="Optuna storage URL, e.g. postgresql://user:pw@host/db")
-    run.add_argument("--study-name", default="sweep")
-    run.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS")
+    run.add_argument("--study-name", default="sweep", help="the study's name in the storage (one study = one sweep)")
+    run.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
+                     help="seconds between checkpoints of the stacks in training (a rerun resumes from them)")
     run.add_argument("--lanes", default="auto", choices=LANES, help="side-by-side stacks in forked processes or threads")
-    run.add_argument("--parallel", type=int, default=None, help="stacks side by side (default on CPU: one per thread)")
+    run.add_argument("--parallel", type=int, default=None,
+                     help="stacks side by side (default on CPU: one per free core, at most --threads)")
+    options.add_threads(run)
     run.add_argument("--memory-budget", type=int, default=None, metavar="BYTES",
                      help="the memory the stacked configurations may take (default: what the device has)")
     run.add_argument("--max-batch", type=int, default=None, help="at most this many configurations at once")
@@ -124,24 +128,14 @@ def _dtype(name: str) -> Any:
     return getattr(torch, name)
 
 
-def _pairs(items: list[str], what: str) -> dict[str, str]:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"{what} expects NAME=VALUE, got {item!r}")
-        name, value = item.split("=", 1)
-        out[name.strip().replace("-", "_")] = value.strip()
-    return out
-
-
 def sweep_spec(args: argparse.Namespace) -> SweepSpec:
     """The specs of ``args``: one argument group per spec, one option per field."""
     task = TaskSpec.from_values(
         args.data, args.model, optimizer=args.optimizer, lr=args.lr,
-        momentum=DEFAULT_MOMENTA if args.momentum is None else args.momentum, hyper=_pairs(args.hyper, "--hyper"),
-        fixed={k: parse_literal(v) for k, v in _pairs(args.fixed, "--fixed").items()},
-        schedules=_pairs(args.schedule, "--schedule"), loss=args.loss,
-        model_args={k: parse_literal(v) for k, v in _pairs(args.model_arg, "--model-arg").items()})
+        momentum=DEFAULT_MOMENTA if args.momentum is None else args.momentum,
+        hyper=options.pairs(args.hyper, "--hyper", "NAME=VALUES"), fixed=options.literals(args.fixed, "--fixed"),
+        schedules=options.schedules(args.schedule), loss=args.loss,
+        model_args=options.literals(args.model_arg, "--model-arg"))
     return SweepSpec(task, *(spec(**{f.name: getattr(args, f.name) for f in fields(spec)})
                              for spec in (TrainSpec, SearchSpec, RunSpec)))
 
@@ -152,6 +146,7 @@ def run_command(args: argparse.Namespace) -> int:
     from ..sweeps import IncompleteSweep, StorageError, run_sweep
 
     console = Console(stderr=False, width=None if sys.stdout.isatty() else 132)   # the table's columns in a log
+    options.check_device(args.device)
     spec = sweep_spec(args)
     _check_outputs(args)
     started = time.time()
@@ -180,10 +175,10 @@ def run_command(args: argparse.Namespace) -> int:
                   f"({results.meta.get('backend')} backend, matrix products by {results.meta.get('matmul')})")
     best = results.best
     if best is not None:
-        acc = best.get("test_accuracy_mean")
+        acc = options.mean_std(best.get("test_accuracy_mean"), _spread(results, best, "test_accuracy"), "{:.1f}", 100)
         console.print(f"best by {results.metric}: " + ", ".join(f"{n}={best[n]:.4g}" for n in results.swept)
                       + f" at step {best.get('best_step')}"
-                      + (f"; test accuracy {acc * 100:.1f}% there" if acc is not None else ""))
+                      + (f"; test accuracy {acc} % there" if acc != "-" else ""))
         for warning in results.warnings():
             console.print(f"[yellow]warning: {warning}[/]")
         console.print("reproduce it with:\n  " + train_command(results), highlight=False, soft_wrap=True)
@@ -212,10 +207,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
     if args.top < 1:
         raise ValueError(f"--top must be >= 1, got {args.top}")
     if args.tensorboard is not None:
-        if not str(args.tensorboard).strip():
-            raise ValueError("--tensorboard must not be empty")
-        if Path(args.tensorboard).exists() and not Path(args.tensorboard).is_dir():
-            raise ValueError(f"--tensorboard {args.tensorboard!r} is a file, not a folder")
+        options.check_writable(args.tensorboard, "--tensorboard", folder=True)
 
 
 def _log(console: Any, message: str) -> None:
@@ -262,10 +254,11 @@ def write_outputs(results: Any, out: Path) -> list[Path]:
     tag = "" if name == "sweep" else "-" + re.sub(r"[^A-Za-z0-9_.-]", "_", name)
     written = [_atomic(out / f"results{tag}.csv", results.to_csv),
                _atomic(out / f"results{tag}.json", results.to_json)]
-    if "lr" in results.swept and "momentum" in results.swept and results.records():
-        from ..plots.sweep import heatmap
+    if results.records() and (len(results.swept) == 1 or {"lr", "momentum"} <= set(results.swept)):
+        from ..plots.sweep import heatmap   # one swept hyperparameter: a curve
 
-        written.append(_atomic(out / f"heatmap{tag}.png", lambda path: heatmap(results, path)))
+        picture = "heatmap" if len(results.swept) > 1 else "curve"
+        written.append(_atomic(out / f"{picture}{tag}.png", lambda path: heatmap(results, path)))
     try:
         from ..report import write_sweep_report
     except ImportError:
@@ -301,30 +294,24 @@ def results_table(results: Any, top: int = 10) -> Any:
     for name in names:
         table.add_column(name, justify="right")
     convention = str((results.meta.get("fixed") or {}).get("convention", "torch"))
+    loss = ("val_loss", "", 1, "{:.4f}")
     for i, r in enumerate(results.ranked()[:top], 1):
         cells = [str(i)] + [f"{r[name]:.4g}" for name in results.swept]
         if both:
             cells.append(f"{effective_lr(r['lr'], r['momentum'], convention):.4g}")
         cells.append(str(r.get("best_step") or "-"))
-        cells.append(_pm(r.get("val_loss_mean"), r.get("val_loss_std"), 1, "{:.4f}"))
-        cells.append(_pm(r.get(f"{score[0]}_mean"), r.get(f"{score[0]}_std"), score[2], score[3]))
-        cells.append(_pm(r.get(f"{test[0]}_mean"), r.get(f"{test[0]}_std"), test[2], test[3]))
-        cells.append(_pm(r.get("final_val_loss_mean"), r.get("final_val_loss_std"), 1, "{:.4f}"))
-        cells.append(_pm(r.get(f"final_{test[0]}_mean"), r.get(f"final_{test[0]}_std"), test[2], test[3]))
+        for key, _, scale, fmt in (loss, score, test):
+            cells.append(options.mean_std(r.get(f"{key}_mean"), _spread(results, r, key), fmt, scale))
+        for key, _, scale, fmt in (loss, test):
+            cells.append(options.mean_std(r.get(f"final_{key}_mean"), _spread(results, r, f"final_{key}"), fmt, scale))
         table.add_row(*cells)
     return table
 
 
-def _pm(mean: Any, std: Any, scale: float, fmt: str) -> str:
-    """``mean ± std`` (scaled), ``-`` for a missing value."""
-    import math
-
-    if not isinstance(mean, (int, float)) or not math.isfinite(mean):
-        return "-"
-    text = fmt.format(mean * scale)
-    if isinstance(std, (int, float)) and math.isfinite(std) and std > 0:
-        text += " ± " + fmt.format(std * scale)
-    return text
+def _spread(results: Any, record: dict[str, Any], key: str) -> Any:
+    """The std over seeds and folds of ``key`` in ``record``; None for one run (nothing to spread)."""
+    runs = int(results.meta.get("seeds") or 1) * int(results.meta.get("folds") or 1)
+    return record.get(f"{key}_std") if runs > 1 else None
 
 
 def _atomic(path: Path, write: Callable[[Path], Any]) -> Path:

@@ -4,13 +4,12 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import math
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .._text import parse_literal
+from . import options
 
 SCHEDULES = {
     "constant": "the learning rate stays at --lr",
@@ -51,114 +50,59 @@ LABELS = {"loss": ("loss", "{:.4f}"), "accuracy": ("accuracy", "{:.2%}"), "rmse"
 """How each metric of a task (inertia.sweeps.objective.METRICS) is printed: its label and format."""
 
 
-def loss_choices() -> tuple[str, ...]:
-    """The names --loss takes: auto and the objective's losses (as inertia sweep --loss)."""
-    from ..sweeps.objective import LOSSES
-
-    return ("auto", *LOSSES)
-
-
-def _positive_int(name: str) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {value}")
-        return value
-
-    return parse
-
-
-def _finite_float(name: str) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{name} must be a finite number, got {text!r}")
-        return value
-
-    return parse
-
-
-def _escape(text: str) -> str:
-    """Protect a description from argparse's %-formatting of help strings."""
-    return text.replace("%", "%%")
+STEPS_WHY = ("more than inertia sweep's 2000, which trains every configuration x seed x fold; "
+             "the command a sweep prints gives the steps it used")
+SEEDS_WHY = ("one plain run; inertia sweep trains 3 so that a ranking is not one seed's luck, "
+             "and the command it prints gives its --seeds")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    from ..data import DATASETS
-    from ..models import MODELS
+    from ..rules import CONVENTIONS
 
     parser = subparsers.add_parser(
         "train",
         help="train one model with one optimizer; prints validation, test and train loss and accuracy "
         "(RMSE and R² for regression)",
         description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=options.HelpFormatter,
     )
     what = parser.add_argument_group("what to train")
-    what.add_argument(
-        "--data", default="mnist1d", metavar="NAME|PATH",
-        help="dataset: " + "; ".join(f"{k} ({_escape(v)})" for k, v in DATASETS.items())
-        + "; or a .npz (x_train, y_train, x_test, y_test, or x, y) / .csv (last column = label) file "
-        "(default: mnist1d)",
-    )
-    what.add_argument(
-        "--model", default="mlp", metavar="NAME|MODULE:FACTORY",
-        help="model: " + "; ".join(f"{k} ({_escape(v)})" for k, v in MODELS.items())
-        + "; or package.module:factory importable from here (default: mlp)",
-    )
-    what.add_argument("--model-arg", action="append", default=[], metavar="NAME=VALUE",
-                      help="an argument of the model factory, e.g. --model-arg width=32 (repeatable)")
-    what.add_argument(
-        "--loss", default="auto", metavar="|".join(loss_choices()),
-        help="the loss, as inertia sweep --loss (auto: cross_entropy for integer labels, mse for float targets); "
-        "cross_entropy and bce_with_logits report accuracy, mse, l1 and huber RMSE and R²",
-    )
+    options.add_data(what)
+    options.add_model(what)
+    options.add_loss(what)
     opt = parser.add_argument_group("optimizer")
-    opt.add_argument(
-        "--optimizer", default="momentum", metavar="NAME",
-        help="a registered rule name, e.g. sgd, momentum, nesterov (default: momentum; "
-        "the error for an unknown name lists them all)",
-    )
-    opt.add_argument("--lr", type=_finite_float("--lr"), default=None,
+    options.add_optimizer(opt)
+    opt.add_argument("--lr", type=options.finite_float, default=None,
                      help="learning rate (peak of the schedule); default: the optimizer's")
-    opt.add_argument("--momentum", type=_finite_float("--momentum"), default=None,
+    opt.add_argument("--momentum", type=options.finite_float, default=None,
                      help="momentum mu in [0, 1); default: the optimizer's (0.9 for 'momentum')")
     opt.add_argument("--nesterov", action="store_true", default=None, help="use Nesterov momentum")
-    opt.add_argument("--convention", choices=("torch", "sutskever", "ema"), default=None,
+    opt.add_argument("--convention", choices=CONVENTIONS, default=None,
                      help="momentum formula: torch (PyTorch/TF1/optax), sutskever (Sutskever 2013, Keras 3), "
                      "ema (averaged gradient); default: the optimizer's (torch)")
-    opt.add_argument("--weight-decay", type=_finite_float("--weight-decay"), default=None,
+    opt.add_argument("--weight-decay", type=options.finite_float, default=None,
                      help="weight decay lambda (coupled L2 for SGD-family rules); default: the optimizer's (0)")
     opt.add_argument("--hyper", action="append", default=[], metavar="NAME=VALUE",
                      help="any other hyperparameter of the rule, e.g. --hyper dampening=0.1 "
                      "(numbers, true/false or words; repeatable)")
-    opt.add_argument("--schedule", action="append", default=[], metavar="NAME=SPEC|KIND",
-                     help="a schedule for any numeric hyperparameter, e.g. --schedule lr=cosine "
-                     "--schedule 'momentum=sutskever_ramp(0.99)' (see inertia.schedules.from_spec; repeatable); "
-                     "or a bare learning-rate schedule: " + "; ".join(f"{k}: {v}" for k, v in SCHEDULES.items())
-                     + " (default: constant)")
+    options.add_schedule(opt, "it starts from the value given for NAME, or the rule's default; or a bare "
+                         "learning-rate schedule KIND: " + "; ".join(f"{k}: {v}" for k, v in SCHEDULES.items()))
     run = parser.add_argument_group("run")
-    run.add_argument("--steps", type=_positive_int("--steps"), default=3000,
-                     help="optimizer steps (minibatches) per fold (default: 3000)")
-    run.add_argument("--batch-size", type=_positive_int("--batch-size"), default=100,
-                     help="examples per minibatch (default: 100)")
-    run.add_argument("--folds", type=int, default=1,
-                     help="K-fold cross-validation, one model per fold (default: 1, a 20%% holdout), as inertia sweep")
-    run.add_argument("--seed", type=int, default=0, help="seed for initialization, batches and data splits (default: 0)")
-    run.add_argument("--seeds", type=int, default=1, metavar="K",
-                     help="train every fold from K seeds (seed..seed+K-1), as inertia sweep --seeds; "
-                     "the metrics are mean +- std over seeds and folds (default: 1)")
+    run.add_argument("--steps", type=options.positive_int, default=3000,
+                     help=f"optimizer steps (minibatches) per fold (default: 3000; {STEPS_WHY})")
+    run.add_argument("--batch-size", type=options.positive_int, default=100,
+                     help="examples per minibatch")
+    run.add_argument("--folds", type=options.positive_int, default=1,
+                     help="K-fold cross-validation, one model per fold (1: a 20%% holdout), as inertia sweep")
+    run.add_argument("--seed", type=int, default=0, help="seed for initialization, batches and data splits")
+    run.add_argument("--seeds", type=options.positive_int, default=1, metavar="K",
+                     help="train every fold from K seeds (seed..seed+K-1), as inertia sweep --seeds; the metrics "
+                     f"are mean +- std over seeds and folds (default: 1; {SEEDS_WHY})")
     run.add_argument("--standardize", action="store_true",
                      help="standardize the inputs (per feature, or per channel for images) with the statistics of "
                      "each fold's training part, as inertia sweep --standardize")
-    run.add_argument("--device", default=None, metavar="cpu|cuda",
-                     help="where to train (default: cuda if available, else cpu)")
+    options.add_device(run)
+    options.add_threads(run)
     out = parser.add_argument_group("output")
     out.add_argument("--json", type=Path, default=None, metavar="PATH",
                      help="write {val_loss_mean, ..., test_accuracy_mean, folds, config} as JSON to PATH")
@@ -170,7 +114,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 @functools.lru_cache(maxsize=1)
-def options() -> dict[str, argparse.Action]:
+def actions() -> dict[str, argparse.Action]:
     """The options of ``inertia train`` by destination: the one source of its flag names."""
     parser = add_parser(argparse.ArgumentParser(prog="inertia").add_subparsers())
     return {action.dest: action for action in parser._actions if action.option_strings}
@@ -178,7 +122,7 @@ def options() -> dict[str, argparse.Action]:
 
 def flag(dest: str) -> str:
     """``"weight_decay"`` -> ``"--weight-decay"``, read from the parser."""
-    return options()[dest].option_strings[0]
+    return actions()[dest].option_strings[0]
 
 
 # ---------------------------------------------------------------- arguments -> inertia.fit
@@ -201,32 +145,23 @@ def optimizer_hyper(args: argparse.Namespace) -> dict[str, Any]:
         if name not in known:
             raise _no_such(args.optimizer, flag(name), name, known)
         given[name] = value
-    for item in args.hyper:
-        if "=" not in item:
-            raise ValueError(f"--hyper expects NAME=VALUE, got {item!r}")
-        name, text = item.split("=", 1)
-        name = name.strip().replace("-", "_")
+    for name, value in options.literals(args.hyper, "--hyper").items():
         if name not in known:
-            raise _no_such(args.optimizer, f"--hyper {item}", name, known)
-        given[name] = parse_literal(text)
+            raise _no_such(args.optimizer, f"--hyper {name}", name, known)
+        given[name] = value
     return given
 
 
 def schedule_specs(args: argparse.Namespace, full: dict[str, Any]) -> dict[str, Any]:
-    """--schedule items as :func:`inertia.fit`'s ``schedules`` (checked there): NAME=SPEC, or a bare KIND."""
-    specs: dict[str, Any] = {}
-    for item in args.schedule:
-        name, _, spec = item.partition("=")
-        name, spec = name.strip().replace("-", "_"), spec.strip()
-        if item.strip() in SCHEDULES:
-            found = legacy_schedules(item.strip(), full)
-        elif spec and name.isidentifier():
-            found = {name: spec}
-        else:
-            raise ValueError(f"--schedule {item}: expected NAME=SPEC (e.g. lr=cosine) or one of {', '.join(SCHEDULES)}")
-        for name, spec in found.items():
+    """--schedule items as :func:`inertia.fit`'s ``schedules``: NAME=SPEC (:func:`.options.schedules`),
+    or a bare KIND (:data:`SCHEDULES`)."""
+    kinds = [item.strip() for item in args.schedule if item.strip() in SCHEDULES]
+    specs: dict[str, Any] = options.schedules([item for item in args.schedule if item.strip() not in SCHEDULES],
+                                              form=f"NAME=SPEC such as lr=cosine, or one of {', '.join(SCHEDULES)}")
+    for kind in kinds:
+        for name, spec in legacy_schedules(kind, full).items():
             if name in specs:
-                raise ValueError(f"--schedule {item}: {name} has a schedule already")
+                raise ValueError(f"--schedule {kind}: {name} has a schedule already")
             specs[name] = spec
     return specs
 
@@ -256,32 +191,18 @@ def legacy_schedules(kind: str, full: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-def _model_args(items: list[str]) -> dict[str, Any]:
-    """``["width=32"]`` -> ``{"width": 32}`` (values as the other options read them)."""
-    out = {}
-    for item in items:
-        name, eq, value = item.partition("=")
-        if not eq or not name.strip():
-            raise ValueError(f"--model-arg expects NAME=VALUE, got {item!r}")
-        out[name.strip()] = parse_literal(value)
-    return out
-
-
 def fit_arguments(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of :func:`inertia.fit`, every flag checked (errors name the flag)."""
     from .. import rules
 
-    for flag, value in (("--folds", args.folds), ("--seeds", args.seeds)):
-        if value < 1:
-            raise ValueError(f"{flag} must be a positive integer, got {value}")
-    if args.loss not in loss_choices():
-        raise ValueError(f"--loss {args.loss}: unknown loss; choose from {', '.join(loss_choices())}")
+    options.check_device(args.device)
     hyper = optimizer_hyper(args)
     full = rules.get(args.optimizer).hyper(**hyper)  # raises ValueError naming a bad argument
-    return dict(data=args.data, model=args.model, model_args=_model_args(args.model_arg), optimizer=args.optimizer,
+    return dict(data=args.data, model=args.model, model_args=options.literals(args.model_arg, "--model-arg"), optimizer=args.optimizer,
                 hyper=hyper,
                 schedules=schedule_specs(args, full), steps=args.steps, batch_size=args.batch_size,
-                folds=args.folds, seed=args.seed, seeds=args.seeds, loss=args.loss, standardize=args.standardize, device=args.device)
+                folds=args.folds, seed=args.seed, seeds=args.seeds, loss=args.loss, standardize=args.standardize, device=args.device,
+                threads=args.threads)
 
 
 # ---------------------------------------------------------------- training and its outputs
@@ -320,19 +241,22 @@ def _tensorboard_logger(args: argparse.Namespace, kwargs: dict[str, Any], writer
     """An ``on_step`` that writes each (seed, fold) model's loss, lr, momentum, effective lr and beta1
     to ``writers[(seed, fold)]``."""
     from .. import rules
-    from ..tensorboard import RunWriter, effective_lr
+    from ..tensorboard import RunWriter, effective_lr, flat_hparams, run_name
 
     full = rules.get(args.optimizer).hyper(**kwargs["hyper"])
     every = max(1, args.steps // 200)
-    name = f"{args.optimizer}_lr={full.get('lr')}_{time.strftime('%Y%m%d-%H%M%S')}_seed={args.seed}"
+    settings = flat_hparams(config(kwargs, full))
+    given = {"optimizer": args.optimizer, **kwargs["hyper"],
+             **{f"schedule.{k}": v for k, v in kwargs["schedules"].items()}}
+    started = time.strftime("%Y%m%d-%H%M%S")
 
     def log(info) -> None:
         if info.step % every and info.step != args.steps - 1:
             return
         key = (info.seed, info.fold)
-        if key not in writers:
-            run = name if args.folds == 1 and args.seeds == 1 else f"{name}_seed={info.seed}_fold={info.fold}"
-            writers[key] = RunWriter(args.tensorboard, run, config(kwargs, full))
+        if key not in writers:   # every hyperparameter given, the seed and fold; a new directory, never merged
+            name = run_name({**given, "seed": info.seed, "fold": info.fold if args.folds > 1 else None})
+            writers[key] = RunWriter(args.tensorboard, f"{name}_{started}", settings, unique=True)
         group = info.optimizer.param_groups[0]
         values = {"loss": float(info.loss)}
         values.update({k: float(group[k]) for k in ("lr", "momentum") if k in group})
@@ -341,7 +265,7 @@ def _tensorboard_logger(args: argparse.Namespace, kwargs: dict[str, Any], writer
         betas = group.get("betas")
         if isinstance(betas, (tuple, list)) and len(betas) == 2:
             values["beta1"] = float(betas[0])
-        writers[key].log(info.step, **values)
+        writers[key].log(info.step + 1, **values)   # updates taken, as a sweep's runs count them
 
     return log
 
@@ -362,18 +286,16 @@ def config(kwargs: dict[str, Any], full: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _pm(mean: float, std: float, folds: int, fmt: str) -> str:
-    return fmt.format(mean) + (" ± " + fmt.format(std) if folds > 1 else "")
-
-
-def summary(results: dict[str, Any], folds: int) -> list[str]:
-    """The printed lines: validation, test and train metrics of the task (mean ± std over folds)."""
+def summary(results: dict[str, Any], runs: int) -> list[str]:
+    """The printed lines: validation, test and train metrics of the task (mean ± std over ``runs``
+    models: folds x seeds)."""
     lines = []
     for label, prefix in (("validation", "val"), ("test", "test"), ("train", "train")):
         shown = []
         for metric in results["metrics"]:
             name, fmt = LABELS[metric]
-            value = _pm(results[f"{prefix}_{metric}_mean"], results[f"{prefix}_{metric}_std"], folds, fmt)
+            std = results[f"{prefix}_{metric}_std"] if runs > 1 else None
+            value = options.mean_std(results[f"{prefix}_{metric}_mean"], std, fmt)
             shown.append(f"{name} {value}")
         lines.append(f"{label:<11}" + "   ".join(shown))
     return lines
@@ -384,8 +306,10 @@ def run_command(args: argparse.Namespace) -> int:
 
     # checks that need no data, so a typo fails at once
     fit_arguments(args)
-    if args.json is not None and args.json.is_dir():
-        raise ValueError(f"--json {args.json}: is a directory; give a file path")
+    if args.json is not None:
+        options.check_writable(args.json, "--json", folder=False)
+    if args.tensorboard is not None:
+        options.check_writable(args.tensorboard, "--tensorboard", folder=True)
 
     progress = None
     if not args.quiet and sys.stderr.isatty():

@@ -10,9 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-#: one colour per configuration (colour-blind friendly, readable on the viridis contours)
-PALETTE = ["#ff2d55", "#ffffff", "#ff9500", "#00e5ff", "#f032e6", "#ffe119", "#3cb44b", "#a9a9a9",
-           "#9a6324", "#4363d8", "#800000", "#000000"]
+#: one colour per configuration: Okabe & Ito's colour-blind-safe palette (orange, sky blue, bluish
+#: green, vermillion, reddish purple, blue, yellow, black), drawn with a dark outline on the light surfaces
+PALETTE = ["#E69F00", "#56B4E9", "#009E73", "#D55E00", "#CC79A7", "#0072B2", "#F0E442", "#000000"]
+#: one marker shape per configuration, so overlapping marbles and colour-blind readers still tell them apart
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "p"]
 #: line colours for plots on a white background
 LINE_PALETTE = ["#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
                 "#7f7f7f", "#bcbd22", "#393b79", "#637939"]
@@ -32,6 +34,17 @@ def pyplot():
 def color(i: int, on_dark: bool = True) -> str:
     palette = PALETTE if on_dark else LINE_PALETTE
     return palette[i % len(palette)]
+
+
+def marker(i: int) -> str:
+    return MARKERS[i % len(MARKERS)]
+
+
+def outline(width: float) -> list:
+    """Path effects drawing a line over a dark stroke ``width`` points wide (any colour stays visible)."""
+    from matplotlib import patheffects
+
+    return [patheffects.Stroke(linewidth=width, foreground="#1a1a1a"), patheffects.Normal()]
 
 
 def style_axes(ax: Any, title: str = "", xlabel: str = "", ylabel: str = "") -> None:
@@ -63,4 +76,5 @@ def png_data_uri(fig: Any, dpi: int = 100, **savefig: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-__all__ = ["PALETTE", "LINE_PALETTE", "pyplot", "color", "style_axes", "save", "png_data_uri"]
+__all__ = ["PALETTE", "LINE_PALETTE", "MARKERS", "pyplot", "color", "marker", "outline", "style_axes", "save",
+           "png_data_uri"]

@@ -90,32 +90,34 @@ def _background(surface: Any, m: _Map) -> str:
     w_px, h_px = m.w - PAD["left"] - PAD["right"], m.h - PAD["top"] - PAD["bottom"]
     fig = plt.figure(figsize=(w_px / 100, h_px / 100), dpi=100)
     ax = fig.add_axes((0, 0, 1, 1))
-    draw_surface(ax, surface, 160, colorbar=False)
+    view = ((m.x0, m.x1), (m.y0, m.y1))
+    draw_surface(ax, surface, 160, colorbar=False, view=view)
     ax.set_aspect("auto")
-    (x0, x1), (y0, y1) = surface.bounds
-    ax.set_xlim(x0, x1)
-    ax.set_ylim(y0, y1)
+    ax.set_xlim(m.x0, m.x1)
+    ax.set_ylim(m.y0, m.y1)
     ax.set_axis_off()
     for line in ax.get_lines():  # minima are drawn by the page itself
         line.remove()
     return png_data_uri(fig, dpi=100)
 
 
-def _measured_rate(surface: Any, positions: torch.Tensor) -> float | None:
-    """Per-step contraction of the distance to the minimum over the second half of the run."""
+def _measured_rates(surface: Any, grid: Any) -> list[float | None]:
+    """Each grid run's measured rate of the distance to the minimum (:func:`inertia.basins.measured_rate`)."""
+    from ..basins import measured_rate
+
     if surface.minimum is None:
-        return None
-    d = torch.linalg.vector_norm(positions - surface.minimum.to(positions.dtype), dim=-1)
-    T = d.shape[0] - 1
-    a, b = T // 2, T
-    da, db = float(d[a]), float(d[b])
-    if not (math.isfinite(da) and math.isfinite(db)) or da <= 1e-280 or db <= 1e-280 or b == a:
-        return None
-    return (db / da) ** (1.0 / (b - a))
+        return [None] * len(grid.configs)
+    distance = torch.linalg.vector_norm(grid.positions - surface.minimum.to(grid.positions.dtype), dim=-1)
+    return [v if math.isfinite(v) else None for v in measured_rate(distance).tolist()]
 
 
-def race_report_data(result: Any, grid: Any, max_points: int = 200) -> dict[str, Any]:
-    """The JSON the page embeds: bounds, the user's races, the slider grid, theory (quadratics)."""
+def race_report_data(result: Any, grid: Any, max_points: int = 600) -> dict[str, Any]:
+    """The JSON the page embeds: bounds, the user's races, the slider grid, theory (quadratics).
+
+    Runs longer than ``max_points`` steps keep every k-th position (a zig-zag of period 2, as heavy
+    ball makes on a steep valley, then looks smooth: keep ``max_points`` above the steps to see it)."""
+    from ..plots.race import view_for
+
     s = result.surface
     steps = result.steps
     stride = max(1, math.ceil(steps / max_points))
@@ -132,6 +134,7 @@ def race_report_data(result: Any, grid: Any, max_points: int = 200) -> dict[str,
         runs.append(dict(label=label, path=result.positions[i, keep, :2].tolist(), loss=gaps(result.losses[i]),
                          diverged=int(result.diverged_step[i])))
     lrs, momenta = grid.extra["lrs"], grid.extra["momenta"]
+    measured = _measured_rates(s, grid)
     cells = []
     for k in range(len(grid.configs)):
         lr, mu = grid.configs[k]["lr"], grid.configs[k]["momentum"]
@@ -142,14 +145,14 @@ def race_report_data(result: Any, grid: Any, max_points: int = 200) -> dict[str,
             cell.update(minimum=idx, distance=dist)
         if s.is_quadratic:
             cell.update(rate=s.rate(lr, mu, nesterov=grid.extra["rule"] == "nesterov"), stable=s.stable(lr, mu),
-                        measured=_measured_rate(s, grid.positions[k]) if cell["diverged"] < 0 else None)
+                        measured=measured[k] if cell["diverged"] < 0 else None)
         cells.append(cell)
     all_loss = np.array([v for r in runs + cells for v in r["loss"]], dtype=float)
     positive = all_loss[np.isfinite(all_loss) & (all_loss > 0)]
     lo = math.floor(math.log10(max(float(positive.min()), 1e-30))) if positive.size else -16
     hi = math.ceil(math.log10(float(positive.max()))) if positive.size else 1
     hi = min(hi, lo + 40) if hi > lo else lo + 1
-    (x0, x1), (y0, y1) = s.bounds
+    (x0, x1), (y0, y1) = view_for(result)   # the surface's bounds grown to hold the raced paths
     contour = _Map(x0, x1, y0, y1, W, H)
     loss_map = _Map(0, steps, max(lo, hi - 32), hi, LW, LH, log_y=True)
     data = dict(surface=dict(name=s.name, description=s.description, minima=[m[:2].tolist() for m in s.minima],
@@ -163,12 +166,14 @@ def race_report_data(result: Any, grid: Any, max_points: int = 200) -> dict[str,
 
 
 def write_race_report(path: str | Path, result: Any, grid: Any, *, title: str = "",
-                      images: dict[str, str | Path] | None = None, max_points: int = 200) -> Path:
+                      images: dict[str, str | Path] | None = None, max_points: int = 600,
+                      basins: Any = None) -> Path:
     """Write the interactive race page for ``result`` (a :class:`~inertia.races.RaceResult` on a 2-D surface).
 
     ``grid`` holds the trajectories the sliders show, raced beforehand by the engine
     (:func:`inertia.commands.race.slider_grid` or :func:`inertia.races.race_grid`); the page only
-    draws them. ``images``: caption -> PNG file to embed.
+    draws them. ``images``: caption -> PNG file to embed. ``basins``: a
+    :class:`~inertia.basins.BasinMap`, drawn as a layer with the sliders' pair marked on it.
     """
     from ..plots.race import describe
 
@@ -176,6 +181,7 @@ def write_race_report(path: str | Path, result: Any, grid: Any, *, title: str = 
     if s.dim != 2:
         raise ValueError(f"the race report draws 2-D surfaces; {s.name} is {s.dim}-D")
     data = race_report_data(result, grid, max_points)
+    basin_svg, data["basins"] = _basin_layer(basins) if basins is not None else ("", None)
     lr_list, mu_list = data["lrs"], data["momenta"]
     i0, j0 = _slider_start(result, lr_list, mu_list)
     contour = _Map(**{k: data["contour"][k] for k in ("x0", "x1", "y0", "y1", "w", "h")})
@@ -195,7 +201,7 @@ def write_race_report(path: str | Path, result: Any, grid: Any, *, title: str = 
 <div class="row">
  <div class="panel">{contour_svg}
   <ul style="list-style:none;padding-left:0;font-size:0.9em">{''.join(legend)}
-  <li><span style="display:inline-block;width:35px;border-top:3px dashed #e0c000;vertical-align:middle"></span> slider choice ({esc(rule_name)}; black dashed on the loss panel; dotted grey there: theory f₀·ρ^2t on quadratics)</li>
+  <li><span style="display:inline-block;width:35px;border-top:3px dashed #111;vertical-align:middle"></span> slider choice ({esc(rule_name)}; black dashed on both panels; dotted grey there: theory f₀·ρ^2t on quadratics)</li>
   <li>○ start &nbsp; ★ global minimum &nbsp; ☆ other minima</li></ul>
  </div>
  <div class="panel controls">
@@ -212,6 +218,7 @@ def write_race_report(path: str | Path, result: Any, grid: Any, *, title: str = 
   {loss_panel}
  </div>
 </div>
+{basin_svg}
 {_figures(images)}
 <script type="application/json" id="race-data">{script_json(clean(data))}</script>
 """
@@ -244,7 +251,8 @@ def _runs(data: dict, contour: _Map, loss_map: _Map) -> tuple[list[str], list[st
     for i, run in enumerate(data["runs"]):
         c = color(i)
         d = _polyline(run["path"], contour)
-        runs_svg.append(f'<path class="race-path" d="{d}" fill="none" stroke="{c}" stroke-width="2" opacity="0.85"/>')
+        runs_svg.append(f'<path d="{d}" fill="none" stroke="#1a1a1a" stroke-width="3.6"/>'
+                        f'<path class="race-path" d="{d}" fill="none" stroke="{c}" stroke-width="2"/>')
         lc = c  # same colour as the path; a dark underlay keeps light colours visible
         ld = _polyline([(t, None if v is None else (v if v > 0 else 10 ** loss_map.y0))
                         for t, v in zip(data["steps"], run["loss"])], loss_map)
@@ -270,10 +278,59 @@ def _contour_svg(result: Any, data: dict, contour: _Map, runs_svg: list[str]) ->
         f'<image href="{_background(result.surface, contour)}" x="{left}" y="{top}" width="{pw}" height="{ph}" preserveAspectRatio="none"/>'
         f'<clipPath id="clip"><rect x="{left}" y="{top}" width="{pw}" height="{ph}"/></clipPath>'
         f'<g clip-path="url(#clip)">{"".join(runs_svg)}'
-        f'<path id="grid-path" d="" fill="none" stroke="#ffe119" stroke-width="3" stroke-dasharray="7,3"/>'
-        f'<circle id="grid-end" r="6" cx="-10" cy="-10" fill="#ffe119" stroke="black"/></g>'
+        f'<path d="" class="grid-under" fill="none" stroke="white" stroke-width="4.5"/>'
+        f'<path id="grid-path" d="" fill="none" stroke="#111" stroke-width="2.5" stroke-dasharray="7,3"/>'
+        f'<circle id="grid-end" r="6" cx="-10" cy="-10" fill="#111" stroke="white" stroke-width="1.5"/></g>'
         f'{"".join(marks)}{_axes_svg(contour, "x", "y")}</svg>'
     )
+
+
+def _basin_layer(bmap: Any) -> tuple[str, dict[str, Any]]:
+    """The basin map as SVG cells (colours as in basins.png, a tooltip per pair), the stability edge on
+    quadratics, and a marker that follows the sliders; returns the panel and the JavaScript's map spec."""
+    from ..plots.basins import cell_colours, cell_edges, describe_map, is_geometric
+
+    lrs, mus = np.array(bmap.lrs), np.array(bmap.momenta)
+    log_x = is_geometric(lrs)
+    xe, ye = cell_edges(lrs, log_x), cell_edges(mus, False)
+    fx = np.log10 if log_x else (lambda v: v)
+    m = _Map(float(fx(xe[0])), float(fx(xe[-1])), float(ye[0]), float(ye[-1]), W, H)
+    colours = cell_colours(bmap)
+    names = {k: ("global minimum" if k == 0 else f"local minimum #{k}") for k in range(len(bmap.surface.minima))}
+    cells = []
+    for i, lr in enumerate(bmap.lrs):
+        x0, x1 = m.x(float(fx(xe[i]))), m.x(float(fx(xe[i + 1])))
+        for j, mu in enumerate(bmap.momenta):
+            y0, y1 = m.y(float(ye[j + 1])), m.y(float(ye[j]))
+            k, t = int(bmap.outcome[i, j]), int(bmap.settle_step[i, j])
+            what = {-1: f"diverged at step {t}", -2: f"not settled after {bmap.steps} steps"}.get(
+                k, f"{names.get(k, k)} after {t} steps")
+            if bmap.rate is not None and math.isfinite(float(bmap.rate[i, j])):
+                what += f"; measured rate {float(bmap.rate[i, j]):.4g}"
+            cells.append(f'<rect class="basin" x="{x0:.1f}" y="{y0:.1f}" width="{x1 - x0 + 0.4:.1f}" '
+                         f'height="{y1 - y0 + 0.4:.1f}" fill="{colours[i][j]}"><title>lr {lr:.4g}, μ {mu:.4g}: '
+                         f'{esc(what)}</title></rect>')
+    edge = ""
+    if bmap.surface.is_quadratic:
+        mu_line = np.linspace(ye[0], ye[-1], 60)
+        points = [(float(fx(lr)), float(mu)) for lr, mu in zip(bmap.edge_lr(mu_line).tolist(), mu_line)]
+        edge = (f'<path id="basin-edge" d="{_polyline(points, m)}" fill="none" stroke="white" stroke-width="2.5"/>'
+                f'<path d="{_polyline(points, m)}" fill="none" stroke="black" stroke-width="1" stroke-dasharray="5,3"/>')
+    left, top = PAD["left"], PAD["top"]
+    pw, ph = W - PAD["left"] - PAD["right"], H - PAD["top"] - PAD["bottom"]
+    xlabel = "log₁₀ learning rate" if log_x else "learning rate"
+    caption = ("colour: measured rate per step (red: ≥ 1, black: diverged); white line: stability edge "
+               "lr·λ_max = 2 + 2μ" if bmap.rate is not None else
+               "hue: the minimum the marble ends in (blue: global, orange: local), darker = more steps to settle; "
+               "grey: not settled; black: diverged")
+    svg = (f'<h2>Basin map</h2><div class="panel"><p class="sub">{esc(describe_map(bmap))}. {esc(caption)}; '
+           f'hover a cell for its numbers; the ring is the sliders\' pair.</p>'
+           f'<svg id="basins" width="{W}" height="{H}" viewBox="0 0 {W} {H}" xmlns="http://www.w3.org/2000/svg">'
+           f'<clipPath id="basin-clip"><rect x="{left}" y="{top}" width="{pw}" height="{ph}"/></clipPath>'
+           f'<g clip-path="url(#basin-clip)">{"".join(cells)}{edge}</g>'
+           f'<circle id="basin-choice" r="7" cx="-20" cy="-20" fill="none" stroke="#ff2d55" stroke-width="3"/>'
+           f'{_axes_svg(m, xlabel, "momentum μ")}</svg></div>')
+    return svg, dict(map=m.spec(), log_x=log_x)
 
 
 def _theory_intro(s: Any) -> str:
@@ -339,6 +396,7 @@ _JS = r"""
     const gp = document.getElementById('grid-path');
     const d = pathD(cell.path, C);
     gp.setAttribute('d', d);
+    document.querySelector('#contour .grid-under').setAttribute('d', d);
     gp.setAttribute('data-lr', lr);
     gp.setAttribute('data-momentum', mu);
     let last = null;
@@ -367,6 +425,11 @@ _JS = r"""
       document.getElementById('theory-loss').setAttribute('d', cell.rate < 1.5 ? pathD(tp, L) : '');
     } else {
       th.textContent = '';
+    }
+    if (D.basins) {
+      const B = mapper(D.basins.map), ring = document.getElementById('basin-choice');
+      ring.setAttribute('cx', B.x(D.basins.log_x ? Math.log10(lr) : lr).toFixed(1));
+      ring.setAttribute('cy', B.y(mu).toFixed(1));
     }
   }
   lrSlider.addEventListener('input', update);

@@ -12,6 +12,9 @@ from typing import Any, Mapping
 
 from .base import Rule, broadcast_hyper
 from .adaptive import ADAM_RULE, NADAM_RULE, RMSPROP_RULE
+from .ademamix import ADEMAMIX_RULE
+from .lion import LION_RULE
+from .muon import muon
 from .sgd import CONVENTIONS, SGD_RULE
 from .variants import AGGMO_RULE, QHM_RULE, SCHEDULEFREE_RULE, lookahead
 
@@ -68,9 +71,14 @@ LOOKAHEAD_ADAM_RULE = lookahead(ADAM_RULE)
 register("lookahead", LOOKAHEAD_MOMENTUM_RULE, "Lookahead (k=5, alpha=0.5) around heavy-ball momentum 0.9",
          momentum=0.9)
 register("lookahead_adam", LOOKAHEAD_ADAM_RULE, "Lookahead (k=5, alpha=0.5) around Adam")
+MUON_RULE = muon(ADAM_RULE, weight_decay=1e-2, decoupled_weight_decay=True)
+register("muon", MUON_RULE, "Muon (Jordan et al. 2024), as torch.optim.Muon on matrices; AdamW for the rest")
+register("lion", LION_RULE, "Lion (Chen et al. 2023): sign of the interpolated momentum, betas=(0.9, 0.99)")
+register("ademamix", ADEMAMIX_RULE, "AdEMAMix (Pagliardini et al. 2024): Adam plus a slow EMA, alpha=5")
 
 __all__ = [
     "Rule", "Preset", "PRESETS", "register", "get", "broadcast_hyper", "SGD_RULE", "CONVENTIONS",
     "ADAM_RULE", "NADAM_RULE", "RMSPROP_RULE", "QHM_RULE", "AGGMO_RULE", "SCHEDULEFREE_RULE",
-    "LOOKAHEAD_MOMENTUM_RULE", "LOOKAHEAD_ADAM_RULE", "lookahead",
+    "LOOKAHEAD_MOMENTUM_RULE", "LOOKAHEAD_ADAM_RULE", "lookahead", "MUON_RULE", "muon", "LION_RULE",
+    "ADEMAMIX_RULE",
 ]

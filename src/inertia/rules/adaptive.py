@@ -28,6 +28,10 @@ RMSprop (Hinton, lecture 6e; centered: Graves 2013; torch.optim.RMSprop, α = al
     ḡ ← αḡ + (1 − α)g, d = √(s − ḡ²) + ε   if centered, else d = √s + ε
     b ← μb + g/d, θ ← θ − γb               if momentum μ > 0, else θ ← θ − γ g/d
 
+``cautious=True`` masks the update (the term γ·u subtracted from θ: Adam's
+m̂/(√v̂ + ε), NAdam's two terms together, RMSprop's g/d or b) where it disagrees in sign
+with g (Liang et al. 2024, :func:`inertia.rules.base.cautious`).
+
 ``betas`` is a pair ``(β₁, β₂)``; each entry may be a Python number or a tensor
 (0-dim, or ``[N]`` per configuration), so schedules and sweeps can drive either.
 """
@@ -45,6 +49,7 @@ from .base import (
     State,
     boolean,
     broadcast_hyper,
+    cautious,
     in_unit_interval,
     is_tensor,
     is_zero,
@@ -118,7 +123,10 @@ def adam_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper) -> None
     else:
         second = exp_avg_sq
     denom = (second.sqrt() / bias_correction2_sqrt).add_(eps)
-    addcdiv_(param, exp_avg, denom, -step_size)
+    if hyper["cautious"]:
+        sub_scaled_(param, cautious(exp_avg / denom, g, hyper), step_size)
+    else:
+        addcdiv_(param, exp_avg, denom, -step_size)
 
 
 def check_betas(betas: Any, count: int | None = None) -> None:
@@ -138,7 +146,7 @@ def _validate_adam_like(h: Hyper) -> None:
     non_negative("eps", h["eps"])
     check_betas(h["betas"], 2)
     non_negative("weight_decay", h["weight_decay"])
-    for flag in ("decoupled_weight_decay", "maximize"):
+    for flag in ("decoupled_weight_decay", "maximize", "cautious"):
         boolean(flag, h[flag])
 
 
@@ -156,6 +164,7 @@ ADAM_DEFAULTS = dict(
     amsgrad=False,
     decoupled_weight_decay=False,
     maximize=False,
+    cautious=False,
 )
 
 ADAM_RULE = Rule(
@@ -195,8 +204,12 @@ def nadam_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper) -> Non
     denom = exp_avg_sq.div(bias_correction2).sqrt().add_(eps)
     product = mu_product.to(mu.dtype)
     product_next = product * mu_next
-    addcdiv_(param, g, denom, -lr * (1.0 - mu) / (1.0 - product))
-    addcdiv_(param, exp_avg, denom, (-lr * mu_next) / (1.0 - product_next))
+    grad_scale, avg_scale = lr * (1.0 - mu) / (1.0 - product), lr * mu_next / (1.0 - product_next)
+    if hyper["cautious"]:
+        param.sub_(cautious((g * grad_scale + exp_avg * avg_scale) / denom, g, hyper))
+        return
+    addcdiv_(param, g, denom, -grad_scale)
+    addcdiv_(param, exp_avg, denom, -avg_scale)
 
 
 def validate_nadam(h: Hyper) -> None:
@@ -213,6 +226,7 @@ NADAM_DEFAULTS = dict(
     momentum_decay=4e-3,
     decoupled_weight_decay=False,
     maximize=False,
+    cautious=False,
 )
 
 NADAM_RULE = Rule(
@@ -246,14 +260,16 @@ def rmsprop_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper) -> N
     else:
         avg = square_avg.sqrt()
     avg = avg.add_(eps)
-    if is_zero(mu):
+    if is_zero(mu) and hyper["cautious"]:
+        sub_scaled_(param, cautious(g / avg, g, hyper), lr)
+    elif is_zero(mu):
         addcdiv_(param, g, avg, -lr)
     else:
         buf = state.get("momentum_buffer")
         if buf is None:  # created on first use, so a schedule may raise momentum from 0
             buf = state["momentum_buffer"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         buf.mul_(mu).addcdiv_(g, avg)
-        sub_scaled_(param, buf, lr)
+        sub_scaled_(param, cautious(buf, g, hyper), lr)
 
 
 def validate_rmsprop(h: Hyper) -> None:
@@ -263,7 +279,7 @@ def validate_rmsprop(h: Hyper) -> None:
     in_unit_interval("alpha", h["alpha"], closed_right=True)
     in_unit_interval("momentum", h["momentum"])
     non_negative("weight_decay", h["weight_decay"])
-    for flag in ("centered", "maximize"):
+    for flag in ("centered", "maximize", "cautious"):
         boolean(flag, h[flag])
 
 
@@ -275,6 +291,7 @@ RMSPROP_DEFAULTS = dict(
     momentum=0.0,
     centered=False,
     maximize=False,
+    cautious=False,
 )
 
 RMSPROP_RULE = Rule(

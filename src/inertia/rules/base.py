@@ -15,6 +15,11 @@ a test surface). A rule knows nothing about those engines.
   to hold one value for the whole run (sweeps and races know their schedules); a rule may
   skip work that matters only when a value changes. An engine that cannot know (the
   optimizer: a group's value may be set at any time) leaves it out.
+- ``hyper[MEMBER_AXIS]`` is True where ``param`` is stacked ``[N, ...]``, its first axis the
+  member axis (the sweep and the race always; the optimizer for parameters marked stacked,
+  :func:`inertia.stacked.mark`); absent or False, the whole tensor is one parameter. An
+  elementwise rule never needs it; a rule that reduces over a parameter (Muon's matrix,
+  the cautious mask's mean) reduces over each member's axes, :func:`member_dims`.
 - ``state`` is a plain dict of tensors. The engine keeps ``state["step"]``, a
   0-dim tensor counting updates, incremented *before* ``update`` is called
   (so it is 1 on the first update, as in torch.optim).
@@ -47,6 +52,8 @@ STATE_KINDS = ("element", "member")
 """Layouts of a rule's state entries (see the module docstring); ``step`` is ``"shared"``."""
 FIXED_HYPER = "fixed_hyper"
 """The key of ``hyper`` naming the numeric hyperparameters fixed for the run (module docstring)."""
+MEMBER_AXIS = "member_axis"
+"""The key of ``hyper`` that is True where the parameter's first axis is the member axis (module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,12 @@ def is_tensor(value: Any) -> bool:
 def is_zero(value: Any) -> bool:
     """True only for a Python number equal to 0 (a tensor is never 'known zero')."""
     return not is_tensor(value) and value == 0
+
+
+def member_dims(param: Tensor, hyper: Hyper) -> tuple[int, ...]:
+    """The axes of one member's values: all of ``param``'s but the first where it is stacked
+    (``hyper[MEMBER_AXIS]``), else all of them."""
+    return tuple(range(1 if hyper.get(MEMBER_AXIS, False) else 0, param.dim()))
 
 
 def broadcast_hyper(value: Any, param: Tensor) -> Any:
@@ -238,3 +251,32 @@ def prepare_gradient(param: Tensor, grad: Tensor, hyper: Hyper) -> Tensor:
     elif not is_zero(wd):
         decoupled_decay_(param, hyper["lr"], wd)
     return grad
+
+
+# ---------------------------------------------------------------- cautious masking
+
+CAUTIOUS_FLOOR = 1e-3
+"""The least mean of the cautious mask a rescaling divides by (the authors' C-AdamW code, timm)."""
+
+
+def cautious(update: Tensor, grad: Tensor, hyper: Hyper) -> Tensor:
+    r"""The update ``u`` of a rule stepping θ ← θ − γu, masked where ``hyper["cautious"]`` is set.
+
+    Cautious optimizers (Liang, Chen, Liu & Liu 2024, "Cautious optimizers: improving training
+    with one line of code"): the components whose update disagrees in sign with the gradient g
+    (after ``maximize`` and coupled L2 decay) are dropped, the others rescaled::
+
+        φ = 1[u ⊙ g > 0];   u ← u ⊙ φ / max(mean(φ), 10⁻³)
+
+    mean(φ) over each member's elements (:func:`member_dims`). This normalization is the
+    authors' C-AdamW code's and timm's: where every sign agrees u is unchanged. The paper's
+    C-Lion and pytorch-optimizer scale by n/(Σφ + 1) instead, which shrinks every update by
+    n/(n + 1) (a third for a 2-element parameter). Decoupled weight decay is not masked.
+    Returns a new tensor (``update`` is not changed), or ``update`` itself when not cautious.
+    """
+    if not hyper.get("cautious", False):
+        return update
+    mask = (update * grad > 0).to(update.dtype)
+    dims = member_dims(update, hyper)
+    share = mask.mean(dim=dims, keepdim=True) if dims else mask
+    return update * mask / share.clamp(min=CAUTIOUS_FLOOR)

@@ -26,6 +26,9 @@ moves θ by γ/(1 − μ) per step in ``torch``/``sutskever`` (the effective
 learning rate) and by γ in ``ema``.
 
 With μ = 0 every convention is plain SGD, θ ← θ − γ g (dampening is ignored, as in torch).
+
+``cautious=True`` masks the step where it disagrees in sign with g (Liang et al. 2024,
+:func:`inertia.rules.base.cautious`); the buffers are kept unmasked.
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ from .base import (
     State,
     add_scaled_,
     boolean,
+    cautious,
     in_unit_interval,
     is_tensor,
     is_zero,
@@ -60,21 +64,24 @@ def sgd_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper) -> None:
     lr, mu = hyper["lr"], hyper["momentum"]
     g = prepare_gradient(param, grad, hyper)
     if is_zero(mu):
-        sub_scaled_(param, g, lr)
+        sub_scaled_(param, cautious(g, g, hyper), lr)
         return
     convention = hyper["convention"]
     nesterov = hyper["nesterov"]
     if convention == "torch":
         buf = _torch_buffer(g, state, mu, hyper["dampening"], "momentum" in hyper.get(FIXED_HYPER, ()))
         direction = g + mu * buf if nesterov else buf
-        sub_scaled_(param, direction, lr)
+        sub_scaled_(param, cautious(direction, g, hyper), lr)
     elif convention == "sutskever":
         v = state.get("velocity")
         if v is None:
             v = state["velocity"] = torch.zeros_like(param)
         v.mul_(mu)
         sub_scaled_(v, g, lr)
-        if nesterov:
+        if hyper["cautious"]:  # the step μv − γg (Nesterov) or v, masked as the update −step
+            step = add_scaled_(v * mu, g, -lr) if nesterov else v
+            param.sub_(cautious(-step, g, hyper))
+        elif nesterov:
             add_scaled_(param, v, mu)
             sub_scaled_(param, g, lr)
         else:
@@ -86,7 +93,7 @@ def sgd_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper) -> None:
         buf.mul_(mu)
         add_scaled_(buf, g, 1 - mu)
         direction = mu * buf + (1 - mu) * g if nesterov else buf
-        sub_scaled_(param, direction, lr)
+        sub_scaled_(param, cautious(direction, g, hyper), lr)
 
 
 def _torch_buffer(g: Tensor, state: State, mu: Any, damp: Any, mu_fixed: bool) -> Tensor:
@@ -138,7 +145,7 @@ def validate_sgd(h: Hyper) -> None:
     in_unit_interval("dampening", h["dampening"], closed_right=True)
     non_negative("weight_decay", h["weight_decay"])
     one_of("convention", h["convention"], CONVENTIONS)
-    for flag in ("nesterov", "decoupled_weight_decay", "maximize"):
+    for flag in ("nesterov", "decoupled_weight_decay", "maximize", "cautious"):
         boolean(flag, h[flag])
     if not is_zero(h["dampening"]) and h["convention"] != "torch":
         raise ValueError(
@@ -161,6 +168,7 @@ SGD_DEFAULTS = dict(
     decoupled_weight_decay=False,
     convention="torch",
     maximize=False,
+    cautious=False,
 )
 
 SGD_RULE = Rule(

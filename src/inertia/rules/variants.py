@@ -34,6 +34,11 @@ is weighted by γₜ² (weight_lr_power = 2), as in the authors' implementation
 y ← (1 − cₜ)y + cₜz + γₜ(β(1 − cₜ) − 1)g; z ← z − γₜg. Evaluate at x (the
 optimizer's ``eval()``), see :class:`inertia.ScheduleFreeSGD`.
 
+``cautious=True`` (QHM, AggMo; Lookahead through its inner rule) masks the update
+(1 − ν)g + νb, or −Σᵢvᵢ, where it disagrees in sign with g (Liang et al. 2024,
+:func:`inertia.rules.base.cautious`). Schedule-Free SGD has no such switch: its step moves y
+toward the averages x and z, and masking it would break y = (1 − β)z + βx.
+
 Lookahead (Zhang, Lucas, Hinton & Ba, NeurIPS 2019), as a rule combinator
 :func:`lookahead`: the inner rule updates the fast weights θ; every k steps::
 
@@ -55,6 +60,7 @@ from .base import (
     add_scaled_,
     boolean,
     broadcast_hyper,
+    cautious,
     in_unit_interval,
     is_tensor,
     is_zero,
@@ -80,6 +86,9 @@ def qhm_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper) -> None:
         buf = state["momentum_buffer"] = torch.zeros_like(param)
     buf.mul_(beta)
     add_scaled_(buf, g, 1 - beta)
+    if hyper["cautious"]:
+        sub_scaled_(param, cautious(add_scaled_(g * (1 - nu), buf, nu), g, hyper), lr)
+        return
     if not is_zero(1 - nu):
         add_scaled_(param, g, -lr * (1 - nu))
     if not is_zero(nu):
@@ -92,14 +101,15 @@ def validate_qhm(h: Hyper) -> None:
     in_unit_interval("momentum", h["momentum"])
     in_unit_interval("nu", h["nu"], closed_right=True)
     non_negative("weight_decay", h["weight_decay"])
-    for flag in ("decoupled_weight_decay", "maximize"):
+    for flag in ("decoupled_weight_decay", "maximize", "cautious"):
         boolean(flag, h[flag])
 
 
 QHM_RULE = Rule(
     name="qhm",
     state={"momentum_buffer": "element"},
-    defaults=dict(lr=0.01, momentum=0.999, nu=0.7, weight_decay=0.0, decoupled_weight_decay=False, maximize=False),
+    defaults=dict(lr=0.01, momentum=0.999, nu=0.7, weight_decay=0.0, decoupled_weight_decay=False, maximize=False,
+                  cautious=False),
     numeric=("lr", "momentum", "nu", "weight_decay"),
     update=qhm_update,
     validate=validate_qhm,
@@ -115,12 +125,17 @@ def aggmo_update(param: Tensor, grad: Tensor, state: State, hyper: Hyper) -> Non
     k = len(betas)
     g = prepare_gradient(param, grad, hyper)
     scale = lr / k
+    velocities = []
     for i, beta in enumerate(betas):
         v = state.get(f"velocity_{i}")
         if v is None:
             v = state[f"velocity_{i}"] = torch.zeros_like(param)
         v.mul_(broadcast_hyper(beta, param)).sub_(g)
-        add_scaled_(param, v, scale)
+        velocities.append(v)
+        if not hyper["cautious"]:
+            add_scaled_(param, v, scale)
+    if hyper["cautious"]:
+        sub_scaled_(param, cautious(-sum(velocities), g, hyper), scale)
 
 
 def validate_aggmo(h: Hyper) -> None:
@@ -128,14 +143,15 @@ def validate_aggmo(h: Hyper) -> None:
     _lr_ok(h)
     check_betas(h["betas"])
     non_negative("weight_decay", h["weight_decay"])
-    for flag in ("decoupled_weight_decay", "maximize"):
+    for flag in ("decoupled_weight_decay", "maximize", "cautious"):
         boolean(flag, h[flag])
 
 
 AGGMO_RULE = Rule(
     name="aggmo",
     state={"velocity_*": "element"},
-    defaults=dict(lr=0.01, betas=(0.0, 0.9, 0.99), weight_decay=0.0, decoupled_weight_decay=False, maximize=False),
+    defaults=dict(lr=0.01, betas=(0.0, 0.9, 0.99), weight_decay=0.0, decoupled_weight_decay=False, maximize=False,
+                  cautious=False),
     numeric=("lr", "betas", "weight_decay"),
     update=aggmo_update,
     validate=validate_aggmo,

@@ -21,7 +21,8 @@ Schedules: :func:`constant`, :func:`step_decay`, :func:`exponential`,
 :func:`cosine` (optional warm restarts), :func:`linear` (warm-up), :func:`join`
 and :func:`warmup_cosine` (composition), :func:`one_cycle` and
 :func:`one_cycle_momentum` (Smith 2018), :func:`sutskever_ramp` (Sutskever et
-al. 2013), :func:`demon` (Chen et al.).
+al. 2013), :func:`demon` (Chen et al.), :func:`half_life_warmup` and
+:func:`ademamix_warmups` (AdEMAMix's warm-ups, Pagliardini et al. 2024).
 
 Modules: :mod:`~inertia.schedules.functions` (the schedules),
 :mod:`~inertia.schedules.specs` (schedules named as text, built once the base value
@@ -36,7 +37,9 @@ from .functions import (
     as_schedule,
     constant,
     cosine,
+    ademamix_warmups,
     demon,
+    half_life_warmup,
     exponential,
     join,
     linear,
@@ -63,6 +66,8 @@ __all__ = [
     "one_cycle_momentum",
     "sutskever_ramp",
     "demon",
+    "half_life_warmup",
+    "ademamix_warmups",
     "HyperScheduler",
     "as_schedule",
     "ScheduleSpec",

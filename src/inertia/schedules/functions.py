@@ -68,6 +68,14 @@ def _minimum(a: Value, b: Value) -> Value:
     return min(a, b)
 
 
+def _log(value: Value) -> Value:
+    return torch.log(value) if isinstance(value, Tensor) else math.log(value)
+
+
+def _exp(value: Value) -> Value:
+    return torch.exp(value) if isinstance(value, Tensor) else math.exp(value)
+
+
 def _cos_anneal(start: Value, end: Value, pct: float) -> Value:
     """``end + (start − end)(1 + cos(π pct))/2``, as torch's OneCycleLR writes it."""
     return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
@@ -400,3 +408,37 @@ class demon(Schedule):
         frac = max(0.0, 1.0 - _step(step) / self.steps)
         mu = self.momentum
         return mu * frac / ((1 - mu) + mu * frac)
+
+
+class half_life_warmup(Schedule):
+    r"""An EMA coefficient warmed up from ``start`` to ``end`` with its half-life growing linearly.
+
+    ``β(t) = min(exp(ln β_s · ln β_e / ((1 − t/T)·ln β_e + (t/T)·ln β_s)), β_e)`` with T = ``steps``:
+    1/ln β(t) = (1 − t/T)/ln β_s + (t/T)/ln β_e, so the half-life ln ½/ln β moves linearly from ``start``'s to ``end``'s,
+    and ``end`` is held after T. With ``start`` = β₁ it is AdEMAMix's β₃ scheduler (Pagliardini,
+    Ablin & Grangier 2024, Algorithm 1); ``start`` and ``end`` in (0, 1).
+    """
+
+    def __init__(self, end: Value, steps: int, start: Value = 0.9):
+        self.end = _number("end", end)
+        self.start = _number("start", start)
+        for name, value in (("start", self.start), ("end", self.end)):
+            values = value.reshape(-1).tolist() if isinstance(value, Tensor) else [value]
+            if not all(0 < v < 1 for v in values):
+                raise ValueError(f"{name} must be in (0, 1), got {name}={_show(value)}")
+        self.steps = _length("steps", steps)
+
+    def __call__(self, step: int) -> Value:
+        frac = min(_step(step), self.steps) / self.steps
+        inverse_log = (1 - frac) / _log(self.start) + frac / _log(self.end)
+        return _minimum(_exp(1 / inverse_log), self.end)
+
+
+def ademamix_warmups(T_alpha_beta3: int, alpha: Value = 5.0, betas: tuple = (0.9, 0.999, 0.9999)) -> dict[str, Any]:
+    """AdEMAMix's warm-ups over ``T_alpha_beta3`` steps (Pagliardini et al. 2024) as schedules of its
+    hyperparameters: ``alpha`` from 0 (``linear``), ``betas[2]`` from β₁ (:class:`half_life_warmup`).
+
+    ``HyperScheduler(optimizer, **ademamix_warmups(T, alpha, betas))``, or a race's or sweep's
+    ``schedules=`` (with ``alpha`` and ``betas`` the configurations' values)."""
+    return {"alpha": linear(0.0, alpha, T_alpha_beta3),
+            "betas": (None, None, half_life_warmup(betas[2], T_alpha_beta3, start=betas[0]))}

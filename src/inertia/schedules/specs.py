@@ -16,6 +16,7 @@ from .functions import (
     constant,
     cosine,
     demon,
+    half_life_warmup,
     exponential,
     linear,
     one_cycle,
@@ -39,6 +40,7 @@ _TEMPLATES: dict[str, tuple[Callable[..., Schedule], str, str | None, Callable[[
     "one_cycle_momentum": (one_cycle_momentum, "max", "steps", lambda steps: {}),
     "sutskever_ramp": (sutskever_ramp, "mu_max", None, lambda steps: {}),
     "demon": (demon, "momentum", "steps", lambda steps: {}),
+    "half_life_warmup": (half_life_warmup, "end", "steps", lambda steps: {}),
 }
 
 
@@ -92,6 +94,14 @@ class ScheduleSpec:
             return factory(**kwargs)
         except TypeError as error:
             raise ValueError(f"schedule {self}: {error}") from None
+
+    def with_length(self, steps: int) -> "ScheduleSpec":
+        """This spec with every argument the run's length decides written out for a run of ``steps``
+        steps (``cosine`` -> ``cosine(steps=300)``, ``step_decay`` -> ``step_decay(step_size=100)``):
+        the same schedule in a run of any length, as a run stopped at an earlier step needs."""
+        _, _, steps_name, defaults = _TEMPLATES[self.name]
+        length = {**defaults(int(steps)), **({steps_name: int(steps)} if steps_name else {})}
+        return ScheduleSpec(self.name, **self.given, **{k: v for k, v in length.items() if k not in self.given})
 
     def __eq__(self, other: Any) -> bool:
         return isinstance(other, ScheduleSpec) and str(self) == str(other)

@@ -103,12 +103,7 @@ def run_sweep(spec: SweepSpec, *, progress: Callable[[int, int], None] | None = 
     """
     if progress is not None and not callable(progress):
         raise TypeError(f"progress takes a function f(done, total), got {progress!r}")
-    dataset = _load_data(spec.task.data, spec.train.seed, spec.task.loss)
-    spec = spec.resolved(data=dataset)
-    if spec.train.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device cuda asked for but CUDA is not available")
-    _check_data(spec, dataset)
-    job = _job(spec, dataset)
+    spec, dataset, job = prepare(spec)
     if job.fallback is not None:
         (log or _warn)(f"warning: {job.fallback}")
     check_members(job.preset, spec.task.members(), columns=list(spec.task.space), schedules=job.schedules,
@@ -137,6 +132,17 @@ def parent_threads(job: Job, configurations: int, requested: int | None) -> int:
     the work of a step of every member of every configuration, or ``requested``."""
     flops = step_flops(job.template, job.x[:job.batch_size]) * job.members_per_config * configurations
     return choose_threads(flops, requested)
+
+
+def prepare(spec: SweepSpec) -> tuple[SweepSpec, Any, Job]:
+    """The data of ``spec`` loaded and checked, the spec resolved on it, and the engine's job: every
+    input checked before anything trains (the sweep's, and the range test's, first step)."""
+    dataset = _load_data(spec.task.data, spec.train.seed, spec.task.loss)
+    spec = spec.resolved(data=dataset)
+    if spec.train.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device cuda asked for but CUDA is not available")
+    _check_data(spec, dataset)
+    return spec, dataset, _job(spec, dataset)
 
 
 def _warn(message: str) -> None:
@@ -221,6 +227,6 @@ def _writable(folder: Path) -> None:
         raise ValueError(f"out: cannot write into {str(folder)!r}: {error.strerror or error}") from None
 
 
-__all__ = ["sweep", "run_sweep", "SweepSpec", "TaskSpec", "TrainSpec", "SearchSpec", "RunSpec", "SweepResults",
+__all__ = ["sweep", "run_sweep", "prepare", "SweepSpec", "TaskSpec", "TrainSpec", "SearchSpec", "RunSpec", "SweepResults",
            "parse_values", "IncompleteSweep", "Job", "Members", "make_folds", "StorageError", "DEFAULT_MOMENTA",
            "SAMPLERS", "LANES", "METRICS"]

@@ -24,6 +24,7 @@ import torch
 
 from .engine import Members
 from .processes import alive, me
+from .specs import signature_difference
 
 MAGIC = b"inertia-checkpoint-2\n"
 
@@ -86,7 +87,8 @@ class Checkpoints:
         except Exception as error:
             raise CheckpointError(f"unreadable: {type(error).__name__}: {error}") from None
         if stored.get("signature") != signature_text(self.signature):
-            raise CheckpointError("it belongs to another sweep (its signature differs)")
+            difference = signature_difference(str(stored.get("signature")), signature_text(self.signature))
+            raise CheckpointError(f"it belongs to another sweep ({difference})")
         return stored["members"]
 
     def reject(self, path: str) -> str:

@@ -255,6 +255,7 @@ def _lane_child(conn: Any, parent: int, members: Members, path: str | None, trai
     code = 1
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle: it stops its lanes
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's Ctrl-C handler: a lane stopped dies
         _die_with_parent(parent)
         _lane_thread()
         _keep_freed_memory()

@@ -18,6 +18,7 @@ from .selection import SELECTIONS
 
 SAMPLERS = ("grid", "random", "tpe")
 LANES = ("auto", "processes", "threads")   # where side-by-side stacks run
+BACKENDS = ("auto", "batched", "conv", "vmap")   # how a stack computes (inertia.sweeps.backends)
 METRICS = {"val_loss": ("val_loss_mean", "minimize"), "val_accuracy": ("val_accuracy_mean", "maximize"),
            "val_rmse": ("val_rmse_mean", "minimize"), "val_r2": ("val_r2_mean", "maximize")}
 
@@ -206,7 +207,7 @@ class TrainSpec:
     once (seed ``seed + s`` for seed ``s``: its initialization, batches and folds); 3 by default, so
     that a ranking is not one seed's luck.
 
-    ``device``: None picks cuda when available. ``backend``: ``auto``, ``batched`` or ``vmap``.
+    ``device``: None picks cuda when available. ``backend``: one of :data:`BACKENDS`.
     ``diverge_factor``: a loss above this x its first value counts as diverged. ``standardize``: the
     inputs standardized with the statistics of each split's training part (never its validation part).
     """
@@ -235,6 +236,8 @@ class TrainSpec:
             raise ValueError(f"diverge_factor must be a finite number > 1, got {self.diverge_factor}")
         if self.device is not None:
             _check_device(str(self.device))
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
 
 
 def _check_device(device: str) -> None:
@@ -244,6 +247,10 @@ def _check_device(device: str) -> None:
         kind = None
     if kind not in ("cpu", "cuda", "mps"):
         raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+
+
+MAX_TRIALS = 1_000_000
+"""The most trials a random or TPE search asks for (a study of more takes minutes to open and tell)."""
 
 
 @dataclass(frozen=True)
@@ -282,6 +289,9 @@ class SearchSpec:
             raise ValueError(f"metric must be one of auto, {', '.join(METRICS)}, got {self.metric!r}")
         if self.sampler != "grid" and (self.trials is None or self.trials < 1):
             raise ValueError(f"the {self.sampler} sampler needs trials >= 1, got trials={self.trials!r}")
+        if self.trials is not None and self.trials > MAX_TRIALS:
+            raise ValueError(f"trials must be at most {MAX_TRIALS:,} (each is a row of the study, a random "
+                             f"search's drawn when it opens), got {self.trials:,}")
         if self.sampler == "grid" and self.trials is not None:
             raise ValueError(f"trials={self.trials} is for the random and tpe samplers; the grid trains every point")
         for name in ("eval_every", "round_size"):
@@ -401,6 +411,27 @@ _MOVED = {"tensorboard": "write the runs with inertia.tensorboard.write_sweep(re
 def _hint(unknown: Sequence[str]) -> str:
     hints = [_MOVED[name] for name in unknown if name in _MOVED]
     return f" ({'; '.join(hints)})" if hints else ""
+
+
+def signature_difference(stored: str, asked: str) -> str:
+    """What differs between two signatures (JSON texts, :meth:`SweepSpec.signature`), each setting with
+    both values: ``steps: 300 stored, 500 asked``; nested settings by their path (``space.lr``)."""
+    import json
+
+    def flat(value: Any, path: str = "") -> dict[str, Any]:
+        if not isinstance(value, dict):
+            return {path: value}
+        return {k: v for name, item in value.items() for k, v in flat(item, f"{path}.{name}" if path else name).items()}
+
+    try:
+        old, new = flat(json.loads(stored)), flat(json.loads(asked))
+    except ValueError:
+        return f"stored {stored}, asked {asked}"
+    unset = object()
+    shown = [f"{key}: {'unset' if old.get(key, unset) is unset else json.dumps(old[key])} stored, "
+             f"{'unset' if new.get(key, unset) is unset else json.dumps(new[key])} asked"
+             for key in sorted(old.keys() | new.keys()) if old.get(key, unset) != new.get(key, unset)]
+    return "; ".join(shown) or "the same settings in another form"
 
 
 def as_plain(spec: Any) -> dict[str, Any]:

@@ -78,8 +78,7 @@ class Worker:
         except BaseException as error:  # interrupted (Ctrl-C) or failed: give back what no checkpoint holds
             self._give_back()
             if isinstance(error, Exception) and _study.is_storage_failure(error):
-                raise _study.StorageError(f"lost the storage ({type(error).__name__}: {_cause(error)}); "
-                                          "run the same command again to resume") from error
+                raise self.study.failure(error) from error
             raise
 
     def _work(self, per_claim: int) -> int:
@@ -165,6 +164,8 @@ class Worker:
         run (any worker) trains them: without it they would stay RUNNING until their heartbeat is stale."""
         held, self._held = list(self._held.values()), {}
         free = [trial for trial, path in held if path is None or not os.path.exists(path)]  # else: resumed from there
+        if not free:
+            return
         try:
             self.study.give_back(free)
         except Exception as error:  # the storage is gone too: a rerun here retries them (their holder is gone)
@@ -221,9 +222,3 @@ class Worker:
         if self.on_progress is not None:
             self.on_progress(self._steps_done + sum(self._steps_running.values()), self._steps_total)
 
-
-def _cause(error: BaseException) -> str:
-    """The first line of the innermost cause of ``error`` (a driver's message, not Optuna's wrapper's)."""
-    while error.__cause__ is not None:
-        error = error.__cause__
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]

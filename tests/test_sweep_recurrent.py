@@ -126,3 +126,23 @@ def test_a_model_that_fails_before_training_leaves_no_study_behind(tmp_path):
                       out=str(tmp_path))
     assert "second line" not in str(info.value)
     assert not (tmp_path / "sweep.db").exists()
+
+
+def test_a_model_that_cannot_take_a_training_step_fails_before_the_study_opens(tmp_path):
+    import inertia
+
+    class Detached(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(10, 3)
+
+        def forward(self, x):
+            return self.a(x.flatten(1)).detach()   # no gradient reaches the parameters
+
+    x, y = _data(80)
+    with pytest.raises(ValueError, match=r"model Detached: a training step fails on a batch of inputs of shape "
+                                         r"\(10, 5, 2\), dtype float32: RuntimeError") as info:
+        inertia.sweep((x, y, x[:20], y[:20]), Detached, lr=[0.1, 0.2], momentum=[0.0], steps=4, batch_size=10,
+                      out=str(tmp_path))
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "sweep.db").exists()

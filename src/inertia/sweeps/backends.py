@@ -14,7 +14,7 @@
   draw from a generator seeded by the caller at every step (``randomness="different"``);
   ``nn.RNN``/``nn.GRU``/``nn.LSTM`` as batched matrix products (:mod:`.recurrent`).
 - ``"loop"`` (a model ``vmap`` cannot batch, found by a trial step before the study opens,
-  :func:`vmap_failure`): the same, one member after another.
+  :func:`step_failure`): the same, one member after another.
 
 All give ``loss(params, buffers, groups, targets, seed, streams)`` -> each member's mean loss ``[M]``,
 then ``backward(apply)`` hands every parameter's gradient ``[M, ...]`` to ``apply``;
@@ -310,15 +310,14 @@ class LoopForward(VmapForward):
         return loop
 
 
-def vmap_failure(model: nn.Module, names: Sequence[str], buffer_names: Sequence[str], objective: Objective,
-                 x: Tensor, target: Tensor) -> str | None:
-    """Why :class:`VmapForward` cannot train ``model`` (the exception's first line), or None when it can:
-    one training forward and backward of two stacked copies of ``model`` on the real batch ``x``,
-    ``target`` (its buffers copied, so the model is left as it was)."""
-    forward = VmapForward(model, names, buffer_names)
+def step_failure(forward: type[VmapForward], model: nn.Module, names: Sequence[str], buffer_names: Sequence[str],
+                 objective: Objective, x: Tensor, target: Tensor) -> str | None:
+    """Why ``forward`` (:class:`VmapForward` or :class:`LoopForward`) cannot train ``model`` (the exception
+    and its first line), or None when it can: one training forward and backward of two stacked copies of
+    ``model`` on the real batch ``x``, ``target`` (its buffers copied, so the model is left as it was)."""
     params = [p.detach().unsqueeze(0).expand(2, *p.shape).clone() for p in model.parameters()]
     buffers = [b.detach().unsqueeze(0).expand(2, *b.shape).clone() for b in model.buffers()]
-    step = AutogradStep(forward, objective)
+    step = AutogradStep(forward(model, names, buffer_names), objective)
     try:
         step.loss(params, buffers, [(x, 0, 2)], target.unsqueeze(0).expand(2, *target.shape),
                   streams=torch.zeros(2, dtype=torch.int64, device=x.device))

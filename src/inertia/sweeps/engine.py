@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ..core import Stack, member_hyper
 from ..pipeline import batch_at, draw_stream, input_dtype, make_splits, measure, seeded_models
-from .backends import AutogradStep, BatchedMLP, LoopForward, VmapForward, mlp_layout, vmap_failure
+from .backends import AutogradStep, BatchedMLP, LoopForward, VmapForward, mlp_layout, step_failure
 from .conv import ConvChainForward, conv_layout
 from .gemm import backend_for as gemm_backend_for
 from .objective import check_model, make_objective
@@ -114,14 +114,19 @@ class Job:
         check_model(self.objective, self.template, self.x, self.y, classes)
 
     def _vmap_failure(self) -> str | None:
-        """One line saying why ``vmap`` cannot train the model (a trial step on a real batch), or None."""
+        """One line saying why ``vmap`` cannot train the model (a trial step on a real batch), or None; a
+        ValueError when the model cannot take a training step member after member either."""
         rows = torch.arange(min(self.batch_size, len(self.y)), device=self.x.device)
-        reason = vmap_failure(self.template, self.names, self.buffer_names, self.objective,
-                              self.x.index_select(0, rows), self.y.index_select(0, rows))
+        x, y = self.x.index_select(0, rows), self.y.index_select(0, rows)
+        reason = step_failure(VmapForward, self.template, self.names, self.buffer_names, self.objective, x, y)
         if reason is None:
             return None
-        return (f"model {type(self.template).__name__}: torch.vmap cannot batch it ({reason}); "
-                "its members train one after another (backend loop)")
+        name = type(self.template).__name__
+        fails = step_failure(LoopForward, self.template, self.names, self.buffer_names, self.objective, x, y)
+        if fails is not None:
+            raise ValueError(f"model {name}: a training step fails on a batch of inputs of shape {tuple(x.shape)}, "
+                             f"dtype {str(x.dtype).removeprefix('torch.')}: {fails}")
+        return f"model {name}: torch.vmap cannot batch it ({reason}); its members train one after another (backend loop)"
 
     @property
     def metric_names(self) -> list[str]:

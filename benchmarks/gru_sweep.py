@@ -63,7 +63,7 @@ def run_loop(steps: int) -> dict:
     for lr in LRS:
         for momentum in MOMENTA:
             torch.manual_seed(0)
-            model = GRUClassifier(classes=data.classes)
+            model = GRUClassifier(classes=data.classes, input_shape=data.input_shape)
             opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
             for step in range(steps):
                 rows = batch_at(train_idx, step, 100, 0, 0)
@@ -102,7 +102,8 @@ def main() -> None:
     print(f"\n| method | runs (s) | median (s) | best (lr, μ, val acc) |\n| --- | --- | --- | --- |")
     for method, median in (("sweep", sweep), ("loop", loop)):
         best = runs[method][-1]["best"]
-        print(f"| {method} | {', '.join(f'{r['seconds']:.1f}' for r in runs[method])} | {median:.1f} | "
+        seconds = ", ".join(f"{r['seconds']:.1f}" for r in runs[method])
+        print(f"| {method} | {seconds} | {median:.1f} | "
               f"{best['lr']}, {best['momentum']}, {100 * best['val_accuracy']:.1f} % |")
     print(f"\nspeed-up of the sweep over the loop: {loop / sweep:.2f}x")
     from _results import write_json

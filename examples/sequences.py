@@ -8,8 +8,11 @@ From the repository root::
     inertia sweep --data digits_tokens.npz --model examples.sequences:TokenTransformer \\
         --lr 1e-3:1e-1:4 --momentum 0,0.9 --steps 200 --out runs/tokens
 
-``classes`` is filled from the data. MNIST-1D's 40 features are read as a sequence of 40 steps
-of one value (``[n, 40, 1]``); scikit-learn's digits as 64 tokens, the pixel intensities 0..16.
+``classes`` and ``input_shape`` are filled from the data (``features`` would be every value of an
+example, 40 for ``[n, 40, 1]``: a recurrent layer wants the values per step, ``input_shape[-1]``).
+MNIST-1D's 40 features are read as a sequence of 40 steps of one value (``[n, 40, 1]``);
+scikit-learn's digits as 64 integer tokens, the pixel intensities 0..16, which stay integers
+(``int64``) on their way to the Embedding.
 """
 from __future__ import annotations
 
@@ -19,11 +22,12 @@ from torch import Tensor, nn
 
 
 class GRUClassifier(nn.Module):
-    """A GRU over the sequence ``[batch, steps, features]``; a linear layer reads its last state."""
+    """A GRU over the sequence ``[batch, steps, values]`` (``[batch, steps]``: one value per step); a linear
+    layer reads its last state."""
 
-    def __init__(self, classes: int = 10, features: int = 1, hidden: int = 32, layers: int = 1):
+    def __init__(self, classes: int = 10, input_shape: tuple[int, ...] = (40, 1), hidden: int = 32, layers: int = 1):
         super().__init__()
-        self.rnn = nn.GRU(features, hidden, num_layers=layers, batch_first=True)
+        self.rnn = nn.GRU(_per_step(input_shape), hidden, num_layers=layers, batch_first=True)
         self.head = nn.Linear(hidden, classes)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -34,25 +38,29 @@ class GRUClassifier(nn.Module):
 class LSTMClassifier(GRUClassifier):
     """:class:`GRUClassifier` with an LSTM."""
 
-    def __init__(self, classes: int = 10, features: int = 1, hidden: int = 32, layers: int = 1):
-        super().__init__(classes, features, hidden, layers)
-        self.rnn = nn.LSTM(features, hidden, num_layers=layers, batch_first=True)
+    def __init__(self, classes: int = 10, input_shape: tuple[int, ...] = (40, 1), hidden: int = 32, layers: int = 1):
+        super().__init__(classes, input_shape, hidden, layers)
+        self.rnn = nn.LSTM(_per_step(input_shape), hidden, num_layers=layers, batch_first=True)
+
+
+def _per_step(input_shape: tuple[int, ...]) -> int:
+    return input_shape[-1] if len(input_shape) > 1 else 1
 
 
 class TokenTransformer(nn.Module):
     """Tokens ``[batch, length]`` (integers below ``vocabulary``) -> an Embedding plus a learned position,
     one Transformer encoder layer, mean over positions, a linear layer."""
 
-    def __init__(self, classes: int = 10, vocabulary: int = 17, length: int = 64, width: int = 32):
+    def __init__(self, classes: int = 10, input_shape: tuple[int, ...] = (64,), vocabulary: int = 17, width: int = 32):
         super().__init__()
         self.embed = nn.Embedding(vocabulary, width)
-        self.position = nn.Parameter(torch.zeros(length, width))
+        self.position = nn.Parameter(torch.zeros(input_shape[0], width))
         self.encoder = nn.TransformerEncoderLayer(width, nhead=4, dim_feedforward=2 * width, dropout=0.0,
                                                   batch_first=True)
         self.head = nn.Linear(width, classes)
 
     def forward(self, tokens: Tensor) -> Tensor:
-        h = self.embed(tokens.long()) + self.position[: tokens.shape[1]]
+        h = self.embed(tokens) + self.position[: tokens.shape[1]]
         return self.head(self.encoder(h).mean(1))
 
 

@@ -91,7 +91,8 @@ def test_the_chains_of_the_presets_examples_and_hand_written_forwards_qualify():
 @pytest.mark.parametrize("factory", [Residual, Scaled, Twice, _cumulative_batchnorm, _reflect_padding, _with_dropout])
 def test_a_forward_that_is_not_a_chain_the_backend_computes_runs_through_vmap(factory):
     assert conv_layout(factory(), (1, 6, 6)) is None
-    assert _job(factory, "auto").backend == "vmap"
+    # cumulative BatchNorm reads float(num_batches_tracked): vmap cannot batch it, its members train one by one
+    assert _job(factory, "auto").backend == ("loop" if factory is _cumulative_batchnorm else "vmap")
     with pytest.raises(ValueError, match="conv backend"):
         _job(factory, "conv")
 

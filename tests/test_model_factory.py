@@ -116,7 +116,7 @@ def test_a_required_parameter_the_data_cannot_fill_must_come_from_model_args():
 def test_what_a_factory_returns_must_be_a_module_that_fits_the_data():
     with pytest.raises(ValueError, match="returned a dict, not an nn.Module"):
         model_factory(lambda: {}, _data())
-    with pytest.raises(ValueError, match=r"fails on inputs of shape \[2, 6\]: RuntimeError"):
+    with pytest.raises(ValueError, match=r"fails on inputs of shape \[2, 6\], dtype float32: RuntimeError"):
         model_factory(lambda: nn.Linear(7, 3), _data())
     with pytest.raises(TypeError, match="not a built Linear"):
         model_factory(nn.Linear(6, 3), _data())

@@ -224,7 +224,7 @@ def test_dropout_draws_depend_on_the_configuration_not_its_place_and_repeat_on_r
 
 @pytest.mark.parametrize("make,message", [
     (lambda: nn.Sequential(nn.Flatten(), nn.Linear(36, 7)), r"output has shape \(2, 7\).*\[2, 3\]"),
-    (lambda: nn.Linear(5, 3), r"forward fails on a batch of inputs of shape \(2, 1, 6, 6\)"),
+    (lambda: nn.Linear(5, 3), r"forward fails on two examples of the data \(inputs of shape \(2, 1, 6, 6\), dtype float64\)"),
 ])
 def test_a_model_that_does_not_fit_the_data_is_a_one_line_error(make, message):
     x, y = _images()

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 @dataclass
 class Dataset:
-    """Train and test tensors: inputs float32 ``[n, *input_shape]``, targets ``[n]`` or ``[n, outputs]``.
+    """Train and test tensors: inputs ``[n, *input_shape]``, targets ``[n]`` or ``[n, outputs]``.
+
+    Integer inputs (token ids, counts, raw pixel values) are int64, any other input float32: training
+    hands integers to a model that takes them (an ``nn.Embedding``) and floats to any other
+    (:func:`inertia.pipeline.input_dtype`).
 
     Classification targets are int64 class indices 0 .. ``classes`` − 1; class k
     stands for the original label ``label_names[k]`` when labels were mapped
@@ -83,7 +88,9 @@ class Dataset:
 
     @property
     def features(self) -> int:
-        """The number of input values per example (the columns of 2-D data)."""
+        """The number of input values per example: the columns of 2-D data, the product of ``input_shape``
+        otherwise (80 for sequences ``[n, 20, 4]``: a model that reads each step's 4 values takes
+        ``--model-arg features=4``)."""
         return int(np.prod(self.input_shape))
 
     @property
@@ -129,7 +136,7 @@ def _bad(name: str, why: str) -> ValueError:
 
 
 def _inputs(name: str, key: str, value: Any) -> np.ndarray:
-    """Inputs as float32 ``[n, ...]`` (1-D input becomes one feature), finite."""
+    """Inputs ``[n, ...]`` (1-D input becomes one feature): integers as int64, anything else as float32, finite."""
     array = np.asarray(value)
     if array.ndim == 0:
         raise _bad(name, f"{key} must have an examples axis, got a scalar")
@@ -137,21 +144,37 @@ def _inputs(name: str, key: str, value: Any) -> np.ndarray:
         array = array[:, None]
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise _bad(name, f"{key} must be numeric, got dtype {array.dtype}")
+    if array.dtype.kind in "iu":
+        if array.dtype == np.uint64 and array.size and array.max() >= 2**63:
+            raise _bad(name, f"{key} holds integers above 2**63 - 1")
+        return array.astype(np.int64)
     array = array.astype(np.float32)
     if not np.isfinite(array).all():
         raise _bad(name, f"{key} holds NaN or inf")
     return array
 
 
-def _infer_task(targets: list[np.ndarray]) -> str:
+MANY_CLASSES = 20
+
+
+def _infer_task(name: str, targets: list[np.ndarray]) -> str:
+    """Classification for text or integer targets and for float targets that are all whole numbers,
+    else regression. Whole float targets with more than :data:`MANY_CLASSES` distinct values that are not
+    the labels 0..K-1 (prices, counts, scores) are most likely a regression: a one-line warning says so."""
     if any(t.dtype.kind in "USO" for t in targets):
         return "classification"
     if all(t.dtype.kind in "biu" for t in targets):
         return "classification"
     if any(t.ndim == 2 and t.shape[1] > 1 for t in targets):
         return "regression"
-    whole = all(np.isfinite(t).all() and np.all(np.mod(t, 1) == 0) for t in targets)
-    return "classification" if whole else "regression"
+    if not all(np.isfinite(t).all() and np.all(np.mod(t, 1) == 0) for t in targets):
+        return "regression"
+    values = np.unique(np.concatenate([t.ravel() for t in targets]))
+    if len(values) > MANY_CLASSES and not (values[0] == 0 and values[-1] == len(values) - 1):
+        warnings.warn(f"dataset {name!r}: float targets with {len(values)} distinct whole values "
+                      f"({values[0]:g}..{values[-1]:g}) are read as {len(values)} classes; for a regression "
+                      "give --loss mse (loss='mse', or task='regression')", stacklevel=4)
+    return "classification"
 
 
 def _regression(name: str, targets: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -210,7 +233,7 @@ def _make(name: str, x_train, y_train, x_test, y_test, task: str | None = None) 
     if xs["x_train"].shape[1:] != xs["x_test"].shape[1:]:
         raise _bad(name, f"x_train examples have shape {xs['x_train'].shape[1:]} but x_test examples "
                          f"have {xs['x_test'].shape[1:]}")
-    task = _infer_task(list(ys.values())) if task is None else task
+    task = _infer_task(name, list(ys.values())) if task is None else task
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS} or None, got task={task!r}")
     label_names = None
@@ -468,9 +491,14 @@ def load_dataset(name_or_path: Any, seed: int = 0, *, task: str | None = None) -
 
 
 def _retask(data: Dataset, task: str) -> Dataset:
+    """``data`` as a ``task`` dataset; mapped class labels go back to their original values first."""
     if task == data.task:
         return data
-    return _make(data.name, data.x_train, data.y_train, data.x_test, data.y_test, task=task)
+    y_train, y_test = data.y_train.numpy(), data.y_test.numpy()
+    if data.label_names is not None:
+        names = np.asarray(data.label_names)
+        y_train, y_test = names[y_train], names[y_test]
+    return _make(data.name, data.x_train.numpy(), y_train, data.x_test.numpy(), y_test, task=task)
 
 
 def _array(value: Any) -> Any:

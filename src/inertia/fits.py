@@ -31,8 +31,9 @@ from .core import is_schedule, member_hyper
 from .data import as_dataset
 from .models import model_factory
 from .optim import make_optimizer
-from .pipeline import Split, batch_at, draw_stream, dropout_draws, make_folds, make_splits, measure, seeded_models
-from .sweeps.objective import LOSSES, Objective, check_model, make_objective
+from .pipeline import Split, batch_at, draw_stream, dropout_draws, input_dtype, make_folds, make_splits, measure, seeded_models
+from .sweeps.objective import LOSSES, Objective, check_model, data_task, make_objective
+from .threads import choose_threads, step_flops, use_threads
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ def fit(
     device: str | None = None,
     dtype: torch.dtype = torch.float32,
     on_step: Callable[[FitStep], None] | None = None,
+    threads: int | None = None,
 ) -> FitResult:
     """Train one model per fold (all from one initialization) and return their metrics.
 
@@ -122,27 +124,35 @@ def fit(
         standardize: standardize the inputs with the statistics of each fold's training part.
         model_args: keyword arguments of the model factory, as :func:`inertia.sweep` takes them.
         on_step: called with a :class:`FitStep` after every update.
+        threads: torch's intra-op threads while training (restored after); None: ``OMP_NUM_THREADS`` if
+            set, else one for a small model and the free cores for a large one (:mod:`inertia.threads`).
 
     Every argument is checked before data is loaded; bad ones raise ValueError naming them.
     """
     plan = _plan(optimizer, dict(hyper or {}), dict(schedules or {}), steps, batch_size, folds, device, loss)
+    choose_threads(0.0, threads)   # a bad count fails here, before the data is loaded
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
-    dataset = as_dataset(data, seed=seed)
+    dataset = as_dataset(data, seed=seed, task=data_task(loss))
     objective = make_objective(loss, dataset.y_train)
     factory = model_factory(model, dataset, model_args)
-    x, y = dataset.x_train.to(plan.device, dtype), objective.target(dataset.y_train, dtype).to(plan.device)
-    x_test, y_test = dataset.x_test.to(plan.device, dtype), objective.target(dataset.y_test, dtype).to(plan.device)
     started = time.perf_counter()
     templates = seeded_models(factory, seed, seeds, plan.device, dtype)
+    x_dtype = input_dtype(templates[0], dataset.x_train.to(plan.device), dtype, dataset.x_test)
+    x, y = dataset.x_train.to(plan.device, x_dtype), objective.target(dataset.y_train, dtype).to(plan.device)
+    x_test, y_test = dataset.x_test.to(plan.device, x_dtype), objective.target(dataset.y_test, dtype).to(plan.device)
     check_model(objective, templates[0], x, y, dataset.outputs if objective.name == "cross_entropy" else None)
     splits = make_splits(x, x_test, make_folds(len(y), folds, seed), seed, seeds, standardize)
     results, models = [], []
-    for split in splits:
-        net = copy.deepcopy(templates[split.seed - seed])
-        opt, last_loss = _train_fold(net, plan, objective, split, y, on_step)
-        results.append(_evaluate_fold(net, opt, objective, last_loss, split, y, y_test))
-        models.append(net)
+    previous = use_threads(choose_threads(step_flops(templates[0], x[:plan.batch_size]), threads))
+    try:
+        for split in splits:
+            net = copy.deepcopy(templates[split.seed - seed])
+            opt, last_loss = _train_fold(net, plan, objective, split, y, on_step)
+            results.append(_evaluate_fold(net, opt, objective, last_loss, split, y, y_test))
+            models.append(net)
+    finally:
+        use_threads(previous)
     return FitResult(results, plan.full, time.perf_counter() - started, str(plan.device), objective.metrics, models)
 
 

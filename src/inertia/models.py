@@ -10,8 +10,12 @@ calls once per member) and :func:`build_model` builds one model. A spec is
 
 The factory's parameters named ``input_shape``, ``features``, ``classes``, ``outputs`` and
 ``in_channels`` (the C of ``[C, H, W]`` inputs) are filled from the data unless ``model_args``
-gives them; ``model_args`` (``--model-arg NAME=VALUE``) gives the others. Every mistake is a
-one-line ``ValueError`` naming the model and what is wrong.
+gives them; ``model_args`` (``--model-arg NAME=VALUE``) gives the others. ``features`` is the number
+of input values per example: for inputs that are not flat (sequences ``[n, 20, 4]``) the product of
+the shape, 80, which a model reading 4 values per step must be told (``--model-arg features=4``).
+The model is checked on two real examples of the data (integer inputs as integers when it takes
+them, :func:`inertia.pipeline.input_dtype`). Every mistake is a one-line ``ValueError`` naming the
+model and what is wrong.
 
 ``build_model("mlp", 40, 10)`` is the MNIST-1D reference MLP (Greydanus 2020): 40-100-100-10
 with ReLU, ~68 % test accuracy in the paper. ``mlp``, ``linear`` and ``cnn`` have no buffers;
@@ -170,13 +174,15 @@ class Shapes:
     input_shape: tuple[int, ...]
     outputs: int
     classes: int | None
+    examples: Tensor | None = None   # two real inputs of the data, when it has them
 
     @classmethod
     def of(cls, data: Any, outputs: int | None = None) -> "Shapes":
         """From a :class:`inertia.data.Dataset`, or from a feature count / input shape and ``outputs``."""
         if hasattr(data, "input_shape") and hasattr(data, "outputs"):
             classes = data.classes if data.task == "classification" else None
-            return cls(f"dataset {data.name!r}", tuple(data.input_shape), int(data.outputs), classes)
+            return cls(f"dataset {data.name!r}", tuple(data.input_shape), int(data.outputs), classes,
+                       data.x_train[:2])
         if outputs is None:
             raise TypeError("build_model(spec, features_or_input_shape, outputs): outputs is missing")
         shape = (int(data),) if isinstance(data, int) else tuple(int(d) for d in data)
@@ -205,7 +211,7 @@ def model_factory(spec: Any, dataset: Any, model_args: Mapping[str, Any] | None 
     build, label = _resolve(spec)
     factory = functools.partial(build, **_arguments(build, label, shapes, dict(model_args or {})))
     with torch.random.fork_rng(devices=[]):
-        _check_forward(_built(factory, label), label, shapes)
+        _check_forward(_built(factory, label), label, shapes, filled="features" in factory.keywords and "features" not in (model_args or {}))
     return factory
 
 
@@ -308,18 +314,33 @@ def _built(factory: functools.partial, label: str) -> nn.Module:
     return model
 
 
-def _check_forward(model: nn.Module, label: str, shapes: Shapes) -> None:
-    """Run ``model`` on two random inputs; a failure or an output that is not ``[2, outputs]`` is a ValueError."""
-    x = torch.randn(2, *shapes.input_shape, dtype=next(model.parameters(), torch.empty(0)).dtype)
+def _check_forward(model: nn.Module, label: str, shapes: Shapes, filled: bool = False) -> None:
+    """Run ``model`` on two real examples (random ones without data); a failure or an output that is not
+    ``[2, outputs]`` is a one-line ValueError naming the inputs' shape and dtype (and, when ``features``
+    was ``filled`` from a non-flat input, how to give it)."""
+    from .pipeline import input_dtype
+
+    dtype = next(model.parameters(), torch.empty(0)).dtype
+    x = shapes.examples if shapes.examples is not None else torch.randn(2, *shapes.input_shape)
+    x = x.to(input_dtype(model, x, dtype))
     try:
         with torch.no_grad():
             out = model(x)
     except Exception as error:
-        raise ValueError(f"model {label} fails on inputs of shape {list(x.shape)}: {_one_line(error)}") from None
+        hint = ""
+        if filled and len(shapes.input_shape) > 1:
+            hint = (f" (features was filled as {math.prod(shapes.input_shape)}, all values of an example of "
+                    f"shape {shapes.input_shape}; give --model-arg features=N for N values per step)")
+        raise ValueError(f"model {label} fails on inputs of shape {list(x.shape)}, dtype {_dtype_name(x)}: "
+                         f"{_one_line(error)}{hint}") from None
     if not isinstance(out, Tensor) or out.shape[:1] != (2,) or out[0].numel() != shapes.outputs:
         got = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ValueError(f"model {label} gives {got} for inputs {list(x.shape)}; "
                          f"{shapes.name} needs {shapes.outputs} output(s) per example")
+
+
+def _dtype_name(x: Tensor) -> str:
+    return str(x.dtype).removeprefix("torch.")
 
 
 def _one_line(error: BaseException) -> str:

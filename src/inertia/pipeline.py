@@ -4,6 +4,7 @@ with the same settings see the same numbers.
 - the folds (:func:`make_folds`: K-fold, or a seeded 20 % holdout) and the minibatch of every step
   (:func:`batch_at`, a pure function of ``(seed, fold, step)``: common random numbers for every
   configuration, and a resumed run sees the same batches);
+- the inputs' dtype (:func:`input_dtype`): integer inputs stay integer for a model that takes them;
 - the seeded initialization (:func:`seeded_models`: ``torch.manual_seed(seed + s)``, then one model
   from the factory, for seed ``s``);
 - the splits (:func:`make_splits`: seed-major, then fold; with ``standardize`` the inputs standardized
@@ -65,6 +66,36 @@ def _epoch_order(n: int, seed: int, fold: int, epoch: int) -> Tensor:
     """The shuffled order of epoch ``epoch`` (a pure function of its arguments; cached, never mutated)."""
     g = torch.Generator().manual_seed((int(seed) * 1_000_003 + fold * 10_007 + epoch) % (2**63 - 1))
     return torch.randperm(n, generator=g)
+
+
+def input_dtype(model: nn.Module, x: Tensor, dtype: torch.dtype, *more: Tensor | None) -> torch.dtype:
+    """The dtype in which ``model`` gets the inputs ``x`` (and ``more``, the test set): floats in the training
+    ``dtype``; integers as int64 when the model's forward takes two of them (token ids into an
+    ``nn.Embedding``), else as floats (an MLP over raw pixel values). Integers out of the model's
+    Embedding's range are a ValueError."""
+    if x.is_floating_point() or x.dtype == torch.bool or not len(x):
+        return dtype
+    for part in (x, *more):
+        if part is not None and len(part):
+            _check_embedding_range(model, part)
+    was_training = model.training
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            model.eval()(x[:2].long())
+    except Exception:
+        return dtype
+    finally:
+        model.train(was_training)
+    return torch.int64
+
+
+def _check_embedding_range(model: nn.Module, x: Tensor) -> None:
+    sizes = [m.num_embeddings for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))]
+    low, high = int(x.min()), int(x.max())
+    if sizes and (low < 0 or high >= max(sizes)):
+        raise ValueError(f"data: the integer inputs range over {low}..{high}, outside the model's Embedding "
+                         f"(num_embeddings {max(sizes)}: indices 0..{max(sizes) - 1}); give the model an "
+                         f"Embedding of at least {high + 1} entries, or inputs in its range")
 
 
 def seeded_models(factory: Callable[[], nn.Module], seed: int, seeds: int, device: Any,

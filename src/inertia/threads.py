@@ -53,13 +53,17 @@ def choose_threads(flops_per_step: float, requested: int | None = None, *,
 
 def step_flops(model, batch) -> float:
     """Floating-point operations of one training step of ``model`` on ``batch``: the forward's, counted by
-    torch's ``FlopCounterMode`` (products and convolutions), times 3 for forward and backward."""
+    torch's ``FlopCounterMode`` (products and convolutions), times 3 for forward and backward. The forward
+    runs in eval mode with the random state kept, so the model and the draws that follow are unchanged."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(batch)
+    counter, training = FlopCounterMode(display=False), model.training
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]), counter:
+            model.eval()(batch)
+    finally:
+        model.train(training)
     return 3.0 * counter.get_total_flops()
 
 

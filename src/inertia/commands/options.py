@@ -222,6 +222,12 @@ def add_device(group: Any) -> None:
                        help="where to train (default: cuda when available, else cpu)")
 
 
+def add_threads(group: Any) -> None:
+    group.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                       help="torch's intra-op threads (default: OMP_NUM_THREADS if set, else one for a small model "
+                            "and the free cores for a large one)")
+
+
 def add_backend(group: Any) -> None:
     from ..sweeps.specs import BACKENDS
 

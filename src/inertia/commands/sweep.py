@@ -104,7 +104,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     run.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
                      help="seconds between checkpoints of the stacks in training (a rerun resumes from them)")
     run.add_argument("--lanes", default="auto", choices=LANES, help="side-by-side stacks in forked processes or threads")
-    run.add_argument("--parallel", type=int, default=None, help="stacks side by side (default on CPU: one per thread)")
+    run.add_argument("--parallel", type=int, default=None,
+                     help="stacks side by side (default on CPU: one per free core, at most --threads)")
+    options.add_threads(run)
     run.add_argument("--memory-budget", type=int, default=None, metavar="BYTES",
                      help="the memory the stacked configurations may take (default: what the device has)")
     run.add_argument("--max-batch", type=int, default=None, help="at most this many configurations at once")

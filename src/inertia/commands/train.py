@@ -102,6 +102,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                      help="standardize the inputs (per feature, or per channel for images) with the statistics of "
                      "each fold's training part, as inertia sweep --standardize")
     options.add_device(run)
+    options.add_threads(run)
     out = parser.add_argument_group("output")
     out.add_argument("--json", type=Path, default=None, metavar="PATH",
                      help="write {val_loss_mean, ..., test_accuracy_mean, folds, config} as JSON to PATH")
@@ -200,7 +201,8 @@ def fit_arguments(args: argparse.Namespace) -> dict[str, Any]:
     return dict(data=args.data, model=args.model, model_args=options.literals(args.model_arg, "--model-arg"), optimizer=args.optimizer,
                 hyper=hyper,
                 schedules=schedule_specs(args, full), steps=args.steps, batch_size=args.batch_size,
-                folds=args.folds, seed=args.seed, seeds=args.seeds, loss=args.loss, standardize=args.standardize, device=args.device)
+                folds=args.folds, seed=args.seed, seeds=args.seeds, loss=args.loss, standardize=args.standardize, device=args.device,
+                threads=args.threads)
 
 
 # ---------------------------------------------------------------- training and its outputs

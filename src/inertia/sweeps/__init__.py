@@ -21,6 +21,7 @@ from torch import nn
 from .checkpoints import Checkpoints
 from ..core import check_members
 from ..pipeline import make_folds
+from ..threads import choose_threads, step_flops, use_threads
 from .engine import Job, Members
 from .gemm import openblas_core
 from .results import SweepResults
@@ -30,10 +31,11 @@ from .study import StorageError, Study, redact
 from .worker import IncompleteSweep, Worker
 
 
-def _load_data(data: Any, seed: int):
+def _load_data(data: Any, seed: int, loss: Any = "auto"):
     from ..data import as_dataset
+    from .objective import data_task
 
-    return as_dataset(data, seed=seed)
+    return as_dataset(data, seed=seed, task=data_task(loss))
 
 
 def _model_factory(model: Any, dataset: Any, model_args: Mapping[str, Any] | None = None) -> Callable[[], nn.Module]:
@@ -108,6 +110,8 @@ def run_sweep(spec: SweepSpec, *, progress: Callable[[int, int], None] | None = 
     if progress is not None and not callable(progress):
         raise TypeError(f"progress takes a function f(done, total), got {progress!r}")
     spec, dataset, job = prepare(spec)
+    if job.fallback is not None:
+        (log or _warn)(f"warning: {job.fallback}")
     check_members(job.preset, spec.task.members(), columns=list(spec.task.space), schedules=job.schedules,
                   steps=job.steps)   # every value over its schedule's run, with the rule (once: stacks skip it)
     if spec.search.metric not in job.metric_names:
@@ -118,17 +122,28 @@ def run_sweep(spec: SweepSpec, *, progress: Callable[[int, int], None] | None = 
                   spec.train.seed).open()   # unreachable storage / a different sweep here: error before training
     checkpoints = None if spec.run.out is None else Checkpoints(
         str(spec.run.out), spec.signature(), spec.run.study_name, redact(storage or ""))
-    Worker(job, study, spec.search, spec.run, checkpoints, progress, log or _warn, spec.configurations).run()
+    previous = use_threads(parent_threads(job, spec.configurations, spec.run.threads))
+    try:
+        Worker(job, study, spec.search, spec.run, checkpoints, progress, log or _warn, spec.configurations).run()
+    finally:
+        use_threads(previous)
     meta = {**spec.flat(), "storage": None if storage is None else redact(storage), "backend": job.backend,
             "matmul": job.matmul if job.matmul == "torch" else f"openblas {openblas_core()}",
             "dataset": repr(dataset), "running": study.running()}
     return SweepResults(study.records(), list(spec.task.space), spec.search.metric, meta)
 
 
+def parent_threads(job: Job, configurations: int, requested: int | None) -> int:
+    """This process's intra-op threads while it sweeps (:func:`inertia.threads.choose_threads`): from
+    the work of a step of every member of every configuration, or ``requested``."""
+    flops = step_flops(job.template, job.x[:job.batch_size]) * job.members_per_config * configurations
+    return choose_threads(flops, requested)
+
+
 def prepare(spec: SweepSpec) -> tuple[SweepSpec, Any, Job]:
     """The data of ``spec`` loaded and checked, the spec resolved on it, and the engine's job: every
     input checked before anything trains (the sweep's, and the range test's, first step)."""
-    dataset = _load_data(spec.task.data, spec.train.seed)
+    dataset = _load_data(spec.task.data, spec.train.seed, spec.task.loss)
     spec = spec.resolved(data=dataset)
     if spec.train.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device cuda asked for but CUDA is not available")

@@ -1,4 +1,4 @@
-"""How a stack of members computes its outputs and gradients: three interchangeable backends.
+"""How a stack of members computes its outputs and gradients: four interchangeable backends.
 
 - ``"batched"`` (MLPs made of ``nn.Linear`` + ``nn.ReLU``, cross-entropy): every member of a
   split sees the same input batch, so the first layer of all members of a split is one
@@ -11,7 +11,10 @@
   ``torch.vmap``, with each member's buffers (BatchNorm running statistics, updated in
   training mode) and its own random numbers: dropout from the member's stream
   (:func:`inertia.pipeline.dropout_draws`, the draws of a lone model under ``fit``), any other
-  draw from a generator seeded by the caller at every step (``randomness="different"``).
+  draw from a generator seeded by the caller at every step (``randomness="different"``);
+  ``nn.RNN``/``nn.GRU``/``nn.LSTM`` as batched matrix products (:mod:`.recurrent`).
+- ``"loop"`` (a model ``vmap`` cannot batch, found by a trial step before the study opens,
+  :func:`step_failure`): the same, one member after another.
 
 All give ``loss(params, buffers, groups, targets, seed, streams)`` -> each member's mean loss ``[M]``,
 then ``backward(apply)`` hands every parameter's gradient ``[M, ...]`` to ``apply``;
@@ -28,6 +31,7 @@ from torch import Tensor, nn
 from ..pipeline import dropout_draws
 from .gemm import BatchedGemm
 from .objective import Objective
+from .recurrent import batchable
 
 
 def mlp_layout(model: nn.Module) -> list[str] | None:
@@ -205,7 +209,7 @@ class AutogradStep:
     """The same interface through autograd, for any model and loss: a sum of per-member mean
     losses gives each member its own gradient."""
 
-    def __init__(self, forward: "VmapForward | ConvChainForward", objective: Objective):
+    def __init__(self, forward: "VmapForward | LoopForward | ConvChainForward", objective: Objective):
         self.forward, self.objective = forward, objective
         self._pending: tuple[list[Tensor], Tensor] | None = None
 
@@ -240,24 +244,36 @@ class AutogradStep:
 class VmapForward:
     """Outputs ``[M, B, ...]`` of stacked copies of ``model`` through ``functional_call`` under ``vmap``.
 
-    ``buffers`` (BatchNorm running statistics) are the members' own and are updated in place in
-    training mode. A stack of one member runs as two (itself twice, the copy's outputs and buffer
-    updates dropped): batched kernels take another path for one member than for several (grouped
-    convolutions do), and a member's numbers must not depend on how many share its stack.
+    ``nn.RNN``, ``nn.GRU`` and ``nn.LSTM`` run as their :mod:`.recurrent` equivalents (torch's fused
+    kernels have no batching rule). ``buffers`` (BatchNorm running statistics) are the members' own and
+    are updated in place in training mode. A stack of one member runs as two (itself twice, the copy's
+    outputs and buffer updates dropped): batched kernels take another path for one member than for
+    several (grouped convolutions do), and a member's numbers must not depend on how many share its stack.
     """
 
     draws_random = True   # a model may (dropout): each step's draws are seeded, so that a resume repeats them
+    pads_single = True
 
     def __init__(self, model: nn.Module, names: Sequence[str], buffer_names: Sequence[str]):
-        from torch.func import functional_call, vmap
+        from torch.func import functional_call
 
-        self.model = model
+        self.model = model = self._runnable(model)
 
         def one(p: tuple[Tensor, ...], b: tuple[Tensor, ...], x: Tensor, stream: Tensor) -> Tensor:
             with dropout_draws(model, stream):
                 return functional_call(model, (dict(zip(names, p)), dict(zip(buffer_names, b))), (x,))
 
-        self._batched = vmap(one, in_dims=(0, 0, 0, 0), randomness="different")
+        self._batched = self._over_members(one)
+
+    @staticmethod
+    def _runnable(model: nn.Module) -> nn.Module:
+        return batchable(model)
+
+    @staticmethod
+    def _over_members(one: Callable) -> Callable:
+        from torch.func import vmap
+
+        return vmap(one, in_dims=(0, 0, 0, 0), randomness="different")
 
     def __call__(self, params: Sequence[Tensor], buffers: Sequence[Tensor], groups: Groups, *,
                  training: bool, streams: Tensor | None = None) -> Tensor:
@@ -267,10 +283,49 @@ class VmapForward:
         x = xs[0] if len(xs) == 1 else torch.cat(xs)
         if streams is None:
             streams = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
-        if x.shape[0] != 1:
+        if x.shape[0] != 1 or not self.pads_single:
             return self._batched(tuple(params), tuple(buffers), x, streams)
         return run_padded(lambda p, b: self._batched(tuple(p), tuple(b), torch.cat([x, x]), torch.cat([streams] * 2)),
                           params, buffers, 2)
+
+
+class LoopForward(VmapForward):
+    """:class:`VmapForward`'s outputs computed member after member (``functional_call`` on each member's
+    own parameters, buffers and dropout stream), for a model that ``vmap`` cannot batch (an operator
+    without a batching rule, ``.item()``, control flow on the data): each member computes what it would
+    alone, so its numbers are those of a separate run."""
+
+    pads_single = False
+
+    @staticmethod
+    def _runnable(model: nn.Module) -> nn.Module:
+        return model
+
+    @staticmethod
+    def _over_members(one: Callable) -> Callable:
+        def loop(params: tuple[Tensor, ...], buffers: tuple[Tensor, ...], x: Tensor, streams: Tensor) -> Tensor:
+            return torch.stack([one(tuple(p[i] for p in params), tuple(b[i] for b in buffers), x[i], streams[i])
+                                for i in range(x.shape[0])])
+
+        return loop
+
+
+def step_failure(forward: type[VmapForward], model: nn.Module, names: Sequence[str], buffer_names: Sequence[str],
+                 objective: Objective, x: Tensor, target: Tensor) -> str | None:
+    """Why ``forward`` (:class:`VmapForward` or :class:`LoopForward`) cannot train ``model`` (the exception
+    and its first line), or None when it can: one training forward and backward of two stacked copies of
+    ``model`` on the real batch ``x``, ``target`` (its buffers copied, so the model is left as it was)."""
+    params = [p.detach().unsqueeze(0).expand(2, *p.shape).clone() for p in model.parameters()]
+    buffers = [b.detach().unsqueeze(0).expand(2, *b.shape).clone() for b in model.buffers()]
+    step = AutogradStep(forward(model, names, buffer_names), objective)
+    try:
+        step.loss(params, buffers, [(x, 0, 2)], target.unsqueeze(0).expand(2, *target.shape),
+                  streams=torch.zeros(2, dtype=torch.int64, device=x.device))
+        step.backward(lambda i, grad: None)
+    except Exception as error:
+        first = (str(error).strip().splitlines() or [""])[0]
+        return f"{type(error).__name__}: {first}"
+    return None
 
 
 def run_padded(forward: Callable[[list[Tensor], list[Tensor]], Tensor], params: Sequence[Tensor],

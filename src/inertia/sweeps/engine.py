@@ -31,8 +31,8 @@ import torch
 from torch import Tensor, nn
 
 from ..core import Stack, member_hyper
-from ..pipeline import batch_at, draw_stream, make_splits, measure, seeded_models
-from .backends import AutogradStep, BatchedMLP, VmapForward, mlp_layout
+from ..pipeline import batch_at, draw_stream, input_dtype, make_splits, measure, seeded_models
+from .backends import AutogradStep, BatchedMLP, LoopForward, VmapForward, mlp_layout, step_failure
 from .conv import ConvChainForward, conv_layout
 from .gemm import backend_for as gemm_backend_for
 from .objective import check_model, make_objective
@@ -43,7 +43,8 @@ class Job:
     """Everything the engine needs that is the same for every member."""
 
     model_factory: Callable[[], nn.Module]
-    x: Tensor                      # training pool [n, f] (folds are drawn from it)
+    x: Tensor                      # training pool [n, ...] (folds are drawn from it); integers stay integer
+                                   # for a model that takes them (inertia.pipeline.input_dtype)
     y: Tensor                      # [n]
     folds: list[tuple[Tensor, Tensor]]
     preset: Any                    # inertia.rules.Preset
@@ -55,7 +56,7 @@ class Job:
     y_test: Tensor | None = None
     device: str = "cpu"
     dtype: torch.dtype = torch.float32
-    backend: str = "auto"          # auto | batched | conv | vmap
+    backend: str = "auto"          # auto | batched | conv | vmap (| loop: chosen when vmap cannot batch the model)
     diverge_factor: float = 10.0   # loss > factor x (first-step loss) counts as diverged
     diverge_above: float | None = None  # absolute threshold instead of the factor
     curve_points: int = 200
@@ -72,14 +73,20 @@ class Job:
         self.buffer_names = [n for n, _ in self.template.named_buffers()]
         self.objective = make_objective(self.loss, self.y)
         self.backend, chain = self._pick_backend()
-        self._autograd_forward = (VmapForward(self.template, self.names, self.buffer_names) if self.backend == "vmap"
-                              else ConvChainForward(chain) if self.backend == "conv" else None)
-        self.x = self.x.to(self.device, self.dtype)
+        x_dtype = input_dtype(self.template, self.x.to(self.device), self.dtype, self.x_test)
+        self.x = self.x.to(self.device, x_dtype)
         self.y = self.objective.target(self.y, self.dtype).to(self.device)
         if self.x_test is not None:
-            self.x_test = self.x_test.to(self.device, self.dtype)
+            self.x_test = self.x_test.to(self.device, x_dtype)
             self.y_test = self.objective.target(self.y_test, self.dtype).to(self.device)
         self._check_output()
+        self.fallback = self._vmap_failure() if self.backend == "vmap" else None
+        if self.fallback is not None:
+            self.backend = "loop"
+        forwards = {"vmap": VmapForward, "loop": LoopForward}
+        self._autograd_forward = (forwards[self.backend](self.template, self.names, self.buffer_names)
+                                  if self.backend in forwards else ConvChainForward(chain) if self.backend == "conv"
+                                  else None)
         self.folds = [(t.to(self.device), v.to(self.device)) for t, v in self.folds]
         self.splits = make_splits(self.x, self.x_test, self.folds, self.seed, self.seeds, self.standardize)
 
@@ -105,6 +112,21 @@ class Job:
         if classes is not None and self.y_test is not None and len(self.y_test):
             classes = max(classes, int(self.y_test.max()) + 1)
         check_model(self.objective, self.template, self.x, self.y, classes)
+
+    def _vmap_failure(self) -> str | None:
+        """One line saying why ``vmap`` cannot train the model (a trial step on a real batch), or None; a
+        ValueError when the model cannot take a training step member after member either."""
+        rows = torch.arange(min(self.batch_size, len(self.y)), device=self.x.device)
+        x, y = self.x.index_select(0, rows), self.y.index_select(0, rows)
+        reason = step_failure(VmapForward, self.template, self.names, self.buffer_names, self.objective, x, y)
+        if reason is None:
+            return None
+        name = type(self.template).__name__
+        fails = step_failure(LoopForward, self.template, self.names, self.buffer_names, self.objective, x, y)
+        if fails is not None:
+            raise ValueError(f"model {name}: a training step fails on a batch of inputs of shape {tuple(x.shape)}, "
+                             f"dtype {str(x.dtype).removeprefix('torch.')}: {fails}")
+        return f"model {name}: torch.vmap cannot batch it ({reason}); its members train one after another (backend loop)"
 
     @property
     def metric_names(self) -> list[str]:
@@ -238,7 +260,7 @@ class Members:
         parts = [job.y.index_select(0, b).unsqueeze(0).expand(end - start, len(b), *job.y.shape[1:])
                  for b, (_, start, end) in zip(batches, rows)]
         target = parts[0] if len(parts) == 1 else torch.cat(parts)
-        streams = None if job.backend != "vmap" else torch.cat([
+        streams = None if job.backend not in ("vmap", "loop") else torch.cat([
             torch.full((end - start,), draw_stream(job.splits[g].seed, job.splits[g].fold, t), dtype=torch.int64)
             for g, start, end in rows]).to(job.x.device)
         losses = self._step.loss(self.params, self.buffers, groups, target, seed=_step_seed(job.seed, t),

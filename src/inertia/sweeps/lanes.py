@@ -16,6 +16,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
+from ..threads import choose_threads
 from .engine import Job, Members
 
 Part = tuple[list[Any], Members, "str | None"]   # (trials, their stack, its checkpoint file)
@@ -52,13 +53,14 @@ class Trainer(Protocol):
     def heartbeat(self) -> None: ...
 
 
-def lane_count(parallel: int | None, device: str, n_configs: int) -> int:
-    """How many stacks train side by side: on CPU one per torch thread (each single-threaded)."""
+def lane_count(parallel: int | None, device: str, n_configs: int, threads: int | None = None) -> int:
+    """How many stacks train side by side: on CPU one per free core (each single-threaded), at most
+    ``threads`` (``--threads``) or ``OMP_NUM_THREADS`` where given (:func:`inertia.threads.choose_threads`)."""
     if parallel is not None:
         return max(1, min(int(parallel), n_configs))
     if not str(device).startswith("cpu"):
         return 1
-    return max(1, min(torch.get_num_threads(), n_configs))
+    return max(1, min(choose_threads(math.inf, threads), n_configs))
 
 
 def stack_count(job: Job, n_configs: int, lanes: int) -> int:

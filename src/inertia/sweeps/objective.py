@@ -88,6 +88,16 @@ class Objective:
         return torch.stack([sums[:, 0] / n, rmse, r2], 1)
 
 
+def data_task(loss: Any) -> str | None:
+    """The task a loss makes of the data: ``"regression"`` for a named regression loss (``mse``, ``l1``,
+    ``huber``: the targets are read as floats, even whole numbers such as 25..346), else None (the
+    task follows the targets)."""
+    if callable(loss) or not isinstance(loss, str):
+        return None
+    name = loss.strip().lower().replace("-", "_")
+    return "regression" if name in LOSSES and LOSSES[name][1] == "regression" else None
+
+
 def make_objective(loss: Any, y: Tensor) -> Objective:
     """The objective of ``loss`` (a name in :data:`LOSSES`, ``"auto"``, or a callable) for targets ``y``;
     a ``ValueError`` naming ``loss`` when they do not fit."""
@@ -136,8 +146,10 @@ def check_model(objective: Objective, model: Any, x: Tensor, y: Tensor, classes:
         with torch.no_grad():
             out = model(x[:2])
     except Exception as error:
-        raise ValueError(f"model: its forward fails on a batch of inputs of shape {tuple(x[:2].shape)}: "
-                         f"{type(error).__name__}: {error}") from None
+        first = (str(error).strip().splitlines() or [""])[0]
+        raise ValueError(f"model {type(model).__name__}: its forward fails on two examples of the data (inputs of "
+                         f"shape {tuple(x[:2].shape)}, dtype {str(x.dtype).removeprefix('torch.')}): "
+                         f"{type(error).__name__}: {first}") from None
     finally:
         model.train()
     check_output(objective, out, y[:2], classes)

@@ -313,9 +313,10 @@ class RunSpec:
     ``out``: folder for the SQLite study and checkpoints (one folder = one sweep; a restart resumes).
     ``storage``: an Optuna storage URL instead (e.g. PostgreSQL shared by several workers).
     ``checkpoint_every``: seconds between checkpoints. ``parallel``: stacks trained side by side
-    (default on CPU: one per torch thread; 1 on GPU). ``lanes``: where they run, ``processes``
+    (default on CPU: one per free core; 1 on GPU). ``lanes``: where they run, ``processes``
     (forked, Linux), ``threads`` or ``auto``. ``memory_budget`` (bytes) and ``max_batch`` bound how
-    many configurations are claimed at once.
+    many configurations are claimed at once. ``threads``: torch's intra-op threads in this process,
+    and at most as many lanes (None: :func:`inertia.threads.choose_threads` from the work's size).
     """
 
     out: str | os.PathLike | None = None
@@ -327,15 +328,16 @@ class RunSpec:
     memory_budget: int | None = None
     max_batch: int | None = None
     wait: bool = True
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         _cast(self, float, "checkpoint_every")
-        _cast(self, int, "parallel", "memory_budget", "max_batch")
+        _cast(self, int, "parallel", "memory_budget", "max_batch", "threads")
         if self.lanes not in LANES:
             raise ValueError(f"lanes must be one of {', '.join(LANES)}, got {self.lanes!r}")
         if not (math.isfinite(self.checkpoint_every) and self.checkpoint_every > 0):
             raise ValueError(f"checkpoint_every must be a finite number of seconds > 0, got {self.checkpoint_every}")
-        for name in ("parallel", "memory_budget", "max_batch"):
+        for name in ("parallel", "memory_budget", "max_batch", "threads"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("out", "storage", "study_name"):

@@ -104,7 +104,7 @@ class Worker:
             time.sleep(WAIT_SECONDS)
 
     def _train_round(self, batch: list[Any]) -> int:
-        lanes = _lanes.lane_count(self.run_spec.parallel, self.job.device, len(batch))
+        lanes = _lanes.lane_count(self.run_spec.parallel, self.job.device, len(batch), self.run_spec.threads)
         parts = [self._stack(part) for part in _lanes.split(batch, _lanes.stack_count(self.job, len(batch), lanes))]
         return self._run_parts(parts, lanes)
 
@@ -143,7 +143,7 @@ class Worker:
 
     def _run_parts(self, parts: list[tuple[list[Any], Members, str | None]], lanes: int | None = None) -> int:
         if lanes is None:
-            lanes = _lanes.lane_count(self.run_spec.parallel, self.job.device, len(parts))
+            lanes = _lanes.lane_count(self.run_spec.parallel, self.job.device, len(parts), self.run_spec.threads)
         return _lanes.run_parts(parts, lanes, self.run_spec.lanes, self.job, self)
 
     # ------------------------------------------------------------ holding trials

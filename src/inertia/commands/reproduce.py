@@ -72,14 +72,15 @@ def python_snippet(results: Any, config: dict[str, Any]) -> str:
 
 
 def _named_on_command_line(value: Any, names: Any) -> bool:
-    """Whether ``inertia train`` can name ``value``: a registered name, an existing file, or
-    ``package.module:factory``."""
+    """Whether ``inertia train`` can name ``value``: a registered name, a data file (``.npz``, ``.csv``) or
+    an existing folder, or ``package.module:factory``."""
     import re
     from pathlib import Path
 
     if not isinstance(value, str):
         return False
-    return value in names or Path(value).exists() or re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", value) is not None
+    return (value in names or Path(value).suffix.lower() in (".npz", ".csv") or Path(value).exists()
+            or re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", value) is not None)
 
 
 def _data_names() -> Any:

@@ -5,9 +5,10 @@ A chain of ``Conv2d``, ``BatchNorm2d``, ``ReLU``, pooling, ``Flatten`` and ``Lin
 M members as one network whose activations hold the members' channels side by side,
 ``[B, M*C, H, W]`` in channels-last memory (each pixel's M*C channels contiguous):
 
-- the first convolution, whose input every member of a split shares, is one matrix product of the
-  batch's patches ``[B*H*W, Ci*k*k]`` with the members' filters ``[Ci*k*k, M*C]``; a BatchNorm right
-  after it is folded into that product (:class:`_FirstConv`);
+- the first convolution, whose input every member of a split shares, is a product of the batch's
+  patches ``[B*H*W, Ci*k*k]`` with each member's filters ``[Ci*k*k, C]`` (one batched product of
+  fixed-shape members, :class:`_MemberProducts`); a BatchNorm right after it is folded into that
+  product (:class:`_FirstConv`);
 - every later convolution is one grouped convolution (groups = M x its own), which oneDNN runs
   fast in channels-last memory (vmap's grouped convolutions are channels-first, and slow);
 - BatchNorm is one ``batch_norm`` over the M*C channels: each member's running statistics are its
@@ -133,7 +134,8 @@ class _FirstConv:
         else:
             patches, w, shift = self._normalized(patches, w, b, rows, run)
         ones = torch.ones(len(patches), 1, dtype=patches.dtype, device=patches.device)
-        return torch.cat([patches, ones], 1) @ torch.cat([w, shift.unsqueeze(1)], 1).t()
+        filters = torch.cat([w, shift.unsqueeze(1)], 1).view(-1, self.channels, w.shape[1] + 1)
+        return _MemberProducts.apply(torch.cat([patches, ones], 1), filters)
 
     def _normalized(self, patches: Tensor, w: Tensor, b: Tensor | None, rows: slice, run: _Run):
         """Training: centered patches, ``W * s`` and ``beta``; the batch's statistics into the running ones."""
@@ -151,6 +153,32 @@ class _FirstConv:
             mean.mul_(1 - momentum).add_(mu if b is None else mu + b, alpha=momentum)
             var.mul_(1 - momentum).add_(batch_var * (n / (n - 1)), alpha=momentum)
         return centered, w * (gamma * (batch_var + self.bn.eps).rsqrt()).unsqueeze(1), beta
+
+
+class _MemberProducts(torch.autograd.Function):
+    """``P [N, K]`` times each member's filters ``W_m [C, K]``: ``[P W_1^T, ..., P W_M^T]`` as ``[N, M*C]``,
+    and the filters' gradients ``dW_m = dY_m^T P``, one fixed-shape product per member (``bmm``).
+
+    One product ``P [W_1; ...; W_M]^T`` and its gradient ``dY^T P`` are the same sums, but the BLAS picks its
+    blocking of the sum over N by the width M*C (and its kernel by the leading dimension of a strided
+    ``dY_m``), so that a member's last bits changed with the number of members beside it; here every
+    member's products see the same shapes, strides and alignment whatever the stack."""
+
+    @staticmethod
+    def forward(ctx, patches: Tensor, filters: Tensor) -> Tensor:
+        ctx.save_for_backward(patches, filters)
+        count, n = len(filters), len(patches)
+        out = torch.bmm(patches.expand(count, -1, -1), filters.transpose(1, 2))   # [M, N, C]
+        return out.permute(1, 0, 2).reshape(n, -1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        patches, filters = ctx.saved_tensors
+        count, n = len(filters), len(patches)
+        per_member = grad.reshape(n, count, -1).permute(1, 0, 2).contiguous()     # [M, N, C]
+        grad_filters = torch.bmm(per_member.transpose(1, 2), patches.expand(count, -1, -1))
+        grad_patches = grad @ filters.flatten(0, 1) if ctx.needs_input_grad[0] else None
+        return grad_patches, grad_filters
 
 
 class _Conv:

@@ -11,7 +11,13 @@ Every module, torch included, loads only when one of its names is first used, so
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+# MKL picks its kernels by the operands' strides and alignment, so that a batched product under vmap
+# (its input strided by the stack's size) gave a member's float32 last bits that depend on how many
+# share its stack; its strict reproducible mode does not. Read by MKL at its first call (later: no effect).
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 __version__ = "0.1.0"
 

@@ -71,6 +71,8 @@ CASES = {
     "eval-every 0": (("--eval-every", "0"), "eval_every"),
     "diverge-factor nan": (("--diverge-factor", "nan"), "diverge_factor"),
     "a grid of 16 million points": (("--lr", "1e-4:1:4000", "--momentum", "0:0.99:4000"), "grid"),
+    "lr of 100 million values": (("--lr", "1e-3:1:100000000"), "lr"),
+    "a billion tpe trials": (("--sampler", "tpe", "--trials", "1000000000"), "trials"),
 }
 
 

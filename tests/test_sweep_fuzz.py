@@ -7,9 +7,12 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
+import inertia
 from inertia.cli import main as cli_main
 from inertia.sweeps import SweepSpec, TaskSpec
+from inertia.sweeps.specs import TrainSpec
 
 GOOD = ["sweep", "--data", "digits", "--model", "mlp", "--lr", "0.05,0.2", "--momentum", "0,0.9", "--steps", "10",
         "--batch-size", "32", "--quiet"]
@@ -73,6 +76,7 @@ CASES = {
     "a grid of 16 million points": (("--lr", "1e-4:1:4000", "--momentum", "0:0.99:4000"), "grid"),
     "lr of 100 million values": (("--lr", "1e-3:1:100000000"), "lr"),
     "a billion tpe trials": (("--sampler", "tpe", "--trials", "1000000000"), "trials"),
+    "fixed for a swept lr": (("--fixed", "lr=0.1"), "lr"),
 }
 
 
@@ -88,6 +92,38 @@ def test_a_bad_value_is_one_line_naming_it_and_the_folder_stays(finished, capsys
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and named in err, err
     assert _snapshot(finished) == before
+
+
+PYTHON_CASES = {
+    "steps 1.7": (dict(steps=1.7), "steps"),
+    "steps '10'": (dict(steps="10"), "steps"),
+    "folds 2.9": (dict(folds=2.9), "folds"),
+    "seeds True": (dict(seeds=True), "seeds"),
+    "batch_size 32.0": (dict(batch_size=32.0), "batch_size"),
+    "trials 2.5": (dict(sampler="random", trials=2.5), "trials"),
+    "eval_every 2.5": (dict(eval_every=2.5), "eval_every"),
+    "max_batch True": (dict(max_batch=True), "max_batch"),
+    "dtype 'float33'": (dict(dtype="float33"), "dtype"),
+    "dtype int64": (dict(dtype=torch.int64), "dtype"),
+    "out 123": (dict(out=123), "out"),
+    "pruner object()": (dict(pruner=object()), "pruner"),
+    "fixed lr beside the swept lr": (dict(fixed={"lr": 0.1}), "lr"),
+}
+
+
+@pytest.mark.parametrize("name", list(PYTHON_CASES))
+def test_a_bad_python_value_is_one_line_naming_it(monkeypatch, name):
+    from inertia.sweeps import engine
+
+    settings, named = PYTHON_CASES[name]
+    monkeypatch.setattr(engine.Members, "train_step", lambda self: pytest.fail("training started"))
+    with pytest.raises(ValueError) as error:
+        inertia.sweep("digits", "mlp", lr=[0.05, 0.2], momentum=[0, 0.9], **{"steps": 10, **settings})
+    assert "\n" not in str(error.value) and named in str(error.value), str(error.value)
+
+
+def test_a_dtype_by_name_is_that_dtype():
+    assert TrainSpec(dtype="float64").dtype is torch.float64 and TrainSpec(dtype="float32").dtype is torch.float32
 
 
 def test_bad_places_and_data_are_one_line_each(tmp_path, capsys, finished):

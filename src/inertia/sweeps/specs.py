@@ -7,6 +7,7 @@ sweep). :class:`RunSpec` (storage, lanes, checkpoints, memory) never changes a n
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping, Sequence
@@ -106,6 +107,25 @@ def grid_points(space: Mapping[str, Sequence[float]]) -> list[dict[str, float]]:
     return points
 
 
+def _counts(spec: Any, *names: str) -> None:
+    """The fields ``names`` of ``spec`` must be integers (None stays None): ``steps=1.7``, ``"10"`` or ``True``
+    is an error, not 1, 10 or 1 step."""
+    for name in names:
+        value = getattr(spec, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+        if value is not None:
+            object.__setattr__(spec, name, int(value))
+
+
+def _dtype(value: Any) -> torch.dtype:
+    """A floating torch dtype, or its name (``"float32"``)."""
+    dtype = getattr(torch, value, None) if isinstance(value, str) else value
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating torch dtype or its name (float32, float64, ...), got {value!r}")
+    return dtype
+
+
 def _cast(spec: Any, kind: type, *names: str) -> None:
     """Convert the fields ``names`` of a frozen ``spec`` to ``kind`` (None stays None)."""
     for name in names:
@@ -148,6 +168,9 @@ class TaskSpec:
         preset = rules.get(self.optimizer)
         if not self.space:
             raise ValueError("the grid is empty: give lr and/or momentum values")
+        both = [n for n in self.fixed if n in self.space]
+        if both:
+            raise ValueError(f"{both[0]} is swept; it cannot also be fixed ({both[0]}={self.fixed[both[0]]!r})")
         empty = [n for n, vs in self.space.items() if not vs]
         if empty:
             raise ValueError(f"{empty[0]}: the grid is empty (no values given)")
@@ -230,7 +253,8 @@ class TrainSpec:
     standardize: bool = False
 
     def __post_init__(self) -> None:
-        _cast(self, int, "steps", "batch_size", "folds", "seed", "seeds")
+        _counts(self, "steps", "batch_size", "folds", "seed", "seeds")
+        object.__setattr__(self, "dtype", _dtype(self.dtype))
         _cast(self, bool, "standardize")
         _cast(self, float, "diverge_factor")
         for name in ("steps", "batch_size", "folds", "seeds"):
@@ -282,7 +306,8 @@ class SearchSpec:
     round_size: int | None = None
 
     def __post_init__(self) -> None:
-        _cast(self, int, "trials", "eval_every")
+        _counts(self, "trials", "eval_every", "round_size")
+        _check_pruner(self.pruner)
         if self.select not in SELECTIONS:
             raise ValueError(f"select must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
         if self.eval_every is not None and self.eval_every < 1:
@@ -314,6 +339,15 @@ class SearchSpec:
         return self.round_size or max(1, math.ceil(budget / (2 if self.sampler == "grid" else 4)))
 
 
+def _check_pruner(pruner: Any) -> None:
+    """None, False, a pruner's name (checked when it is made) or an Optuna pruner (an object with
+    ``prune(study, trial)``, as ``optuna.pruners.BasePruner`` has; Optuna loads in :mod:`.study` only)."""
+    if pruner is None or pruner is False or isinstance(pruner, str):
+        return
+    if not callable(getattr(pruner, "prune", None)):
+        raise ValueError(f"pruner must be a name (median, hyperband, ...) or an optuna.pruners pruner, got {pruner!r}")
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """Where and how to run; nothing here changes a number.
@@ -340,7 +374,10 @@ class RunSpec:
 
     def __post_init__(self) -> None:
         _cast(self, float, "checkpoint_every")
-        _cast(self, int, "parallel", "memory_budget", "max_batch", "threads")
+        _counts(self, "parallel", "max_batch", "threads")
+        _cast(self, int, "memory_budget")
+        if self.out is not None and not isinstance(self.out, (str, os.PathLike)):
+            raise ValueError(f"out must be a folder path, got {self.out!r}")
         if self.lanes not in LANES:
             raise ValueError(f"lanes must be one of {', '.join(LANES)}, got {self.lanes!r}")
         if not (math.isfinite(self.checkpoint_every) and self.checkpoint_every > 0):

@@ -134,6 +134,7 @@ def test_bad_places_and_data_are_one_line_each(tmp_path, capsys, finished):
         (["--out", str(a_file)], "out"),
         (["--out", str(tmp_path / "t"), "--tensorboard", str(a_file)], "--tensorboard"),
         (["--out", str(tmp_path / "d"), "--data", _csv(tmp_path, ["1,2,0", "2,3,1", "3,4,0"])], "data"),
+        (["--out", str(tmp_path / "e"), "--data", _csv(tmp_path, [f"{i},{i % 3},7" for i in range(40)])], "one class"),
     ]
     for extra, named in cases:
         drop = ("--data",) if "--data" in extra else ()

@@ -204,6 +204,12 @@ def _labels(name: str, key: str, t: np.ndarray, text: bool) -> np.ndarray:
     return t.astype(np.int64)
 
 
+def _check_classes(name: str, labels: np.ndarray) -> None:
+    """Classification needs two classes at least: with one, every prediction is right and nothing is learnt."""
+    if len(labels) < 2:
+        raise _bad(name, f"the targets hold one class only ({labels[0].item()!r}); classification needs two or more")
+
+
 def _classification(name: str, targets: dict[str, np.ndarray]) -> tuple[list[np.ndarray], tuple | None]:
     """Class indices 0 .. K−1, and the original labels (sorted) unless they were already 0 .. K−1.
 
@@ -213,6 +219,7 @@ def _classification(name: str, targets: dict[str, np.ndarray]) -> tuple[list[np.
     text = any(t.dtype.kind in "USO" for t in targets.values())
     checked = [_labels(name, key, t, text) for key, t in targets.items()]
     labels = np.unique(np.concatenate(checked))
+    _check_classes(name, labels)
     indices = [np.searchsorted(labels, t).astype(np.int64) for t in checked]
     if not text and labels[0] == 0 and labels[-1] == len(labels) - 1:
         return indices, None

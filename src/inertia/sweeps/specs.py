@@ -38,7 +38,7 @@ def parse_values(text: str, name: str = "value") -> list[float]:
             start, stop, count = float(parts[0]), float(parts[1]), int(parts[2])
             if count < 1:
                 raise ValueError(f"{name}: the count in start:stop:count must be >= 1, got {count}")
-            check_points(count, f"{name} {text}")
+            _check_points(count, f"{name} {text}")
             if count == 1:
                 return [start]
             if start > 0 and stop > 0:
@@ -75,8 +75,8 @@ GRID_POINT_BYTES = 4096
 """Rough bytes one grid point costs before training (its configuration, its trial in the storage)."""
 
 
-def check_points(points: int, what: str) -> None:
-    """Refuse ``points`` configurations (a grid, an axis of it, trials) whose bookkeeping alone
+def _check_points(points: int, what: str) -> None:
+    """Refuse ``points`` configurations (a grid or an axis of it) whose bookkeeping alone
     (:data:`GRID_POINT_BYTES` each) would not fit in 4x the memory budget, before any is built."""
     from .memory import default_memory_budget
 
@@ -87,7 +87,7 @@ def check_points(points: int, what: str) -> None:
 
 
 def _check_grid_size(space: Mapping[str, Sequence[float]]) -> None:
-    check_points(math.prod(len(vs) for vs in space.values()),
+    _check_points(math.prod(len(vs) for vs in space.values()),
                  f"the grid {' x '.join(str(len(v)) for v in space.values())}")
 
 
@@ -325,8 +325,6 @@ class SearchSpec:
                              f"search's drawn when it opens), got {self.trials:,}")
         if self.sampler == "grid" and self.trials is not None:
             raise ValueError(f"trials={self.trials} is for the random and tpe samplers; the grid trains every point")
-        if self.trials is not None:
-            check_points(self.trials, f"trials={self.trials}")
         for name in ("eval_every", "round_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

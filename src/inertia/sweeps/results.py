@@ -77,25 +77,19 @@ class SweepResults:
 
         return Table(self, top)
 
-    def report(self, path: str | Path) -> Path:
-        """The interactive HTML report at ``path``, as ``inertia sweep`` writes it."""
+    def report(self, path: str | Path, command: Any = None) -> Path:
+        """The interactive HTML report at ``path``, as ``inertia sweep`` writes it; ``command(results, record)``
+        (``inertia.train_command``) adds each configuration's reproduce command."""
         from ..outputs import write_report
 
-        return write_report(self, path, self.train_command)
+        return write_report(self, path, None if command is None else lambda record: command(self, record))
 
-    def save(self, out: str | Path) -> list[Path]:
-        """Every file ``inertia sweep --out`` writes (CSV, JSON, picture, report) into ``out``."""
+    def save(self, out: str | Path, command: Any = None) -> list[Path]:
+        """Every file ``inertia sweep --out`` writes (CSV, JSON, picture, report) into ``out``; ``command``
+        as for :meth:`report`."""
         from ..outputs import write_outputs
 
-        return write_outputs(self, out, self.train_command)
-
-    def train_command(self, config: Mapping[str, Any] | None = None) -> str | None:
-        """What reproduces ``config`` (default: the best): the ``inertia train`` command, or, when no command
-        line can name the data or model (arrays, a Dataset, a callable), a Python snippet calling
-        :func:`inertia.fit` on them."""
-        from ..commands.reproduce import train_command
-
-        return train_command(self, dict(config) if config is not None else None)
+        return write_outputs(self, out, None if command is None else lambda record: command(self, record))
 
     def __len__(self) -> int:
         return len(self.rows)

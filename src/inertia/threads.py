@@ -27,12 +27,13 @@ def usable_cores() -> int:
 
 
 def free_cores(load: Callable[[], float] = lambda: os.getloadavg()[0]) -> int:
-    """Usable cores less those the rest of the machine keeps busy (the 1-minute load average), at least one."""
+    """Usable cores less those the rest of the machine keeps busy (the whole part of the 1-minute load
+    average: a recent short job leaves a fraction, which is no busy core), at least one."""
     try:
         busy = load()
     except OSError:
         busy = 0.0
-    return max(1, usable_cores() - int(round(busy)))
+    return max(1, usable_cores() - int(busy))   # whole processes: a core counts busy at load 1
 
 
 def choose_threads(flops_per_step: float, requested: int | None = None, *,

@@ -308,20 +308,13 @@ def _table_run(opt, params, kind):
         opt.step()
 
 
-SPARSE_TENSOR_LR = pytest.mark.xfail(
-    strict=True, raises=NotImplementedError,
-    reason="rules.base.sub_scaled_ scales by a tensor lr with addcmul_, which has no sparse kernel "
-           "(torch's SGD reads the number: add_(grad, alpha=-lr))")
-
-
 def table_cells():
     for info in INFOS:
         for given in info.optim_inputs_func(DEVICE, DTYPE):
             for kind in KINDS:
                 for path in PATHS:
                     if path != "compiled" or given.desc == "default":
-                        marks = [SPARSE_TENSOR_LR] if kind == "sparse" and given.desc == "tensor lr" else []
-                        yield pytest.param(info, given.kwargs, kind, path, marks=marks,
+                        yield pytest.param(info, given.kwargs, kind, path,
                                            id=f"{info.name}-{given.desc}-{kind}-{path}")
 
 

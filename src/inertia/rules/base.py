@@ -165,9 +165,10 @@ def is_schedule(value: Any) -> bool:
 
 
 def add_scaled_(target: Tensor, tensor: Tensor, scale: Any) -> Tensor:
-    """``target += scale * tensor`` in place, for a number or a broadcastable tensor scale."""
+    """``target += scale * tensor`` in place, for a number or a broadcastable tensor scale (a sparse
+    ``tensor``, which ``addcmul_`` does not take, is scaled first)."""
     if is_tensor(scale):
-        return target.addcmul_(tensor, scale)
+        return target.add_(tensor * scale) if tensor.is_sparse else target.addcmul_(tensor, scale)
     return target.add_(tensor, alpha=scale)
 
 
@@ -175,7 +176,7 @@ def sub_scaled_(target: Tensor, tensor: Tensor, scale: Any) -> Tensor:
     """``target -= scale * tensor`` in place: :func:`add_scaled_` with ``-scale``, without
     materializing ``-scale`` when it is a tensor (same numbers: negation is exact)."""
     if is_tensor(scale):
-        return target.addcmul_(tensor, scale, value=-1)
+        return target.sub_(tensor * scale) if tensor.is_sparse else target.addcmul_(tensor, scale, value=-1)
     return target.add_(tensor, alpha=-scale)
 
 

@@ -65,14 +65,14 @@ def test_the_sweeps_parent_threads_follow_the_work_and_the_request():
 
 
 @pytest.mark.usefixtures("no_omp")
-def test_lanes_never_exceed_the_free_cores_or_the_request(monkeypatch):
-    monkeypatch.setattr(threads_module, "usable_cores", lambda: 8)
-    monkeypatch.setattr(threads_module, "free_cores", lambda: 3)
+def test_lanes_take_the_usable_cores_or_the_request_never_the_load_average(monkeypatch):
     import inertia.sweeps.lanes as lanes
 
-    monkeypatch.setattr(lanes, "choose_threads", lambda flops, requested: threads_module.choose_threads(
-        flops, requested, free=threads_module.free_cores))
-    assert lane_count(None, "cpu", 16) == 3
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(lanes, "usable_cores", lambda: 8)
+    monkeypatch.setattr(threads_module, "usable_cores", lambda: 8)
+    monkeypatch.setattr(threads_module, "free_cores", lambda: 1)   # a busy machine: lanes still one per core
+    assert lane_count(None, "cpu", 16) == 8
     assert lane_count(None, "cpu", 16, threads=2) == 2
     assert lane_count(None, "cpu", 2) == 2
     assert lane_count(None, "cuda", 16) == 1

@@ -16,7 +16,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
-from ..threads import choose_threads
+from ..threads import choose_threads, usable_cores
 from .engine import Job, Members
 
 Part = tuple[list[Any], Members, "str | None"]   # (trials, their stack, its checkpoint file)
@@ -54,13 +54,15 @@ class Trainer(Protocol):
 
 
 def lane_count(parallel: int | None, device: str, n_configs: int, threads: int | None = None) -> int:
-    """How many stacks train side by side: on CPU one per free core (each single-threaded), at most
-    ``threads`` (``--threads``) or ``OMP_NUM_THREADS`` where given (:func:`inertia.threads.choose_threads`)."""
+    """How many stacks train side by side: on CPU one per usable core (each single-threaded), or
+    ``threads`` (``--threads``) or ``OMP_NUM_THREADS`` where given. Not fewer on a busy machine: a lane is
+    one thread that never spins, so lanes share busy cores fairly, while the load average also counts
+    this program's own work that just ended (it halved the README's sweep when read as busy cores)."""
     if parallel is not None:
         return max(1, min(int(parallel), n_configs))
     if not str(device).startswith("cpu"):
         return 1
-    return max(1, min(choose_threads(math.inf, threads), n_configs))
+    return max(1, min(choose_threads(math.inf, threads, free=usable_cores), n_configs))
 
 
 def stack_count(job: Job, n_configs: int, lanes: int) -> int:

@@ -116,6 +116,14 @@ ADAM_CONFIGS = [dict(lr=0.05, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01),
                 dict(lr=0.02, betas=(0.7, 0.9), eps=1e-4, weight_decay=0.1)]
 BETA1_CYCLE = dict(lr="cosine", betas=("one_cycle_momentum", None))
 
+MUON_CONFIGS = [dict(lr=0.05, momentum=0.95, weight_decay=0.1, fallback_lr_ratio=1.0, fallback_betas=(0.9, 0.999),
+                     fallback_eps=1e-8, fallback_weight_decay=0.01),
+                dict(lr=0.03, momentum=0.8, weight_decay=0.05, fallback_lr_ratio=0.5, fallback_betas=(0.8, 0.99),
+                     fallback_eps=1e-6, fallback_weight_decay=0.03),
+                dict(lr=0.02, momentum=0.6, weight_decay=0.0, fallback_lr_ratio=2.0, fallback_betas=(0.7, 0.9),
+                     fallback_eps=1e-4, fallback_weight_decay=0.1)]
+"""Three Muon configurations that differ in every numeric hyperparameter, its AdamW fallback's included."""
+
 CASES = [
     Case("sgd-torch", "sgd", {}, _sgd_configs(True), SGD_SCHEDULES, torch_sgd),
     Case("nesterov-torch", "nesterov", {}, _sgd_configs(False),
@@ -162,20 +170,10 @@ CASES = [
          [{**c, "lookahead_alpha": a} for c, a in zip(ADAM_CONFIGS, (0.5, 0.8, 0.3))],
          BETA1_CYCLE, lookahead_around(torch_adam)),
     Case("muon", "muon", {},
-         [dict(lr=0.05, momentum=0.95, weight_decay=0.1, fallback_lr_ratio=1.0, fallback_betas=(0.9, 0.999),
-               fallback_eps=1e-8, fallback_weight_decay=0.01),
-          dict(lr=0.03, momentum=0.8, weight_decay=0.05, fallback_lr_ratio=0.5, fallback_betas=(0.8, 0.99),
-               fallback_eps=1e-6, fallback_weight_decay=0.03),
-          dict(lr=0.02, momentum=0.6, weight_decay=0.0, fallback_lr_ratio=2.0, fallback_betas=(0.7, 0.9),
-               fallback_eps=1e-4, fallback_weight_decay=0.1)],
+         MUON_CONFIGS,
          dict(lr="cosine", momentum="sutskever_ramp(every=5)"), torch_muon),
     Case("muon-classical-cautious", "muon", dict(convention="torch", adjust_lr_fn="match_rms_adamw", cautious=True),
-         [dict(lr=0.05, momentum=0.9, weight_decay=0.1, fallback_lr_ratio=1.0, fallback_betas=(0.9, 0.999),
-               fallback_eps=1e-8, fallback_weight_decay=0.01),
-          dict(lr=0.03, momentum=0.8, weight_decay=0.05, fallback_lr_ratio=0.5, fallback_betas=(0.8, 0.99),
-               fallback_eps=1e-6, fallback_weight_decay=0.03),
-          dict(lr=0.02, momentum=0.6, weight_decay=0.0, fallback_lr_ratio=2.0, fallback_betas=(0.7, 0.9),
-               fallback_eps=1e-4, fallback_weight_decay=0.1)],
+         [dict(MUON_CONFIGS[0], momentum=0.9), *MUON_CONFIGS[1:]],
          dict(lr="linear(start=0.0)", momentum="one_cycle_momentum"), cautious_or(torch_muon, muon_decay)),
     Case("lion", "lion", {},
          [dict(lr=0.02, betas=(0.9, 0.99), weight_decay=0.1), dict(lr=0.01, betas=(0.8, 0.95), weight_decay=0.3),

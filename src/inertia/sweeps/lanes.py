@@ -107,7 +107,14 @@ def run_parts(parts: Sequence[Part], lanes: int, where: str, job: Job, trainer: 
         return _run_here(parts, trainer)
     if where == "processes" or (where == "auto" and forked_lanes_available(job) and job.steps >= FORK_MIN_STEPS):
         return _run_forked(list(parts), lanes, trainer)
+    if job.backend in SHARED_FORWARD:
+        return _run_here(parts, trainer)
     return _run_threads(parts, lanes, trainer)
+
+
+SHARED_FORWARD = ("vmap", "loop")
+"""Backends whose stacks run one model object (its train/eval mode, its dropout draws while they run):
+threads of one process would share it, so their stacks train one after another (forked lanes do not share)."""
 
 
 def _lane_thread() -> None:

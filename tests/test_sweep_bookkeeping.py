@@ -169,7 +169,7 @@ def test_short_stacks_train_in_threads_long_ones_in_forked_lanes(monkeypatch, st
     ran = []
     monkeypatch.setattr(lanes, "_run_forked", lambda parts, n, trainer: ran.append("processes") or 0)
     monkeypatch.setattr(lanes, "_run_threads", lambda parts, n, trainer: ran.append("threads") or 0)
-    job = SimpleNamespace(steps=steps, device="cpu")
+    job = SimpleNamespace(steps=steps, device="cpu", backend="batched")
     lanes.run_parts([("a",), ("b",)], 2, "auto", job, trainer=None)
     assert ran == [where if lanes.forked_lanes_available(job) else "threads"]
 
@@ -189,7 +189,7 @@ def test_lanes_train_with_subnormals_flushed_and_leave_the_caller_as_it_was(call
     trainer = SimpleNamespace(train=lambda *part: flushed.append(lanes._flushes_subnormals()) or 1)
     torch.set_flush_denormal(caller_flushes)
     try:
-        lanes.run_parts([("a",)] * stacks, stacks, "threads", SimpleNamespace(steps=1, device="cpu"), trainer)
+        lanes.run_parts([("a",)] * stacks, stacks, "threads", SimpleNamespace(steps=1, device="cpu", backend="batched"), trainer)
         assert flushed == [True] * stacks and lanes._flushes_subnormals() == caller_flushes
     finally:
         torch.set_flush_denormal(False)

@@ -193,3 +193,18 @@ def test_lanes_train_with_subnormals_flushed_and_leave_the_caller_as_it_was(call
         assert flushed == [True] * stacks and lanes._flushes_subnormals() == caller_flushes
     finally:
         torch.set_flush_denormal(False)
+
+
+def test_stacks_of_a_shared_model_never_train_in_threads_side_by_side(monkeypatch):
+    """vmap and loop stacks run one model object (its mode, its dropout draws): in threads, one after another."""
+    from types import SimpleNamespace
+
+    from inertia.sweeps import lanes
+
+    monkeypatch.setattr(lanes, "_run_threads", lambda parts, n, trainer: pytest.fail("two threads shared one model"))
+    trained = []
+    trainer = SimpleNamespace(train=lambda *part: trained.append(part) or 1)
+    for backend in lanes.SHARED_FORWARD:
+        job = SimpleNamespace(steps=1, device="cpu", backend=backend)
+        assert lanes.run_parts([("a",), ("b",)], 2, "threads", job, trainer) == 2
+    assert trained == [("a",), ("b",)] * 2

@@ -112,6 +112,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     run.add_argument("--max-batch", type=int, default=None, help="at most this many configurations at once")
     run.add_argument("--no-wait", dest="wait", action="store_false",
                      help="when nothing is left to claim, exit (code 3) instead of waiting for other workers' trials")
+    run.add_argument("--edge", action="store_true",
+                     help="also measure the loss's sharpness lambda_max at initialization (Hessian-vector products on "
+                          "each seed's initial model, as inertia find does) and draw heavy ball's stability edge "
+                          "lr * lambda_max < 2 + 2 mu (in the rule's convention) on the heatmap and the report")
     out = parser.add_argument_group("outputs")
     out.add_argument("--tensorboard", default=None, metavar="DIR", help="also write one TensorBoard run per configuration")
     out.add_argument("--top", type=int, default=10, help="rows of the table of best configurations")

@@ -5,8 +5,10 @@ x: learning rate (log axis). y: momentum, drawn on a log axis of 1 − μ (so 0.
 bar). Diverged cells are hatched and marked with ×, pruned ones with ·; accuracies in %
 in the cells and on the colour bar; the best cell framed. Dashed lines: iso-lines
 of the effective learning rate lr/(1 − μ), straight diagonals in these coordinates,
-labelled where they leave the plot. A sweep of one hyperparameter is a curve with
-a band of ± one standard deviation over seeds and folds (:func:`curve`).
+labelled where they leave the plot. A sweep measured for heavy ball's stability edge
+(``edge=True``) shows it as a solid line: the largest stable lr (2 + 2μ)/λ_max for each μ
+(in its convention, :meth:`~inertia.sweeps.SweepResults.stable_lr`). A sweep of one hyperparameter
+is a curve with a band of ± one standard deviation over seeds and folds (:func:`curve`).
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ from . import color, pyplot
 
 #: the best configuration's frame or ring (Okabe & Ito's vermillion: visible on dark and light cells)
 BEST_COLOUR = "#D55E00"
+#: the stability edge (Okabe & Ito's reddish purple, on a white halo)
+EDGE_COLOUR = "#CC79A7"
 
 LABELS = {
     "val_loss_mean": "validation loss (mean over seeds and folds)",
@@ -88,6 +92,7 @@ def heatmap(results: Any, path: str | Path | None = None, *, title: str | None =
     ax.set_xlim(*xlim)
     ax.set_ylim(ylim[1], ylim[0])  # momentum grows upwards
     _effective_lr_lines(ax, xlim, ylim)
+    _stability_edge(ax, results, ylim)
     ticks = [t for t in one_minus if ylim[0] <= t <= ylim[1]] if is_grid else \
         [t for t in (1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001) if ylim[0] <= t <= ylim[1]]
     ax.set_yticks(ticks)
@@ -97,6 +102,8 @@ def heatmap(results: Any, path: str | Path | None = None, *, title: str | None =
     ax.set_xlabel("learning rate γ (log scale)")
     ax.set_ylabel("momentum μ (axis: log(1 − μ))")
     _mark_best(ax, results.best, is_grid, lrs, one_minus, key)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.11), ncol=3, fontsize=8, frameon=False)
     _colour_bar(fig, ax, mesh, key, norm, extend)
     ax.set_title(_default_title(results, len(records)) if title is None else title, fontsize=9, pad=14)
     return _finish(fig, path)
@@ -244,7 +251,6 @@ def _mark_best(ax, best: dict | None, is_grid: bool, lrs: np.ndarray, one_minus:
     else:
         ax.plot([best["lr"]], [1 - best["momentum"]], "o", markersize=16, markerfacecolor="none",
                 markeredgecolor=BEST_COLOUR, markeredgewidth=2.5, linestyle="none", label=label)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.11), ncol=3, fontsize=8, frameon=False)
 
 
 def _draw_points(ax, cells: dict, key: str, cmap, norm):
@@ -289,6 +295,25 @@ def _effective_lr_lines(ax, xlim: tuple[float, float], ylim: tuple[float, float]
             ax.annotate(text, (eff * y1, y1), xytext=(0, 2), textcoords="offset points", ha="center",
                         va="bottom", bbox=dict(boxstyle="round,pad=0.1", facecolor="white", alpha=0.8,
                                                linewidth=0), **style)
+
+
+def _stability_edge(ax, results: Any, ylim: tuple[float, float]) -> None:
+    """Heavy ball's stability edge, where the sweep measured λ_max: lr = stable_lr(μ) against 1 − μ for
+    μ ≥ 0 across the plot (a momentum-0 row's part above 1 − μ = 1 at its μ = 0 value)."""
+    from matplotlib import patheffects
+
+    if results.edge is None or not results.edge["sharpness"] > 0:
+        return
+    top, bottom = ylim[0], min(ylim[1], 1.0)          # 1 − μ, small at the top of the plot
+    one_minus = np.geomspace(top, bottom, 200) if top < bottom else np.array([bottom])
+    if ylim[1] > 1.0:
+        one_minus = np.append(one_minus, ylim[1])
+    lrs = [results.stable_lr(max(0.0, 1.0 - y)) for y in one_minus]
+    edge = results.edge
+    label = (f"stability edge lr·λ_max = 2 + 2μ ({edge['convention']}{', Nesterov' if edge['nesterov'] else ''}), "
+             f"λ_max = {edge['sharpness']:.3g} at init")
+    ax.plot(lrs, one_minus, "-", color=EDGE_COLOUR, linewidth=2.2, zorder=4.5, label=label,
+            path_effects=[patheffects.withStroke(linewidth=4.2, foreground="white")])
 
 
 def _default_title(results: Any, configs: int, lines: bool = True) -> str:

@@ -82,13 +82,15 @@ def run_finder(scratch: Path) -> dict:
     found = json.loads((scratch / "finder.json").read_text())
     return {"command": shlex.join(finder_command()), "machine": machine(), "wall_seconds": round(wall, 1),
             "sharpness": found["sharpness"], "stable_lr": found["stable_lr"],
-            "momenta": {mu: {k: v[k] for k in ("lr_low", "lr_high", "diverged_at")} for mu, v in found["momenta"].items()}}
+            "momenta": {mu: {k: v[k] for k in ("lr_low", "lr_high", "diverged_at")}
+                        for mu, v in found["momenta"].items()}}
 
 
 def machine() -> dict:
     import torch
 
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__}
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__}
 
 
 def main() -> None:

@@ -216,8 +216,8 @@ def _edge_legend(edge: Mapping[str, Any] | None) -> str:
     """The edge's key below the heatmap: its line, λ_max and the convention."""
     if not edge:
         return ""
-    return (f'<p class="edge-legend"><svg width="28" height="10"><line x1="0" y1="5" x2="28" y2="5" stroke="{EDGE_COLOUR}" '
-            f'stroke-width="2.5"/></svg> stability edge lr·λ_max = 2 + 2μ ({esc(edge["convention"])} convention), '
+    return (f'<p class="edge-legend"><svg width="28" height="10"><line x1="0" y1="5" x2="28" y2="5" '
+            f'stroke="{EDGE_COLOUR}" stroke-width="2.5"/></svg> stability edge lr·λ_max = 2 + 2μ ({esc(edge["convention"])} convention), '
             f'λ_max = {edge["sharpness"]:.3g} at initialization: cells right of it are predicted to diverge</p>')
 
 

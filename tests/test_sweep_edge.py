@@ -44,6 +44,14 @@ def test_the_heatmap_draws_the_edge_at_2_plus_2mu_over_lambda(convention, scale)
     assert any("λ_max = 20" in t and convention in t for t in legend)
 
 
+def test_an_edge_near_the_grid_widens_the_lr_axis_one_far_away_is_named_in_the_legend():
+    ax = heatmap(_results(0.5)).axes[0]           # the edge at lr 4-8, beyond the grid's largest lr 1
+    assert ax.get_xlim()[1] >= 1.1 * (2 + 2 * MOMENTA[-1]) / 0.5
+    ax = heatmap(_results(1e-3)).axes[0]          # at lr 2000-4000: more than 1.5 decades beyond
+    assert ax.get_xlim()[1] < 10
+    assert any("off the plot, lr 2e+03–" in t.get_text() for t in ax.get_legend().get_texts())   # from 2/λ
+
+
 def test_no_edge_no_line():
     results = _results(20.0)
     results.edge = None
@@ -67,7 +75,9 @@ def test_the_report_draws_the_edge_in_each_rows_cells(tmp_path):
         expected = centres[0] + (centres[1] - centres[0]) * math.log10((2 + 2 * mu) / 4.0 / LRS[0]) / step
         stroke = [x for x, mid in strokes if top < mid < top + height]
         assert stroke == [pytest.approx(expected, abs=0.06)], (mu, stroke, expected)
-    assert "λ_max = 4 at initialization" in html
+    assert "λ_max = 4 at initialization" in html and "beyond the largest lr" not in html
+    far = write_report(_results(0.1), tmp_path / "far.html").read_text()     # the edge at lr 20-40: off the grid
+    assert 'class="edge"' not in far and "beyond the largest lr swept for 4 of the 4 momenta" in far
 
 
 def _linear(features: int, classes: int) -> nn.Module:

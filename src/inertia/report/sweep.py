@@ -212,13 +212,17 @@ def _edge_line(data: dict, edge: Mapping[str, Any] | None, cell: tuple[int, int]
     return out
 
 
-def _edge_legend(edge: Mapping[str, Any] | None) -> str:
-    """The edge's key below the heatmap: its line, λ_max and the convention."""
-    if not edge:
+def _edge_legend(data: dict, edge: Mapping[str, Any] | None) -> str:
+    """The edge's key below the heatmap: its line, λ_max, the convention, and how many rows it lies beyond."""
+    if not edge or data["xkey"] != "lr" or data["ykey"] != "momentum":
         return ""
+    beyond = [mu for mu in data["yv"] if (edge["stable_lr"].get(mu) or 0) > max(data["xv"])]
+    note = (f" It lies beyond the largest lr swept for {len(beyond)} of the {len(data['yv'])} momenta."
+            if beyond else "")
     return (f'<p class="edge-legend"><svg width="28" height="10"><line x1="0" y1="5" x2="28" y2="5" '
-            f'stroke="{EDGE_COLOUR}" stroke-width="2.5"/></svg> stability edge lr·λ_max = 2 + 2μ ({esc(edge["convention"])} convention), '
-            f'λ_max = {edge["sharpness"]:.3g} at initialization: cells right of it are predicted to diverge</p>')
+            f'stroke="{EDGE_COLOUR}" stroke-width="2.5"/></svg> stability edge lr·λ_max = 2 + 2μ '
+            f'({esc(edge["convention"])} convention), λ_max = {edge["sharpness"]:.3g} at initialization: cells '
+            f'right of it are predicted to diverge.{note}</p>')
 
 
 def _heatmap_svg(data: dict, edge: Mapping[str, Any] | None = None) -> str:
@@ -297,7 +301,7 @@ def write_sweep_report(path: str | Path, records: list[dict], metric: str = "val
 Each cell shows {esc(data['metric'].replace('_mean', '').replace('_', ' '))} at the configuration's selected step (the best one with that {axes});
 dashed lines: constant effective learning rate lr/(1−μ), one per decade, labelled above the grid. Hover a cell to preview its curves; click cells to overlay them (click again to remove).</p>
 <div class="row">
- <div class="panel">{_heatmap_svg(data, edge)}<br>{_scale_svg(data)}{_edge_legend(edge)}</div>
+ <div class="panel">{_heatmap_svg(data, edge)}<br>{_scale_svg(data)}{_edge_legend(data, edge)}</div>
  <div class="panel"><div id="detail" style="min-height:3em;max-width:520px">Hover over a cell.</div>
   <svg id="curve" width="520" height="280" viewBox="0 0 520 280" xmlns="http://www.w3.org/2000/svg">
    <rect x="60" y="10" width="440" height="220" fill="none" stroke="#444"/>

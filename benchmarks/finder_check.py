@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import statistics
 import time
@@ -123,8 +124,6 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="the sweep's seeds")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "finder_check.json"))
     args = parser.parse_args()
-    import os
-
     import torch
 
     low, high = (float(v) for v in args.lr_range.split(":"))

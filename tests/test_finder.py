@@ -166,8 +166,26 @@ def test_cli_writes_plot_json_suggestion_and_edge(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, needle", [(["--start", "1", "--end", "0.1"], "start (1) must be below end (0.1)"),
                                           (["--steps", "0"], "--steps: must be a positive integer"),
-                                          (["--optimizer", "adam"], "has no momentum")])
+                                          (["--optimizer", "adam"], "has no momentum"),
+                                          (["--threads", "0"], "--threads: must be a positive integer")])
 def test_cli_bad_input_is_one_line(args, needle, capsys, tmp_path):
     assert main(["find", "--data", "digits", "--plot", str(tmp_path / "p.png"), *args]) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and "\n" not in err
+
+
+def test_find_chooses_its_threads_as_the_sweep_does(monkeypatch):
+    """One thread for a small stack (inertia.threads.choose_threads from the step's work), --threads honoured,
+    the previous count restored: a range test on a busy machine does not spin torch's default threads."""
+    from inertia.sweeps.engine import Members
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    seen, real = [], Members.train_step
+    monkeypatch.setattr(Members, "train_step", lambda self: seen.append(torch.get_num_threads()) or real(self))
+    before = torch.get_num_threads()
+    for threads, expected in ((None, 1), (2, 2)):
+        seen.clear()
+        find("digits", "linear", momentum=(0.0, 0.9), steps=4, seeds=1, measure_sharpness=False, device="cpu",
+             threads=threads)
+        assert set(seen) == {expected}
+        assert torch.get_num_threads() == before

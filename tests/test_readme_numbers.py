@@ -33,3 +33,14 @@ def test_the_recommendation_and_its_reproduction_are_quoted_as_recorded():
     ]
     missing = [text for text in quoted if text not in README]
     assert not missing, f"the README should quote docs/main-job.json: {missing}"
+
+
+def test_the_range_test_is_quoted_as_recorded():
+    found = RUN["finder"]
+    quoted = [found["command"], f"λ_max = {short(found['sharpness'])}",
+              f"The range test took {found['wall_seconds']:.0f} s",
+              *(f"lr {short(v['lr_low'])}–{short(v['lr_high'])} for μ {mu}" for mu, v in found["momenta"].items())]
+    missing = [text for text in quoted if text not in README]
+    assert not missing, f"the README should quote docs/main-job.json's range test: {missing}"
+    assert "docs/images/finder-mnist1d.png" in README and "docs/images/sweep-heatmap.png" in README
+    assert " --edge " in RUN["command"], "the main job draws the stability edge on its heatmap"

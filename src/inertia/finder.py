@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Ramp", "FinderResult", "find", "RangeTest", "smooth", "suggestions", "RULES"]
+__all__ = ["Ramp", "FinderResult", "find", "RangeTest", "smooth", "suggestions", "stability_edge", "RULES"]
 
 RULES = ("steepest", "valley", "min/10")
 SHARPNESS_POINTS = 4     # measurements of λ_max along the ramp (besides the one at initialization)
@@ -237,33 +237,42 @@ FIND_SETTINGS = ("batch_size", "seed", "seeds", "dtype", "device", "backend", "s
 def find(data: Any = "mnist1d", model: Any = "mlp", *, momentum: Any = (0.0, 0.9, 0.99), optimizer: str = "momentum",
          fixed: Mapping[str, Any] | None = None, loss: Any = "auto", model_args: Mapping[str, Any] | None = None,
          start: float = 1e-5, end: float = 10.0, steps: int = 300, smoothing: float = 0.98, diverge: float = 4.0,
-         measure_sharpness: bool = True, **settings: Any) -> FinderResult:
+         measure_sharpness: bool = True, threads: int | None = None, **settings: Any) -> FinderResult:
     """Run the range test for every momentum x seed at once, on the data and model specs of :func:`inertia.sweep`.
 
     ``settings``: ``batch_size``, ``seed``, ``seeds`` (3 by default), ``dtype``, ``device``, ``backend``,
     ``standardize``, as in :class:`inertia.sweeps.TrainSpec`. ``measure_sharpness``: λ_max at initialization
-    and at :data:`SHARPNESS_POINTS` points along the ramp (:mod:`inertia.sharpness`).
+    and at :data:`SHARPNESS_POINTS` points along the ramp (:mod:`inertia.sharpness`). ``threads``: torch's
+    intra-op threads while it runs (None: chosen from the stack's work, as the sweep chooses them,
+    :func:`inertia.sweeps.parent_threads`).
     """
+    from .sweeps import parent_threads
     from .sweeps.engine import Members
+    from .threads import use_threads
 
     ramp = Ramp(start, end, steps, smoothing, diverge)
     job, dataset, momenta = _ramp_job(ramp, data, model, momentum, optimizer, dict(fixed or {}), loss, model_args,
                                       settings)
     members = Members(job, [{"momentum": mu} for mu in momenta], list(momenta))
-    probe = _SharpnessProbe(job, ramp) if measure_sharpness else None
+    probe = _SharpnessProbe(job) if measure_sharpness else None
     along = []
     points = set(np.linspace(0, ramp.steps, SHARPNESS_POINTS + 2).round().astype(int)[1:-1].tolist())
-    while not members.done:
-        members.train_step()
-        _stop_diverged(members, ramp)
-        if probe is not None and members.step in points and len(members.live):
-            along.append(probe.along(members, momenta))
+    previous = use_threads(parent_threads(job, len(momenta), threads))
+    try:
+        initial = probe.init() if probe else []
+        while not members.done:
+            members.train_step()
+            _stop_diverged(members, ramp)
+            if probe is not None and members.step in points and len(members.live):
+                along.append(probe.along(members, momenta, float(ramp.lrs()[members.step - 1])))
+    finally:
+        use_threads(previous)
     losses = members.curves.numpy().reshape(job.members_per_config, len(momenta), ramp.steps).transpose(1, 0, 2)
     meta = {"data": data if isinstance(data, str) else dataset.name, "model": model if isinstance(model, str) else
             getattr(model, "__name__", "MODEL"), "optimizer": optimizer, "fixed": dict(fixed or {}),
             "seeds": job.seeds, "batch_size": job.batch_size, "backend": job.backend, "device": job.device,
             "dataset": repr(dataset)}
-    return FinderResult(ramp, momenta, losses.copy(), probe.init() if probe else [], along, _edge(job), meta)
+    return FinderResult(ramp, momenta, losses.copy(), initial, along, _edge(job), meta)
 
 
 def _ramp_job(ramp: Ramp, data: Any, model: Any, momentum: Any, optimizer: str, fixed: dict[str, Any], loss: Any,
@@ -305,11 +314,25 @@ def _stop_diverged(members: Any, ramp: Ramp) -> None:
         members.remove(torch.isin(members.config_of[live], configs).nonzero().squeeze(1))
 
 
-class _SharpnessProbe:
-    """λ_max of the seeds' initial models, and of the first seed's member of each momentum along the ramp."""
+def stability_edge(job: Any) -> dict[str, Any]:
+    """What heavy ball's stability edge needs, measured on ``job``'s own models and data: λ_max of each
+    seed's initial model (``sharpness_per_seed``; :class:`_SharpnessProbe`), their median (``sharpness``),
+    and the rule's convention, nesterov and dampening (:func:`inertia.sharpness.stable_lr`). A rule
+    without that edge is a ValueError naming ``edge``."""
+    rule = _edge(job)
+    if rule is None:
+        raise ValueError(f"edge: the stability edge lr·λ_max < 2 + 2μ is heavy ball's; optimizer "
+                         f"{job.preset.name} has none (use momentum, nesterov or sgd)")
+    per_seed = _SharpnessProbe(job).init()
+    return {"sharpness": float(np.median(per_seed)), "sharpness_per_seed": per_seed, **rule}
 
-    def __init__(self, job: Any, ramp: Ramp):
-        self.job, self.ramp = job, ramp
+
+class _SharpnessProbe:
+    """λ_max of the seeds' initial models, and of the first seed's member of each momentum along the ramp,
+    on the first :data:`SHARPNESS_EXAMPLES` training examples of each seed's first fold."""
+
+    def __init__(self, job: Any):
+        self.job = job
         objective = job.objective
         self.loss = lambda out, y: objective.loss(objective.fit(out, y), y)
 
@@ -324,7 +347,8 @@ class _SharpnessProbe:
         return [sharpness(job.templates[split.seed - job.seed], self.loss, self._batches(split), iters=30, tol=1e-3)
                 for split in job.splits if split.fold == 0]
 
-    def along(self, members: Any, momenta: Sequence[float]) -> dict[str, Any]:
+    def along(self, members: Any, momenta: Sequence[float], lr: float) -> dict[str, Any]:
+        """λ_max of the first seed's live member of each momentum, at the ramp's current ``lr``."""
         from .sharpness import sharpness
 
         job = self.job
@@ -337,8 +361,7 @@ class _SharpnessProbe:
             mu = momenta[int(members.live[row])]
             values[_key(mu)] = sharpness(job.templates[0], self.loss, self._batches(job.splits[0]), params=state,
                                          iters=30, tol=1e-3)
-        step = members.step
-        return {"step": step, "lr": float(self.ramp.lrs()[step - 1]), "momentum": values}
+        return {"step": members.step, "lr": lr, "momentum": values}
 
 
 # ----------------------------------------------------------------- around a user's own loop

@@ -43,7 +43,11 @@ def write_report(results: Any, path: str | Path, command: Callable[[dict], str |
     title = (f"inertia sweep: {meta.get('optimizer')} on {meta.get('data')} / {meta.get('model')}, "
              f"{len(results)} configurations, {meta.get('steps')} steps")
     commands = [command(r) if command is not None and r.get("status") == "ok" else None for r in records]
-    return write_sweep_report(path, records, metric=results.metric_key, title=title, commands=commands)
+    momenta = {r["momentum"] for r in records if 0 <= r.get("momentum", -1) < 1}
+    edge = None if results.stable_lr(0.0) is None else {
+        "sharpness": results.edge["sharpness"], "convention": results.edge["convention"],
+        "stable_lr": {mu: results.stable_lr(mu) for mu in momenta}}
+    return write_sweep_report(path, records, metric=results.metric_key, title=title, commands=commands, edge=edge)
 
 
 def results_table(results: Any, top: int = 10) -> Any:

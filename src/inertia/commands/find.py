@@ -58,6 +58,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     options.add_device(how)
     options.add_backend(how)
     how.add_argument("--standardize", action="store_true", help="standardize the inputs with the training part")
+    options.add_threads(how)
     out = parser.add_argument_group("outputs")
     out.add_argument("--plot", default="finder.png", metavar="PATH", help="the figure")
     out.add_argument("--json", default=None, metavar="PATH", help="the ranges, divergence, sharpness and edge as JSON")
@@ -82,7 +83,7 @@ def run_command(args: argparse.Namespace) -> int:
                   start=args.start, end=args.end, steps=args.steps, smoothing=args.smoothing, diverge=args.diverge,
                   measure_sharpness=args.sharpness, batch_size=args.batch_size, seed=args.seed, seeds=args.seeds,
                   dtype=getattr(torch, args.dtype), device=args.device, backend=args.backend,
-                  standardize=args.standardize)
+                  standardize=args.standardize, threads=args.threads)
     for line in summary(result):
         print(line)
     finder_plot(result, args.plot)

@@ -30,7 +30,8 @@ or --storage URL (e.g. PostgreSQL) for several workers sharing one study: start
 the same command on each worker.
 
 Writes into --out: results.csv, results.json, heatmap.png (lr x momentum, colour =
-metric, iso-lines of the effective learning rate lr/(1-mu); curve.png instead when one
+metric, iso-lines of the effective learning rate lr/(1-mu), with --edge the stability edge
+lr * lambda_max < 2 + 2 mu from the sharpness at initialization; curve.png instead when one
 hyperparameter is swept), report.html when the
 report module is present, and prints the best configurations and the
 `inertia train` command that reproduces the best.
@@ -112,6 +113,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     run.add_argument("--max-batch", type=int, default=None, help="at most this many configurations at once")
     run.add_argument("--no-wait", dest="wait", action="store_false",
                      help="when nothing is left to claim, exit (code 3) instead of waiting for other workers' trials")
+    run.add_argument("--edge", action="store_true",
+                     help="also measure the loss's sharpness lambda_max at initialization (Hessian-vector products on "
+                          "each seed's initial model, as inertia find does) and draw heavy ball's stability edge "
+                          "lr * lambda_max < 2 + 2 mu (in the rule's convention) on the heatmap and the report")
     out = parser.add_argument_group("outputs")
     out.add_argument("--tensorboard", default=None, metavar="DIR", help="also write one TensorBoard run per configuration")
     out.add_argument("--top", type=int, default=10, help="rows of the table of best configurations")

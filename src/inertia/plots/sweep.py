@@ -5,8 +5,11 @@ x: learning rate (log axis). y: momentum, drawn on a log axis of 1 − μ (so 0.
 bar). Diverged cells are hatched and marked with ×, pruned ones with ·; accuracies in %
 in the cells and on the colour bar; the best cell framed. Dashed lines: iso-lines
 of the effective learning rate lr/(1 − μ), straight diagonals in these coordinates,
-labelled where they leave the plot. A sweep of one hyperparameter is a curve with
-a band of ± one standard deviation over seeds and folds (:func:`curve`).
+labelled where they leave the plot. A sweep measured for heavy ball's stability edge
+(``edge=True``) shows it as a solid line: the largest stable lr (2 + 2μ)/λ_max for each μ
+(in its convention, :meth:`~inertia.sweeps.SweepResults.stable_lr`), the lr axis widened to show it
+when it lies just beyond the grid. A sweep of one hyperparameter
+is a curve with a band of ± one standard deviation over seeds and folds (:func:`curve`).
 """
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ from . import color, pyplot
 
 #: the best configuration's frame or ring (Okabe & Ito's vermillion: visible on dark and light cells)
 BEST_COLOUR = "#D55E00"
+#: the stability edge (Okabe & Ito's reddish purple, on a white halo)
+EDGE_COLOUR = "#CC79A7"
 
 LABELS = {
     "val_loss_mean": "validation loss (mean over seeds and folds)",
@@ -85,9 +90,12 @@ def heatmap(results: Any, path: str | Path | None = None, *, title: str | None =
         mesh, xlim, ylim = _draw_points(ax, cells, key, cmap, norm)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    edge = _edge_points(results, ylim)
+    xlim = _widened(xlim, edge)
     ax.set_xlim(*xlim)
     ax.set_ylim(ylim[1], ylim[0])  # momentum grows upwards
     _effective_lr_lines(ax, xlim, ylim)
+    _stability_edge(ax, results, edge, xlim)
     ticks = [t for t in one_minus if ylim[0] <= t <= ylim[1]] if is_grid else \
         [t for t in (1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001) if ylim[0] <= t <= ylim[1]]
     ax.set_yticks(ticks)
@@ -97,6 +105,8 @@ def heatmap(results: Any, path: str | Path | None = None, *, title: str | None =
     ax.set_xlabel("learning rate γ (log scale)")
     ax.set_ylabel("momentum μ (axis: log(1 − μ))")
     _mark_best(ax, results.best, is_grid, lrs, one_minus, key)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.11), ncol=3, fontsize=8, frameon=False)
     _colour_bar(fig, ax, mesh, key, norm, extend)
     ax.set_title(_default_title(results, len(records)) if title is None else title, fontsize=9, pad=14)
     return _finish(fig, path)
@@ -244,7 +254,6 @@ def _mark_best(ax, best: dict | None, is_grid: bool, lrs: np.ndarray, one_minus:
     else:
         ax.plot([best["lr"]], [1 - best["momentum"]], "o", markersize=16, markerfacecolor="none",
                 markeredgecolor=BEST_COLOUR, markeredgewidth=2.5, linestyle="none", label=label)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.11), ncol=3, fontsize=8, frameon=False)
 
 
 def _draw_points(ax, cells: dict, key: str, cmap, norm):
@@ -289,6 +298,49 @@ def _effective_lr_lines(ax, xlim: tuple[float, float], ylim: tuple[float, float]
             ax.annotate(text, (eff * y1, y1), xytext=(0, 2), textcoords="offset points", ha="center",
                         va="bottom", bbox=dict(boxstyle="round,pad=0.1", facecolor="white", alpha=0.8,
                                                linewidth=0), **style)
+
+
+EDGE_REACH = 1.5
+"""Decades beyond the grid the lr axis is widened to show the stability edge (farther: the legend says so)."""
+
+
+def _edge_points(results: Any, ylim: tuple[float, float]) -> tuple[list[float], np.ndarray] | None:
+    """Heavy ball's stability edge where the sweep measured λ_max, as (lr, 1 − μ) points: lr = stable_lr(μ)
+    for μ ≥ 0 across the plot's height (above 1 − μ = 1, the momentum-0 row, at its μ = 0 value)."""
+    if results.stable_lr(0.0) is None:
+        return None
+    top, bottom = ylim[0], min(ylim[1], 1.0)          # 1 − μ, small at the top of the plot
+    one_minus = np.geomspace(top, bottom, 200) if top < bottom else np.array([bottom])
+    if ylim[1] > 1.0:
+        one_minus = np.append(one_minus, ylim[1])
+    return [results.stable_lr(max(0.0, 1.0 - y)) for y in one_minus], one_minus
+
+
+def _widened(xlim: tuple[float, float], edge: tuple[list[float], np.ndarray] | None) -> tuple[float, float]:
+    """The lr axis widened to show the whole edge, where it lies within :data:`EDGE_REACH` decades of it."""
+    if edge is None:
+        return xlim
+    low, high = min(edge[0]) / 1.15, max(edge[0]) * 1.15
+    if low < xlim[0] and math.log10(xlim[0] / low) <= EDGE_REACH:
+        xlim = (low, xlim[1])
+    if high > xlim[1] and math.log10(high / xlim[1]) <= EDGE_REACH:
+        xlim = (xlim[0], high)
+    return xlim
+
+
+def _stability_edge(ax, results: Any, edge: tuple[list[float], np.ndarray] | None, xlim: tuple[float, float]) -> None:
+    """The edge's line, on a white halo, its legend entry naming λ_max (and saying so when it lies off the plot)."""
+    from matplotlib import patheffects
+
+    if edge is None:
+        return
+    rule = results.edge
+    label = (f"stability edge lr·λ_max = 2 + 2μ ({rule['convention']}{', Nesterov' if rule['nesterov'] else ''}), "
+             f"λ_max = {rule['sharpness']:.3g} at init")
+    if min(edge[0]) > xlim[1] or max(edge[0]) < xlim[0]:
+        label += f": off the plot, lr {min(edge[0]):.3g}–{max(edge[0]):.3g}"
+    ax.plot(*edge, "-", color=EDGE_COLOUR, linewidth=2.2, zorder=3.5, label=label,
+            path_effects=[patheffects.withStroke(linewidth=4.2, foreground="white")])
 
 
 def _default_title(results: Any, configs: int, lines: bool = True) -> str:

@@ -6,13 +6,15 @@ dict with the swept hyperparameters (e.g. ``"lr"``, ``"momentum"``), ``"status"`
 ``"val_accuracy_mean"``, ``"val_accuracy_std"``, ``"train_loss_final"`` and
 ``"train_loss_curve"`` (list of floats). Several records in one heatmap cell (other
 hyperparameters swept too) show the best of them. Colours are computed here; the page's
-JavaScript only shows the stored loss curve of the cell under the pointer.
+JavaScript only shows the stored loss curve of the cell under the pointer. ``edge`` (a sweep measured
+for it): heavy ball's stability edge, drawn across the rows of an lr × momentum grid.
 """
 from __future__ import annotations
 
+import bisect
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from ._html import clean, esc, page, script_json
 
@@ -22,6 +24,7 @@ RESULT_KEYS = {"status", "diverged_step", "pruned_step", "val_loss_mean", "val_l
                "eval_steps", "per_seed", "best_step"}
 RESULT_PREFIXES = ("val_", "test_", "train_")
 RESULT_SUFFIXES = ("_mean", "_std", "_step", "_final", "_curve", "_s", "_time")
+EDGE_COLOUR = "#CC79A7"   # the stability edge, as on the heatmap picture (Okabe & Ito's reddish purple)
 
 
 def _is_result(key: str) -> bool:
@@ -183,7 +186,46 @@ def _iso_lines(data: dict, cell: tuple[int, int], origin: tuple[int, int]) -> li
     return out
 
 
-def _heatmap_svg(data: dict) -> str:
+def _edge_line(data: dict, edge: Mapping[str, Any] | None, cell: tuple[int, int], origin: tuple[int, int]) -> list[str]:
+    """Heavy ball's stability edge on an lr × momentum grid: in each momentum's row a vertical stroke at
+    its largest stable lr ``edge["stable_lr"][μ]`` (lr placed on a log scale between the cells' centres,
+    as the iso-lines), strokes of adjacent rows joined; a row whose edge lies outside the grid has none."""
+    if not edge or data["xkey"] != "lr" or data["ykey"] != "momentum" or len(data["xv"]) < 2:
+        return []
+    logs, nx, ny = [math.log10(v) for v in data["xv"]], len(data["xv"]), len(data["yv"])
+    (cw, ch), (left, top) = cell, origin
+    runs: list[list[tuple[float, float]]] = [[]]
+    for yi in range(ny - 1, -1, -1):               # top row (largest momentum) first
+        lr = edge["stable_lr"].get(data["yv"][yi])
+        k = None if lr is None else min(max(bisect.bisect_right(logs, math.log10(lr)) - 1, 0), nx - 2)
+        frac = None if k is None else k + (math.log10(lr) - logs[k]) / (logs[k + 1] - logs[k])
+        if frac is None or not -0.5 <= frac <= nx - 0.5:
+            runs.append([])
+            continue
+        x, y = left + frac * cw + cw / 2 - 1, top + (ny - 1 - yi) * ch - 1
+        runs[-1] += [(x, y), (x, y + ch)]
+    out = []
+    for points in (r for r in runs if r):
+        line = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
+        out.append(f'<g class="edge"><polyline points="{line}" fill="none" stroke="#fff" stroke-width="4.5"/>'
+                   f'<polyline points="{line}" fill="none" stroke="{EDGE_COLOUR}" stroke-width="2.5"/></g>')
+    return out
+
+
+def _edge_legend(data: dict, edge: Mapping[str, Any] | None) -> str:
+    """The edge's key below the heatmap: its line, λ_max, the convention, and how many rows it lies beyond."""
+    if not edge or data["xkey"] != "lr" or data["ykey"] != "momentum":
+        return ""
+    beyond = [mu for mu in data["yv"] if (edge["stable_lr"].get(mu) or 0) > max(data["xv"])]
+    note = (f" It lies beyond the largest lr swept for {len(beyond)} of the {len(data['yv'])} momenta."
+            if beyond else "")
+    return (f'<p class="edge-legend"><svg width="28" height="10"><line x1="0" y1="5" x2="28" y2="5" '
+            f'stroke="{EDGE_COLOUR}" stroke-width="2.5"/></svg> stability edge lr·λ_max = 2 + 2μ '
+            f'({esc(edge["convention"])} convention), λ_max = {edge["sharpness"]:.3g} at initialization: cells '
+            f'right of it are predicted to diverge.{note}</p>')
+
+
+def _heatmap_svg(data: dict, edge: Mapping[str, Any] | None = None) -> str:
     cw, ch, left, top = 56, 34, 80, 30
     nx, ny = len(data["xs"]), len(data["ys"])
     width, height = left + cw * nx + 40, top + ch * ny + 60
@@ -199,7 +241,7 @@ def _heatmap_svg(data: dict) -> str:
                    f'<rect x="{x}" y="{y}" width="{cw - 2}" height="{ch - 2}" fill="{c["fill"]}" stroke="#fff"/></g>')
         texts.append(f'<text x="{x + cw / 2 - 1}" y="{y + ch / 2 + 4}" text-anchor="middle" class="cell-text" '
                      f'style="fill:{tcolor};font-size:{15 if c["status"] == "diverged" else 12}px">{label}</text>')
-    svg += _iso_lines(data, (cw, ch), (left, top)) + texts   # numbers above the lines
+    svg += _iso_lines(data, (cw, ch), (left, top)) + _edge_line(data, edge, (cw, ch), (left, top)) + texts
     for xi, xv in enumerate(data["xs"]):
         svg.append(f'<text x="{left + xi * cw + cw / 2 - 1}" y="{top + ny * ch + 14}" text-anchor="middle">{esc(xv)}</text>')
     if data["ykey"]:
@@ -242,12 +284,13 @@ def _table(data: dict, records: Sequence[dict]) -> str:
 
 
 def write_sweep_report(path: str | Path, records: list[dict], metric: str = "val_accuracy_mean", title: str = "",
-                       commands: Sequence[str | None] | None = None) -> Path:
+                       commands: Sequence[str | None] | None = None, edge: Mapping[str, Any] | None = None) -> Path:
     """Write the interactive sweep page: the heatmap (with the iso-lines of lr/(1−μ) on an lr ×
     momentum grid), training and validation curves at their real update counts for the cells
     clicked (several overlay; a diverged curve is cut at the panel's top with a ×), the table of
     the best configurations in the terminal's units, and ``commands[i]``, the command that
-    reproduces record i, for the cell chosen."""
+    reproduces record i, for the cell chosen. ``edge``: ``{"sharpness": λ_max, "convention": ...,
+    "stable_lr": {μ: largest stable lr}}`` draws heavy ball's stability edge across the grid's rows."""
     data = sweep_report_data(records, metric)
     shown = [_with_steps(r) for r in records]
     counts = {s: sum(1 for r in records if r.get("status", "ok") == s) for s in ("ok", "diverged", "pruned")}
@@ -258,7 +301,7 @@ def write_sweep_report(path: str | Path, records: list[dict], metric: str = "val
 Each cell shows {esc(data['metric'].replace('_mean', '').replace('_', ' '))} at the configuration's selected step (the best one with that {axes});
 dashed lines: constant effective learning rate lr/(1−μ), one per decade, labelled above the grid. Hover a cell to preview its curves; click cells to overlay them (click again to remove).</p>
 <div class="row">
- <div class="panel">{_heatmap_svg(data)}<br>{_scale_svg(data)}</div>
+ <div class="panel">{_heatmap_svg(data, edge)}<br>{_scale_svg(data)}{_edge_legend(data, edge)}</div>
  <div class="panel"><div id="detail" style="min-height:3em;max-width:520px">Hover over a cell.</div>
   <svg id="curve" width="520" height="280" viewBox="0 0 520 280" xmlns="http://www.w3.org/2000/svg">
    <rect x="60" y="10" width="440" height="220" fill="none" stroke="#444"/>
@@ -286,6 +329,8 @@ _CSS = """
 .cell.selected rect { stroke: #d62728; stroke-width: 3; }
 .cell-text { pointer-events: none; font-weight: 600; }
 .iso { pointer-events: none; }
+.edge { pointer-events: none; }
+.edge-legend { font-size: 0.85em; margin: 4px 0; max-width: 540px; }
 .iso-label { font-size: 10px; fill: #fff; paint-order: stroke; stroke: #000; stroke-width: 2.5px; }
 tr.best-row:hover { background: #eef; cursor: pointer; }
 #legend span { display: inline-block; margin-right: 12px; font-size: 0.85em; }

@@ -85,7 +85,8 @@ def sweep(
             ``dtype``, ``device``, ``backend``, ``diverge_factor``), :class:`SearchSpec` (``sampler``,
             ``trials``, ``pruner``, ``metric``, ``eval_every``) and :class:`RunSpec` (``out``,
             ``storage``, ``study_name``, ``checkpoint_every``, ``lanes``, ``parallel``,
-            ``memory_budget``, ``max_batch``); an unknown name is a TypeError naming it.
+            ``memory_budget``, ``max_batch``, ``threads``, ``edge``: λ_max at initialization for heavy
+            ball's stability edge on the pictures); an unknown name is a TypeError naming it.
 
     With ``out``, the study lives in ``out/sweep.db`` (a rerun resumes) and ``out`` receives the files
     ``inertia sweep --out`` writes (:meth:`SweepResults.save`). Draw what came back with
@@ -109,6 +110,8 @@ def run_sweep(spec: SweepSpec, *, progress: Callable[[int, int], None] | None = 
     """
     if progress is not None and not callable(progress):
         raise TypeError(f"progress takes a function f(done, total), got {progress!r}")
+    from ..finder import stability_edge
+
     spec, dataset, job = prepare(spec)
     if job.fallback is not None:
         (log or _warn)(f"warning: {job.fallback}")
@@ -117,6 +120,7 @@ def run_sweep(spec: SweepSpec, *, progress: Callable[[int, int], None] | None = 
     if spec.search.metric not in job.metric_names:
         raise ValueError(f"metric {spec.search.metric}: a {job.objective.task} sweep measures "
                          f"{', '.join(n for n in job.metric_names if n.startswith('val_'))}")
+    edge = stability_edge(job) if spec.run.edge else None   # a rule without the edge fails before the study opens
     storage = _storage_url(spec.run)
     study = Study(dict(spec.task.space), spec.signature(), spec.search, storage, spec.run.study_name,
                   spec.train.seed).open()   # unreachable storage / a different sweep here: error before training
@@ -130,7 +134,7 @@ def run_sweep(spec: SweepSpec, *, progress: Callable[[int, int], None] | None = 
     meta = {**spec.flat(), "storage": None if storage is None else redact(storage), "backend": job.backend,
             "matmul": job.matmul if job.matmul == "torch" else f"openblas {openblas_core()}",
             "dataset": repr(dataset), "running": study.running()}
-    return SweepResults(study.records(), list(spec.task.space), spec.search.metric, meta)
+    return SweepResults(study.records(), list(spec.task.space), spec.search.metric, meta, edge)
 
 
 def parent_threads(job: Job, configurations: int, requested: int | None) -> int:

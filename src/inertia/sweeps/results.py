@@ -13,12 +13,18 @@ from .specs import METRICS
 
 @dataclass
 class SweepResults:
-    """All configurations of one sweep. ``records()`` gives plain dicts (one per configuration)."""
+    """All configurations of one sweep. ``records()`` gives plain dicts (one per configuration).
+
+    ``edge``: heavy ball's stability edge measured at initialization when the sweep was asked for it
+    (``edge=True``; :func:`inertia.finder.stability_edge`): ``sharpness`` (λ_max, the median over seeds),
+    ``sharpness_per_seed``, ``convention``, ``nesterov``, ``dampening``; None otherwise.
+    """
 
     rows: list[dict[str, Any]]
     swept: list[str]
     metric: str = "val_loss"
     meta: dict[str, Any] = field(default_factory=dict)
+    edge: dict[str, Any] | None = None
 
     def records(self) -> list[dict[str, Any]]:
         """One dict per configuration: the swept hyperparameters by name, status, metrics, loss curve."""
@@ -31,6 +37,16 @@ class SweepResults:
     @property
     def direction(self) -> str:
         return METRICS[self.metric][1]
+
+    def stable_lr(self, momentum: float) -> float | None:
+        """The largest stable learning rate at ``momentum`` by :attr:`edge` (None without it):
+        lr·λ_max < 2 + 2μ in its convention (:func:`inertia.sharpness.stable_lr`)."""
+        from ..sharpness import stable_lr
+
+        if self.edge is None or not self.edge["sharpness"] > 0:
+            return None
+        rule = {k: self.edge[k] for k in ("convention", "nesterov", "dampening")}
+        return stable_lr(self.edge["sharpness"], momentum, **rule)
 
     def ranked(self) -> list[dict[str, Any]]:
         """Finished ('ok') configurations, best first."""
@@ -129,8 +145,8 @@ class SweepResults:
 
     def to_json(self, path: str | Path) -> Path:
         path = Path(path)
-        payload = {"metric": self.metric, "swept": self.swept, "meta": self.meta, "best": self.best,
-                   "records": self.rows}
+        payload = {"metric": self.metric, "swept": self.swept, "meta": self.meta, "edge": self.edge,
+                   "best": self.best, "records": self.rows}
         path.write_text(json.dumps(payload, indent=1, default=_json_default, allow_nan=False)
                         if _no_nan(payload) else json.dumps(_clean(payload), indent=1, default=_json_default))
         return path

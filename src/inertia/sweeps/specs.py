@@ -357,6 +357,8 @@ class RunSpec:
     (forked, Linux), ``threads`` or ``auto``. ``memory_budget`` (bytes) and ``max_batch`` bound how
     many configurations are claimed at once. ``threads``: torch's intra-op threads in this process,
     and at most as many lanes (None: :func:`inertia.threads.choose_threads` from the work's size).
+    ``edge``: also measure λ_max at initialization, for heavy ball's stability edge on the pictures
+    (:func:`inertia.finder.stability_edge`; it changes no trained number).
     """
 
     out: str | os.PathLike | None = None
@@ -369,8 +371,11 @@ class RunSpec:
     max_batch: int | None = None
     wait: bool = True
     threads: int | None = None
+    edge: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.edge, bool):
+            raise ValueError(f"edge must be True or False, got {self.edge!r}")
         _cast(self, float, "checkpoint_every")
         _counts(self, "parallel", "max_batch", "threads")
         _cast(self, int, "memory_budget")

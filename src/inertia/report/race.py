@@ -239,7 +239,8 @@ def write_race_report(path: str | Path, result: Any, sliders: Sequence[Any], *, 
   {''.join(_racer(i, run, data["grids"]) for i, run in enumerate(data["runs"]))}
  </div>
 </div>
-<div class="row"><div class="panel"><h2>Loss</h2>{loss_panel}
+<h2>Loss</h2>
+<div class="row"><div class="panel loss">{loss_panel}
  <p class="sub">solid: each optimizer at its sliders' pair (the raced runs without sliders as raced);
  dotted: theory f₀·ρ^2t where the quadratic's theory applies</p>{_theory_intro(s)}</div></div>
 {basin_svg}
@@ -259,6 +260,7 @@ _CSS = """
 .swatch { display: inline-block; width: 22px; height: 5px; border: 1px solid #333; vertical-align: middle; }
 .note { color: #555; font-size: 0.9em; margin: 4px 0 0; }
 .legend { list-style: none; padding-left: 0; font-size: 0.9em; max-width: 610px; }
+.loss { max-width: 620px; }
 """
 
 
@@ -379,7 +381,7 @@ def _basin_layer(bmap: Any) -> tuple[str, dict[str, Any]]:
                "hue: the minimum the marble ends in (blue: global, orange: local), darker = more steps to settle; "
                "grey: not settled; black: diverged")
     svg = (f'<h2>Basin map</h2><div class="panel"><p class="sub">{esc(describe_map(bmap))}. {esc(caption)}; '
-           f'hover a cell for its numbers; the ring is the sliders\' pair.</p>'
+           f'hover a cell for its numbers; the ring is the first optimizer\'s slider pair.</p>'
            f'<svg id="basins" width="{W}" height="{H}" viewBox="0 0 {W} {H}" xmlns="http://www.w3.org/2000/svg">'
            f'<clipPath id="basin-clip"><rect x="{left}" y="{top}" width="{pw}" height="{ph}"/></clipPath>'
            f'<g clip-path="url(#basin-clip)">{"".join(cells)}{edge}</g>'

@@ -122,7 +122,7 @@ class MomentumKnob:
 
 _MU = MomentumKnob("momentum", None, "μ", "momentum")
 _BETA1 = MomentumKnob("betas", 0, "β₁", "decay of the first-moment average: the momentum")
-#: rule name -> the hyperparameter its report's momentum slider moves
+#: rule name -> the hyperparameter its report's momentum slider moves (other rules: ``momentum`` if they have one)
 MOMENTUM_KNOBS = {
     "sgd": _MU, "lookahead_sgd": _MU, "qhm": _MU, "rmsprop": _MU,
     "schedulefree": MomentumKnob("momentum", None, "β", "interpolation momentum of Schedule-Free"),
@@ -166,6 +166,14 @@ def slider_grids(result: Any, schedules: dict[str, Any] | None = None) -> list[A
     return out
 
 
+def momentum_knob(rule: Any) -> MomentumKnob | str:
+    """The hyperparameter ``rule``'s momentum slider moves, or why it has none."""
+    if rule.name in NO_MOMENTUM_SLIDER:
+        return NO_MOMENTUM_SLIDER[rule.name]
+    knob = MOMENTUM_KNOBS.get(rule.name, _MU if "momentum" in rule.numeric else None)
+    return knob or f"{rule.name} has no momentum hyperparameter to slide"
+
+
 def _full_hyper(config: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """The preset of ``config`` and its full hyperparameters (schedules as written)."""
     from .. import rules
@@ -177,15 +185,14 @@ def _full_hyper(config: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
 def _slider_group(config: dict[str, Any], schedules: dict[str, Any]) -> tuple | str:
     """The key of the grid ``config``'s sliders share with others, or why it has no sliders."""
     preset, hyper = _full_hyper(config)
-    name = preset.rule.name
-    knob = MOMENTUM_KNOBS.get(name)
-    if knob is None:
-        return NO_MOMENTUM_SLIDER.get(name, f"{name} has no momentum hyperparameter to slide")
+    knob = momentum_knob(preset.rule)
+    if isinstance(knob, str):
+        return knob
     scheduled = [k for k in ("lr", knob.key) if k in schedules or callable(hyper[k])]
     if scheduled:
         return f"its {scheduled[0]} follows a schedule; the sliders race constant values only"
     fixed = knob.put({k: v for k, v in hyper.items() if k != "lr"}, 0.0)
-    return (name, repr(sorted(fixed.items())))
+    return (preset.rule.name, repr(sorted(fixed.items())))
 
 
 def _race_slider_grid(result: Any, members: list[int], schedules: dict[str, Any]) -> Any:
@@ -194,7 +201,7 @@ def _race_slider_grid(result: Any, members: list[int], schedules: dict[str, Any]
 
     configs = [result.configs[i] for i in members]
     preset, hyper = _full_hyper(configs[0])
-    knob = MOMENTUM_KNOBS[preset.rule.name]
+    knob = momentum_knob(preset.rule)
     own_lrs = [float(_full_hyper(c)[1]["lr"]) for c in configs]
     own_mus = [float(knob.get(_full_hyper(c)[1])) for c in configs]
     own = {k: v for k, v in schedules.items() if k in preset.rule.numeric}

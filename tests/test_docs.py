@@ -1,6 +1,7 @@
 """The documentation site: every tutorial's Python runs as written, and the site builds in strict mode."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -37,3 +38,33 @@ def test_site_builds_in_strict_mode(tmp_path: Path):
     page = (tmp_path / "site" / "reference" / "cli" / "index.html").read_text()
     assert "--momentum" in page, "the command-line reference should hold the parsers' own --help"
     assert "HyperScheduler" in (tmp_path / "site" / "reference" / "schedules" / "index.html").read_text()
+    raw = {str(f.relative_to(tmp_path)): RAW_ROLE.findall(f.read_text()) for f in (tmp_path / "site").rglob("*.html")}
+    assert not {f: roles for f, roles in raw.items() if roles}, "Sphinx roles left as written"
+    engines = (tmp_path / "site" / "reference" / "engines" / "index.html").read_text()
+    assert 'href="#inertia.surfaces.Surface"><code>Surface</code></a>' in engines   # :class:`~inertia.surfaces.Surface`
+
+
+#: a Sphinx role as it shows when nothing turns it into a cross-reference
+RAW_ROLE = re.compile(r":(?:py:)?(?:class|func|meth|mod|data|attr|exc|obj|const|type):(?:`|&#96;|<code>)")
+
+
+def test_sphinx_roles_become_cross_references():
+    griffe = pytest.importorskip("griffe")
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "scripts" / "docs_hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    code = '''
+class Box:
+    def fill(self):
+        """Like :meth:`~Box.empty`, see :class:`Box` and :func:`the joiner <os.path.join>`."""
+
+    def empty(self):
+        """Undo :meth:`fill`."""
+'''
+    with griffe.temporary_visited_module(code, module_name="things") as module:
+        hooks.SphinxRoles().on_package(pkg=module)
+        fill, empty = module["Box.fill"].docstring.value, module["Box.empty"].docstring.value
+    ref = '<autoref identifier="{}" optional><code>{}</code></autoref>'
+    assert fill == (f"Like {ref.format('things.Box.empty', 'empty')}, see {ref.format('things.Box', 'Box')} "
+                    f"and {ref.format('os.path.join', 'the joiner')}.")
+    assert empty == f"Undo {ref.format('things.Box.fill', 'fill')}."

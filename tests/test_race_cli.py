@@ -22,7 +22,18 @@ def test_race_command_writes_every_picture_and_the_report(tmp_path, capsys):
     data = json.loads((out / "race.json").read_text())
     assert [c["rule"] for c in data["configs"]] == ["sgd", "momentum", "nesterov"]
     html = (out / "report.html").read_text()
-    assert 'id="lr-slider"' in html and "data:image/png;base64," in html and "<script src" not in html
+    assert all(f'id="momentum-slider-{i}"' in html for i in range(3))
+    assert "data:image/png;base64," in html and "<script src" not in html
+
+
+def test_race_report_says_which_configurations_have_no_sliders(tmp_path):
+    out = tmp_path / "out"
+    assert main(["race", "--surface", "marble", "--optimizer", "adam:lr=0.05", "--optimizer", "aggmo:lr=0.02",
+                 "--optimizer", "momentum:lr=0.02,momentum=sutskever_ramp(0.99,every=10)", "--steps", "30",
+                 "--no-gif", "--out", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    assert 'id="lr-slider-0"' in html and 'id="lr-slider-1"' not in html and 'id="lr-slider-2"' not in html
+    assert "no single momentum to slide" in html and "its momentum follows a schedule" in html
 
 
 def test_race_on_a_quadratic_with_options(tmp_path):

@@ -5,11 +5,11 @@ import json
 import math
 import re
 
+import numpy as np
 import pytest
 
 import inertia
-from inertia.commands.race import slider_grid
-from inertia.races import race_grid
+from inertia.commands.race import slider_grids
 from inertia.report import write_race_report, write_sweep_report
 
 
@@ -24,36 +24,62 @@ def _offline(html: str) -> bool:
         and "<link" not in stripped
 
 
-def test_race_report_embeds_the_precomputed_grid(tmp_path):
-    result = inertia.race("marble", [dict(rule="sgd", lr=0.02), dict(rule="nesterov", lr=0.02, momentum=0.9)], steps=50)
-    page = write_race_report(tmp_path / "r.html", result, slider_grid(result))
+def test_race_report_embeds_one_grid_per_rule_and_settings(tmp_path):
+    configs = [dict(rule="sgd", lr=0.02), dict(rule="momentum", lr=0.02, momentum=0.9),
+               dict(rule="nesterov", lr=0.02, momentum=0.9), dict(rule="adam", lr=0.05), dict(rule="aggmo")]
+    result = inertia.race("marble", configs, steps=50)
+    page = write_race_report(tmp_path / "r.html", result, slider_grids(result))
     html = page.read_text()
     assert _offline(html)
     data = _embedded(html, "race-data")
-    assert data["rule"] == "nesterov" and 0.0 not in data["momenta"]  # nesterov needs momentum > 0
-    assert 0.02 in data["lrs"] and 0.9 in data["momenta"]
-    assert len(data["cells"]) == len(data["lrs"]) * len(data["momenta"])
-    assert len(data["runs"]) == 2 and len(data["runs"][0]["path"]) == 51
-    # the stored path for (0.02, 0.9) is exactly what the race engine computes
-    k = data["lrs"].index(0.02) * len(data["momenta"]) + data["momenta"].index(0.9)
-    assert data["cells"][k]["path"][-1] == pytest.approx(result.positions[1, -1].tolist(), rel=1e-5)
+    runs, grids = data["runs"], data["grids"]
+    assert len(runs) == 5 and len(runs[0]["path"]) == 51
+    assert runs[0]["sliders"]["grid"] == runs[1]["sliders"]["grid"]   # sgd and momentum: one rule, one grid
+    assert len(grids) == 3 and "several momenta" in runs[4]["note"] and "sliders" not in runs[4]
+    nesterov, adam = grids[runs[2]["sliders"]["grid"]], grids[runs[3]["sliders"]["grid"]]
+    assert 0.0 not in nesterov["momenta"] and nesterov["symbol"] == "μ"   # nesterov needs momentum > 0
+    assert adam["symbol"] == "β₁" and 0.0 in adam["momenta"]
+    for g in grids:
+        assert len(g["cells"]) == len(g["lrs"]) * len(g["momenta"])
+    # each run's sliders start on its own pair, whose stored path is the race's own
+    for i, run in enumerate(runs[:4]):
+        g, (li, mj) = grids[run["sliders"]["grid"]], run["sliders"]["start"]
+        stored = np.array(g["cells"][li * len(g["momenta"]) + mj]["path"])
+        assert stored == pytest.approx(result.positions[i, :, :2].numpy(), rel=1e-5, abs=1e-9)
+    assert 'id="colour-bar"' in html and 'aria-label="colour: f(x, y)"' in html
 
 
 def test_race_report_quadratic_theory_and_diverged_cells(tmp_path):
     q = inertia.surfaces.quadratic(100)
-    result = inertia.race(q, [dict(rule="momentum", lr=0.03, momentum=0.5)], steps=40)
-    grid = race_grid(q, "momentum", [0.01, 0.05], [0.0, 0.9], steps=40)
-    data = _embedded(write_race_report(tmp_path / "q.html", result, grid=grid).read_text(), "race-data")
-    rates = [c["rate"] for c in data["cells"]]
-    assert rates[0] == pytest.approx(q.rate(0.01, 0.0)) and data["cells"][0]["stable"] is True
-    assert data["cells"][2]["stable"] is False and data["cells"][2]["diverged"] > 0
+    configs = [dict(rule="momentum", lr=0.03, momentum=0.5), dict(rule="nesterov", lr=0.01, momentum=0.5),
+               dict(rule="momentum", lr=0.01, momentum=0.5, convention="ema")]
+    result = inertia.race(q, configs, steps=40)
+    sliders = slider_grids(result)
+    html = write_race_report(tmp_path / "q.html", result, sliders).read_text()
+    data = _embedded(html, "race-data")
+    heavy, nesterov, ema = (data["grids"][run["sliders"]["grid"]] for run in data["runs"])
+    assert (heavy["theory"], nesterov["theory"], ema["theory"]) == ("heavy_ball", "nesterov", None)
+    lam_max = max(q.eigenvalues.tolist())
+    for g, grid, is_nesterov in ((heavy, sliders[0], False), (nesterov, sliders[1], True)):
+        for k, cell in enumerate(g["cells"]):   # the exact grid values: the stored ones have 6 digits
+            lr, mu = grid.extra["lrs"][k // len(g["momenta"])], grid.extra["momenta"][k % len(g["momenta"])]
+            assert cell["rate"] == pytest.approx(q.rate(lr, mu, nesterov=is_nesterov), rel=1e-5)
+            if not is_nesterov:   # Polyak: heavy ball is stable iff lr·λ_max < 2 + 2μ
+                assert cell["stable"] == (lr * lam_max < 2 + 2 * mu)
+    diverged = [c for c in heavy["cells"] if c["diverged"] > 0]
+    assert diverged and not any(c["stable"] for c in diverged)
+    assert "rate" not in ema["cells"][0]
     assert data["surface"]["optimal"] == pytest.approx(list(q.optimal("momentum")), rel=1e-5)  # stored to 6 digits
+    assert 'aria-label="colour: f (log scale)"' in html
 
 
-def test_race_report_needs_2d(tmp_path):
+def test_race_report_needs_2d_and_one_slider_entry_per_configuration(tmp_path):
     result = inertia.race(inertia.surfaces.quadratic(dim=3), [dict(rule="sgd", lr=0.01)], steps=3)
     with pytest.raises(ValueError, match="2-D"):
-        write_race_report(tmp_path / "x.html", result, grid=None)
+        write_race_report(tmp_path / "x.html", result, [])
+    result = inertia.race("marble", [dict(rule="sgd", lr=0.01)], steps=3)
+    with pytest.raises(ValueError, match="sliders must have one entry per raced configuration"):
+        write_race_report(tmp_path / "x.html", result, [])
 
 
 def _record(lr, mu, status="ok", acc=0.5):

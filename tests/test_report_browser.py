@@ -5,10 +5,10 @@ import math
 import shutil
 import tempfile
 
+import numpy as np
 import pytest
 
 import inertia
-from inertia.races import race_grid
 from inertia.report import write_race_report, write_sweep_report
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -50,59 +50,95 @@ def _slide(driver, slider_id, value):
         "s.dispatchEvent(new Event('input', {bubbles: true}));", slider_id, str(value))
 
 
-def test_race_report_slider_changes_the_drawn_trajectory(browser, tmp_path):
-    configs = [dict(rule="sgd", lr=0.02), dict(rule="momentum", lr=0.02, momentum=0.9)]
-    result = inertia.race("marble", configs, steps=120)
-    grid = race_grid(result.surface, "momentum", [0.01, 0.02, 0.04], [0.0, 0.5, 0.9], steps=120)
-    page = write_race_report(tmp_path / "race.html", result, grid=grid)
+def _drawn_points(driver, element_id):
+    """The pixel points of an SVG path's ``d`` (``M x,y L x,y ...``)."""
+    d = driver.find_element("id", element_id).get_attribute("d")
+    return [tuple(map(float, p[1:].split(","))) for p in d.split()]
+
+
+def _pixels(spec, positions):
+    """Where the page draws ``positions`` (data coordinates, up to the first non-finite one), by the
+    embedded contour panel's map, as an array ``[n, 2]``."""
+    pw = spec["w"] - spec["pad"]["left"] - spec["pad"]["right"]
+    ph = spec["h"] - spec["pad"]["top"] - spec["pad"]["bottom"]
+    p = np.asarray(positions, dtype=float)
+    p = p[: int(np.isfinite(p).all(-1).cumprod().sum())]
+    return np.stack([spec["pad"]["left"] + (p[:, 0] - spec["x0"]) / (spec["x1"] - spec["x0"]) * pw,
+                     spec["pad"]["top"] + (1 - (p[:, 1] - spec["y0"]) / (spec["y1"] - spec["y0"])) * ph], 1)
+
+
+def _same_path(drawn, expected, tolerance):
+    return len(drawn) == len(expected) and float(np.abs(np.asarray(drawn) - expected).max()) <= tolerance
+
+
+# each raced rule, the slider pair to move it to, and the same run written plainly for inertia.race
+SLIDER_RULES = [
+    (dict(rule="momentum", lr=0.02, momentum=0.9), lambda lr, mu: dict(rule="sgd", lr=lr, momentum=mu)),
+    (dict(rule="nesterov", lr=0.02, momentum=0.9, convention="sutskever"),
+     lambda lr, mu: dict(rule="sgd", lr=lr, momentum=mu, nesterov=True, convention="sutskever")),
+    (dict(rule="adam", lr=0.05), lambda lr, mu: dict(rule="adam", lr=lr, betas=(mu, 0.999))),
+    (dict(rule="lion", lr=0.02), lambda lr, mu: dict(rule="lion", lr=lr, betas=(0.9, mu))),
+]
+
+
+def test_race_report_sliders_draw_the_race_engines_path_for_every_rule(browser, tmp_path):
+    from inertia.commands.race import slider_grids
+
+    configs = [c for c, _ in SLIDER_RULES] + [dict(rule="muon", lr=0.05)]
+    result = inertia.race("marble", configs, steps=80)
+    page = write_race_report(tmp_path / "race.html", result, slider_grids(result))
     text = page.read_text()
     assert "<script src" not in text and "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")
 
     browser.get(page.resolve().as_uri())
     _ready(browser)
-    path = browser.find_element("id", "grid-path")
-    first = path.get_attribute("d")
-    assert first.startswith("M") and first.count("L") > 50
-    assert browser.find_element("id", "lr-value").text == "0.02"
-
-    _slide(browser, "momentum-slider", 0)  # momentum 0.9 -> 0.0: plain GD, a different path
-    second = path.get_attribute("d")
-    assert second != first
-    assert float(path.get_attribute("data-momentum")) == 0.0
-    _slide(browser, "lr-slider", 2)
-    third = path.get_attribute("d")
-    assert third not in (first, second)
-    assert float(path.get_attribute("data-lr")) == 0.04
-    assert browser.find_element("id", "grid-loss").get_attribute("d").startswith("M")
-    assert len(browser.find_elements("css selector", "path.race-path")) == 2
+    spec = browser.execute_script("return JSON.parse(document.getElementById('race-data').textContent).contour")
+    assert len(browser.find_elements("css selector", "path.race-path")) == 5
+    for i, (config, plain) in enumerate(SLIDER_RULES):
+        assert browser.find_element("id", f"lr-value-{i}").text == f"{config['lr']:g}"
+        assert _same_path(_drawn_points(browser, f"path-{i}"), _pixels(spec, result.positions[i]), 0.06)
+        _slide(browser, f"lr-slider-{i}", 3)   # lr × 2^(−3/2)
+        _slide(browser, f"momentum-slider-{i}", 4)
+        path = browser.find_element("id", f"path-{i}")
+        lr, mu = float(path.get_attribute("data-lr")), float(path.get_attribute("data-momentum"))
+        assert lr == pytest.approx(config["lr"] * 2 ** -1.5, rel=1e-5) and mu in (0.4, 0.5)  # nesterov: no μ = 0
+        expected = inertia.race("marble", [plain(lr, mu)], steps=80).positions[0]
+        drawn = _drawn_points(browser, f"path-{i}")
+        assert _same_path(drawn, _pixels(spec, expected), 0.06), config["rule"]
+        assert not _same_path(drawn, _pixels(spec, result.positions[i]), 1)
+    assert browser.find_elements("id", "lr-slider-4") == []
+    assert "AdamW fallback" in browser.find_element("id", "note-4").text
+    labels = browser.find_element("class name", "controls").text
+    assert "β₁ (decay of the first-moment average: the momentum)" in labels and "β₂ (decay of Lion's momentum" in labels
     shot = tmp_path / "race-report.png"
     browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
 
 
 def test_race_report_shows_quadratic_theory(browser, tmp_path):
+    from inertia.commands.race import slider_grids
+
     q = inertia.surfaces.quadratic(100)
     lr, mu = q.optimal("momentum")
     result = inertia.race(q, [dict(rule="momentum", lr=lr, momentum=mu)], steps=80)
-    grid = race_grid(q, "momentum", [lr, 0.05], [mu, 0.0], steps=80)
-    page = write_race_report(tmp_path / "quadratic.html", result, grid=grid)
+    page = write_race_report(tmp_path / "quadratic.html", result, slider_grids(result))
     browser.get(page.resolve().as_uri())
     _ready(browser)
-    theory = browser.find_element("id", "theory").text
+    theory = browser.find_element("id", "theory-0").text
     assert "0.8182" in theory and "stable" in theory
-    _slide(browser, "lr-slider", 1)   # lr 0.05: lr·λmax = 5 > 2 + 2μ
-    _slide(browser, "momentum-slider", 1)
-    assert "unstable" in browser.find_element("id", "theory").text
-    assert "diverged" in browser.find_element("id", "outcome").text
+    lrs = browser.execute_script("return JSON.parse(document.getElementById('race-data').textContent).grids[0].lrs")
+    _slide(browser, "lr-slider-0", len(lrs) - 1)   # lr 8 lr*: lr·λmax = 26 > 2 + 2μ
+    assert "unstable" in browser.find_element("id", "theory-0").text
+    assert "diverged" in browser.find_element("id", "outcome-0").text
 
 
 def test_race_report_basin_layer_follows_the_sliders(browser, tmp_path):
     from inertia.basins import basin_map
+    from inertia.commands.race import slider_grids
 
     result = inertia.race("marble", [dict(rule="momentum", lr=0.02, momentum=0.9)], steps=150)
-    grid = race_grid(result.surface, "momentum", [0.01, 0.02, 0.04], [0.0, 0.5, 0.9], steps=150)
     bmap = basin_map("marble", [0.005, 0.01, 0.02, 0.04, 0.08], [0.0, 0.3, 0.6, 0.9], steps=150)
-    page = write_race_report(tmp_path / "basins.html", result, grid=grid, basins=bmap)
+    page = write_race_report(tmp_path / "basins.html", result, slider_grids(result), basins=bmap)
     browser.get(page.resolve().as_uri())
     _ready(browser)
     cells = browser.find_elements("css selector", "#basins rect.basin")
@@ -113,7 +149,7 @@ def test_race_report_basin_layer_follows_the_sliders(browser, tmp_path):
     centre_y = float(cell.get_attribute("y")) + float(cell.get_attribute("height")) / 2
     assert float(ring.get_attribute("cx")) == pytest.approx(centre_x, abs=1)
     assert float(ring.get_attribute("cy")) == pytest.approx(centre_y, abs=1)
-    _slide(browser, "momentum-slider", 0)
+    _slide(browser, "momentum-slider-0", 0)
     assert float(ring.get_attribute("cy")) > centre_y + 100   # momentum 0 is near the bottom
     browser.save_screenshot(str(tmp_path / "basins-report.png"))
 

@@ -85,10 +85,12 @@ def _values_on(surface: Any, view: tuple, resolution: int) -> tuple[np.ndarray, 
 
 
 def draw_surface(ax: Any, surface: Any, resolution: int = 200, colorbar: bool = True, fig: Any = None,
-                 raster: bool = False, view: tuple | None = None):
+                 raster: bool = False, view: tuple | None = None, cax: Any = None):
     """Filled contours of a 2-D surface over ``view`` (default: its bounds), minima marked; returns the contours.
 
     ``raster=True`` draws an image with banded colours instead (much faster to redraw, for animations).
+    The colour bar (what the colours encode: f, or f − f_min on a log scale) goes beside ``ax`` in
+    ``fig`` when ``colorbar``, or into the axes ``cax`` when given (of any figure).
     """
     view = view or tuple(surface.bounds[:2])
     X, Y, Z = _values_on(surface, view, resolution)
@@ -110,14 +112,15 @@ def draw_surface(ax: Any, surface: Any, resolution: int = 200, colorbar: bool = 
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)
     ax.set_aspect("equal" if (x1 - x0) / (y1 - y0) < 3 and (y1 - y0) / (x1 - x0) < 3 else "auto")
-    if colorbar and fig is not None:
-        bar = fig.colorbar(cs, ax=ax, shrink=0.85)
-        bar.set_label(label)
-        if norm is not None:
-            from matplotlib.ticker import LogLocator
+    if cax is not None or (colorbar and fig is not None):
+        from matplotlib.colorbar import Colorbar
 
-            bar.locator = LogLocator()
-            bar.update_ticks()
+        bar = Colorbar(cax, cs) if cax is not None else fig.colorbar(cs, ax=ax, shrink=0.85)
+        bar.set_label(label)
+        from matplotlib.ticker import LogLocator, MaxNLocator
+
+        locator = LogLocator() if norm is not None else MaxNLocator(7)   # round values, not the levels
+        bar.set_ticks([t for t in locator.tick_values(levels[0], levels[-1]) if levels[0] <= t <= levels[-1]])
     return cs
 
 

@@ -1,15 +1,17 @@
-"""The interactive race report: sliders for learning rate and momentum over precomputed trajectories.
+"""The interactive race report: learning-rate and momentum sliders over precomputed trajectories.
 
-Every trajectory the sliders can show comes from one call of the race engine
-(:func:`inertia.races.race_grid`); the JavaScript only picks the stored path for
-the chosen (lr, momentum) and draws it. On quadratics the page also shows the
-theory for the chosen pair (predicted rate, stability), computed here in Python.
+Every raced optimizer that has a learning rate and a momentum gets two sliders. Each path
+they can show was raced beforehand by the race engine (:func:`inertia.commands.race.slider_grids`:
+one grid per rule and settings, its ``momentum`` being μ, β₁ or β₂ as the rule has it); the
+JavaScript only picks the stored path for the chosen pair and draws it, so the page shows the
+engine's own numbers, never a re-implementation. On quadratics the page also shows the theory
+for the chosen pair (predicted rate, stability), computed here in Python.
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -17,6 +19,7 @@ import torch
 from ._html import clean, esc, page, script_json
 
 W, H = 520, 440          # contour panel, pixels
+BAR_W = 96               # the contour's colour bar, beside it, pixels
 LW, LH = 520, 300        # loss panel, pixels
 PAD = dict(left=62, right=12, top=12, bottom=36)
 
@@ -81,24 +84,28 @@ def _axes_svg(m: _Map, xlabel: str, ylabel: str, log_y: bool = False) -> str:
     return "\n".join(out)
 
 
-def _background(surface: Any, m: _Map) -> str:
-    """The surface's filled contours as a PNG data URI, exactly covering the plot area."""
+def _background(surface: Any, m: _Map) -> tuple[str, str, str]:
+    """The surface's filled contours exactly covering the plot area and their colour bar, as two PNG
+    data URIs, and what the colours encode (f, or f − f_min on a log scale)."""
     from ..plots import png_data_uri, pyplot
     from ..plots.race import draw_surface
 
     plt = pyplot()
     w_px, h_px = m.w - PAD["left"] - PAD["right"], m.h - PAD["top"] - PAD["bottom"]
     fig = plt.figure(figsize=(w_px / 100, h_px / 100), dpi=100)
+    bar = plt.figure(figsize=(BAR_W / 100, h_px / 100), dpi=100)
     ax = fig.add_axes((0, 0, 1, 1))
-    view = ((m.x0, m.x1), (m.y0, m.y1))
-    draw_surface(ax, surface, 160, colorbar=False, view=view)
+    cax = bar.add_axes((10 / BAR_W, 6 / h_px, 14 / BAR_W, 1 - 12 / h_px))
+    draw_surface(ax, surface, 160, colorbar=False, view=((m.x0, m.x1), (m.y0, m.y1)), cax=cax)
+    cax.tick_params(labelsize=8)
+    cax.yaxis.label.set_size(9)
     ax.set_aspect("auto")
     ax.set_xlim(m.x0, m.x1)
     ax.set_ylim(m.y0, m.y1)
     ax.set_axis_off()
     for line in ax.get_lines():  # minima are drawn by the page itself
         line.remove()
-    return png_data_uri(fig, dpi=100)
+    return png_data_uri(fig, dpi=100), png_data_uri(bar, dpi=200), cax.get_ylabel()
 
 
 def _measured_rates(surface: Any, grid: Any) -> list[float | None]:
@@ -111,9 +118,32 @@ def _measured_rates(surface: Any, grid: Any) -> list[float | None]:
     return [v if math.isfinite(v) else None for v in measured_rate(distance).tolist()]
 
 
-def race_report_data(result: Any, grid: Any, max_points: int = 600) -> dict[str, Any]:
-    """The JSON the page embeds: bounds, the user's races, the slider grid, theory (quadratics).
+def _cells(s: Any, grid: Any, keep: list[int], gaps: Any) -> list[dict[str, Any]]:
+    """One entry per (lr, momentum) of ``grid``: its path, loss gap, divergence, the minimum it ends
+    near, and on a quadratic whose theory applies the predicted and measured rates."""
+    theory = grid.extra["theory"]
+    measured = _measured_rates(s, grid) if theory else None
+    final = grid.final if s.minima else None
+    cells = []
+    for k, (lr, mu) in enumerate((lr, mu) for lr in grid.extra["lrs"] for mu in grid.extra["momenta"]):
+        cell = dict(path=grid.positions[k, keep, :2].tolist(), loss=gaps(grid.losses[k]),
+                    diverged=int(grid.diverged_step[k]))
+        if s.minima and cell["diverged"] < 0:
+            idx, dist = s.nearest_minimum(final[k])
+            cell.update(minimum=idx, distance=dist)
+        if theory:
+            rate = s.rate(lr, mu, nesterov=theory == "nesterov")
+            cell.update(rate=rate, stable=s.stable(lr, mu) if theory == "heavy_ball" else rate < 1,
+                        measured=measured[k] if cell["diverged"] < 0 else None)
+        cells.append(cell)
+    return cells
 
+
+def race_report_data(result: Any, sliders: Sequence[Any], max_points: int = 600) -> dict[str, Any]:
+    """The JSON the page embeds: bounds, the raced runs, each one's slider grid or why it has none,
+    theory (quadratics).
+
+    ``sliders``: per configuration, its grid of races (shared grids are stored once) or a sentence.
     Runs longer than ``max_points`` steps keep every k-th position (a zig-zag of period 2, as heavy
     ball makes on a steep valley, then looks smooth: keep ``max_points`` above the steps to see it)."""
     from ..plots.race import view_for
@@ -129,25 +159,22 @@ def race_report_data(result: Any, grid: Any, max_points: int = 600) -> dict[str,
     def gaps(losses):
         return [(float(v) - fmin) for v in losses[keep]]
 
+    grids: list[Any] = []
     runs = []
     for i, label in enumerate(result.labels):
-        runs.append(dict(label=label, path=result.positions[i, keep, :2].tolist(), loss=gaps(result.losses[i]),
-                         diverged=int(result.diverged_step[i])))
-    lrs, momenta = grid.extra["lrs"], grid.extra["momenta"]
-    measured = _measured_rates(s, grid)
-    cells = []
-    for k in range(len(grid.configs)):
-        lr, mu = grid.configs[k]["lr"], grid.configs[k]["momentum"]
-        cell = dict(path=grid.positions[k, keep, :2].tolist(), loss=gaps(grid.losses[k]),
-                    diverged=int(grid.diverged_step[k]))
-        if s.minima and cell["diverged"] < 0:
-            idx, dist = s.nearest_minimum(grid.final[k])
-            cell.update(minimum=idx, distance=dist)
-        if s.is_quadratic:
-            cell.update(rate=s.rate(lr, mu, nesterov=grid.extra["rule"] == "nesterov"), stable=s.stable(lr, mu),
-                        measured=measured[k] if cell["diverged"] < 0 else None)
-        cells.append(cell)
-    all_loss = np.array([v for r in runs + cells for v in r["loss"]], dtype=float)
+        run = dict(label=label, path=result.positions[i, keep, :2].tolist(), loss=gaps(result.losses[i]),
+                   diverged=int(result.diverged_step[i]))
+        if isinstance(sliders[i], str):
+            run["note"] = sliders[i]
+        else:
+            if not any(g is sliders[i] for g in grids):
+                grids.append(sliders[i])
+            g = next(k for k, grid in enumerate(grids) if grid is sliders[i])
+            run["sliders"] = dict(grid=g, start=list(sliders[i].extra["drives"][i]))
+        runs.append(run)
+    grid_data = [dict(lrs=g.extra["lrs"], momenta=g.extra["momenta"], theory=g.extra["theory"], **g.extra["knob"],
+                      cells=_cells(s, g, keep, gaps)) for g in grids]
+    all_loss = np.array([v for r in runs + [c for g in grid_data for c in g["cells"]] for v in r["loss"]], dtype=float)
     positive = all_loss[np.isfinite(all_loss) & (all_loss > 0)]
     lo = math.floor(math.log10(max(float(positive.min()), 1e-30))) if positive.size else -16
     hi = math.ceil(math.log10(float(positive.max()))) if positive.size else 1
@@ -157,115 +184,145 @@ def race_report_data(result: Any, grid: Any, max_points: int = 600) -> dict[str,
     loss_map = _Map(0, steps, max(lo, hi - 32), hi, LW, LH, log_y=True)
     data = dict(surface=dict(name=s.name, description=s.description, minima=[m[:2].tolist() for m in s.minima],
                              quadratic=s.is_quadratic, fmin=fmin),
-                steps=keep, runs=runs, lrs=lrs, momenta=momenta, rule=grid.extra["rule"], cells=cells,
-                contour=contour.spec(), loss=loss_map.spec())
+                steps=keep, runs=runs, grids=grid_data, contour=contour.spec(), loss=loss_map.spec())
     if s.is_quadratic:
         data["surface"].update(eigenvalues=s.eigenvalues.tolist(), optimal=list(s.optimal("momentum")),
                                optimal_gd=list(s.optimal("gd")), condition=s.condition)
     return data
 
 
-def write_race_report(path: str | Path, result: Any, grid: Any, *, title: str = "",
+def write_race_report(path: str | Path, result: Any, sliders: Sequence[Any], *, title: str = "",
                       images: dict[str, str | Path] | None = None, max_points: int = 600,
                       basins: Any = None) -> Path:
     """Write the interactive race page for ``result`` (a :class:`~inertia.races.RaceResult` on a 2-D surface).
 
-    ``grid`` holds the trajectories the sliders show, raced beforehand by the engine
-    (:func:`inertia.commands.race.slider_grid` or :func:`inertia.races.race_grid`); the page only
-    draws them. ``images``: caption -> PNG file to embed. ``basins``: a
-    :class:`~inertia.basins.BasinMap`, drawn as a layer with the sliders' pair marked on it.
+    ``sliders`` holds, for each raced configuration, the grid of races its lr and momentum sliders pick
+    from, or a sentence saying why it has none (:func:`inertia.commands.race.slider_grids` makes both;
+    the page only draws them). ``images``: caption -> PNG file to embed. ``basins``: a
+    :class:`~inertia.basins.BasinMap` of the first configuration's rule, drawn as a layer with its
+    sliders' pair marked on it.
     """
     from ..plots.race import describe
 
     s = result.surface
     if s.dim != 2:
         raise ValueError(f"the race report draws 2-D surfaces; {s.name} is {s.dim}-D")
-    data = race_report_data(result, grid, max_points)
+    if len(sliders) != len(result.configs):
+        raise ValueError(f"sliders must have one entry per raced configuration ({len(result.configs)}), "
+                         f"got {len(sliders)}")
+    data = race_report_data(result, sliders, max_points)
     basin_svg, data["basins"] = _basin_layer(basins) if basins is not None else ("", None)
-    lr_list, mu_list = data["lrs"], data["momenta"]
-    i0, j0 = _slider_start(result, lr_list, mu_list)
+    if data["basins"] is not None:
+        data["basins"]["run"] = 0 if "sliders" in data["runs"][0] else None
     contour = _Map(**{k: data["contour"][k] for k in ("x0", "x1", "y0", "y1", "w", "h")})
     loss_map = _Map(**{k: data["loss"][k] for k in ("x0", "x1", "y0", "y1", "w", "h")}, log_y=True)
     runs_svg, legend, loss_svg = _runs(data, contour, loss_map)
-    contour_svg = _contour_svg(result, data, contour, runs_svg)
     loss_panel = (
         f'<svg id="losses" width="{LW}" height="{LH}" viewBox="0 0 {LW} {LH}" xmlns="http://www.w3.org/2000/svg">'
-        f'<rect x="{PAD["left"]}" y="{PAD["top"]}" width="{LW - PAD["left"] - PAD["right"]}" height="{LH - PAD["top"] - PAD["bottom"]}" fill="#f4f4f4"/><g>{"".join(loss_svg)}<path id="grid-loss" d="" fill="none" stroke="#000" stroke-width="2.2" stroke-dasharray="6,3"/>'
-        f'<path id="theory-loss" d="" fill="none" stroke="#888" stroke-width="1.2" stroke-dasharray="2,3"/></g>'
+        f'<rect x="{PAD["left"]}" y="{PAD["top"]}" width="{LW - PAD["left"] - PAD["right"]}" '
+        f'height="{LH - PAD["top"] - PAD["bottom"]}" fill="#f4f4f4"/><g>{"".join(loss_svg)}</g>'
         f'{_axes_svg(loss_map, "step", "f(x) − f_min (log scale)", log_y=True)}</svg>'
     )
-    rule_name = data["rule"]
+    n_runs = sum(len(g["cells"]) for g in data["grids"])
     body = f"""
 <h1>{esc(title or 'Optimizer race — ' + describe(result))}</h1>
 <p class="sub">{esc(s.description)}</p>
 <div class="row">
- <div class="panel">{contour_svg}
-  <ul style="list-style:none;padding-left:0;font-size:0.9em">{''.join(legend)}
-  <li><span style="display:inline-block;width:35px;border-top:3px dashed #111;vertical-align:middle"></span> slider choice ({esc(rule_name)}; black dashed on both panels; dotted grey there: theory f₀·ρ^2t on quadratics)</li>
-  <li>○ start &nbsp; ★ global minimum &nbsp; ☆ other minima</li></ul>
+ <div class="panel">{_contour_svg(result, data, contour, runs_svg)}
+  <ul class="legend">{''.join(legend)}
+  <li>solid: each optimizer at its sliders' pair; thin dashed: as raced; ○ start, ★ global minimum, ☆ other minima</li></ul>
  </div>
  <div class="panel controls">
-  <p>Move the sliders: the dashed path is <b>{esc(rule_name)}</b> with the chosen learning rate and momentum,
-  precomputed by the race engine ({len(lr_list)} × {len(mu_list)} runs of {result.steps} steps).</p>
-  <label for="lr-slider">learning rate: <span id="lr-value" class="value"></span></label>
-  <input type="range" id="lr-slider" min="0" max="{len(lr_list) - 1}" step="1" value="{i0}">
-  <label for="momentum-slider">momentum: <span id="momentum-value" class="value"></span></label>
-  <input type="range" id="momentum-slider" min="0" max="{len(mu_list) - 1}" step="1" value="{j0}">
-  <div id="outcome" style="margin-top:10px"></div>
-  <div id="theory" style="margin-top:6px"></div>
-  {_theory_intro(s)}
-  <h2>Loss</h2>
-  {loss_panel}
+  <p>Each optimizer with a learning rate and a momentum has two sliders. The paths they show were raced
+  beforehand by the race engine ({n_runs} runs of {result.steps} steps, one grid per rule and settings):
+  the page draws the engine's own numbers, it does not re-implement the optimizers.</p>
+  {''.join(_racer(i, run, data["grids"]) for i, run in enumerate(data["runs"]))}
  </div>
 </div>
+<h2>Loss</h2>
+<div class="row"><div class="panel loss">{loss_panel}
+ <p class="sub">solid: each optimizer at its sliders' pair (the raced runs without sliders as raced);
+ dotted: theory f₀·ρ^2t where the quadratic's theory applies</p>{_theory_intro(s)}</div></div>
 {basin_svg}
 {_figures(images)}
 <script type="application/json" id="race-data">{script_json(clean(data))}</script>
 """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page(title or f"inertia race: {s.name}", body, script=_JS), encoding="utf-8")
+    path.write_text(page(title or f"inertia race: {s.name}", body, css=_CSS, script=_JS), encoding="utf-8")
     return path
 
 
-def _slider_start(result: Any, lr_list: list[float], mu_list: list[float]) -> tuple[int, int]:
-    """The sliders' first position: on a quadratic its optimal heavy-ball pair, else the race's own lr
-    and momentum (0.9 if it raced none), each the nearest grid value."""
-    s = result.surface
-    base_lr = next((float(c["lr"]) for c in result.configs if isinstance(c.get("lr"), (int, float))), lr_list[len(lr_list) // 2])
-    if s.is_quadratic:
-        base_lr, mu_start = s.optimal("momentum")
-    else:
-        mu_start = next((float(c["momentum"]) for c in result.configs if c.get("rule") in ("momentum", "nesterov")
-                         and isinstance(c.get("momentum"), (int, float))), 0.9)
-    i0 = int(np.argmin([abs(math.log(v / base_lr)) for v in lr_list]))
-    j0 = int(np.argmin([abs(v - mu_start) for v in mu_list]))
-    return i0, j0
+_CSS = """
+.controls { max-width: 440px; }
+.racer { border-top: 1px solid #e3e3e3; padding: 6px 0 8px; }
+.racer-name { font-weight: 600; }
+.swatch { display: inline-block; width: 22px; height: 5px; border: 1px solid #333; vertical-align: middle; }
+.note { color: #555; font-size: 0.9em; margin: 4px 0 0; }
+.legend { list-style: none; padding-left: 0; font-size: 0.9em; max-width: 610px; }
+.loss { max-width: 620px; }
+"""
+
+
+def _swatch(i: int) -> str:
+    from ..plots import color
+
+    return f'<span class="swatch" style="background:{color(i)}"></span>'
+
+
+def _racer(i: int, run: dict, grids: list[dict]) -> str:
+    """One raced configuration's controls: its lr and momentum sliders, or why it has none."""
+    head = f'<div class="racer" id="racer-{i}"><div class="racer-name">{_swatch(i)} {esc(run["label"])}</div>'
+    if "sliders" not in run:
+        return f'{head}<p class="note" id="note-{i}">No sliders: {esc(run["note"])}.</p></div>'
+    g = grids[run["sliders"]["grid"]]
+    li, mj = run["sliders"]["start"]
+    rows = (("lr", "learning rate", len(g["lrs"]), li),
+            ("momentum", f'{g["symbol"]} ({g["meaning"]})', len(g["momenta"]), mj))
+    return head + "".join(
+        f'<label for="{name}-slider-{i}">{esc(words)}: <span id="{name}-value-{i}" class="value"></span></label>'
+        f'<input type="range" id="{name}-slider-{i}" data-run="{i}" min="0" max="{size - 1}" step="1" value="{at}">'
+        for name, words, size, at in rows
+    ) + f'<div id="outcome-{i}"></div><div id="theory-{i}" class="note"></div></div>'
 
 
 def _runs(data: dict, contour: _Map, loss_map: _Map) -> tuple[list[str], list[str], list[str]]:
-    """Each raced run as a path on the contour panel, a legend entry and a curve on the loss panel."""
+    """Each raced run on the contour panel (with sliders: thin dashed as raced, and the solid path the
+    page fills in), its legend entry, and its curve on the loss panel (filled in by the page for runs
+    with sliders, with a dotted theory line)."""
     from ..plots import color
 
     runs_svg, legend, loss_svg = [], [], []
     for i, run in enumerate(data["runs"]):
         c = color(i)
         d = _polyline(run["path"], contour)
-        runs_svg.append(f'<path d="{d}" fill="none" stroke="#1a1a1a" stroke-width="3.6"/>'
-                        f'<path class="race-path" d="{d}" fill="none" stroke="{c}" stroke-width="2"/>')
-        lc = c  # same colour as the path; a dark underlay keeps light colours visible
-        ld = _polyline([(t, None if v is None else (v if v > 0 else 10 ** loss_map.y0))
-                        for t, v in zip(data["steps"], run["loss"])], loss_map)
-        loss_svg.append(f'<path d="{ld}" fill="none" stroke="#222" stroke-width="3.2" opacity="0.8"/>'
-                        f'<path class="race-loss" d="{ld}" fill="none" stroke="{lc}" stroke-width="1.6"/>')
+        if "sliders" in run:
+            runs_svg.append(f'<path class="race-path" d="{d}" fill="none" stroke="{c}" stroke-width="1.3" '
+                            f'stroke-dasharray="5,3"/>')
+            loss_svg.append(f'<path id="loss-under-{i}" d="" fill="none" stroke="#222" stroke-width="3.2" opacity="0.8"/>'
+                            f'<path id="loss-{i}" d="" fill="none" stroke="{c}" stroke-width="1.6"/>'
+                            f'<path id="theory-loss-{i}" d="" fill="none" stroke="{c}" stroke-width="1.4" '
+                            f'stroke-dasharray="2,3"/>')
+        else:
+            runs_svg.append(f'<path d="{d}" fill="none" stroke="#1a1a1a" stroke-width="3.6"/>'
+                            f'<path class="race-path" d="{d}" fill="none" stroke="{c}" stroke-width="2"/>')
+            ld = _polyline([(t, None if v is None else (v if v > 0 else 10 ** loss_map.y0))
+                            for t, v in zip(data["steps"], run["loss"])], loss_map)
+            loss_svg.append(f'<path d="{ld}" fill="none" stroke="#222" stroke-width="3.2" opacity="0.8"/>'
+                            f'<path class="race-loss" d="{ld}" fill="none" stroke="{c}" stroke-width="1.6"/>')
         status = f" — diverged at step {run['diverged']}" if run["diverged"] >= 0 else ""
-        legend.append(f'<li><span style="display:inline-block;width:22px;height:5px;background:{c};border:1px solid #333;vertical-align:middle"></span> '
-                      f'{esc(run["label"])}{esc(status)}</li>')
+        legend.append(f'<li>{_swatch(i)} {esc(run["label"])}{esc(status)}</li>')
+    for i, run in enumerate(data["runs"]):   # the sliders' paths above every raced one
+        if "sliders" in run:
+            runs_svg.append(f'<path id="under-{i}" d="" fill="none" stroke="#1a1a1a" stroke-width="3.6"/>'
+                            f'<path id="path-{i}" class="slider-path" d="" fill="none" stroke="{color(i)}" '
+                            f'stroke-width="2"/><circle id="end-{i}" r="4.5" cx="-10" cy="-10" fill="{color(i)}" '
+                            f'stroke="#1a1a1a" stroke-width="1.5"/>')
     return runs_svg, legend, loss_svg
 
 
 def _contour_svg(result: Any, data: dict, contour: _Map, runs_svg: list[str]) -> str:
-    """The surface's contour image with the runs, the slider's path, the start and the minima."""
+    """The surface's contour image and colour bar with the runs, the start and the minima."""
     left, top = PAD["left"], PAD["top"]
     pw, ph = W - PAD["left"] - PAD["right"], H - PAD["top"] - PAD["bottom"]
     start = result.positions[0, 0]
@@ -273,14 +330,14 @@ def _contour_svg(result: Any, data: dict, contour: _Map, runs_svg: list[str]) ->
     for k, m in enumerate(data["surface"]["minima"]):
         marks.append(f'<text x="{contour.x(m[0]):.1f}" y="{contour.y(m[1]) + 6:.1f}" text-anchor="middle" '
                      f'style="font-size:18px;fill:white;stroke:black;stroke-width:0.6">{"★" if k == 0 else "☆"}</text>')
+    surface_png, bar_png, encodes = _background(result.surface, contour)
     return (
-        f'<svg id="contour" width="{W}" height="{H}" viewBox="0 0 {W} {H}" xmlns="http://www.w3.org/2000/svg">'
-        f'<image href="{_background(result.surface, contour)}" x="{left}" y="{top}" width="{pw}" height="{ph}" preserveAspectRatio="none"/>'
+        f'<svg id="contour" width="{W + BAR_W}" height="{H}" viewBox="0 0 {W + BAR_W} {H}" xmlns="http://www.w3.org/2000/svg">'
+        f'<image href="{surface_png}" x="{left}" y="{top}" width="{pw}" height="{ph}" preserveAspectRatio="none"/>'
+        f'<image id="colour-bar" href="{bar_png}" x="{W - PAD["right"] + 6}" y="{top}" width="{BAR_W}" height="{ph}" '
+        f'role="img" aria-label="colour: {esc(encodes)}"><title>colour: {esc(encodes)}</title></image>'
         f'<clipPath id="clip"><rect x="{left}" y="{top}" width="{pw}" height="{ph}"/></clipPath>'
-        f'<g clip-path="url(#clip)">{"".join(runs_svg)}'
-        f'<path d="" class="grid-under" fill="none" stroke="white" stroke-width="4.5"/>'
-        f'<path id="grid-path" d="" fill="none" stroke="#111" stroke-width="2.5" stroke-dasharray="7,3"/>'
-        f'<circle id="grid-end" r="6" cx="-10" cy="-10" fill="#111" stroke="white" stroke-width="1.5"/></g>'
+        f'<g clip-path="url(#clip)">{"".join(runs_svg)}</g>'
         f'{"".join(marks)}{_axes_svg(contour, "x", "y")}</svg>'
     )
 
@@ -324,7 +381,7 @@ def _basin_layer(bmap: Any) -> tuple[str, dict[str, Any]]:
                "hue: the minimum the marble ends in (blue: global, orange: local), darker = more steps to settle; "
                "grey: not settled; black: diverged")
     svg = (f'<h2>Basin map</h2><div class="panel"><p class="sub">{esc(describe_map(bmap))}. {esc(caption)}; '
-           f'hover a cell for its numbers; the ring is the sliders\' pair.</p>'
+           f'hover a cell for its numbers; the ring is the first optimizer\'s slider pair.</p>'
            f'<svg id="basins" width="{W}" height="{H}" viewBox="0 0 {W} {H}" xmlns="http://www.w3.org/2000/svg">'
            f'<clipPath id="basin-clip"><rect x="{left}" y="{top}" width="{pw}" height="{ph}"/></clipPath>'
            f'<g clip-path="url(#basin-clip)">{"".join(cells)}{edge}</g>'
@@ -365,8 +422,7 @@ def _figures(images: dict[str, str | Path] | None) -> str:
 _JS = r"""
 (function () {
   const D = JSON.parse(document.getElementById('race-data').textContent);
-  const lrSlider = document.getElementById('lr-slider');
-  const muSlider = document.getElementById('momentum-slider');
+  const $ = id => document.getElementById(id);
   function mapper(s) {
     const pw = s.w - s.pad.left - s.pad.right, ph = s.h - s.pad.top - s.pad.bottom;
     return {
@@ -387,54 +443,54 @@ _JS = r"""
     return out.join(' ');
   }
   function fmt(v) { return v === null || v === undefined ? '—' : String(Number(Number(v).toPrecision(4))); }
-  function update() {
-    const i = Number(lrSlider.value), j = Number(muSlider.value);
-    const lr = D.lrs[i], mu = D.momenta[j];
-    const cell = D.cells[i * D.momenta.length + j];
-    document.getElementById('lr-value').textContent = fmt(lr);
-    document.getElementById('momentum-value').textContent = fmt(mu);
-    const gp = document.getElementById('grid-path');
-    const d = pathD(cell.path, C);
-    gp.setAttribute('d', d);
-    document.querySelector('#contour .grid-under').setAttribute('d', d);
-    gp.setAttribute('data-lr', lr);
-    gp.setAttribute('data-momentum', mu);
+  function outcome(cell) {
+    if (cell.diverged >= 0) return '<span class="bad">diverged at step ' + cell.diverged + '</span>';
+    if (cell.minimum === undefined) return '';
+    return 'ends ' + fmt(cell.distance) + ' from the ' + (cell.minimum === 0 ? '<b class="ok">global minimum</b>' : '<b>local minimum #' + cell.minimum + '</b>') +
+           '; final f − f_min = ' + fmt(cell.loss[cell.loss.length - 1]);
+  }
+  function theory(cell, G, lr, mu) {
+    const lmax = D.surface.eigenvalues[D.surface.eigenvalues.length - 1];
+    const edge = G.theory === 'heavy_ball' ? ': lr·λmax = ' + fmt(lr * lmax) + (cell.stable ? ' &lt; ' : ' ≥ ') + '2 + 2μ = ' + fmt(2 + 2 * mu) : '';
+    return 'theory (' + (G.theory === 'heavy_ball' ? 'heavy ball' : 'Nesterov') + '): predicted rate ρ = <b>' + fmt(cell.rate) + '</b> per step' +
+      (cell.measured !== null && cell.measured !== undefined ? ' (measured ' + fmt(cell.measured) + ')' : '') + '; ' +
+      (cell.stable ? '<span class="ok">stable</span>' : '<span class="bad">unstable</span>') + edge;
+  }
+  function update(i) {
+    const run = D.runs[i], G = D.grids[run.sliders.grid];
+    const li = Number($('lr-slider-' + i).value), mj = Number($('momentum-slider-' + i).value);
+    const lr = G.lrs[li], mu = G.momenta[mj];
+    const cell = G.cells[li * G.momenta.length + mj];
+    $('lr-value-' + i).textContent = fmt(lr);
+    $('momentum-value-' + i).textContent = fmt(mu);
+    const path = $('path-' + i), d = pathD(cell.path, C);
+    path.setAttribute('d', d);
+    $('under-' + i).setAttribute('d', d);
+    path.setAttribute('data-lr', lr);
+    path.setAttribute('data-momentum', mu);
     let last = null;
     for (const p of cell.path) { if (p[0] === null || p[1] === null) break; last = p; }
-    const end = document.getElementById('grid-end');
-    if (last) { end.setAttribute('cx', C.x(last[0]).toFixed(1)); end.setAttribute('cy', C.y(last[1]).toFixed(1)); }
-    const pts = D.steps.map((t, k) => [t, cell.loss[k] === null ? null : Math.max(cell.loss[k], 1e-300)]);
-    document.getElementById('grid-loss').setAttribute('d', pathD(pts, L));
-    let outcome = '';
-    if (cell.diverged >= 0) {
-      outcome = '<span class="bad">diverged at step ' + cell.diverged + '</span>';
-    } else if (cell.minimum !== undefined) {
-      outcome = 'ends ' + fmt(cell.distance) + ' from the ' + (cell.minimum === 0 ? '<b class="ok">global minimum</b>' : '<b>local minimum #' + cell.minimum + '</b>') +
-                '; final f − f_min = ' + fmt(cell.loss[cell.loss.length - 1]);
-    }
-    document.getElementById('outcome').innerHTML = outcome;
-    const th = document.getElementById('theory');
-    if (D.surface.quadratic) {
-      const lmax = D.surface.eigenvalues[D.surface.eigenvalues.length - 1];
-      th.innerHTML = 'theory: predicted rate ρ = <b>' + fmt(cell.rate) + '</b> per step' +
-        (cell.measured !== null && cell.measured !== undefined ? ' (measured ' + fmt(cell.measured) + ')' : '') + '; ' +
-        (cell.stable ? '<span class="ok">stable</span>' : '<span class="bad">unstable</span>') +
-        ': lr·λmax = ' + fmt(lr * lmax) + (cell.stable ? ' &lt; ' : ' ≥ ') + '2 + 2μ = ' + fmt(2 + 2 * mu);
-      const f0 = cell.loss[0];
-      const tp = D.steps.map(t => [t, f0 * Math.pow(cell.rate, 2 * t)]);
-      document.getElementById('theory-loss').setAttribute('d', cell.rate < 1.5 ? pathD(tp, L) : '');
-    } else {
-      th.textContent = '';
-    }
-    if (D.basins) {
-      const B = mapper(D.basins.map), ring = document.getElementById('basin-choice');
+    $('end-' + i).setAttribute('cx', last ? C.x(last[0]).toFixed(1) : -10);
+    $('end-' + i).setAttribute('cy', last ? C.y(last[1]).toFixed(1) : -10);
+    const ld = pathD(D.steps.map((t, k) => [t, cell.loss[k] === null ? null : Math.max(cell.loss[k], 1e-300)]), L);
+    $('loss-' + i).setAttribute('d', ld);
+    $('loss-under-' + i).setAttribute('d', ld);
+    $('outcome-' + i).innerHTML = outcome(cell);
+    const quadratic = D.surface.quadratic && G.theory;
+    $('theory-' + i).innerHTML = quadratic ? theory(cell, G, lr, mu) : '';
+    const f0 = cell.loss[0];
+    $('theory-loss-' + i).setAttribute('d', quadratic && cell.rate < 1.5 ? pathD(D.steps.map(t => [t, f0 * Math.pow(cell.rate, 2 * t)]), L) : '');
+    if (D.basins && D.basins.run === i) {
+      const B = mapper(D.basins.map), ring = $('basin-choice');
       ring.setAttribute('cx', B.x(D.basins.log_x ? Math.log10(lr) : lr).toFixed(1));
       ring.setAttribute('cy', B.y(mu).toFixed(1));
     }
   }
-  lrSlider.addEventListener('input', update);
-  muSlider.addEventListener('input', update);
-  update();
+  D.runs.forEach((run, i) => {
+    if (!run.sliders) return;
+    for (const name of ['lr', 'momentum']) $(name + '-slider-' + i).addEventListener('input', () => update(i));
+    update(i);
+  });
   document.body.setAttribute('data-ready', '1');
 })();
 """

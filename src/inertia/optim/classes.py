@@ -89,8 +89,13 @@ def optimizer_class(name: str) -> type[PresetOptimizer]:
 def make_optimizer(name: str, params: Any, **hyper: Any) -> PresetOptimizer:
     """The optimizer for a registered name (``"momentum"``, ``"adam"``, ``"qhm"``, ...): an instance of
     ``optimizer_class(name)`` with the registry's defaults (for ``"sgd"``, lr 0.01, where ``inertia.SGD``
-    takes torch's 1e-3)."""
+    takes torch's 1e-3); for a tuned name (``"yellowfin"``, ``"yellowfin:nesterov"``) a
+    :class:`~inertia.YellowFin` over its rule."""
     preset = rules.get(name)
+    if preset.tuner is not None:
+        from ..yellowfin import YellowFin   # the tuner's optimizer, built on this package
+
+        return YellowFin(params, rule=preset.base, **hyper)
     return optimizer_class(preset.name)(params, **{"lr": preset.defaults["lr"], **hyper})
 
 

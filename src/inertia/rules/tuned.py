@@ -12,7 +12,7 @@ Its update is ``rule``'s, with the ``lr`` and ``momentum`` the engine's tuner se
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Collection
 
 from .base import Hyper, Rule, boolean, one_of, require
 
@@ -32,6 +32,19 @@ def check_tuner(h: Hyper) -> None:
     one_of("apply", h["apply"], APPLY)
     boolean("slow_start", h["slow_start"])
     boolean("clip", h["clip"])
+
+
+def check_tuned_names(tuner: str, *, swept: Collection[str] = (), given: Collection[str] = (),
+                      scheduled: Collection[str] = ()) -> None:
+    """A tuner's lr and momentum are its own, and its ``beta`` holds for the whole run: one line naming the
+    first hyperparameter swept, given or scheduled against that."""
+    for how, names in (("swept", swept), ("given", given), ("scheduled", scheduled)):
+        bad = [name for name in TUNED if name in names]
+        if bad:
+            hint = " (sweep its other hyperparameters, such as beta or weight_decay, or only seeds)" * (how == "swept")
+            raise ValueError(f"{tuner} tunes lr and momentum at every step; {bad[0]} cannot be {how}{hint}")
+    if "beta" in scheduled:
+        raise ValueError(f"{tuner}: beta cannot be scheduled (it smooths every running average of the tuner)")
 
 
 def tuned(rule: Rule) -> Rule:

@@ -52,7 +52,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     options.add_model(what)
     options.add_optimizer(what)
     what.add_argument("--lr", default=None, metavar="VALUES",
-                      help=f"learning rates (default: {DEFAULT_LRS}; none for yellowfin, which tunes lr and momentum)")
+                      help=f"learning rates; none for yellowfin, which tunes lr and momentum (default: {DEFAULT_LRS})")
     what.add_argument("--momentum", default=None, metavar="VALUES",
                       help="momentum values (default: " + ",".join(map(str, DEFAULT_MOMENTA))
                            + " for rules that have a momentum)")

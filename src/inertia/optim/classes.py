@@ -80,6 +80,9 @@ def optimizer_class(name: str) -> type[PresetOptimizer]:
     """The class of a registered name (``"adam"`` gives :class:`Adam`); a name without a public class gets
     one, ``RuleOptimizer[name]``, documented by its registry summary."""
     preset = rules.get(name)
+    if preset.tuner is not None:
+        raise ValueError(f"{preset.name} is a tuner around the rule {preset.base!r}, not a rule: "
+                         f"inertia.YellowFin(params, rule={preset.base!r}), or make_optimizer({preset.name!r}, params)")
     if preset.name not in _CLASSES:
         type(f"RuleOptimizer[{preset.name}]", (PresetOptimizer,), {"__doc__": preset.summary, "__module__": __name__},
              preset=preset.name)

@@ -36,8 +36,10 @@ class Preset:
         return {**self.rule.defaults, **self.overrides}
 
     def hyper(self, **given: Any) -> dict[str, Any]:
-        """The full, validated hyperparameters: rule defaults < preset overrides < ``given``."""
-        return self.rule.check({**self.overrides, **given})
+        """The full, validated hyperparameters: rule defaults < preset overrides < ``given`` (a tuned preset's
+        without lr and momentum: its tuner sets them)."""
+        full = self.rule.check({**self.overrides, **given})
+        return full if self.tuner is None else {k: v for k, v in full.items() if k not in TUNED}
 
 
 PRESETS: dict[str, Preset] = {}

@@ -117,7 +117,10 @@ class YellowFinTuner:
         debias = 1 - self.beta ** (self.t + 1)
         for avg, g in zip(self.grad_avg, grads):
             beta = self._along(self.beta, g)
-            avg.mul_(beta).add_(g * (1 - beta)) if isinstance(beta, Tensor) else avg.mul_(beta).add_(g, alpha=1 - beta)
+            if isinstance(beta, Tensor):
+                avg.mul_(beta).add_(g * (1 - beta))
+            else:
+                avg.mul_(beta).add_(g, alpha=1 - beta)
         self.recent[:, self.t % self.window] = sq
         seen = self.recent[:, :min(self.t + 1, self.window)]
         h_min = self._ema("log_h_min", seen.min(1).values.log(), debias).exp()

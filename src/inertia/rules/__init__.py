@@ -29,7 +29,7 @@ class Preset:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     summary: str = ""
     tuner: str | None = None   # a tuner (TUNERS) sets lr and momentum at every step
-    base: str | None = None    # the tuned preset's own name (tuned presets only)
+    base: str | None = None    # the preset the tuner drives (tuned presets only)
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -52,8 +52,8 @@ def register(name: str, rule: Rule, summary: str, **overrides: Any) -> Preset:
     return preset
 
 
-TUNERS = {"yellowfin": "YellowFin (Zhang & Mitliagkas 2017): lr and momentum tuned at every step, "
-                        "heavy-ball momentum by default; yellowfin:NAME tunes the rule NAME"}
+TUNERS = {"yellowfin": "YellowFin (Zhang & Mitliagkas 2017): lr and momentum tuned at every step, over heavy "
+                        "ball, or over the rule NAME"}
 """Tuners by name: ``yellowfin`` tunes ``momentum``, ``yellowfin:NAME`` any registered rule with a momentum
 (:mod:`inertia.yellowfin`); they are not rules, so they are not in :data:`PRESETS`."""
 _TUNED: dict[str, Preset] = {}

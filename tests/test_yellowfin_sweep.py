@@ -18,7 +18,8 @@ from inertia.pipeline import batch_at, make_folds
 from inertia.sweeps.engine import Job, Members, run_members
 
 FEATURES, CLASSES, EXAMPLES, STEPS, BATCH, SEED = 6, 3, 96, 60, 16, 5
-CONFIGS = [{"beta": 0.99, "weight_decay": 0.0}, {"beta": 0.999, "weight_decay": 1e-3}, {"beta": 0.95, "weight_decay": 0.0}]
+CONFIGS = [{"beta": 0.99, "weight_decay": 0.0}, {"beta": 0.999, "weight_decay": 1e-3},
+           {"beta": 0.95, "weight_decay": 0.0}]
 
 
 def _data():

@@ -41,7 +41,8 @@ def check_tuned_names(tuner: str, *, swept: Collection[str] = (), given: Collect
     for how, names in (("swept", swept), ("given", given), ("scheduled", scheduled)):
         bad = [name for name in TUNED if name in names]
         if bad:
-            hint = " (sweep its other hyperparameters, such as beta or weight_decay, or only seeds)" * (how == "swept")
+            hint = (" (sweep its other hyperparameters, such as beta or weight_decay, or only seeds)"
+                    if how == "swept" else "")
             raise ValueError(f"{tuner} tunes lr and momentum at every step; {bad[0]} cannot be {how}{hint}")
     if "beta" in scheduled:
         raise ValueError(f"{tuner}: beta cannot be scheduled (it smooths every running average of the tuner)")

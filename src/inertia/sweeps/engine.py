@@ -389,7 +389,7 @@ class Members:
             curve = self.curves[members].mean(0)  # mean over folds per step
             rec["train_loss_final"] = _last_finite(curve)
             rec["train_loss_curve"] = _subsample(curve, self.job.curve_points)
-            if self.tuner is not None:   # the lr and momentum used, mean over seeds and folds, at the loss curve's steps
+            if self.tuner is not None:   # the lr and μ used, mean over seeds and folds, at the loss curve's steps
                 rec["lr_curve"], rec["momentum_curve"] = (_subsample(used[members].mean(0), self.job.curve_points)
                                                           for used in self.tuned_curves)
             rec["steps"] = self.job.steps

@@ -135,9 +135,9 @@ def test_state_dict_resumes_exactly():
 
 def test_bad_input_is_one_line_naming_it():
     w = [torch.nn.Parameter(torch.zeros(2))]
-    with pytest.raises(ValueError, match="YellowFin: rule 'adam' has no momentum to tune"):
+    with pytest.raises(ValueError, match="yellowfin: rule 'adam' has no momentum to tune"):
         YellowFin(w, rule="adam")
-    with pytest.raises(ValueError, match="apply must be one of smoothed, raw"):
+    with pytest.raises(ValueError, match="apply must be one of 'smoothed', 'raw'"):
         YellowFin(w, apply="both")
     with pytest.raises(ValueError, match="window must be a positive integer"):
         YellowFin(w, window=0)

@@ -366,6 +366,10 @@ class Stack:
     def update(self, i: int, grad: Tensor) -> None:
         self.rule.update(self.params[i], grad, self.state[i], self.hyper_for(i))
 
+    def refresh(self) -> None:
+        """Read this step's hyperparameters again before its updates (a tuner has just set some)."""
+        self._values = None
+
     def end_step(self) -> None:
         """The step's updates are done: the next one takes the schedules' next values."""
         self.t += 1

@@ -178,9 +178,13 @@ def _plan(optimizer: str, hyper: dict[str, Any], schedules: dict[str, Any], step
     if isinstance(loss, str) and loss != "auto" and loss not in LOSSES:
         raise ValueError(f"loss: unknown loss {loss!r}; known: auto, {', '.join(LOSSES)}")
     preset = rules.get(optimizer)
+    if preset.tuner is not None:
+        from .rules.tuned import check_tuned_names
+
+        check_tuned_names(preset.name, given=hyper, scheduled=schedules)
     values = member_hyper(preset, [hyper], schedules=schedules, steps=steps).values
     built = {name: _driven(values[name]) for name in schedules}
-    return _Plan(optimizer, hyper, {**preset.defaults, **hyper}, built, steps, batch_size, _device(device))
+    return _Plan(optimizer, hyper, preset.hyper(**hyper), built, steps, batch_size, _device(device))
 
 
 def _driven(value: Any) -> Any:

@@ -115,6 +115,9 @@ def _groups(configs: list[dict[str, Any]], schedules: Mapping[str, Any]) -> dict
     for i, config in enumerate(configs):
         name, given = _split(config)
         preset = rules.get(name)
+        if preset.tuner is not None:
+            raise ValueError(f"configuration {i} ({label_for(config)}): {preset.name} is a tuner; races run rules "
+                             f"at the values given (inertia.YellowFin runs in a loop of your own)")
         try:
             check_names(preset, given, error=TypeError)
         except TypeError as error:

@@ -236,7 +236,7 @@ def _sweep_scalars(results: Any, record: Mapping[str, Any]) -> dict[str, list[tu
         scalars[key] = [(s, v) for s, v in zip(record.get("eval_steps") or [], curve) if v is not None]
     hyper = used_hyperparameters(results, record)
     for tag, values in hyper.items():
-        scalars[tag] = [(s, values(s - 1)) for s in at]
+        scalars[tag] = [(s, value) for s, value in ((s, values(s - 1)) for s in at) if value is not None]
     if "lr" in hyper and "momentum" in hyper:
         convention = str((results.meta.get("fixed") or {}).get("convention", "torch"))
         scalars["effective_lr"] = [(s, float(effective_lr(lr, mu, convention)))
@@ -246,12 +246,19 @@ def _sweep_scalars(results: Any, record: Mapping[str, Any]) -> dict[str, list[tu
 
 def used_hyperparameters(results: Any, record: Mapping[str, Any]) -> dict[str, Any]:
     """``{"lr": f, "momentum": f}``: the value a configuration used at each update (``f(t)``, t from 0),
-    its schedule applied from its own value as the sweep applied it."""
+    its schedule applied from its own value as the sweep applied it. A tuned rule's (``yellowfin``) are
+    the values its tuner set, mean over the configuration's seeds and folds, at the steps of its
+    training-loss curve (``record["lr_curve"]``; None at another step or where a member diverged)."""
     from . import rules
     from .core import with_schedules
+    from .sweeps.results import train_curve_steps
 
     meta = results.meta
     preset = rules.get(meta.get("optimizer") or "momentum")
+    if preset.tuner is not None:
+        at = [step - 1 for step in train_curve_steps(record)]
+        return {name: (lambda t, used=dict(zip(at, record.get(f"{name}_curve") or [])): used.get(t))
+                for name in ("lr", "momentum")}
     values = {**preset.defaults, **(meta.get("fixed") or {}), **{n: record[n] for n in results.swept}}
     steps = int(record.get("steps") or meta.get("steps") or 1)
     hyper = with_schedules(preset.rule, values, dict(meta.get("schedules") or {}), steps, results.swept)

@@ -19,107 +19,200 @@ dividing by 1 − β^(t+1)):
 - slow start: γ ← min(γ, γ·(t + 1)/(10·window)); adaptive clipping (from the second step on): the
   gradient is scaled to norm at most √(100·h_max) of the previous step, before the statistics.
 
-The statistics are host-side floats (one host sync per step).
+Every quantity is a tensor with one value per member ``[M]``, in float64: one model (the optimizer,
+M = 1), or the M members of a sweep's stack, each with its own estimates from its own gradients
+(:class:`StackTuner`). The settings are a tuned rule's hyperparameters (:mod:`inertia.rules.tuned`);
+``beta`` may differ between members.
 """
 from __future__ import annotations
 
-import math
-from collections import deque
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from . import rules
 from .optim import RuleOptimizer
+from .rules.tuned import TUNED, TUNER_DEFAULTS, check_tuner
+from .schedules import Schedule
 
-__all__ = ["YellowFin", "YellowFinTuner", "tuned_momentum", "cubic_root"]
-
-APPLY = ("smoothed", "raw")
+__all__ = ["YellowFin", "YellowFinTuner", "StackTuner", "tuned_momentum", "cubic_root"]
 
 
-def cubic_root(p: float) -> float:
-    """The root x ∈ [0, 1] of p·x = (1 − x)³ for p > 0 (Vieta's substitution, module docstring)."""
-    w3 = (-math.sqrt(p * p + 4 * p ** 3 / 27) - p) / 2
-    w = math.copysign(abs(w3) ** (1 / 3), w3)
+def cubic_root(p: Any) -> Any:
+    """The root x ∈ [0, 1] of p·x = (1 − x)³ for p > 0 (Vieta's substitution, module docstring); a number
+    or a tensor of them."""
+    w3 = (-(p * p + 4 * p ** 3 / 27) ** 0.5 - p) / 2      # < 0 for p > 0
+    w = -((-w3) ** (1 / 3))
     return w - p / (3 * w) + 1
 
 
-def tuned_momentum(h_min: float, h_max: float, variance: float, distance: float) -> tuple[float, float]:
-    """YellowFin's (μ, γ) for the curvature range [h_min, h_max], gradient variance C and distance D."""
+def tuned_momentum(h_min: Any, h_max: Any, variance: Any, distance: Any) -> tuple[Any, Any]:
+    """YellowFin's (μ, γ) for the curvature range [h_min, h_max], gradient variance C and distance D
+    (numbers, or tensors of them)."""
     x = cubic_root(distance ** 2 * h_min ** 2 / (2 * variance))
-    root_kappa = math.sqrt(h_max / h_min)
-    mu = max(x * x, ((root_kappa - 1) / (root_kappa + 1)) ** 2)
-    return mu, (1 - math.sqrt(mu)) ** 2 / h_min
+    root_kappa = (h_max / h_min) ** 0.5
+    floor = ((root_kappa - 1) / (root_kappa + 1)) ** 2
+    mu = torch.maximum(x * x, floor) if isinstance(x, Tensor) else max(x * x, floor)
+    return mu, (1 - mu ** 0.5) ** 2 / h_min
 
 
 class YellowFinTuner:
-    """The running estimates of the module docstring; :meth:`observe` takes one step's gradients."""
+    """The running estimates of the module docstring for M members; :meth:`observe` takes one step's gradients.
 
-    def __init__(self, beta: float = 0.999, window: int = 20, apply: str = "smoothed", slow_start: bool = True,
-                 clip: bool = True):
-        if not 0 < beta < 1:
-            raise ValueError(f"beta must be in (0, 1), got {beta!r}")
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ValueError(f"window must be a positive integer, got {window!r}")
-        if apply not in APPLY:
-            raise ValueError(f"apply must be one of {', '.join(APPLY)}, got {apply!r}")
-        self.beta, self.window, self.apply, self.slow_start, self.clip = beta, window, apply, slow_start, clip
+    ``stacked``: every gradient's first axis is the member axis (a sweep's stack); otherwise the gradients
+    are one model's (M = 1). ``beta``: a number, or one per member ``[M]``.
+    """
+
+    def __init__(self, beta: Any = 0.999, window: int = 20, apply: str = "smoothed", slow_start: bool = True,
+                 clip: bool = True, *, stacked: bool = False):
+        check_tuner(dict(beta=beta, window=window, apply=apply, slow_start=slow_start, clip=clip))
+        self.beta = beta.to(torch.float64) if isinstance(beta, Tensor) else float(beta)
+        self.window, self.apply, self.slow_start, self.clip, self.stacked = window, apply, slow_start, clip, stacked
         self.t = 0
-        self.recent: deque[float] = deque(maxlen=window)
-        self.avg = dict.fromkeys(("log_h_min", "log_h_max", "sq", "norm", "dist", "mu", "lr"), 0.0)
-        self.grad_avg: list[Tensor] = []
-        self.h_max: float | None = None
-        self.values: dict[str, float] = {}
+        self.recent: Tensor | None = None            # [M, window] squared norms, a ring
+        self.avg: dict[str, Tensor] = {}              # [M] each: the EMAs before debiasing
+        self.grad_avg: list[Tensor] = []              # EMA of each gradient
+        self.h_max: Tensor | None = None              # [M], the last step's (for clipping)
+        self.values: dict[str, Tensor] = {}
 
-    def _ema(self, name: str, value: float) -> float:
+    def _per_member(self, tensors: Iterable[Tensor]) -> Tensor:
+        """Σ x² over each member's elements of all ``tensors``, in float64: ``[M]``."""
+        if self.stacked:
+            return sum(t.double().pow(2).flatten(1).sum(1) for t in tensors)
+        return sum(t.double().pow(2).sum() for t in tensors).reshape(1)
+
+    def _along(self, value: Any, like: Tensor) -> Any:
+        """A per-member ``value`` shaped to broadcast against ``like`` (a number stays a number)."""
+        if not isinstance(value, Tensor):
+            return value
+        value = value.to(like.device, like.dtype)
+        return value.view(-1, *[1] * (like.dim() - 1)) if self.stacked else value.reshape(())
+
+    def _ema(self, name: str, value: Tensor, debias: Any) -> Tensor:
         """Update the EMA ``name`` with ``value``; its zero-debiased value."""
-        self.avg[name] = self.beta * self.avg[name] + (1 - self.beta) * value
-        return self.avg[name] / (1 - self.beta ** (self.t + 1))
+        previous = self.avg.get(name, torch.zeros_like(value))
+        self.avg[name] = self.beta * previous + (1 - self.beta) * value
+        return self.avg[name] / debias
 
     @torch.no_grad()
-    def observe(self, grads: Sequence[Tensor]) -> tuple[float, float] | None:
-        """Clip ``grads`` in place (adaptive clipping), update the estimates, and return (γ, μ) to apply;
-        None (nothing updated) when the gradient is not finite."""
-        sq = float(sum(g.double().pow(2).sum() for g in grads))
-        if not math.isfinite(sq):
+    def observe(self, grads: Sequence[Tensor]) -> tuple[Tensor, Tensor] | None:
+        """Clip ``grads`` in place (adaptive clipping), update the estimates, and return (γ, μ) to apply,
+        ``[M]`` each; None (nothing updated) when one model's gradient is not finite (a stack's member
+        with a non-finite gradient gets non-finite values, and the sweep drops it at its next loss)."""
+        sq = self._per_member(grads)
+        if not self.stacked and not bool(torch.isfinite(sq).all()):
             return None
-        if self.clip and self.h_max is not None and sq > 100 * self.h_max:
-            scale = math.sqrt(100 * self.h_max / sq)
-            for g in grads:
-                g.mul_(scale)
-            sq *= scale * scale
-        sq = max(sq, 1e-30)
+        if self.clip and self.h_max is not None:
+            over = sq > 100 * self.h_max
+            if bool(over.any()):
+                scale = torch.where(over, (100 * self.h_max / sq).sqrt(), torch.ones_like(sq))
+                for g in grads:
+                    g.mul_(self._along(scale, g))
+                sq = sq * scale * scale
+        sq = sq.clamp(min=1e-30)
         if not self.grad_avg:
             self.grad_avg = [torch.zeros_like(g) for g in grads]
+            self.recent = sq.new_zeros(len(sq), self.window)
         debias = 1 - self.beta ** (self.t + 1)
         for avg, g in zip(self.grad_avg, grads):
-            avg.mul_(self.beta).add_(g, alpha=1 - self.beta)
-        self.recent.append(sq)
-        h_min = math.exp(self._ema("log_h_min", math.log(min(self.recent))))
-        h_max = math.exp(self._ema("log_h_max", math.log(max(self.recent))))
-        sq_avg, norm_avg = self._ema("sq", sq), self._ema("norm", math.sqrt(sq))
-        variance = max(sq_avg - float(sum((a.double() / debias).pow(2).sum() for a in self.grad_avg)), 1e-6)
-        distance = self._ema("dist", norm_avg / sq_avg)
+            beta = self._along(self.beta, g)
+            if isinstance(beta, Tensor):
+                avg.mul_(beta).add_(g * (1 - beta))
+            else:
+                avg.mul_(beta).add_(g, alpha=1 - beta)
+        self.recent[:, self.t % self.window] = sq
+        seen = self.recent[:, :min(self.t + 1, self.window)]
+        h_min = self._ema("log_h_min", seen.min(1).values.log(), debias).exp()
+        h_max = self._ema("log_h_max", seen.max(1).values.log(), debias).exp()
+        sq_avg, norm_avg = self._ema("sq", sq, debias), self._ema("norm", sq.sqrt(), debias)
+        centred = self._per_member(a.double() / self._along(debias, a.double()) for a in self.grad_avg)
+        variance = (sq_avg - centred).clamp(min=1e-6)
+        distance = self._ema("dist", norm_avg / sq_avg, debias)
         mu, lr = tuned_momentum(h_min, h_max, variance, distance)
-        mu_avg, lr_avg = self._ema("mu", mu), self._ema("lr", lr)
+        mu_avg, lr_avg = self._ema("mu", mu, debias), self._ema("lr", lr, debias)
         if self.apply == "smoothed":
             mu, lr = mu_avg, lr_avg
         if self.slow_start:
-            lr = min(lr, lr * (self.t + 1) / (10 * self.window))
+            lr = lr * min(1.0, (self.t + 1) / (10 * self.window))
         self.h_max = h_max
         self.values = {"h_min": h_min, "h_max": h_max, "variance": variance, "distance": distance, "mu": mu, "lr": lr}
         self.t += 1
         return lr, mu
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"t": self.t, "recent": list(self.recent), "avg": dict(self.avg), "h_max": self.h_max,
-                "grad_avg": [a.clone() for a in self.grad_avg]}
+    def keep(self, index: Tensor) -> None:
+        """Keep only the members at positions ``index`` (a stack dropped the others)."""
+        def pick(t: Tensor) -> Tensor:
+            return t.index_select(0, index.to(t.device))
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.t, self.h_max, self.avg = int(state["t"]), state["h_max"], dict(state["avg"])
-        self.recent = deque(state["recent"], maxlen=self.window)
+        if isinstance(self.beta, Tensor):
+            self.beta = pick(self.beta)
+        if self.recent is not None:
+            self.recent = pick(self.recent)
+        self.avg = {k: pick(v) for k, v in self.avg.items()}
+        self.grad_avg = [pick(a) for a in self.grad_avg]
+        self.h_max = None if self.h_max is None else pick(self.h_max)
+        self.values = {k: pick(v) for k, v in self.values.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        copy = (lambda t: None if t is None else t.clone())
+        return {"t": self.t, "recent": copy(self.recent), "avg": {k: v.clone() for k, v in self.avg.items()},
+                "h_max": copy(self.h_max), "grad_avg": [a.clone() for a in self.grad_avg],
+                "beta": copy(self.beta) if isinstance(self.beta, Tensor) else self.beta}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        copy = (lambda t: None if t is None else t.clone())
+        self.t, self.recent, self.h_max = int(state["t"]), copy(state["recent"]), copy(state["h_max"])
+        self.avg = {k: v.clone() for k, v in state["avg"].items()}
         self.grad_avg = [a.clone() for a in state["grad_avg"]]
+        self.beta = copy(state["beta"]) if isinstance(state["beta"], Tensor) else state["beta"]
+
+
+class TunedColumn(Schedule):
+    """One hyperparameter of a stack's members as the tuner last set it, in their original order:
+    ``step -> [M]``. To the stack it is a schedule, so the rule keeps the history a changing value needs."""
+
+    def __init__(self, values: Tensor):
+        self.values = values
+
+    def __call__(self, step: int) -> Tensor:
+        return self.values
+
+
+class StackTuner:
+    """YellowFin for the M members of a sweep's stack: each member's own estimates from its own gradients,
+    and the lr and μ it sets, the stack's :data:`columns` (per original member).
+
+    ``values``: the members' hyperparameters (:attr:`inertia.core.MemberHyper.values`: the tuner's settings,
+    ``beta`` a number or ``[M]``); ``device``: where the stack's parameters are.
+    """
+
+    def __init__(self, values: Mapping[str, Any], members: int, device: Any):
+        settings = {name: values[name] for name in TUNER_DEFAULTS}
+        if isinstance(settings["beta"], Tensor):
+            settings["beta"] = settings["beta"].to(device)
+        self.tuner = YellowFinTuner(**settings, stacked=True)
+        self.columns = {name: TunedColumn(torch.full((members,), float(values[name]), dtype=torch.float64,
+                                                      device=device)) for name in TUNED}
+
+    def step(self, grads: Sequence[Tensor], rows: Tensor) -> tuple[Tensor, Tensor]:
+        """Observe the gradients of the live members ``rows`` (original indices); set and return their (γ, μ)."""
+        lr, mu = self.tuner.observe(grads)
+        for name, value in zip(TUNED, (lr, mu)):
+            column = self.columns[name].values
+            column[rows.to(column.device)] = value.to(column.device)
+        return lr, mu
+
+    def keep(self, index: Tensor) -> None:
+        self.tuner.keep(index)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"tuner": self.tuner.state_dict(), **{name: self.columns[name].values.cpu() for name in TUNED}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.tuner.load_state_dict(state["tuner"])
+        for name in TUNED:
+            self.columns[name].values.copy_(state[name])
 
 
 class YellowFin(RuleOptimizer):
@@ -127,22 +220,24 @@ class YellowFin(RuleOptimizer):
 
     ``inertia.YellowFin(params, rule="momentum", beta=0.999, window=20, apply="smoothed",
     slow_start=True, clip=True, **hyper)``: ``rule`` is any registered rule with a momentum
-    (``momentum``, ``nesterov``, ``qhm``, ...), ``hyper`` its other hyperparameters. After each
-    step every ``param_groups[i]["lr"]`` and ``["momentum"]`` hold the values applied (the tuner is
-    one for all groups, as in the paper); ``tuner.values`` has the estimates (h_min, h_max, C, D).
-    The values are heavy ball's: exact in the ``torch`` and ``sutskever`` conventions.
+    (``momentum``, ``nesterov``, ``qhm``, ...), ``hyper`` its other hyperparameters (``lr`` and
+    ``momentum`` are the tuner's). After each step every ``param_groups[i]["lr"]`` and ``["momentum"]``
+    hold the values applied (the tuner is one for all groups, as in the paper); ``tuner.values`` has the
+    estimates (h_min, h_max, C, D). The values are heavy ball's: exact in the ``torch`` and ``sutskever``
+    conventions. ``inertia.make_optimizer("yellowfin:nesterov", params)`` builds the same.
     """
 
     def __init__(self, params: Iterable, *, rule: str = "momentum", beta: float = 0.999, window: int = 20,
                  apply: str = "smoothed", slow_start: bool = True, clip: bool = True, nonfinite: str = "raise",
                  execution: str = "auto", **hyper: Any):
-        preset = rules.get(rule)
-        if "momentum" not in preset.rule.numeric:
-            raise ValueError(f"YellowFin: rule {rule!r} has no momentum to tune; use one that has "
-                             f"(momentum, nesterov, sgd, qhm, ...)")
-        self.tuner = YellowFinTuner(beta, window, apply, slow_start, clip)
+        preset = rules.get(f"yellowfin:{rule}")
+        given = [name for name in TUNED if name in hyper]
+        if given:
+            raise ValueError(f"YellowFin tunes {' and '.join(TUNED)} at every step; {given[0]} cannot be given")
+        settings = dict(beta=beta, window=window, apply=apply, slow_start=slow_start, clip=clip)
+        self.tuner = YellowFinTuner(**settings)
         super().__init__(params, preset.rule, nonfinite=nonfinite, execution=execution,
-                         **{**preset.overrides, "lr": 1e-3, **hyper})
+                         **{**preset.overrides, **settings, **hyper})
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -153,8 +248,9 @@ class YellowFin(RuleOptimizer):
         grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
         tuned = self.tuner.observe(grads) if grads else None
         if tuned is not None:
+            lr, mu = (float(value) for value in tuned)
             for group in self.param_groups:
-                group["lr"], group["momentum"] = tuned
+                group["lr"], group["momentum"] = lr, mu
         super().step()
         return loss
 

@@ -190,10 +190,11 @@ def add_model(group: Any) -> None:
 
 
 def add_optimizer(group: Any) -> None:
-    from ..rules import PRESETS
+    from ..rules import PRESETS, TUNERS
 
     group.add_argument("--optimizer", default="momentum", metavar="NAME",
-                       help=f"a registered rule: {', '.join(PRESETS)}")
+                       help=f"a registered rule: {', '.join(PRESETS)}; or a tuner: "
+                            + "; ".join(f"{name}[:NAME] ({text})" for name, text in TUNERS.items()))
 
 
 def loss_choices() -> tuple[str, ...]:

@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator
 
 from ..sweeps.pruning import STACKED as PRUNERS
 from ..sweeps.selection import SELECTIONS
-from ..sweeps.specs import (DEFAULT_MOMENTA, LANES, METRICS, SAMPLERS, RunSpec, SearchSpec, SweepSpec, TaskSpec,
+from ..sweeps.specs import (DEFAULT_LRS, DEFAULT_MOMENTA, LANES, METRICS, SAMPLERS, RunSpec, SearchSpec, SweepSpec, TaskSpec,
                             TrainSpec)
 from . import options
 from ..outputs import results_table, spread, write_outputs
@@ -52,7 +52,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     options.add_data(what)
     options.add_model(what)
     options.add_optimizer(what)
-    what.add_argument("--lr", default="1e-3:1:8", metavar="VALUES", help="learning rates")
+    what.add_argument("--lr", default=None, metavar="VALUES",
+                      help=f"learning rates; none for yellowfin, which tunes lr and momentum (default: {DEFAULT_LRS})")
     what.add_argument("--momentum", default=None, metavar="VALUES",
                       help="momentum values (default: " + ",".join(map(str, DEFAULT_MOMENTA))
                            + " for rules that have a momentum)")
@@ -136,7 +137,7 @@ def _dtype(name: str) -> Any:
 def sweep_spec(args: argparse.Namespace) -> SweepSpec:
     """The specs of ``args``: one argument group per spec, one option per field."""
     task = TaskSpec.from_values(
-        args.data, args.model, optimizer=args.optimizer, lr=args.lr,
+        args.data, args.model, optimizer=args.optimizer, lr=DEFAULT_LRS if args.lr is None else args.lr,
         momentum=DEFAULT_MOMENTA if args.momentum is None else args.momentum,
         hyper=options.pairs(args.hyper, "--hyper", "NAME=VALUES"), fixed=options.literals(args.fixed, "--fixed"),
         schedules=options.schedules(args.schedule), loss=args.loss,

@@ -80,6 +80,9 @@ def optimizer_class(name: str) -> type[PresetOptimizer]:
     """The class of a registered name (``"adam"`` gives :class:`Adam`); a name without a public class gets
     one, ``RuleOptimizer[name]``, documented by its registry summary."""
     preset = rules.get(name)
+    if preset.tuner is not None:
+        raise ValueError(f"{preset.name} is a tuner around the rule {preset.base!r}, not a rule: "
+                         f"inertia.YellowFin(params, rule={preset.base!r}), or make_optimizer({preset.name!r}, params)")
     if preset.name not in _CLASSES:
         type(f"RuleOptimizer[{preset.name}]", (PresetOptimizer,), {"__doc__": preset.summary, "__module__": __name__},
              preset=preset.name)
@@ -89,8 +92,13 @@ def optimizer_class(name: str) -> type[PresetOptimizer]:
 def make_optimizer(name: str, params: Any, **hyper: Any) -> PresetOptimizer:
     """The optimizer for a registered name (``"momentum"``, ``"adam"``, ``"qhm"``, ...): an instance of
     ``optimizer_class(name)`` with the registry's defaults (for ``"sgd"``, lr 0.01, where ``inertia.SGD``
-    takes torch's 1e-3)."""
+    takes torch's 1e-3); for a tuned name (``"yellowfin"``, ``"yellowfin:nesterov"``) a
+    :class:`~inertia.YellowFin` over its rule."""
     preset = rules.get(name)
+    if preset.tuner is not None:
+        from ..yellowfin import YellowFin   # the tuner's optimizer, built on this package
+
+        return YellowFin(params, rule=preset.base, **hyper)
     return optimizer_class(preset.name)(params, **{"lr": preset.defaults["lr"], **hyper})
 
 

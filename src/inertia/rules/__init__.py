@@ -16,6 +16,7 @@ from .ademamix import ADEMAMIX_RULE
 from .lion import LION_RULE
 from .muon import muon
 from .sgd import CONVENTIONS, SGD_RULE
+from .tuned import TUNED, tuned
 from .variants import AGGMO_RULE, QHM_RULE, SCHEDULEFREE_RULE, lookahead
 
 
@@ -27,14 +28,18 @@ class Preset:
     rule: Rule
     overrides: Mapping[str, Any] = field(default_factory=dict)
     summary: str = ""
+    tuner: str | None = None   # a tuner (TUNERS) sets lr and momentum at every step
+    base: str | None = None    # the preset the tuner drives (tuned presets only)
 
     @property
     def defaults(self) -> dict[str, Any]:
         return {**self.rule.defaults, **self.overrides}
 
     def hyper(self, **given: Any) -> dict[str, Any]:
-        """The full, validated hyperparameters: rule defaults < preset overrides < ``given``."""
-        return self.rule.check({**self.overrides, **given})
+        """The full, validated hyperparameters: rule defaults < preset overrides < ``given`` (a tuned preset's
+        without lr and momentum: its tuner sets them)."""
+        full = self.rule.check({**self.overrides, **given})
+        return full if self.tuner is None else {k: v for k, v in full.items() if k not in TUNED}
 
 
 PRESETS: dict[str, Preset] = {}
@@ -47,12 +52,37 @@ def register(name: str, rule: Rule, summary: str, **overrides: Any) -> Preset:
     return preset
 
 
+TUNERS = {"yellowfin": "YellowFin (Zhang & Mitliagkas 2017): lr and momentum tuned at every step, over heavy "
+                        "ball, or over the rule NAME"}
+"""Tuners by name: ``yellowfin`` tunes ``momentum``, ``yellowfin:NAME`` any registered rule with a momentum
+(:mod:`inertia.yellowfin`); they are not rules, so they are not in :data:`PRESETS`."""
+_TUNED: dict[str, Preset] = {}
+
+
 def get(name: str) -> Preset:
-    """Look up a rule by its user-facing name; the error lists the known names."""
+    """Look up a rule by its user-facing name, or a tuned rule (``yellowfin``, ``yellowfin:nesterov``);
+    the error lists the known names."""
     key = name.lower().replace("-", "_")
-    if key not in PRESETS:
-        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(sorted(PRESETS))}")
-    return PRESETS[key]
+    if key in PRESETS:
+        return PRESETS[key]
+    tuner, _, base = key.partition(":")
+    if tuner not in TUNERS:
+        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(sorted(PRESETS))}, "
+                         f"{', '.join(f'{t}[:NAME]' for t in TUNERS)}")
+    return _tuned_preset(tuner, base or "momentum")
+
+
+def _tuned_preset(tuner: str, base: str) -> Preset:
+    """The preset ``base`` under ``tuner`` (made once): the tuner's settings added, lr and μ left to it."""
+    name = tuner if base == "momentum" else f"{tuner}:{base}"
+    if name not in _TUNED:
+        preset = get(base)
+        if "momentum" not in preset.rule.numeric:
+            raise ValueError(f"{tuner}: rule {base!r} has no momentum to tune; rules with one: "
+                             f"{', '.join(n for n, p in PRESETS.items() if 'momentum' in p.rule.numeric)}")
+        _TUNED[name] = Preset(name, tuned(preset.rule), dict(preset.overrides), f"{preset.summary}; {TUNERS[tuner]}",
+                              tuner=tuner, base=preset.name)
+    return _TUNED[name]
 
 
 register("sgd", SGD_RULE, "plain stochastic gradient descent (momentum 0 unless given)")
@@ -80,5 +110,5 @@ __all__ = [
     "Rule", "Preset", "PRESETS", "register", "get", "broadcast_hyper", "SGD_RULE", "CONVENTIONS",
     "ADAM_RULE", "NADAM_RULE", "RMSPROP_RULE", "QHM_RULE", "AGGMO_RULE", "SCHEDULEFREE_RULE",
     "LOOKAHEAD_MOMENTUM_RULE", "LOOKAHEAD_ADAM_RULE", "lookahead", "MUON_RULE", "muon", "LION_RULE",
-    "ADEMAMIX_RULE",
+    "ADEMAMIX_RULE", "TUNERS", "TUNED",
 ]

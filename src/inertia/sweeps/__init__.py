@@ -25,7 +25,7 @@ from ..threads import choose_threads, step_flops, use_threads
 from .engine import Job, Members
 from .gemm import openblas_core
 from .results import SweepResults
-from .specs import (DEFAULT_MOMENTA, LANES, METRICS, SAMPLERS, RunSpec, SearchSpec, SweepSpec, TaskSpec, TrainSpec,
+from .specs import (DEFAULT_LRS, DEFAULT_MOMENTA, LANES, METRICS, SAMPLERS, RunSpec, SearchSpec, SweepSpec, TaskSpec, TrainSpec,
                     parse_values)
 from .study import StorageError, Study, redact
 from .worker import IncompleteSweep, Worker
@@ -50,7 +50,7 @@ def sweep(
     data: Any = "mnist1d",
     model: Any = "mlp",
     *,
-    lr: Any = "1e-3:1:8",
+    lr: Any = DEFAULT_LRS,
     momentum: Any = DEFAULT_MOMENTA,
     hyper: Mapping[str, Any] | None = None,
     fixed: Mapping[str, Any] | None = None,
@@ -69,11 +69,12 @@ def sweep(
             :class:`inertia.data.Dataset`, or ``(x_train, y_train, x_test, y_test)``.
         model: a name from :data:`inertia.models.MODELS`, or a factory
             ``f(features, classes) -> nn.Module`` (or ``f() -> nn.Module``).
-        lr, momentum: values: a list, a number, or ``"start:stop:count"`` (log-spaced).
+        lr, momentum: values: a list, a number, or ``"start:stop:count"`` (log-spaced); none for a tuned
+            rule (``optimizer="yellowfin"``), which sets both at every step (``hyper`` may sweep its ``beta``).
         hyper: further swept hyperparameters of the rule, name -> values.
         fixed: hyperparameters shared by every configuration (e.g. ``nesterov``).
         schedules: hyperparameter name -> schedule (``"cosine"``, ``"sutskever_ramp(0.99)"``, a schedule).
-        optimizer: a registered rule name (``momentum``, ``nesterov``, ``sgd``, ...).
+        optimizer: a registered rule name (``momentum``, ``nesterov``, ``sgd``, ...), or ``yellowfin[:NAME]``.
         model_args: keyword arguments of the model factory (``inertia.models.model_factory`` fills
             ``input_shape``, ``features``, ``classes``, ``outputs``, ``in_channels`` from the data).
         loss: ``auto`` (cross-entropy for integer labels, mse for float targets), ``cross_entropy``,

@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..core import Stack, member_hyper
+from ..core import MemberHyper, Stack, member_hyper
 from ..pipeline import batch_at, draw_stream, input_dtype, make_splits, measure, seeded_models
 from .backends import AutogradStep, BatchedMLP, LoopForward, VmapForward, mlp_layout, step_failure
 from .conv import ConvChainForward, conv_layout
@@ -182,6 +182,14 @@ class Members:
         self.swept = sorted({name for c in configs for name in c})
         hyper = member_hyper(job.preset, [{**job.fixed, **self.configs[int(c)]} for c in self.config_of],
                              columns=self.swept, schedules=job.schedules, steps=job.steps)
+        self.tuner = None   # a tuned rule's (YellowFin): it sets every member's lr and momentum at every step
+        self.tuned_curves: Tensor | None = None   # [lr or momentum, member, step]: the values it set
+        if job.preset.tuner is not None:
+            from ..yellowfin import StackTuner
+
+            self.tuner = StackTuner(hyper.values, n * k, job.device)
+            hyper = MemberHyper(job.preset.rule, {**hyper.values, **self.tuner.columns})
+            self.tuned_curves = torch.full((2, n * k, job.steps), float("nan"), dtype=torch.float64)
         self.stack = Stack(job.preset.rule, _stacked(job, n, "parameters"), hyper)
         self.buffers = _stacked(job, n, "buffers")    # the members' own (BatchNorm running statistics)
         self.curves = torch.full((n * k, job.steps), float("nan"), dtype=torch.float64)
@@ -233,6 +241,8 @@ class Members:
         self.alive[self.live[~keep]] = False
         index = keep.nonzero().squeeze(1)
         self.stack.keep(index)
+        if self.tuner is not None:
+            self.tuner.keep(index)
         self.buffers = [b.index_select(0, index.to(b.device)) for b in self.buffers]
         self._split_rows = None
         self._limit = None
@@ -283,13 +293,30 @@ class Members:
             self.remove(gone.nonzero().squeeze(1))   # the backward below still sees every row
         stack = self.stack
         stack.begin_step()
+        if self.tuner is None:
+            def apply(i: int, grad: Tensor) -> None:
+                stack.update(i, grad if kept is None else grad.index_select(0, kept))
 
-        def apply(i: int, grad: Tensor) -> None:
-            stack.update(i, grad if kept is None else grad.index_select(0, kept))
-
-        self._step.backward(apply)
+            self._step.backward(apply)
+        else:
+            self._tuned_update(t, kept)
         stack.end_step()
         self.step = t + 1
+
+    def _tuned_update(self, t: int, kept: Tensor | None) -> None:
+        """The tuner sees every gradient of the step, sets each member's lr and momentum, then the rule updates."""
+        grads: list[Tensor] = [None] * len(self.params)   # type: ignore[list-item]
+
+        def keep(i: int, grad: Tensor) -> None:
+            grads[i] = grad if kept is None else grad.index_select(0, kept)
+
+        self._step.backward(keep)
+        if len(self.live):
+            used = self.tuner.step(grads, self.live)
+            self.tuned_curves[:, self.live, t] = torch.stack(used).cpu()
+            self.stack.refresh()
+            for i, grad in enumerate(grads):
+                self.stack.update(i, grad)
 
     def _divergence_limit(self) -> Tensor:
         """Loss above which each stack row counts as diverged (finite, so that inf is always above it)."""
@@ -362,6 +389,9 @@ class Members:
             curve = self.curves[members].mean(0)  # mean over folds per step
             rec["train_loss_final"] = _last_finite(curve)
             rec["train_loss_curve"] = _subsample(curve, self.job.curve_points)
+            if self.tuner is not None:   # the lr and μ used, mean over seeds and folds, at the loss curve's steps
+                rec["lr_curve"], rec["momentum_curve"] = (_subsample(used[members].mean(0), self.job.curve_points)
+                                                          for used in self.tuned_curves)
             rec["steps"] = self.job.steps
             out.append(rec)
         return out
@@ -387,6 +417,7 @@ class Members:
             "curves": self.curves, "alive": self.alive, "history": self.history,
             "first": getattr(self, "_first_by_member", None), "first_loss": self.first_loss,
             "diverged_step": self.diverged_step, "pruned": self.pruned,
+            **({"tuner": self.tuner.state_dict(), "tuned_curves": self.tuned_curves} if self.tuner is not None else {}),
         }
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
@@ -398,6 +429,9 @@ class Members:
             self._first_by_member = sd["first"]
         self.first_loss = sd["first_loss"]
         self.diverged_step, self.pruned = dict(sd["diverged_step"]), dict(sd["pruned"])
+        if self.tuner is not None:
+            self.tuner.load_state_dict(sd["tuner"])
+            self.tuned_curves = sd["tuned_curves"]
         self._split_rows = None
         self._limit = None
 

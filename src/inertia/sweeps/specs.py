@@ -25,6 +25,8 @@ METRICS = {"val_loss": ("val_loss_mean", "minimize"), "val_accuracy": ("val_accu
 
 DEFAULT_MOMENTA = (0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
 """The momentum grid swept when none is given (for rules that have a momentum)."""
+DEFAULT_LRS = "1e-3:1:8"
+"""The learning rates swept when none are given (for rules that no tuner drives)."""
 
 
 def parse_values(text: str, name: str = "value") -> list[float]:
@@ -148,7 +150,7 @@ class TaskSpec:
     data: Any = "mnist1d"
     model: Any = "mlp"
     optimizer: str = "momentum"
-    space: Mapping[str, Any] = field(default_factory=lambda: {"lr": "1e-3:1:8", "momentum": DEFAULT_MOMENTA})
+    space: Mapping[str, Any] = field(default_factory=lambda: {"lr": DEFAULT_LRS, "momentum": DEFAULT_MOMENTA})
     fixed: Mapping[str, Any] = field(default_factory=dict)
     schedules: Mapping[str, Any] = field(default_factory=dict)
     loss: Any = "auto"
@@ -166,6 +168,8 @@ class TaskSpec:
         object.__setattr__(self, "schedules", dict(self.schedules))
         object.__setattr__(self, "model_args", dict(self.model_args))
         preset = rules.get(self.optimizer)
+        if preset.tuner is not None:
+            _tuned_space(self, preset)
         if not self.space:
             raise ValueError("the grid is empty: give lr and/or momentum values")
         both = [n for n in self.fixed if n in self.space]
@@ -182,16 +186,21 @@ class TaskSpec:
 
     @classmethod
     def from_values(cls, data: Any = "mnist1d", model: Any = "mlp", *, optimizer: str = "momentum",
-                    lr: Any = "1e-3:1:8", momentum: Any = DEFAULT_MOMENTA, hyper: Mapping[str, Any] | None = None,
+                    lr: Any = DEFAULT_LRS, momentum: Any = DEFAULT_MOMENTA, hyper: Mapping[str, Any] | None = None,
                     fixed: Mapping[str, Any] | None = None, schedules: Mapping[str, Any] | None = None,
                     loss: Any = "auto", model_args: Mapping[str, Any] | None = None) -> "TaskSpec":
         """The grid ``lr x momentum (x hyper)``; each a list, a number or ``"start:stop:count"``.
 
-        The default momentum grid applies only to rules that have a momentum (adam sweeps lr alone).
+        The default momentum grid applies only to rules that have a momentum (adam sweeps lr alone); neither
+        default applies to a tuned rule (``yellowfin``), which sets lr and momentum itself.
         """
+        from .. import rules
 
+        tuned = rules.get(optimizer).tuner is not None
         if momentum is DEFAULT_MOMENTA:
-            momentum = _valid_defaults(optimizer, "momentum", DEFAULT_MOMENTA)
+            momentum = None if tuned else _valid_defaults(optimizer, "momentum", DEFAULT_MOMENTA)
+        if lr is DEFAULT_LRS and tuned:
+            lr = None
         twice = [name for name in (hyper or {}) if name in ("lr", "momentum")]
         if twice:
             raise ValueError(f"{twice[0]}: give its values as {twice[0]}=... (--{twice[0]}), not among the other "
@@ -207,6 +216,18 @@ class TaskSpec:
     def members(self) -> list[dict[str, Any]]:
         """Each point of the grid with the fixed hyperparameters: what :func:`inertia.core.member_hyper` takes."""
         return [{**self.fixed, **point} for point in self.points]
+
+
+def _tuned_space(task: "TaskSpec", preset: Any) -> None:
+    """A tuned rule's grid (:mod:`inertia.rules.tuned`): lr and momentum are the tuner's; with nothing swept,
+    the one point ``beta`` (fixed or the default), so a sweep of seeds alone is one configuration."""
+    from ..rules.tuned import check_tuned_names
+
+    check_tuned_names(preset.name, swept=task.space, given=task.fixed, scheduled=task.schedules)
+    if not task.space:
+        fixed = dict(task.fixed)
+        object.__setattr__(task, "space", {"beta": (float(fixed.pop("beta", preset.defaults["beta"])),)})
+        object.__setattr__(task, "fixed", fixed)
 
 
 def _valid_defaults(optimizer: str, name: str, values: Sequence[float]) -> tuple[float, ...] | None:

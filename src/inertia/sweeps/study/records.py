@@ -21,6 +21,8 @@ SCALARS = ("status", "best_step", "diverged_step", "pruned_step", "steps", "trai
 
 CURVES = tuple(f"{m}_{s}" for m in MEASURES for s in STATS)
 """The curves kept in the trial's ``curves`` attribute (numbers at ``eval_steps``), with ``train_loss``."""
+TUNED_CURVES = ("lr", "momentum")
+"""The curves a tuned rule adds beside ``train_loss``, at its steps: the lr and momentum the tuner set."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ def trial_attrs(record: Mapping[str, Any], worker: str) -> dict[str, Any]:
     attrs["worker"] = worker
     curves = {"eval_steps": record.get("eval_steps"), "train_loss": record.get("train_loss_curve")}
     curves.update({k: record.get(f"{k}_curve") for k in CURVES})
+    curves.update({k: record[f"{k}_curve"] for k in TUNED_CURVES if f"{k}_curve" in record})
     attrs["curves"] = curves
     if record.get("per_seed") is not None:
         attrs["per_seed"] = record["per_seed"]
@@ -89,6 +92,7 @@ def records_from_study(trials: Iterable[Any], space: Mapping[str, Sequence[float
         rec["eval_steps"] = curves.get("eval_steps")
         rec["train_loss_curve"] = curves.get("train_loss")
         rec.update({f"{k}_curve": curves.get(k) for k in CURVES})
+        rec.update({f"{k}_curve": curves[k] for k in TUNED_CURVES if k in curves})
         if "per_seed" in attrs:
             rec["per_seed"] = attrs["per_seed"]
         if rec["status"] is None:

@@ -167,6 +167,7 @@ def test_cli_writes_plot_json_suggestion_and_edge(tmp_path, capsys):
 @pytest.mark.parametrize("args, needle", [(["--start", "1", "--end", "0.1"], "start (1) must be below end (0.1)"),
                                           (["--steps", "0"], "--steps: must be a positive integer"),
                                           (["--optimizer", "adam"], "has no momentum"),
+                                          (["--optimizer", "yellowfin"], "tunes lr itself at every step"),
                                           (["--threads", "0"], "--threads: must be a positive integer")])
 def test_cli_bad_input_is_one_line(args, needle, capsys, tmp_path):
     assert main(["find", "--data", "digits", "--plot", str(tmp_path / "p.png"), *args]) == 2

@@ -198,6 +198,7 @@ def test_lr_and_momentum_are_the_tuners_one_line_each(capsys, tmp_path):
     train = ["train", "--data", "digits", "--optimizer", "yellowfin", "--steps", "5", "--quiet"]
     assert "lr cannot be given" in _one_line([*train, "--lr", "0.1"], capsys)
     assert "momentum cannot be given" in _one_line([*train, "--momentum", "0.5"], capsys)
+    assert "lr cannot be scheduled" in _one_line([*train, "--schedule", "cosine"], capsys)
     assert "yellowfin is a tuner" in _one_line(["race", "--surface", "quadratic", "--optimizer", "yellowfin",
                                                 "--steps", "5", "--out", str(tmp_path / "race")], capsys)
     with pytest.raises(ValueError, match="momentum cannot be given"):

@@ -284,7 +284,11 @@ def _ramp_job(ramp: Ramp, data: Any, model: Any, momentum: Any, optimizer: str, 
     unknown = [name for name in settings if name not in FIND_SETTINGS]
     if unknown:
         raise TypeError(f"unknown find setting(s) {unknown}; known: {', '.join(FIND_SETTINGS)}")
-    if "momentum" not in rules.get(optimizer).rule.numeric:
+    preset = rules.get(optimizer)
+    if preset.tuner is not None:
+        raise ValueError(f"optimizer {optimizer} tunes lr itself at every step; the range test ramps lr (run it on "
+                         f"the rule it tunes, {preset.base})")
+    if "momentum" not in preset.rule.numeric:
         raise ValueError(f"optimizer {optimizer} has no momentum; the range test varies it (use momentum, "
                          f"nesterov, sgd, ...)")
     task = TaskSpec.from_values(data, model, optimizer=optimizer, lr=None, momentum=momentum,

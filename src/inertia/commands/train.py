@@ -155,10 +155,15 @@ def optimizer_hyper(args: argparse.Namespace) -> dict[str, Any]:
 def schedule_specs(args: argparse.Namespace, full: dict[str, Any]) -> dict[str, Any]:
     """--schedule items as :func:`inertia.fit`'s ``schedules``: NAME=SPEC (:func:`.options.schedules`),
     or a bare KIND (:data:`SCHEDULES`)."""
+    from .. import rules
+
     kinds = [item.strip() for item in args.schedule if item.strip() in SCHEDULES]
     specs: dict[str, Any] = options.schedules([item for item in args.schedule if item.strip() not in SCHEDULES],
                                               form=f"NAME=SPEC such as lr=cosine, or one of {', '.join(SCHEDULES)}")
     for kind in kinds:
+        if LEGACY[kind] and rules.get(args.optimizer).tuner is not None:
+            raise ValueError(f"--schedule {kind}: {args.optimizer} tunes lr and momentum at every step; lr cannot "
+                             f"be scheduled")
         for name, spec in legacy_schedules(kind, full).items():
             if name in specs:
                 raise ValueError(f"--schedule {kind}: {name} has a schedule already")

@@ -166,6 +166,20 @@ def test_member_index_is_checked():
         stacked.member(2)
 
 
+@pytest.mark.parametrize("members_built,message", [
+    ([nn.Linear(2, 3), nn.Linear(2, 3), nn.Linear(2, 4)],
+     r"^member 2's 'weight' is \(4, 2\) torch.float32 but member 0's is \(3, 2\) torch.float32; "),
+    ([nn.Linear(2, 3), nn.Linear(2, 3).double()], r"^member 1's 'weight' is \(3, 2\) torch.float64 but member 0's"),
+    ([nn.Linear(2, 3), nn.Linear(2, 3, bias=False)], r"^member 1 of the stack differs .*only member 0 has 'bias'"),
+    ([nn.BatchNorm1d(3), nn.BatchNorm1d(3, track_running_stats=False)], r"only member 0 has 'num_batches_tracked'"),
+])
+def test_members_of_different_shapes_are_refused_naming_the_member_and_the_tensor(members_built, message):
+    built = iter(members_built)
+    with pytest.raises(ValueError, match=message) as error:
+        inertia.stack(lambda: next(built), len(members_built), seed=0)
+    assert "\n" not in str(error.value)
+
+
 class TiedLM(nn.Module):
     """An embedding shared with the output layer (weight tying, as in language models)."""
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -120,6 +122,23 @@ def test_a_bad_python_value_is_one_line_naming_it(monkeypatch, name):
     with pytest.raises(ValueError) as error:
         inertia.sweep("digits", "mlp", lr=[0.05, 0.2], momentum=[0, 0.9], **{"steps": 10, **settings})
     assert "\n" not in str(error.value) and named in str(error.value), str(error.value)
+
+
+@pytest.mark.parametrize("values,named", [
+    (["--lr", "1e-3:1:100000000"], "lr 1e-3:1:100000000: 100,000,000 points"),
+    (["--lr=1e-4:1:4000", "--momentum", "0:0.99:4000"], "the grid 4000 x 4000: 16,000,000 points"),
+    (["--hyper", "weight_decay=0:1:100000000"], "weight_decay 0:1:100000000"),
+])
+def test_a_grid_too_large_is_refused_before_torch_is_imported(tmp_path, values, named):
+    """Importing torch takes seconds: the values are read and bounded before it, so the refusal is instant."""
+    code = ("import sys\nfrom inertia.cli import main\n"
+            f"rc = main({['sweep', '--data', 'digits', *values, '--out', str(tmp_path / 'out')]!r})\n"
+            "print(rc, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["2", "False"], done.stdout + done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"inertia sweep: error: {named}") and line.endswith("; give fewer"), line
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_dtype_by_name_is_that_dtype():

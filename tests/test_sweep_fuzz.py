@@ -148,12 +148,18 @@ def test_a_dtype_by_name_is_that_dtype():
 def test_bad_places_and_data_are_one_line_each(tmp_path, capsys, finished):
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
+    signed = _csv(tmp_path, [f"{i},{i % 3},{i % 2 * 2 - 1}" for i in range(41)])            # labels -1 and 1
+    ids = _csv(tmp_path, [f"{i},{i % 3},{i % 2 * 10**12 + i % 3}" for i in range(42)])   # 0..2 and 10**12 + 0..2
     cases = [
         (["--out", ""], "out"),
         (["--out", str(a_file)], "out"),
         (["--out", str(tmp_path / "t"), "--tensorboard", str(a_file)], "--tensorboard"),
         (["--out", str(tmp_path / "d"), "--data", _csv(tmp_path, ["1,2,0", "2,3,1", "3,4,0"])], "data"),
         (["--out", str(tmp_path / "e"), "--data", _csv(tmp_path, [f"{i},{i % 3},7" for i in range(40)])], "one class"),
+        (["--out", str(tmp_path / "f"), "--data", signed], f"dataset '{signed}': the targets hold negative class "
+                                                          "labels (-1)"),
+        (["--out", str(tmp_path / "g"), "--data", ids], f"dataset '{ids}': the targets hold class labels far beyond "
+                                                       "their 6 classes (1000000000002, 1000000000001, 1000000000000;"),
     ]
     for extra, named in cases:
         drop = ("--data",) if "--data" in extra else ()

@@ -1,8 +1,9 @@
-"""Grid values as users type them (``1e-3:1:8``, ``0,0.9``), read and bounded without torch.
+"""A sweep's size as users type it: grid values (``1e-3:1:8``, ``0,0.9``) and trial counts, read and
+bounded without torch.
 
-The command line checks a sweep's value options with these before it imports torch (seconds), so a
-grid too large for this machine is refused in one line at once; :mod:`inertia.sweeps.specs` checks
-every grid with the same functions.
+The command line checks a sweep's value options and ``--trials`` with these before it imports torch
+(seconds), so a grid too large for this machine, or a search too long to store, is refused in one line
+at once; :mod:`inertia.sweeps.specs` checks every sweep with the same functions.
 """
 from __future__ import annotations
 
@@ -71,3 +72,14 @@ def parse_values(text: str, name: str = "value") -> list[float]:
 def check_grid_size(sizes: dict[str, int]) -> None:
     """Refuse a grid whose axes (name -> number of values) multiply to more points than :func:`check_points` takes."""
     check_points(math.prod(sizes.values()), f"the grid {' x '.join(str(n) for n in sizes.values())}")
+
+
+MAX_TRIALS = 1_000_000
+"""The most trials a random or TPE search asks for (a study of more takes minutes to open and tell)."""
+
+
+def check_trials(trials: int) -> None:
+    """Refuse a random or TPE search of more than :data:`MAX_TRIALS` trials."""
+    if trials > MAX_TRIALS:
+        raise ValueError(f"trials must be at most {MAX_TRIALS:,} (each is a row of the study, a random "
+                         f"search's drawn when it opens), got {trials:,}")

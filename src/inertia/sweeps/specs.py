@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .._grid import check_grid_size, parse_values
+from .._grid import check_grid_size, check_trials, parse_values
 from ..core import check_members, check_names
 from .selection import SELECTIONS
 
@@ -229,10 +229,6 @@ def _check_device(device: str) -> None:
         raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}")
 
 
-MAX_TRIALS = 1_000_000
-"""The most trials a random or TPE search asks for (a study of more takes minutes to open and tell)."""
-
-
 @dataclass(frozen=True)
 class SearchSpec:
     """How to search: the sampler, how many trials, the pruner, the metric that picks the best.
@@ -270,9 +266,8 @@ class SearchSpec:
             raise ValueError(f"metric must be one of auto, {', '.join(METRICS)}, got {self.metric!r}")
         if self.sampler != "grid" and (self.trials is None or self.trials < 1):
             raise ValueError(f"the {self.sampler} sampler needs trials >= 1, got trials={self.trials!r}")
-        if self.trials is not None and self.trials > MAX_TRIALS:
-            raise ValueError(f"trials must be at most {MAX_TRIALS:,} (each is a row of the study, a random "
-                             f"search's drawn when it opens), got {self.trials:,}")
+        if self.trials is not None:
+            check_trials(self.trials)
         if self.sampler == "grid" and self.trials is not None:
             raise ValueError(f"trials={self.trials} is for the random and tpe samplers; the grid trains every point")
         for name in ("eval_every", "round_size"):

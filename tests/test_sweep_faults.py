@@ -266,8 +266,8 @@ def test_a_lanes_death_names_its_signal_and_for_sigkill_who_sent_it(monkeypatch,
         assert lanes._ended(status, 2) == f"killed by {stop.name} ({signal.strsignal(stop)})"
         return
     assert lanes._ended(status, 2).startswith("killed by the out-of-memory killer (SIGKILL)")
-    assert lanes._ended(status, 3) == "killed by SIGKILL from another process (the out-of-memory killer's count " \
-                                      "did not change)"
+    assert lanes._ended(status, 3) == ("killed by SIGKILL from another process (the out-of-memory killer's count "
+                                       "did not change)")
     assert lanes._ended(status, None).startswith("killed by SIGKILL (the out-of-memory killer or another process")
     monkeypatch.setattr(lanes, "oom_kills", lambda: None)
     assert lanes._ended(status, 2).startswith("killed by SIGKILL (the out-of-memory killer or another process")

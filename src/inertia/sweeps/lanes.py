@@ -262,8 +262,8 @@ def _ended(status: int, oom_kills_before: int | None) -> str:
         return f"killed by {stop.name} ({signal.strsignal(stop)})"
     now = oom_kills()
     if now is None or oom_kills_before is None:
-        return "killed by SIGKILL (the out-of-memory killer or another process; if memory ran out, " \
-               "try a smaller --max-batch)"
+        return ("killed by SIGKILL (the out-of-memory killer or another process; if memory ran out, "
+                "try a smaller --max-batch)")
     if now > oom_kills_before:
         return "killed by the out-of-memory killer (SIGKILL); try a smaller --max-batch"
     return "killed by SIGKILL from another process (the out-of-memory killer's count did not change)"

@@ -45,7 +45,10 @@ The JSON file holds the MLP's figures at its top level (as before) and the CNN's
 ``--float64-check`` times nothing: it trains the CNN grid in float64, ``inertia.sweep`` (all at once,
 the conv backend) and the plain loop, and prints each configuration's validation loss by both and
 their difference (at lr 0.0072, mu 0.99 the float32 sweep once ended at 0.00177 where the loop gave
-0.0027-0.0031); JSON to benchmarks/results/sweep_float64.json unless ``--json`` says otherwise.
+0.0027-0.0031), beside how far the loop's own result moves when lr changes in its last bit (a
+chaotic configuration, near divergence, amplifies any summation order's last bit to visible
+differences over 500 steps); JSON to benchmarks/results/sweep_float64.json unless ``--json`` says
+otherwise.
 
     python benchmarks/sweep_speed.py --float64-check   # 500 steps, every configuration
 """
@@ -516,10 +519,39 @@ def cnn_workload(args: argparse.Namespace) -> dict:
             "methods": rows, "summary": {"speedup": speedup, "required_speedup": 3.0, "passes": speedup >= 3}}
 
 
+LAST_BIT = 1 + 2.0 ** -52
+"""The loop is run again with lr times this (lr changed in its last bit): where that moves its own result by
+more than :data:`STABLE`, the configuration is chaotic and no two summation orders can agree on it."""
+STABLE = 1e-9
+
+
+def _float64_row(data, train_idx, val_idx, record: dict, lr: float, mu: float, steps: int,
+                 args: argparse.Namespace) -> dict:
+    """One configuration: the sweep's validation loss, the loop's, their difference, and how far the loop's
+    moves when lr changes in its last bit."""
+    def loop(rate: float) -> dict:
+        return train_one(data, train_idx, val_idx, rate, mu, steps, args.batch_size, args.seed, args.threads,
+                         lambda: cnn_factory().double())
+
+    plain, nudged = loop(lr), loop(lr * LAST_BIT)
+    row = {"lr": lr, "momentum": mu, "sweep_status": record["status"], "loop_status": plain["status"],
+           "sweep_val_loss": record["val_loss_mean"], "loop_val_loss": plain.get("val_loss")}
+    if row["sweep_status"] == row["loop_status"] == nudged["status"] == "ok":
+        row["abs_difference"] = abs(row["sweep_val_loss"] - row["loop_val_loss"])
+        row["loop_last_bit_spread"] = abs(nudged["val_loss"] - row["loop_val_loss"])
+        print(f"lr {lr:.4g}, mu {mu:g}: sweep {row['sweep_val_loss']:.17g}, loop {row['loop_val_loss']:.17g}, "
+              f"|difference| {row['abs_difference']:.3g} (lr's last bit moves the loop by "
+              f"{row['loop_last_bit_spread']:.3g})", flush=True)
+    else:
+        print(f"lr {lr:.4g}, mu {mu:g}: sweep {row['sweep_status']}, loop {row['loop_status']}", flush=True)
+    return row
+
+
 def float64_check(args: argparse.Namespace) -> dict:
     """The CNN grid trained in float64 by ``inertia.sweep`` (conv backend, every configuration in one call,
     as the benchmark's sweep) and by the plain loop on the same batches and initializations: each
-    configuration's validation loss by both, and the largest difference."""
+    configuration's validation loss by both, and the largest difference where the configuration is not
+    chaotic (:data:`LAST_BIT`)."""
     import inertia
 
     steps = args.cnn_steps or (20 if args.quick else 500)
@@ -533,28 +565,20 @@ def float64_check(args: argparse.Namespace) -> dict:
                           diverge_factor=DIVERGE_FACTOR, eval_every=steps, seeds=1, select="final",
                           dtype=torch.float64, backend="conv")
     by_config = {(r["lr"], r["momentum"]): r for r in swept.records()}
-    rows = []
-    for lr in LRS:
-        for mu in CNN_MOMENTA:
-            loop = train_one(data, train_idx, val_idx, lr, mu, steps, args.batch_size, args.seed, args.threads,
-                             lambda: cnn_factory().double())
-            record = by_config[lr, mu]
-            row = {"lr": lr, "momentum": mu, "sweep_status": record["status"], "loop_status": loop["status"],
-                   "sweep_val_loss": record["val_loss_mean"], "loop_val_loss": loop.get("val_loss")}
-            if row["sweep_status"] == row["loop_status"] == "ok":
-                row["abs_difference"] = abs(row["sweep_val_loss"] - row["loop_val_loss"])
-            rows.append(row)
-            print(f"lr {lr:.4g}, mu {mu:g}: " + (f"sweep {row['sweep_val_loss']:.17g}, loop {row['loop_val_loss']:.17g}, "
-                                                   f"|difference| {row['abs_difference']:.3g}" if "abs_difference" in row
-                                                   else f"sweep {row['sweep_status']}, loop {row['loop_status']}"),
-                  flush=True)
-    compared = [r["abs_difference"] for r in rows if "abs_difference" in r]
+    rows = [_float64_row(data, train_idx, val_idx, by_config[lr, mu], lr, mu, steps, args)
+            for lr in LRS for mu in CNN_MOMENTA]
     agree = all(r["sweep_status"] == r["loop_status"] for r in rows)
-    print(f"{len(compared)} configurations trained by both, statuses {'all agree' if agree else 'DIFFER'}; "
-          f"largest |difference| of validation loss {max(compared):.3g}")
-    return {"benchmark": "sweep_speed --float64-check", "steps": steps, "batch_size": args.batch_size,
-            "device": args.device, "model": f"DigitsCNN(in_channels=1, classes=10, width={CNN_WIDTH})",
-            "configurations": rows, "statuses_agree": agree, "max_abs_difference": max(compared)}
+    stable = [r for r in rows if r.get("loop_last_bit_spread", math.inf) < STABLE]
+    chaotic = [r for r in rows if r.get("loop_last_bit_spread", 0.0) >= STABLE]
+    largest = max(r["abs_difference"] for r in stable)
+    print(f"statuses {'all agree' if agree else 'DIFFER'}; {len(stable)} configurations stable to lr's last bit, "
+          f"the largest |difference| of their validation loss {largest:.3g}; chaotic (lr's last bit moves the "
+          f"loop's own result by {STABLE:g} or more): "
+          + (", ".join(f"lr {r['lr']:.4g} mu {r['momentum']:g}" for r in chaotic) or "none"))
+    return {"benchmark": "sweep_speed --float64-check", "command": " ".join(["python", *sys.argv]), "steps": steps,
+            "batch_size": args.batch_size, "device": args.device,
+            "model": f"DigitsCNN(in_channels=1, classes=10, width={CNN_WIDTH})", "configurations": rows,
+            "statuses_agree": agree, "max_abs_difference_stable": largest}
 
 
 def main(argv: list[str] | None = None) -> int:

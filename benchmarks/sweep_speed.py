@@ -41,6 +41,16 @@ each measured matmul rate, would give against this loop.
     python benchmarks/sweep_speed.py --quick           # smoke run: 60 steps (CNN: 20)
 
 The JSON file holds the MLP's figures at its top level (as before) and the CNN's under ``"cnn"``.
+
+``--float64-check`` times nothing: it trains the CNN grid in float64, ``inertia.sweep`` (all at once,
+the conv backend) and the plain loop, and prints each configuration's validation loss by both and
+their difference (at lr 0.0072, mu 0.99 the float32 sweep once ended at 0.00177 where the loop gave
+0.0027-0.0031), beside how far the loop's own result moves when lr changes in its last bit (a
+chaotic configuration, near divergence, amplifies any summation order's last bit to visible
+differences over 500 steps); JSON to benchmarks/results/sweep_float64.json unless ``--json`` says
+otherwise.
+
+    python benchmarks/sweep_speed.py --float64-check   # 500 steps, every configuration
 """
 from __future__ import annotations
 
@@ -509,6 +519,68 @@ def cnn_workload(args: argparse.Namespace) -> dict:
             "methods": rows, "summary": {"speedup": speedup, "required_speedup": 3.0, "passes": speedup >= 3}}
 
 
+LAST_BIT = 1 + 2.0 ** -52
+"""The loop is run again with lr times this (lr changed in its last bit): where that moves its own result by
+more than :data:`STABLE`, the configuration is chaotic and no two summation orders can agree on it."""
+STABLE = 1e-9
+
+
+def _float64_row(data, train_idx, val_idx, record: dict, lr: float, mu: float, steps: int,
+                 args: argparse.Namespace) -> dict:
+    """One configuration: the sweep's validation loss, the loop's, their difference, and how far the loop's
+    moves when lr changes in its last bit."""
+    def loop(rate: float) -> dict:
+        return train_one(data, train_idx, val_idx, rate, mu, steps, args.batch_size, args.seed, args.threads,
+                         lambda: cnn_factory().double())
+
+    plain, nudged = loop(lr), loop(lr * LAST_BIT)
+    row = {"lr": lr, "momentum": mu, "sweep_status": record["status"], "loop_status": plain["status"],
+           "sweep_val_loss": record["val_loss_mean"], "loop_val_loss": plain.get("val_loss")}
+    if row["sweep_status"] == row["loop_status"] == nudged["status"] == "ok":
+        row["abs_difference"] = abs(row["sweep_val_loss"] - row["loop_val_loss"])
+        row["loop_last_bit_spread"] = abs(nudged["val_loss"] - row["loop_val_loss"])
+        print(f"lr {lr:.4g}, mu {mu:g}: sweep {row['sweep_val_loss']:.17g}, loop {row['loop_val_loss']:.17g}, "
+              f"|difference| {row['abs_difference']:.3g} (lr's last bit moves the loop by "
+              f"{row['loop_last_bit_spread']:.3g})", flush=True)
+    else:
+        print(f"lr {lr:.4g}, mu {mu:g}: sweep {row['sweep_status']}, loop {row['loop_status']}", flush=True)
+    return row
+
+
+def float64_check(args: argparse.Namespace) -> dict:
+    """The CNN grid trained in float64 by ``inertia.sweep`` (conv backend, every configuration in one call,
+    as the benchmark's sweep) and by the plain loop on the same batches and initializations: each
+    configuration's validation loss by both, and the largest difference where the configuration is not
+    chaotic (:data:`LAST_BIT`)."""
+    import inertia
+
+    steps = args.cnn_steps or (20 if args.quick else 500)
+    opts = {"steps": steps, "batch_size": args.batch_size, "seed": args.seed, "threads": args.threads,
+            "device": args.device}
+    data, train_idx, val_idx = _cnn_setup(opts)
+    for name in ("x_train", "x_test"):
+        setattr(data, name, getattr(data, name).double())
+    swept = inertia.sweep(data, cnn_factory, lr=LRS, momentum=CNN_MOMENTA, optimizer="momentum", steps=steps,
+                          batch_size=args.batch_size, folds=1, seed=args.seed, device=args.device,
+                          diverge_factor=DIVERGE_FACTOR, eval_every=steps, seeds=1, select="final",
+                          dtype=torch.float64, backend="conv")
+    by_config = {(r["lr"], r["momentum"]): r for r in swept.records()}
+    rows = [_float64_row(data, train_idx, val_idx, by_config[lr, mu], lr, mu, steps, args)
+            for lr in LRS for mu in CNN_MOMENTA]
+    agree = all(r["sweep_status"] == r["loop_status"] for r in rows)
+    stable = [r for r in rows if r.get("loop_last_bit_spread", math.inf) < STABLE]
+    chaotic = [r for r in rows if r.get("loop_last_bit_spread", 0.0) >= STABLE]
+    largest = max(r["abs_difference"] for r in stable)
+    print(f"statuses {'all agree' if agree else 'DIFFER'}; {len(stable)} configurations stable to lr's last bit, "
+          f"the largest |difference| of their validation loss {largest:.3g}; chaotic (lr's last bit moves the "
+          f"loop's own result by {STABLE:g} or more): "
+          + (", ".join(f"lr {r['lr']:.4g} mu {r['momentum']:g}" for r in chaotic) or "none"))
+    return {"benchmark": "sweep_speed --float64-check", "command": " ".join(["python", *sys.argv]), "steps": steps,
+            "batch_size": args.batch_size, "device": args.device,
+            "model": f"DigitsCNN(in_channels=1, classes=10, width={CNN_WIDTH})", "configurations": rows,
+            "statuses_agree": agree, "max_abs_difference_stable": largest}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workload", default="both", choices=("both", "mlp", "cnn"))
@@ -528,17 +600,24 @@ def main(argv: list[str] | None = None) -> int:
                              "time is reported (it is ~10 s, so a single run is at the mercy of a moment's noise)")
     parser.add_argument("--metric", default="val_loss", choices=("val_loss", "val_accuracy"),
                         help="how the best configuration is chosen (on the validation holdout)")
-    parser.add_argument("--json", default="benchmarks/results/sweep_speed.json")
+    parser.add_argument("--float64-check", action="store_true",
+                        help="no timing: the CNN grid in float64, inertia.sweep against the loop (see above)")
+    parser.add_argument("--json", default=None,
+                        help="where the figures go (default: benchmarks/results/sweep_speed.json, or "
+                             "sweep_float64.json for --float64-check)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.float64_check:
+        write_json(float64_check(args), args.json or "benchmarks/results/sweep_float64.json")
+        return 0
     payload = mlp_workload(args) if args.workload in ("both", "mlp") else {
         "benchmark": "sweep_speed", "command": " ".join([sys.executable.split('/')[-1], *sys.argv]),
         "machine": {"cpu": cpu_description(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "torch": torch.__version__}}
     if args.workload in ("both", "cnn"):
         payload["cnn"] = cnn_workload(args)
-    write_json(payload, args.json)
+    write_json(payload, args.json or "benchmarks/results/sweep_speed.json")
     return 0
 
 

@@ -67,8 +67,7 @@ def test_regression_targets_one_and_many_outputs():
     assert whole.task == "regression"
 
 
-@pytest.mark.parametrize("labels,names", [((1, 2, 3), (1, 2, 3)), ((0, 5, 9), (0, 5, 9)),
-                                          ((-1, 1), (-1, 1)), ((0, 10**12), (0, 10**12))])
+@pytest.mark.parametrize("labels,names", [((1, 2, 3), (1, 2, 3)), ((0, 5, 9), (0, 5, 9)), ((3, 999), (3, 999))])
 def test_labels_that_are_not_0_to_k_are_mapped_and_the_mapping_kept(labels, names):
     y = np.array(labels * 10)
     x = np.arange(len(y), dtype=np.float64)
@@ -79,6 +78,23 @@ def test_labels_that_are_not_0_to_k_are_mapped_and_the_mapping_kept(labels, name
         assert [names[k] for k in part_y.tolist()] == original.tolist()
     assert f"labels={{0: {names[0]!r}" in repr(d)
     assert as_dataset((x, np.arange(len(y)) % 3)).label_names is None  # 0 .. K-1: kept as they are
+
+
+@pytest.mark.parametrize("labels,shown", [
+    ((-1, 1), "negative class labels (-1)"),
+    ((-7, -3, -2, -1, 0, 4), "negative class labels (-7, -3, -2 and 1 more)"),
+    ((0, 10**12), "far beyond their 2 classes (1000000000000; labels must be below 1,000)"),
+    ((0, 1, 1000), "far beyond their 3 classes (1000; labels must be below 1,000)"),
+    (tuple(range(120)) + (1300, 5000), "far beyond their 122 classes (5000, 1300; labels must be below 1,220)"),
+])
+def test_negative_labels_and_labels_far_beyond_the_classes_are_refused_naming_them(labels, shown):
+    y = np.array(labels * 10)
+    x = np.arange(len(y), dtype=np.float64)
+    for targets in (y, y.astype(np.float64), torch.tensor(y)):
+        with pytest.raises(ValueError, match="^dataset 'arrays': the targets hold ") as error:
+            as_dataset((x, targets))
+        assert shown in str(error.value) and "--loss mse" in str(error.value) and "\n" not in str(error.value)
+    assert as_dataset((x, y), task="regression").task == "regression"    # told: values, not labels
 
 
 def test_csv_text_labels_are_classes_in_sorted_order(tmp_path):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import re
 
 import pytest
 import torch
@@ -164,6 +165,34 @@ def test_member_index_is_checked():
     stacked = inertia.stack(small_cnn, 2)
     with pytest.raises(ValueError, match="member index"):
         stacked.member(2)
+
+
+@pytest.mark.parametrize("members_built,message", [
+    ([nn.Linear(2, 3), nn.Linear(2, 3), nn.Linear(2, 4)],
+     r"^member 2's 'weight' is \(4, 2\) torch.float32 but member 0's is \(3, 2\) torch.float32; "),
+    ([nn.Linear(2, 3), nn.Linear(2, 3).double()], r"^member 1's 'weight' is \(3, 2\) torch.float64 but member 0's"),
+    ([nn.Linear(2, 3), nn.Linear(2, 3, bias=False)], r"^member 1 of the stack differs .*only member 0 has 'bias'"),
+    ([nn.BatchNorm1d(3), nn.BatchNorm1d(3, track_running_stats=False)], r"only member 0 has 'num_batches_tracked'"),
+])
+def test_members_of_different_shapes_are_refused_naming_the_member_and_the_tensor(members_built, message):
+    built = iter(members_built)
+    with pytest.raises(ValueError, match=message) as error:
+        inertia.stack(lambda: next(built), len(members_built), seed=0)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("make,name", [
+    (lambda params, bad: inertia.SGD(params, lr=0.1, momentum=bad), "momentum"),
+    (lambda params, bad: inertia.SGD(params, lr=bad, momentum=0.9), "lr"),
+    (lambda params, bad: inertia.Adam(params, lr=0.1, betas=(bad, 0.999)), "betas"),
+])
+def test_a_hyperparameter_tensor_of_two_dimensions_is_refused_at_construction(make, name):
+    """One value per member is ``[n]``; ``[n, 1]`` or ``[2, 2]`` would fail at the first step without naming it."""
+    stacked = inertia.stack(small_cnn, 2, seed=0)
+    for bad in (torch.full((2, 1), 0.5), torch.full((2, 2), 0.5)):
+        with pytest.raises(ValueError, match=rf"^{name}.* got a tensor of shape {re.escape(str(tuple(bad.shape)))}"):
+            make(stacked.parameters(), bad)
+    make(stacked.parameters(), torch.tensor([0.5, 0.25]))   # one value per member: accepted
 
 
 class TiedLM(nn.Module):

@@ -5,6 +5,7 @@ bit for bit, with no configuration missing or duplicated."""
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import os
 import random
 import signal
@@ -236,16 +237,40 @@ def test_ctrl_c_at_any_moment_prints_one_line_and_the_rerun_completes(tmp_path, 
 
 
 def test_a_killed_lane_is_one_line_and_the_rerun_completes(tmp_path, baseline):
-    """SIGKILL of the forked training processes alone (what the out-of-memory killer does): the sweep
-    says so in one line and exits non-zero; the rerun completes the grid, bit-identical."""
+    """SIGKILL of the forked training processes alone (as the out-of-memory killer would, but from another
+    process): the sweep says so in one line and exits non-zero; the rerun completes the grid, bit-identical."""
     killed = _run(_sweep_args(tmp_path), kill=("lane", 2))
     assert killed.returncode == 2, killed.stdout + killed.stderr
     assert "Traceback" not in killed.stderr
     [line] = killed.stderr.strip().splitlines()
     assert "ended without results (killed by SIGKILL" in line and "run the same command again" in line
+    assert "another process" in line and "killed by the out-of-memory killer" not in line, line
     again = _run(_sweep_args(tmp_path))
     assert again.returncode == 0, again.stdout + again.stderr
     assert _results(tmp_path / "sweep.db") == baseline["0"]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM, signal.SIGSEGV])
+def test_a_lanes_death_names_its_signal_and_for_sigkill_who_sent_it(monkeypatch, stop):
+    """The out-of-memory killer is named only where the kernel's oom_kill count rose while the lanes ran."""
+    from inertia.sweeps import lanes
+
+    pid = os.fork()
+    if pid == 0:
+        faulthandler.disable()   # pytest's: it would print the crash of SIGSEGV
+        os.kill(os.getpid(), stop)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    monkeypatch.setattr(lanes, "oom_kills", lambda: 3)
+    if stop != signal.SIGKILL:
+        assert lanes._ended(status, 2) == f"killed by {stop.name} ({signal.strsignal(stop)})"
+        return
+    assert lanes._ended(status, 2).startswith("killed by the out-of-memory killer (SIGKILL)")
+    assert lanes._ended(status, 3) == ("killed by SIGKILL from another process (the out-of-memory killer's count "
+                                       "did not change)")
+    assert lanes._ended(status, None).startswith("killed by SIGKILL (the out-of-memory killer or another process")
+    monkeypatch.setattr(lanes, "oom_kills", lambda: None)
+    assert lanes._ended(status, 2).startswith("killed by SIGKILL (the out-of-memory killer or another process")
 
 
 def test_importing_inertia_loads_no_torch():

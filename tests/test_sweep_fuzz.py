@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -122,6 +124,24 @@ def test_a_bad_python_value_is_one_line_naming_it(monkeypatch, name):
     assert "\n" not in str(error.value) and named in str(error.value), str(error.value)
 
 
+@pytest.mark.parametrize("values,named", [
+    (["--lr", "1e-3:1:100000000"], "lr 1e-3:1:100000000: 100,000,000 points"),
+    (["--lr=1e-4:1:4000", "--momentum", "0:0.99:4000"], "the grid 4000 x 4000: 16,000,000 points"),
+    (["--hyper", "weight_decay=0:1:100000000"], "weight_decay 0:1:100000000"),
+    (["--sampler", "tpe", "--trials", "1000000000"], "trials must be at most 1,000,000"),
+])
+def test_a_sweep_too_large_is_refused_before_torch_is_imported(tmp_path, values, named):
+    """Importing torch takes seconds: the values are read and bounded before it, so the refusal is instant."""
+    code = ("import sys\nfrom inertia.cli import main\n"
+            f"rc = main({['sweep', '--data', 'digits', *values, '--out', str(tmp_path / 'out')]!r})\n"
+            "print(rc, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["2", "False"], done.stdout + done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"inertia sweep: error: {named}"), line
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_dtype_by_name_is_that_dtype():
     assert TrainSpec(dtype="float64").dtype is torch.float64 and TrainSpec(dtype="float32").dtype is torch.float32
 
@@ -129,12 +149,18 @@ def test_a_dtype_by_name_is_that_dtype():
 def test_bad_places_and_data_are_one_line_each(tmp_path, capsys, finished):
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
+    signed = _csv(tmp_path, [f"{i},{i % 3},{i % 2 * 2 - 1}" for i in range(41)])            # labels -1 and 1
+    ids = _csv(tmp_path, [f"{i},{i % 3},{i % 2 * 10**12 + i % 3}" for i in range(42)])   # 0..2 and 10**12 + 0..2
     cases = [
         (["--out", ""], "out"),
         (["--out", str(a_file)], "out"),
         (["--out", str(tmp_path / "t"), "--tensorboard", str(a_file)], "--tensorboard"),
         (["--out", str(tmp_path / "d"), "--data", _csv(tmp_path, ["1,2,0", "2,3,1", "3,4,0"])], "data"),
         (["--out", str(tmp_path / "e"), "--data", _csv(tmp_path, [f"{i},{i % 3},7" for i in range(40)])], "one class"),
+        (["--out", str(tmp_path / "f"), "--data", signed], f"dataset '{signed}': the targets hold negative class "
+                                                          "labels (-1)"),
+        (["--out", str(tmp_path / "g"), "--data", ids], f"dataset '{ids}': the targets hold class labels far beyond "
+                                                       "their 6 classes (1000000000002, 1000000000001, 1000000000000;"),
     ]
     for extra, named in cases:
         drop = ("--data",) if "--data" in extra else ()

@@ -56,13 +56,15 @@ class _Interrupts:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .commands.options import attach_negative_values, usage_error
+    from .commands.options import attach_negative_values, check_sweep_size, usage_error
 
     words = attach_negative_values(sys.argv[1:] if argv is None else list(argv))
     command = next((w for w in words if not w.startswith("-")), "")
     interrupts = _Interrupts()
     previous = {stop: signal.signal(stop, interrupts) for stop in STOPS} if _main_thread() else {}
     try:
+        if command == "sweep":
+            check_sweep_size(words)   # before torch loads (seconds): a sweep too large is refused at once
         parser = build_parser()
         if interrupts.seen:
             raise KeyboardInterrupt

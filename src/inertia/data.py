@@ -30,10 +30,12 @@ Nothing is ever downloaded.
 
 Inputs keep their shape (``[n, 8, 8]`` stays so, images are ``[n, C, H, W]``) and
 are used as given: :func:`standardize` is separate, to be fitted on a training part only.
-Targets: integer labels give ``task="classification"`` (labels that are not
-0 .. K-1, or text labels, are mapped to 0 .. K-1 in sorted order and the
-originals kept in ``Dataset.label_names``); other numbers give
-``task="regression"`` (``[n]`` or ``[n, outputs]``). ``task=`` forces either.
+Targets: integer labels (or whole numbers) give ``task="classification"``; other numbers give
+``task="regression"`` (``[n]`` or ``[n, outputs]``). ``task=`` forces either. Integer labels are
+class indices: none negative, and none far beyond the number of classes K (each below
+``max(1000, 10 K)``), else a ``ValueError`` names the data and the labels. Text labels, and
+integer labels that skip values ({3, 7}, {1, 2, 3}), are mapped to 0 .. K-1 in sorted order and
+the originals kept in ``Dataset.label_names``.
 """
 from __future__ import annotations
 
@@ -170,6 +172,7 @@ def _infer_task(name: str, targets: list[np.ndarray]) -> str:
     if not all(np.isfinite(t).all() and np.all(np.mod(t, 1) == 0) for t in targets):
         return "regression"
     values = np.unique(np.concatenate([t.ravel() for t in targets]))
+    _check_indices(name, values)   # labels that cannot be classes: the error alone, without the warning
     if len(values) > MANY_CLASSES and not (values[0] == 0 and values[-1] == len(values) - 1):
         warnings.warn(f"dataset {name!r}: float targets with {len(values)} distinct whole values "
                       f"({values[0]:g}..{values[-1]:g}) are read as {len(values)} classes; for a regression "
@@ -210,16 +213,45 @@ def _check_classes(name: str, labels: np.ndarray) -> None:
         raise _bad(name, f"the targets hold one class only ({labels[0].item()!r}); classification needs two or more")
 
 
+LABEL_FLOOR = 1000
+"""Integer class labels below this are always taken; above it, only below 10 × the number of distinct labels."""
+
+_RELABEL = "number the classes 0 .. K-1, or for a regression give --loss mse (loss='mse', or task='regression')"
+
+
+def _few(values: np.ndarray) -> str:
+    """Up to three whole numbers, and how many more."""
+    shown = ", ".join(str(int(v)) for v in values[:3].tolist())
+    return shown + (f" and {len(values) - 3} more" if len(values) > 3 else "")
+
+
+def _check_indices(name: str, labels: np.ndarray) -> None:
+    """Integer class labels are class indices: never negative, and none far beyond the number of classes K
+    (at most ``max(LABEL_FLOOR, 10 K) − 1``); ``labels`` sorted and distinct. A negative label or one such
+    as 10**12 is most likely not a class (an id, a count, a signed regression target)."""
+    negative = labels[labels < 0]
+    if negative.size:
+        raise _bad(name, f"the targets hold negative class labels ({_few(negative)}); class labels are indices "
+                         f"0, 1, ...: {_RELABEL}")
+    bound = max(LABEL_FLOOR, 10 * len(labels))
+    far = labels[labels >= bound][::-1]
+    if far.size:
+        raise _bad(name, f"the targets hold class labels far beyond their {len(labels)} classes ({_few(far)}; "
+                         f"labels must be below {bound:,}): {_RELABEL}")
+
+
 def _classification(name: str, targets: dict[str, np.ndarray]) -> tuple[list[np.ndarray], tuple | None]:
     """Class indices 0 .. K−1, and the original labels (sorted) unless they were already 0 .. K−1.
 
-    Labels are mapped through their sorted unique values, so a label's size
-    (say 10**12) is never used as a count or a one-hot width.
+    Text labels, and integer labels that skip values ({3, 7}, {1, 2, 3}), are mapped through their
+    sorted unique values; integer labels must be indices (:func:`_check_indices`).
     """
     text = any(t.dtype.kind in "USO" for t in targets.values())
     checked = [_labels(name, key, t, text) for key, t in targets.items()]
     labels = np.unique(np.concatenate(checked))
     _check_classes(name, labels)
+    if not text:
+        _check_indices(name, labels)
     indices = [np.searchsorted(labels, t).astype(np.int64) for t in checked]
     if not text and labels[0] == 0 and labels[-1] == len(labels) - 1:
         return indices, None

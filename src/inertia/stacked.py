@@ -100,7 +100,30 @@ def _build(model_or_factory: nn.Module | Callable[[], nn.Module], n: int, seed: 
                 built.append(model_or_factory())
     if not isinstance(built[0], nn.Module):
         raise TypeError(f"the factory must return an nn.Module, got {type(built[0]).__name__}")
+    _check_alike(built)
     return built
+
+
+def _tensors(module: nn.Module) -> dict[str, Tensor]:
+    return dict(itertools.chain(module.named_parameters(), module.named_buffers()))
+
+
+def _check_alike(modules: list[nn.Module]) -> None:
+    """Every member holds the first member's parameters and buffers, by name, shape and dtype,
+    or a ValueError names the first member, tensor and shapes (or dtypes) that differ."""
+    first = _tensors(modules[0])
+    for i, module in enumerate(modules[1:], start=1):
+        theirs = _tensors(module)
+        if theirs.keys() != first.keys():
+            name = sorted(theirs.keys() ^ first.keys())[0]
+            holder = 0 if name in first else i
+            raise ValueError(f"member {i} of the stack differs from member 0: only member {holder} has "
+                             f"{name!r}; every member needs the same parameters and buffers")
+        for name, t in theirs.items():
+            if t.shape != first[name].shape or t.dtype != first[name].dtype:
+                raise ValueError(f"member {i}'s {name!r} is {tuple(t.shape)} {t.dtype} but member 0's is "
+                                 f"{tuple(first[name].shape)} {first[name].dtype}; every member needs the "
+                                 "same shapes and dtypes")
 
 
 def stack(model_or_factory: nn.Module | Callable[[], nn.Module], n: int, *, seed: int | None = None) -> "Stacked":

@@ -56,6 +56,45 @@ def attach_negative_values(words: list[str]) -> list[str]:
     return out
 
 
+class _Silent(argparse.ArgumentParser):
+    """A parser that gives up without a word: what it cannot read, the full parser reports."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _Unread(message)
+
+
+class _Unread(Exception):
+    pass
+
+
+def check_sweep_size(words: list[str]) -> None:
+    """Read and bound ``inertia sweep``'s values (``--lr``, ``--momentum``, ``--hyper NAME=VALUES``) and
+    ``--trials`` in the command's words, before torch is imported: a grid this machine cannot hold
+    (``--lr 1e-3:1:100000000``) or a search too long to store is refused in one line at once, with the
+    message the sweep's specs give. The axes given bound the grid from below (an axis left out has one
+    value or more); anything else is left to the full parser."""
+    from .._grid import check_grid_size, check_trials, parse_values
+
+    early = _Silent(add_help=False, allow_abbrev=False)
+    early.add_argument("-h", "--help", action="store_true")
+    early.add_argument("--lr")
+    early.add_argument("--momentum")
+    early.add_argument("--hyper", action="append", default=[])
+    early.add_argument("--trials", type=int)
+    try:
+        given, _ = early.parse_known_args(words)
+    except _Unread:
+        return
+    if given.help:
+        return
+    axes = {"lr": given.lr, "momentum": given.momentum, **pairs(given.hyper, "--hyper", "NAME=VALUES")}
+    sizes = {name: len(set(parse_values(text, name))) for name, text in axes.items() if text is not None}
+    if sizes:
+        check_grid_size(sizes)
+    if given.trials is not None:
+        check_trials(given.trials)
+
+
 # ---------------------------------------------------------------- reading values
 
 def positive_int(text: str) -> int:

@@ -201,10 +201,14 @@ def _show(value: Any) -> str:
 def require(name: str, value: Any, ok: Callable[[float], bool], what: str) -> None:
     """Raise ``ValueError`` naming ``name`` and the offending value unless ``ok`` holds.
 
-    ``what`` describes the accepted range, e.g. ``"in [0, 1)"``. NaN never passes.
+    ``what`` describes the accepted range, e.g. ``"in [0, 1)"``. NaN never passes. A tensor holds one
+    value (0-dim) or one per configuration (1-D ``[N]``, :func:`broadcast_hyper`); any other shape is refused.
     """
     if isinstance(value, bool) or not (is_tensor(value) or isinstance(value, (int, float))):
         raise ValueError(f"{name} must be a number or a tensor, got {value!r}")
+    if is_tensor(value) and value.dim() > 1:
+        raise ValueError(f"{name} must be a number, a 0-dim tensor or a 1-D tensor of one value per configuration "
+                         f"[N], got a tensor of shape {tuple(value.shape)}")
     for index, v in enumerate(_values(value)):
         if math.isnan(v) or not ok(v):
             raise ValueError(f"{name} must be {what}, got {v!r}{_where(value, index)} from {name}={_show(value)}")

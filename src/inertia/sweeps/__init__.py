@@ -169,7 +169,7 @@ MIN_TRAIN_ROWS = 10
 def _check_data(spec: SweepSpec, dataset: Any) -> None:
     """Refuse data too small for the sweep, and a model that would not fit in memory, before building it."""
     from .memory import default_memory_budget
-    from .specs import _size
+    from .._grid import size_text
 
     rows, tests = len(dataset.y_train), 0 if dataset.x_test is None else len(dataset.x_test)
     folds = make_folds(rows, spec.train.folds, spec.train.seed)   # too few for the folds: a ValueError
@@ -183,7 +183,7 @@ def _check_data(spec: SweepSpec, dataset: Any) -> None:
     have = 4 * default_memory_budget(spec.train.device)
     if need is not None and need > have:
         raise ValueError(f"model {spec.task.model!r} for {dataset.features} features and {dataset.outputs:,} outputs "
-                         f"needs about {_size(need)} per configuration; {_size(have)} of memory is available")
+                         f"needs about {size_text(need)} per configuration; {size_text(have)} of memory is available")
 
 
 def _model_bytes(model: Any, dataset: Any, model_args: Mapping[str, Any], dtype: torch.dtype) -> int | None:

@@ -175,7 +175,7 @@ def _run_forked(parts: list[Part], lanes: int, trainer: Trainer) -> int:
     from multiprocessing.connection import wait
 
     running: dict[Any, tuple[int, list[Any], str | None]] = {}
-    told, failures = 0, []
+    told, failures, oom_kills_before = 0, [], oom_kills()
     try:
         while parts or running:
             while parts and len(running) < lanes:
@@ -190,7 +190,7 @@ def _run_forked(parts: list[Part], lanes: int, trainer: Trainer) -> int:
                 running[mine] = (pid, trials, path)
             trainer.heartbeat()
             for conn in wait(list(running), timeout=trainer.tick):
-                told += _answer(conn, running, trainer, failures)
+                told += _answer(conn, running, trainer, failures, oom_kills_before)
     finally:
         for conn, (pid, _, _) in running.items():  # interrupted or failed: stop the rest
             try:
@@ -220,18 +220,60 @@ class LaneFailed(ChildProcessError):
                          f"run the same command again to train the rest")
 
 
-def _ended(status: int) -> str:
-    """Why a child ended, from its wait status: a signal (SIGKILL: most often the out-of-memory killer)."""
+def oom_kills() -> int | None:
+    """Processes of this process's memory cgroup the out-of-memory killer has ended so far (the kernel's
+    ``oom_kill`` count: ``memory.events`` in cgroup v2, ``memory.oom_control`` in v1), or None where
+    neither can be read. The kernel's log (dmesg) names the victim too but is seldom readable."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            groups = [line.rstrip("\n").split(":", 2) for line in f if line.count(":") >= 2]
+    except OSError:
+        return None
+    for _, controllers, path in groups:
+        if controllers == "":
+            file = f"/sys/fs/cgroup{path.rstrip('/')}/memory.events"
+        elif "memory" in controllers.split(","):
+            file = f"/sys/fs/cgroup/memory{path.rstrip('/')}/memory.oom_control"
+        else:
+            continue
+        try:
+            with open(file) as f:
+                counts = dict(line.split(None, 1) for line in f if " " in line)
+            return int(counts["oom_kill"])
+        except (OSError, KeyError, ValueError):
+            continue
+    return None
+
+
+def _ended(status: int, oom_kills_before: int | None) -> str:
+    """Why a child ended, from its wait status: its exit status, or the signal by name and, for SIGKILL,
+    who sent it: the out-of-memory killer where :func:`oom_kills` rose since ``oom_kills_before``
+    (taken before the lanes started), another process where it did not, either where it is unknown."""
+    import signal
+
     code = os.waitstatus_to_exitcode(status)
-    if code == -9:
-        return "killed by SIGKILL, as the system does when memory runs out; try a smaller --max-batch"
-    return f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+    if code >= 0:
+        return f"exit status {code}"
+    try:
+        stop = signal.Signals(-code)
+    except ValueError:
+        return f"killed by signal {-code}"
+    if stop != signal.SIGKILL:
+        return f"killed by {stop.name} ({signal.strsignal(stop)})"
+    now = oom_kills()
+    if now is None or oom_kills_before is None:
+        return ("killed by SIGKILL (the out-of-memory killer or another process; if memory ran out, "
+                "try a smaller --max-batch)")
+    if now > oom_kills_before:
+        return "killed by the out-of-memory killer (SIGKILL); try a smaller --max-batch"
+    return "killed by SIGKILL from another process (the out-of-memory killer's count did not change)"
 
 
 def _answer(conn: Any, running: dict[Any, tuple[int, list[Any], str | None]], trainer: Trainer,
-            failures: list[tuple[int, str, str]]) -> int:
+            failures: list[tuple[int, str, str]], oom_kills_before: int | None) -> int:
     """Handle one message of a forked lane; how many trials it told (its last message: all of them).
-    A lane that dies or fails is added to ``failures`` as (pid, reason, its traceback or "")."""
+    A lane that dies or fails is added to ``failures`` as (pid, reason, its traceback or "");
+    ``oom_kills_before``: :func:`oom_kills` before the lanes started."""
     pid, trials, path = running[conn]
     try:
         message = conn.recv()
@@ -251,7 +293,7 @@ def _answer(conn: Any, running: dict[Any, tuple[int, list[Any], str | None]], tr
         if kind == "done":
             return len(trials)
         if kind == "died":
-            failures.append((pid, _ended(status), ""))
+            failures.append((pid, _ended(status, oom_kills_before), ""))
         else:  # "error": the lane's exception, its traceback's last line as the reason
             failures.append((pid, message[1].strip().splitlines()[-1], message[1]))
     return 0

@@ -6,6 +6,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._grid import ram_budget
+
 
 def member_bytes(job: Any) -> int:
     """Rough bytes one member of ``job`` (a :class:`~inertia.sweeps.engine.Job`) needs: parameters, gradient
@@ -62,14 +64,7 @@ def default_memory_budget(device: str) -> int:
     if str(device).startswith("cuda") and torch.cuda.is_available():
         free, _ = torch.cuda.mem_get_info(torch.device(device))
         return int(free * 0.6)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024 // 4
-    except OSError:
-        pass
-    return 2 * 1024**3
+    return ram_budget()
 
 
 def configs_per_chunk(job: Any, memory_budget: int | None = None) -> int:

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from .._grid import check_grid_size, check_trials, parse_values
 from ..core import check_members, check_names
 from .selection import SELECTIONS
 
@@ -27,31 +28,6 @@ DEFAULT_MOMENTA = (0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
 """The momentum grid swept when none is given (for rules that have a momentum)."""
 DEFAULT_LRS = "1e-3:1:8"
 """The learning rates swept when none are given (for rules that no tuner drives)."""
-
-
-def parse_values(text: str, name: str = "value") -> list[float]:
-    """``"1e-3:1:8"`` -> 8 log-spaced values from 1e-3 to 1 (linear if a bound is <= 0); ``"0,0.9"`` -> list."""
-    text = str(text).strip()
-    try:
-        if ":" in text:
-            parts = text.split(":")
-            if len(parts) != 3:
-                raise ValueError
-            start, stop, count = float(parts[0]), float(parts[1]), int(parts[2])
-            if count < 1:
-                raise ValueError(f"{name}: the count in start:stop:count must be >= 1, got {count}")
-            _check_points(count, f"{name} {text}")
-            if count == 1:
-                return [start]
-            if start > 0 and stop > 0:
-                a, b = math.log10(start), math.log10(stop)
-                return [10 ** (a + (b - a) * i / (count - 1)) for i in range(count)]
-            return [start + (stop - start) * i / (count - 1) for i in range(count)]
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as error:
-        if str(error).startswith(name):
-            raise
-        raise ValueError(f"{name}: expected start:stop:count (log-spaced) or a comma list of numbers, got {text!r}") from None
 
 
 def _values(name: str, value: Any) -> tuple[float, ...]:
@@ -73,32 +49,6 @@ def _values(name: str, value: Any) -> tuple[float, ...]:
     return tuple(dict.fromkeys(values))
 
 
-GRID_POINT_BYTES = 4096
-"""Rough bytes one grid point costs before training (its configuration, its trial in the storage)."""
-
-
-def _check_points(points: int, what: str) -> None:
-    """Refuse ``points`` configurations (a grid or an axis of it) whose bookkeeping alone
-    (:data:`GRID_POINT_BYTES` each) would not fit in 4x the memory budget, before any is built."""
-    from .memory import default_memory_budget
-
-    need, have = points * GRID_POINT_BYTES, 4 * default_memory_budget("cpu")
-    if need > have:
-        raise ValueError(f"{what}: {points:,} points would need about {_size(need)} before training, and "
-                         f"{_size(have)} of memory is available; give fewer")
-
-
-def _check_grid_size(space: Mapping[str, Sequence[float]]) -> None:
-    _check_points(math.prod(len(vs) for vs in space.values()),
-                 f"the grid {' x '.join(str(len(v)) for v in space.values())}")
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 def grid_points(space: Mapping[str, Sequence[float]]) -> list[dict[str, float]]:
@@ -178,7 +128,7 @@ class TaskSpec:
         empty = [n for n, vs in self.space.items() if not vs]
         if empty:
             raise ValueError(f"{empty[0]}: the grid is empty (no values given)")
-        _check_grid_size(self.space)
+        check_grid_size({name: len(vs) for name, vs in self.space.items()})
         check_names(preset, [*self.space, *self.fixed], numeric=[*self.space, *self.schedules])
         check_members(preset, self.members(), columns=list(self.space))   # negative lr, momentum >= 1, ...
         if "lr" in self.space and min(self.space["lr"]) <= 0:
@@ -300,10 +250,6 @@ def _check_device(device: str) -> None:
         raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}")
 
 
-MAX_TRIALS = 1_000_000
-"""The most trials a random or TPE search asks for (a study of more takes minutes to open and tell)."""
-
-
 @dataclass(frozen=True)
 class SearchSpec:
     """How to search: the sampler, how many trials, the pruner, the metric that picks the best.
@@ -341,9 +287,8 @@ class SearchSpec:
             raise ValueError(f"metric must be one of auto, {', '.join(METRICS)}, got {self.metric!r}")
         if self.sampler != "grid" and (self.trials is None or self.trials < 1):
             raise ValueError(f"the {self.sampler} sampler needs trials >= 1, got trials={self.trials!r}")
-        if self.trials is not None and self.trials > MAX_TRIALS:
-            raise ValueError(f"trials must be at most {MAX_TRIALS:,} (each is a row of the study, a random "
-                             f"search's drawn when it opens), got {self.trials:,}")
+        if self.trials is not None:
+            check_trials(self.trials)
         if self.sampler == "grid" and self.trials is not None:
             raise ValueError(f"trials={self.trials} is for the random and tpe samplers; the grid trains every point")
         for name in ("eval_every", "round_size"):

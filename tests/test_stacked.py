@@ -195,6 +195,16 @@ def test_a_hyperparameter_tensor_of_two_dimensions_is_refused_at_construction(ma
     make(stacked.parameters(), torch.tensor([0.5, 0.25]))   # one value per member: accepted
 
 
+def test_a_two_dimensional_tensor_set_in_a_param_group_later_is_named_at_the_step():
+    stacked = inertia.stack(small_cnn, 2, seed=0)
+    opt = inertia.SGD(stacked.parameters(), lr=0.1, momentum=torch.tensor([0.5, 0.25]))
+    opt.param_groups[0]["momentum"] = torch.full((2, 2), 0.5)
+    for p in stacked.parameters():
+        p.grad = torch.ones_like(p)
+    with pytest.raises(ValueError, match=r"^momentum must be 1-D \(one value per configuration\), got shape \(2, 2\)"):
+        opt.step()
+
+
 class TiedLM(nn.Module):
     """An embedding shared with the output layer (weight tying, as in language models)."""
 

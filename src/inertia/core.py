@@ -354,7 +354,7 @@ class Stack:
             key = (param.dim(), param.device, param.dtype)
             shaped = self._shaped.get(key)
             if shaped is None:
-                shaped = self._shaped[key] = {k: broadcast_hyper(v, param) if k in self.rule.numeric else v
+                shaped = self._shaped[key] = {k: broadcast_hyper(v, param, k) if k in self.rule.numeric else v
                                               for k, v in values.items()}
             self._shaped[i] = shaped
         return shaped

@@ -53,7 +53,7 @@ def per_configuration(value: Any) -> bool:
 def group_hyper(rule: Rule, group: dict, param: Tensor, stacked: bool = False) -> dict[str, Any]:
     """The group's hyperparameters shaped for ``param``, and under ``MEMBER_AXIS`` whether its first axis
     is the member axis (``stacked``: parameters of :func:`inertia.stack` or marked stacked)."""
-    return {**{name: core.shape_hyper(group[name], param) for name in rule.defaults}, MEMBER_AXIS: stacked}
+    return {**{name: core.shape_hyper(group[name], param, name) for name in rule.defaults}, MEMBER_AXIS: stacked}
 
 
 # ---------------------------------------------------------------- choosing

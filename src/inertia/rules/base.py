@@ -124,7 +124,7 @@ def member_dims(param: Tensor, hyper: Hyper) -> tuple[int, ...]:
     return tuple(range(1 if hyper.get(MEMBER_AXIS, False) else 0, param.dim()))
 
 
-def broadcast_hyper(value: Any, param: Tensor) -> Any:
+def broadcast_hyper(value: Any, param: Tensor, name: str = "a per-configuration hyperparameter") -> Any:
     """Shape a hyperparameter for ``param``; the one shaping function of every engine.
 
     A Python value is returned as is; a tuple (``betas``) is shaped component by
@@ -133,10 +133,10 @@ def broadcast_hyper(value: Any, param: Tensor) -> Any:
     ``[N, 1, ..., 1]`` so that it broadcasts along the parameter's leading
     configuration axis; a tensor already of that shape is kept (shaping twice is
     shaping once). A 1-D tensor of one value broadcasts against any parameter (the
-    optimizer's compiled path hands values in that shape).
+    optimizer's compiled path hands values in that shape). ``name`` names the hyperparameter in errors.
     """
     if isinstance(value, (tuple, list)):
-        return tuple(broadcast_hyper(v, param) for v in value)
+        return tuple(broadcast_hyper(v, param, name) for v in value)
     if not is_tensor(value):
         return value
     value = value.to(device=param.device, dtype=param.dtype if param.is_floating_point() else None)
@@ -147,10 +147,10 @@ def broadcast_hyper(value: Any, param: Tensor) -> Any:
     if value.dim() == 1 and value.shape[0] == 1:
         return value.view([1] * param.dim())
     if value.dim() != 1:
-        raise ValueError(f"a per-configuration hyperparameter must be 1-D, got shape {tuple(value.shape)}")
+        raise ValueError(f"{name} must be 1-D (one value per configuration), got shape {tuple(value.shape)}")
     if param.dim() == 0 or param.shape[0] != value.shape[0]:
         raise ValueError(
-            f"a hyperparameter with {value.shape[0]} configurations needs parameters whose first "
+            f"{name} with {value.shape[0]} configurations needs parameters whose first "
             f"dimension is {value.shape[0]}, got a parameter of shape {tuple(param.shape)}"
         )
     return value.view(value.shape[0], *([1] * (param.dim() - 1)))

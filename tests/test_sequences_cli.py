@@ -10,8 +10,6 @@ import pytest
 from examples.sequences import write_data
 from inertia.cli import main
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 CASES = [("mnist1d_sequences.npz", "GRUClassifier"), ("mnist1d_sequences.npz", "LSTMClassifier"),
          ("digits_tokens.npz", "TokenTransformer")]
 

@@ -27,8 +27,6 @@ RECORD_KEYS = {"lr", "momentum", "status", "diverged_step", "val_loss_mean", "va
                "val_accuracy_std", "train_loss_final", "train_loss_curve"}
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def _study(out: Path):
     import optuna

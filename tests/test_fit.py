@@ -38,7 +38,7 @@ def _assert_same_numbers(ours: dict, record: dict, n_val: int, n_test: int, fold
 
 
 @pytest.mark.parametrize("folds,schedules", [
-    (1, {}), (2, {}), (2, {"lr": "cosine(end=1e-4)", "momentum": "sutskever_ramp(every=10)"})])
+    (1, {}), (2, {"lr": "cosine(end=1e-4)", "momentum": "sutskever_ramp(every=10)"})])
 def test_the_printed_command_reproduces_every_sweep_record(tmp_path, folds, schedules):
     results = inertia.sweep("digits", "mlp", **GRID, folds=folds, schedules=schedules)
     data = load_dataset("digits", seed=3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -400,6 +401,19 @@ def _damage(db: Path) -> None:
     db.write_bytes(bytes(blob))
 
 
+STORAGE_GRID = ["--lr", "0.05,0.1", "--momentum", "0,0.9", "--steps", "10", "--batch-size", "32", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory) -> Path:
+    """The folder of a finished sweep, made in its own process (no connection left open); tests damage copies."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    made = subprocess.run([sys.executable, "-m", "inertia.cli", "sweep", "--data", "digits", *STORAGE_GRID,
+                           "--out", str(out)], env=_env(), capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    return out
+
+
 @pytest.mark.parametrize("case, says", [
     ("damaged", r"storage .*sweep\.db is damaged \(database disk image is malformed\): move .*sweep\.db aside"),
     ("not a database", r"storage .*sweep\.db is damaged \(file is not a database\): move .*sweep\.db aside"),
@@ -409,12 +423,9 @@ def _damage(db: Path) -> None:
     ("wrong password", r"wrong user or password for storage postgresql.*password authentication failed.*: "
                        r"check the storage URL$"),
 ])
-def test_a_storage_failure_is_one_line_naming_the_cause_and_the_way_out(tmp_path, capsys, case, says, request):
-    out = tmp_path / "run"
-    grid = ["--lr", "0.05,0.1", "--momentum", "0,0.9", "--steps", "10", "--batch-size", "32", "--quiet"]
-    made = subprocess.run([sys.executable, "-m", "inertia.cli", "sweep", "--data", "digits", *grid, "--out", str(out)],
-                          env=_env(), capture_output=True, text=True)   # its own process: no connection left open
-    assert made.returncode == 0, made.stderr
+def test_a_storage_failure_is_one_line_naming_the_cause_and_the_way_out(tmp_path, capsys, case, says, request,
+                                                                         finished_sweep):
+    out = shutil.copytree(finished_sweep, tmp_path / "run")
     db, storage = out / "sweep.db", []
     if case == "damaged":
         _damage(db)
@@ -428,6 +439,6 @@ def test_a_storage_failure_is_one_line_naming_the_cause_and_the_way_out(tmp_path
         server = request.getfixturevalue("postgres_url")
         storage = ["--storage", server.replace("inertia:inertia@", "inertia:wrong@")]
     capsys.readouterr()
-    assert cli_main(["sweep", "--data", "digits", *grid, "--out", str(out), *storage]) == 2
+    assert cli_main(["sweep", "--data", "digits", *STORAGE_GRID, "--out", str(out), *storage]) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert re.search(says, line), line

@@ -59,9 +59,13 @@ def chromium() -> tuple[str, str]:
     return browser, driver
 
 
-@pytest.fixture
+@pytest.fixture(scope="session", autouse=True)
 def one_thread():
-    """One intra-op torch thread for the test: small tensors run faster, and robustly on a shared machine."""
+    """One intra-op torch thread for the whole session (module fixtures included): the suite's tensors are
+    small, and OpenMP threads that wait on each other on a busy machine make small operations many times
+    slower (Muon's bfloat16 Newton-Schulz of a 3 x 5 matrix: 45 us a call on one thread, ~20 ms on two
+    under load). A test that needs more threads sets them and restores the count, as the library's own
+    choice (inertia.threads) does."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

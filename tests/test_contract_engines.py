@@ -42,8 +42,6 @@ FEATURES, CLASSES, EXAMPLES = 6, 3, 96
 STEPS, BATCH, SEED = 16, 16, 5
 RACE_STEPS = 30
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 # ---------------------------------------------------------------- references
 

@@ -12,8 +12,6 @@ from inertia.sweeps.conv import _GroupedConv, conv_layout
 from inertia.pipeline import make_folds
 from inertia.sweeps.engine import Job
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def blocks(c=4):
     return [nn.Conv2d(1, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, c, 3, padding=1),

@@ -9,8 +9,6 @@ from torch import nn
 import inertia
 from inertia.pipeline import SeededDropout, draw_stream
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 SETTINGS = dict(steps=30, batch_size=16, folds=2, seed=4)
 
 

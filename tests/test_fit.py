@@ -38,7 +38,7 @@ def _assert_same_numbers(ours: dict, record: dict, n_val: int, n_test: int, fold
 
 
 @pytest.mark.parametrize("folds,schedules", [
-    (1, {}), (2, {}), (2, {"lr": "cosine(end=1e-4)", "momentum": "sutskever_ramp(every=10)"})])
+    (1, {}), (2, {"lr": "cosine(end=1e-4)", "momentum": "sutskever_ramp(every=10)"})])
 def test_the_printed_command_reproduces_every_sweep_record(tmp_path, folds, schedules):
     results = inertia.sweep("digits", "mlp", **GRID, folds=folds, schedules=schedules)
     data = load_dataset("digits", seed=3)
@@ -248,7 +248,6 @@ def _engine_records(data, model, configs, **settings):
 REGRESSION = dict(lr=[0.02, 0.05], momentum=[0.0, 0.8], steps=40, batch_size=16, folds=2, seed=2, standardize=True)
 
 
-@pytest.mark.usefixtures("one_thread")
 def test_a_regression_sweeps_printed_command_reproduces_its_loss_rmse_and_r2(tmp_path):
     x, y = _regression(150)
     x_test, y_test = _regression(60, seed=1)
@@ -277,7 +276,6 @@ def test_a_regression_sweeps_records_carry_rmse_and_r2():
     assert record["val_rmse_mean"] is not None and record["val_r2_mean"] is not None
 
 
-@pytest.mark.usefixtures("one_thread")
 def test_in_float64_a_standardized_multi_output_huber_fit_equals_the_sweep_engine():
     x, y = _regression(120, outputs=2)
     x_test, y_test = _regression(50, outputs=2, seed=1)
@@ -296,7 +294,6 @@ def test_in_float64_a_standardized_multi_output_huber_fit_equals_the_sweep_engin
     assert unscaled["val_loss_mean"] != pytest.approx(record["val_loss_mean"], rel=1e-3)  # standardizing matters
 
 
-@pytest.mark.usefixtures("one_thread")
 def test_a_batchnorm_cnn_on_images_equals_a_plain_torch_sgd_loop_on_the_same_batches():
     """Per-channel standardization from each fold's training part, train mode for every step (BatchNorm's
     running statistics updated), eval mode for the metrics: written plainly here."""

@@ -8,8 +8,6 @@ import torch
 
 from inertia.sweeps import gemm
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 needs_openblas = pytest.mark.skipif(gemm.openblas_core() is None,
                                     reason="scipy-openblas32 is not installed (pip install 'inertia[openblas]')")
 

@@ -12,8 +12,6 @@ from inertia.core import Columns, check_members, member_hyper
 from inertia.rules.base import broadcast_hyper, is_schedule
 from inertia.schedules import cosine
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 @pytest.fixture
 def counted(monkeypatch):

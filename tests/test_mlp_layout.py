@@ -13,8 +13,6 @@ from inertia.sweeps.engine import Job, Members, run_members
 
 FEATURES, CLASSES, WIDTH = 6, 3, 8
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def plain():
     return nn.Sequential(nn.Linear(FEATURES, WIDTH), nn.ReLU(), nn.Linear(WIDTH, WIDTH), nn.ReLU(),

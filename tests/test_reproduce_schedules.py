@@ -57,7 +57,6 @@ def test_a_schedule_that_does_not_depend_on_the_length_is_printed_as_given():
     assert f"lr=cosine(steps={SWEEP_STEPS}, end=0.0001)" in command and f"--steps {BEST_STEP}" in command
 
 
-@pytest.mark.usefixtures("one_thread")
 def test_the_reproduce_command_of_a_scheduled_sweep_gives_its_validation_loss(tmp_path):
     """lr ramps up linearly over the sweep's 60 steps and the best validation loss comes before the end:
     the printed command (which stops there) must give the sweep's numbers."""

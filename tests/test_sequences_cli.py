@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import shlex
 
+import numpy as np
 import pytest
 
 from examples.sequences import write_data
 from inertia.cli import main
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+EXAMPLES = 400
+"""Examples kept of each data file (of each part): the sweep evaluates every configuration at every step."""
 
 CASES = [("mnist1d_sequences.npz", "GRUClassifier"), ("mnist1d_sequences.npz", "LSTMClassifier"),
          ("digits_tokens.npz", "TokenTransformer")]
@@ -19,7 +21,9 @@ CASES = [("mnist1d_sequences.npz", "GRUClassifier"), ("mnist1d_sequences.npz", "
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sequences")
-    write_data(str(folder))
+    for path in write_data(str(folder)):
+        arrays = dict(np.load(path))
+        np.savez(path, **{name: values[:EXAMPLES] for name, values in arrays.items()})
     return folder
 
 

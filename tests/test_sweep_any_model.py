@@ -18,8 +18,6 @@ from inertia.models import build_model
 from inertia.pipeline import batch_at, make_folds
 from inertia.sweeps.engine import Job, Members, run_members
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 SEED, BATCH, STEPS = 5, 12, 10
 CONFIGS = [dict(lr=0.05, momentum=0.9), dict(lr=0.2, momentum=0.0), dict(lr=0.01, momentum=0.5)]
 

@@ -17,8 +17,6 @@ from inertia.sweeps.memory import member_bytes
 FEATURES, CLASSES = 12, 4
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def _data(n: int = 240, seed: int = 0):
     g = torch.Generator().manual_seed(seed)

@@ -14,8 +14,6 @@ from inertia.sweeps import SweepSpec, TaskSpec, _job, _load_data
 from inertia.sweeps.engine import Members, run_members
 from inertia.sweeps.study import MOMENTUM_PARAM, Study
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def test_the_printed_url_opens_a_native_study(tmp_path, capsys):
     import optuna

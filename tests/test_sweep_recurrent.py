@@ -16,8 +16,6 @@ from inertia import rules
 from inertia.pipeline import batch_at, make_folds
 from inertia.sweeps.engine import Job, Members, run_members
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 SEED, BATCH, STEPS = 3, 10, 8
 CONFIGS = [dict(lr=0.1, momentum=0.9), dict(lr=0.3, momentum=0.0)]
 

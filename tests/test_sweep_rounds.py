@@ -8,8 +8,6 @@ from inertia.sweeps import SearchSpec
 
 SMALL = dict(data="digits", model="mlp", steps=20, batch_size=32, lr="1e-3:1e-1:3", momentum=[0.0, 0.95])
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def test_the_default_round_is_a_quarter_of_a_budget_half_of_a_grid_and_never_all_of_it():
     tpe = SearchSpec(sampler="tpe", trials=64)

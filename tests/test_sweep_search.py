@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -26,8 +27,6 @@ SMALL = dict(data="digits", model="mlp", steps=40, batch_size=32, seeds=1, metri
 RECORD_KEYS = {"lr", "momentum", "status", "diverged_step", "val_loss_mean", "val_loss_std", "val_accuracy_mean",
                "val_accuracy_std", "train_loss_final", "train_loss_curve"}
 
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _study(out: Path):
@@ -144,9 +143,9 @@ def test_cli_sweep_writes_outputs_and_prints_the_train_command(tmp_path, capsys)
 
 # ---------------------------------------------------------------- processes
 
-def _command(out: Path, *extra: str, steps: int = 300) -> list[str]:
+def _command(out: Path, *extra: str, steps: int = 300, lrs: str = "0.01,0.05,0.2") -> list[str]:
     return [sys.executable, "-m", "inertia.cli", "sweep", "--data", "digits", "--model", "mlp",
-            "--lr", "0.01,0.05,0.2", "--momentum", "0,0.9", "--steps", str(steps), "--batch-size", "32",
+            "--lr", lrs, "--momentum", "0,0.9", "--steps", str(steps), "--batch-size", "32",
             "--out", str(out), "--max-batch", "2", "--quiet", *extra]
 
 
@@ -188,10 +187,11 @@ def _running(pid: int) -> bool:
 
 @pytest.mark.parametrize("threads", ["1", "2"])
 def test_resume_after_sigkill_never_recomputes_a_finished_configuration(tmp_path, threads):
-    """With 2 threads the two configurations of a batch train in two forked processes, which
+    """Two batches of two configurations: the first finishes, the second is killed mid-way and resumed.
+    With 2 threads the two configurations of a batch train in two forked processes, which
     must die with the killed sweep (else they would write the checkpoint the restart resumes)."""
     out = tmp_path / "killed"
-    cmd = _command(out, "--checkpoint-every", "0.2", steps=6000)  # a batch lasts seconds: killed mid-batch
+    cmd = _command(out, "--checkpoint-every", "0.2", steps=6000, lrs="0.01,0.2")  # a batch lasts seconds
     env = {**_env(), "OMP_NUM_THREADS": threads}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 150
@@ -224,8 +224,8 @@ def test_resume_after_sigkill_never_recomputes_a_finished_configuration(tmp_path
     assert again.returncode == 0, again.stdout + again.stderr
     assert "resuming" in again.stdout and "from step 0 " not in again.stdout
     trials = _study(out).trials
-    assert len(trials) == 6 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
-    assert len({(t.params["lr"], t.params["1-momentum"]) for t in trials}) == 6
+    assert len(trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert len({(t.params["lr"], t.params["1-momentum"]) for t in trials}) == 4
     assert {t.number: t.datetime_complete for t in trials if t.number in done_before} == stamps
     assert not _checkpoints(out)
 
@@ -402,6 +402,19 @@ def _damage(db: Path) -> None:
     db.write_bytes(bytes(blob))
 
 
+STORAGE_GRID = ["--lr", "0.05,0.1", "--momentum", "0,0.9", "--steps", "10", "--batch-size", "32", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory) -> Path:
+    """The folder of a finished sweep, made in its own process (no connection left open); tests damage copies."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    made = subprocess.run([sys.executable, "-m", "inertia.cli", "sweep", "--data", "digits", *STORAGE_GRID,
+                           "--out", str(out)], env=_env(), capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    return out
+
+
 @pytest.mark.parametrize("case, says", [
     ("damaged", r"storage .*sweep\.db is damaged \(database disk image is malformed\): move .*sweep\.db aside"),
     ("not a database", r"storage .*sweep\.db is damaged \(file is not a database\): move .*sweep\.db aside"),
@@ -411,12 +424,9 @@ def _damage(db: Path) -> None:
     ("wrong password", r"wrong user or password for storage postgresql.*password authentication failed.*: "
                        r"check the storage URL$"),
 ])
-def test_a_storage_failure_is_one_line_naming_the_cause_and_the_way_out(tmp_path, capsys, case, says, request):
-    out = tmp_path / "run"
-    grid = ["--lr", "0.05,0.1", "--momentum", "0,0.9", "--steps", "10", "--batch-size", "32", "--quiet"]
-    made = subprocess.run([sys.executable, "-m", "inertia.cli", "sweep", "--data", "digits", *grid, "--out", str(out)],
-                          env=_env(), capture_output=True, text=True)   # its own process: no connection left open
-    assert made.returncode == 0, made.stderr
+def test_a_storage_failure_is_one_line_naming_the_cause_and_the_way_out(tmp_path, capsys, case, says, request,
+                                                                         finished_sweep):
+    out = shutil.copytree(finished_sweep, tmp_path / "run")
     db, storage = out / "sweep.db", []
     if case == "damaged":
         _damage(db)
@@ -430,6 +440,6 @@ def test_a_storage_failure_is_one_line_naming_the_cause_and_the_way_out(tmp_path
         server = request.getfixturevalue("postgres_url")
         storage = ["--storage", server.replace("inertia:inertia@", "inertia:wrong@")]
     capsys.readouterr()
-    assert cli_main(["sweep", "--data", "digits", *grid, "--out", str(out), *storage]) == 2
+    assert cli_main(["sweep", "--data", "digits", *STORAGE_GRID, "--out", str(out), *storage]) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert re.search(says, line), line

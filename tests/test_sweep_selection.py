@@ -12,8 +12,6 @@ from inertia.sweeps.selection import best_point, select
 
 SMALL = dict(data="digits", model="mlp", steps=60, batch_size=32, eval_every=10)
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def test_select_reads_every_metric_at_the_best_validation_point():
     record = {"status": "ok", "eval_steps": [10, 20, 30], "val_loss_mean": 0.9, "test_accuracy_mean": 0.7,

@@ -17,8 +17,6 @@ from inertia.sweeps import RunSpec, SearchSpec, SweepSpec, TaskSpec, TrainSpec
 SRC = Path(inertia.__file__).resolve().parent
 SMALL = dict(data="digits", model="mlp", steps=20, batch_size=32)
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def _parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser()

@@ -30,17 +30,19 @@ import copy
 import functools
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Ramp", "FinderResult", "find", "RangeTest", "smooth", "suggestions", "stability_edge", "RULES"]
+if TYPE_CHECKING:
+    from .sweeps.edge import SharpnessProbe
+
+__all__ = ["Ramp", "FinderResult", "find", "RangeTest", "smooth", "suggestions", "RULES"]
 
 RULES = ("steepest", "valley", "min/10")
 SHARPNESS_POINTS = 4     # measurements of λ_max along the ramp (besides the one at initialization)
-SHARPNESS_EXAMPLES = 512  # training examples the Hessian is measured on
 
 
 @dataclass(frozen=True)
@@ -247,6 +249,7 @@ def find(data: Any = "mnist1d", model: Any = "mlp", *, momentum: Any = (0.0, 0.9
     :func:`inertia.sweeps.parent_threads`).
     """
     from .sweeps import parent_threads
+    from .sweeps.edge import SharpnessProbe, heavy_ball_edge
     from .sweeps.engine import Members
     from .threads import use_threads
 
@@ -254,7 +257,7 @@ def find(data: Any = "mnist1d", model: Any = "mlp", *, momentum: Any = (0.0, 0.9
     job, dataset, momenta = _ramp_job(ramp, data, model, momentum, optimizer, dict(fixed or {}), loss, model_args,
                                       settings)
     members = Members(job, [{"momentum": mu} for mu in momenta], list(momenta))
-    probe = _SharpnessProbe(job) if measure_sharpness else None
+    probe = SharpnessProbe(job) if measure_sharpness else None
     along = []
     points = set(np.linspace(0, ramp.steps, SHARPNESS_POINTS + 2).round().astype(int)[1:-1].tolist())
     previous = use_threads(parent_threads(job, len(momenta), threads))
@@ -264,7 +267,7 @@ def find(data: Any = "mnist1d", model: Any = "mlp", *, momentum: Any = (0.0, 0.9
             members.train_step()
             _stop_diverged(members, ramp)
             if probe is not None and members.step in points and len(members.live):
-                along.append(probe.along(members, momenta, float(ramp.lrs()[members.step - 1])))
+                along.append(_sharpness_along(probe, members, momenta, float(ramp.lrs()[members.step - 1])))
     finally:
         use_threads(previous)
     losses = members.curves.numpy().reshape(job.members_per_config, len(momenta), ramp.steps).transpose(1, 0, 2)
@@ -272,7 +275,7 @@ def find(data: Any = "mnist1d", model: Any = "mlp", *, momentum: Any = (0.0, 0.9
             getattr(model, "__name__", "MODEL"), "optimizer": optimizer, "fixed": dict(fixed or {}),
             "seeds": job.seeds, "batch_size": job.batch_size, "backend": job.backend, "device": job.device,
             "dataset": repr(dataset)}
-    return FinderResult(ramp, momenta, losses.copy(), initial, along, _edge(job), meta)
+    return FinderResult(ramp, momenta, losses.copy(), initial, along, heavy_ball_edge(job), meta)
 
 
 def _ramp_job(ramp: Ramp, data: Any, model: Any, momentum: Any, optimizer: str, fixed: dict[str, Any], loss: Any,
@@ -299,12 +302,11 @@ def _ramp_job(ramp: Ramp, data: Any, model: Any, momentum: Any, optimizer: str, 
     return job, dataset, tuple(task.space["momentum"])
 
 
-def _edge(job: Any) -> dict[str, Any] | None:
-    """The convention, nesterov and dampening of heavy ball's stability edge, or None for another rule."""
-    if job.preset.rule.name != "sgd":
-        return None
-    hyper = job.preset.hyper(**job.fixed)
-    return {"convention": hyper["convention"], "nesterov": bool(hyper["nesterov"]), "dampening": float(hyper["dampening"])}
+def _sharpness_along(probe: SharpnessProbe, members: Any, momenta: Sequence[float], lr: float) -> dict[str, Any]:
+    """λ_max of the first seed's live member of each momentum, at the ramp's current ``lr``."""
+    rows = (members.live < len(momenta)).nonzero().squeeze(1).tolist()   # members of split 0: the first seed
+    values = {_key(momenta[int(members.live[row])]): value for row, value in zip(rows, probe.rows(members, rows))}
+    return {"step": members.step, "lr": lr, "momentum": values}
 
 
 def _stop_diverged(members: Any, ramp: Ramp) -> None:
@@ -316,56 +318,6 @@ def _stop_diverged(members: Any, ramp: Ramp) -> None:
     if diverged.any():
         configs = members.config_of[live][torch.from_numpy(diverged)].unique()
         members.remove(torch.isin(members.config_of[live], configs).nonzero().squeeze(1))
-
-
-def stability_edge(job: Any) -> dict[str, Any]:
-    """What heavy ball's stability edge needs, measured on ``job``'s own models and data: λ_max of each
-    seed's initial model (``sharpness_per_seed``; :class:`_SharpnessProbe`), their median (``sharpness``),
-    and the rule's convention, nesterov and dampening (:func:`inertia.sharpness.stable_lr`). A rule
-    without that edge is a ValueError naming ``edge``."""
-    rule = _edge(job)
-    if rule is None:
-        raise ValueError(f"edge: the stability edge lr·λ_max < 2 + 2μ is heavy ball's; optimizer "
-                         f"{job.preset.name} has none (use momentum, nesterov or sgd)")
-    per_seed = _SharpnessProbe(job).init()
-    return {"sharpness": float(np.median(per_seed)), "sharpness_per_seed": per_seed, **rule}
-
-
-class _SharpnessProbe:
-    """λ_max of the seeds' initial models, and of the first seed's member of each momentum along the ramp,
-    on the first :data:`SHARPNESS_EXAMPLES` training examples of each seed's first fold."""
-
-    def __init__(self, job: Any):
-        self.job = job
-        objective = job.objective
-        self.loss = lambda out, y: objective.loss(objective.fit(out, y), y)
-
-    def _batches(self, split: Any) -> list[tuple[Tensor, Tensor]]:
-        idx = split.train[:SHARPNESS_EXAMPLES]
-        return [(split.x.index_select(0, idx), self.job.y.index_select(0, idx))]
-
-    def init(self) -> list[float]:
-        from .sharpness import sharpness
-
-        job = self.job
-        return [sharpness(job.templates[split.seed - job.seed], self.loss, self._batches(split), iters=30, tol=1e-3)
-                for split in job.splits if split.fold == 0]
-
-    def along(self, members: Any, momenta: Sequence[float], lr: float) -> dict[str, Any]:
-        """λ_max of the first seed's live member of each momentum, at the ramp's current ``lr``."""
-        from .sharpness import sharpness
-
-        job = self.job
-        first = members.live < len(momenta)      # members of split 0: the first seed
-        params = members.stack.eval_params()
-        values = {}
-        for row in first.nonzero().squeeze(1).tolist():
-            state = {**dict(zip(job.names, (p[row] for p in params))),
-                     **dict(zip(job.buffer_names, (b[row] for b in members.buffers)))}
-            mu = momenta[int(members.live[row])]
-            values[_key(mu)] = sharpness(job.templates[0], self.loss, self._batches(job.splits[0]), params=state,
-                                         iters=30, tol=1e-3)
-        return {"step": members.step, "lr": lr, "momentum": values}
 
 
 # ----------------------------------------------------------------- around a user's own loop

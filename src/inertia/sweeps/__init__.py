@@ -111,7 +111,7 @@ def run_sweep(spec: SweepSpec, *, progress: Callable[[int, int], None] | None = 
     """
     if progress is not None and not callable(progress):
         raise TypeError(f"progress takes a function f(done, total), got {progress!r}")
-    from ..finder import stability_edge
+    from .edge import stability_edge
 
     spec, dataset, job = prepare(spec)
     if job.fallback is not None:

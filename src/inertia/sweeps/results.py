@@ -16,7 +16,7 @@ class SweepResults:
     """All configurations of one sweep. ``records()`` gives plain dicts (one per configuration).
 
     ``edge``: heavy ball's stability edge measured at initialization when the sweep was asked for it
-    (``edge=True``; :func:`inertia.finder.stability_edge`): ``sharpness`` (λ_max, the median over seeds),
+    (``edge=True``; :func:`inertia.sweeps.edge.stability_edge`): ``sharpness`` (λ_max, the median over seeds),
     ``sharpness_per_seed``, ``convention``, ``nesterov``, ``dampening``; None otherwise.
     """
 

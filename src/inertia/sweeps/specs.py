@@ -324,7 +324,7 @@ class RunSpec:
     many configurations are claimed at once. ``threads``: torch's intra-op threads in this process,
     and at most as many lanes (None: :func:`inertia.threads.choose_threads` from the work's size).
     ``edge``: also measure λ_max at initialization, for heavy ball's stability edge on the pictures
-    (:func:`inertia.finder.stability_edge`; it changes no trained number).
+    (:func:`inertia.sweeps.edge.stability_edge`; it changes no trained number).
     """
 
     out: str | os.PathLike | None = None

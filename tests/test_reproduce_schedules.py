@@ -68,7 +68,7 @@ def test_the_reproduce_command_of_a_scheduled_sweep_gives_its_validation_loss(tm
     out = tmp_path / "r.json"
     assert main([*command[1:], "--json", str(out), "--quiet", "--device", "cpu"]) == 0
     ours = json.loads(out.read_text())
-    assert ours["val_loss_mean"] == pytest.approx(best["val_loss_mean"], rel=1e-4)
+    assert ours["val_loss_mean"] == best["val_loss_mean"]
     # the same command with the schedule squeezed into the shorter run gives other numbers
     squeezed = [word if not word.startswith("lr=") else "lr=linear" for word in command]
     assert main([*squeezed[1:], "--json", str(out), "--quiet", "--device", "cpu"]) == 0

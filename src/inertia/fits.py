@@ -10,8 +10,11 @@ folds (``folds=1``: a 20 % holdout), splits (with ``standardize`` the inputs
 standardized with each fold's training part), minibatch at every step,
 initialization (``torch.manual_seed(seed)``, then one model from the factory,
 copied for every fold), dropout draws and evaluation. They minimize and measure through the same
-:class:`~inertia.sweeps.objective.Objective` (any loss; accuracy, or RMSE and R²).
-So ``fit`` reproduces a sweep's record up to float rounding. It prints nothing:
+:class:`~inertia.sweeps.objective.Objective` (any loss; accuracy, or RMSE and R²), and each fold's model
+trains as one member of the sweep's stack would: the sweep's backend computes its loss, gradients and
+outputs, and the optimizer applies the rule elementwise (its simple path). So ``fit`` gives a sweep
+member's numbers to the bit, in float32 too, where torch's own recurrent, attention and fused optimizer
+kernels would round differently and an unstable configuration would amplify that. It prints nothing:
 ``on_step`` lets a caller draw progress or log.
 """
 from __future__ import annotations
@@ -31,7 +34,9 @@ from .core import is_schedule, member_hyper
 from .data import as_dataset
 from .models import model_factory
 from .optim import make_optimizer
-from .pipeline import Split, batch_at, draw_stream, dropout_draws, input_dtype, make_folds, make_splits, measure, seeded_models
+from .pipeline import Split, batch_at, draw_stream, input_dtype, make_folds, make_splits, measure, seeded_models
+from .sweeps.backends import AutogradStep, BatchedMLP
+from .sweeps.engine import StackBackend, stack_backend, step_seed
 from .sweeps.objective import LOSSES, Objective, check_model, data_task, make_objective
 from .threads import choose_threads, step_flops, use_threads
 
@@ -143,13 +148,15 @@ def fit(
     x_test, y_test = dataset.x_test.to(plan.device, x_dtype), objective.target(dataset.y_test, dtype).to(plan.device)
     check_model(objective, templates[0], x, y, dataset.outputs if objective.name == "cross_entropy" else None)
     splits = make_splits(x, x_test, make_folds(len(y), folds, seed), seed, seeds, standardize)
+    backend = stack_backend("auto", templates[0], objective, x, y, plan.batch_size)
     results, models = [], []
     previous = use_threads(choose_threads(step_flops(templates[0], x[:plan.batch_size]), threads))
     try:
         for split in splits:
             net = copy.deepcopy(templates[split.seed - seed])
-            opt, last_loss = _train_fold(net, plan, objective, split, y, on_step)
-            results.append(_evaluate_fold(net, opt, objective, last_loss, split, y, y_test))
+            member = _Member(net, backend)
+            opt, last_loss = _train_fold(member, plan, split, y, seed, on_step)
+            results.append(_evaluate_fold(member, opt, objective, last_loss, split, y, y_test))
             models.append(net)
     finally:
         use_threads(previous)
@@ -204,22 +211,57 @@ def _device(name: str | None) -> torch.device:
     return device
 
 
-def _train_fold(net: nn.Module, plan: _Plan, objective: Objective, split: Split, y: Tensor,
+class _Member:
+    """A fold's model trained as one member of a sweep's stack: the sweep's backend (:class:`StackBackend`)
+    computes its loss and gradients on a stack of one (padded as the sweep pads it) and its outputs, and the
+    optimizer applies the rule on its simple path, elementwise, as the sweep applies it to its members. So
+    ``fit`` gives a sweep member's numbers to the bit: torch's fused recurrent and attention kernels, and
+    its fused optimizer kernels, round differently, and an unstable configuration amplifies a last-bit
+    difference over hundreds of steps into percents."""
+
+    def __init__(self, net: nn.Module, backend: StackBackend):
+        self.net = net
+        self._train: BatchedMLP | AutogradStep = backend.make_step()
+        self._eval: BatchedMLP | AutogradStep = backend.make_step()
+
+    def _stacked(self) -> tuple[list[Tensor], list[Tensor]]:
+        """The parameters (detached) and buffers (views: the backend updates running statistics in place)."""
+        return ([p.detach().unsqueeze(0) for p in self.net.parameters()],
+                [b.unsqueeze(0) for b in self.net.buffers()])
+
+    def loss(self, x: Tensor, y: Tensor, stream: int, seed: int) -> Tensor:
+        """The minibatch's mean loss (dropout drawn from ``stream``, any other draw seeded with ``seed``);
+        the parameters' ``.grad`` set to its gradient."""
+        params, buffers = self._stacked()
+        streams = torch.tensor([stream], dtype=torch.int64, device=x.device)
+        loss = self._train.loss(params, buffers, [(x, 0, 1)], y.unsqueeze(0), seed=seed, streams=streams)
+        owners = list(self.net.parameters())
+
+        def keep(i: int, grad: Tensor) -> None:
+            owners[i].grad = grad[0].clone()   # the batched MLP reuses its gradient buffers
+
+        self._train.backward(keep)
+        return loss[0]
+
+    @torch.no_grad()
+    def outputs(self, x: Tensor) -> Tensor:
+        """Outputs ``[1, B, ...]`` in eval mode."""
+        params, buffers = self._stacked()
+        return self._eval.outputs(params, buffers, [(x, 0, 1)])
+
+
+def _train_fold(member: _Member, plan: _Plan, split: Split, y: Tensor, seed: int,
                 on_step: Callable[[FitStep], None] | None) -> tuple[torch.optim.Optimizer, float]:
     """``plan.steps`` updates on the split's minibatches (train mode); returns the optimizer and the last loss.
 
     A non-finite gradient at any step, the last included, raises :class:`~inertia.NonFiniteGradientError`."""
-    opt = make_optimizer(plan.optimizer, net.parameters(), **plan.hyper)
+    opt = make_optimizer(plan.optimizer, member.net.parameters(), execution="simple", **plan.hyper)
     scheduler = S.HyperScheduler(opt, **plan.schedules) if plan.schedules else None
-    net.train()
     loss = torch.tensor(math.nan)
     for step in range(plan.steps):
         batch = batch_at(split.cpu_train, step, plan.batch_size, split.seed, split.fold).to(split.x.device)
-        with dropout_draws(net, draw_stream(split.seed, split.fold, step)):   # the sweep's draws
-            out = net(split.x.index_select(0, batch))
-        loss = objective.member_losses(out.unsqueeze(0), y.index_select(0, batch).unsqueeze(0))[0]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = member.loss(split.x.index_select(0, batch), y.index_select(0, batch),
+                           draw_stream(split.seed, split.fold, step), step_seed(seed, step))
         opt.step()
         if on_step is not None:
             on_step(FitStep(split.fold, step, loss.detach(), opt, split.seed))
@@ -229,7 +271,7 @@ def _train_fold(net: nn.Module, plan: _Plan, objective: Objective, split: Split,
     return opt, float(loss.detach())
 
 
-def _evaluate_fold(net: nn.Module, opt: torch.optim.Optimizer, objective: Objective, last_loss: float,
+def _evaluate_fold(member: _Member, opt: torch.optim.Optimizer, objective: Objective, last_loss: float,
                    split: Split, y: Tensor, y_test: Tensor) -> FoldResult:
     """Metrics at the rule's evaluation point (Schedule-Free: ``optimizer.eval()``, then back to train)."""
     switch = callable(getattr(opt, "eval", None))
@@ -238,17 +280,12 @@ def _evaluate_fold(net: nn.Module, opt: torch.optim.Optimizer, objective: Object
     parts = {"val": (split.x[split.val], y[split.val]), "test": (split.x_test, y_test),
              "train": (split.x[split.train], y[split.train])}
     metrics = {f"{part}_{name}": float(value) for part in PARTS
-               for name, value in zip(objective.metrics, evaluate(net, objective, *parts[part]))}
+               for name, value in zip(objective.metrics, evaluate(member, objective, *parts[part]))}
     if switch:
         opt.train()
     return FoldResult(metrics, last_loss)
 
 
-def evaluate(model: nn.Module, objective: Objective, x: Tensor, y: Tensor, chunk: int = 512) -> Tensor:
-    """The metrics ``[len(objective.metrics)]`` of ``model`` on ``(x, y)`` in eval mode, as the sweep measures them."""
-    was_training = model.training
-    model.eval()
-    try:
-        return measure(lambda part: model(part).unsqueeze(0), objective, x, y, 1, chunk)[0]
-    finally:
-        model.train(was_training)
+def evaluate(member: _Member, objective: Objective, x: Tensor, y: Tensor, chunk: int = 512) -> Tensor:
+    """The metrics ``[len(objective.metrics)]`` of a member on ``(x, y)`` in eval mode, as the sweep measures them."""
+    return measure(member.outputs, objective, x, y, 1, chunk)[0]

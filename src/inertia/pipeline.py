@@ -208,11 +208,17 @@ class SeededDropout(torch.overrides.TorchFunctionMode):
 
 
 def dropout_draws(model: nn.Module, stream: Any) -> contextlib.AbstractContextManager:
-    """:class:`SeededDropout` of ``stream`` around a forward of ``model`` when it has dropout layers
-    (``nn.Dropout``, ``Dropout1d/2d/3d``); nothing otherwise, so a model without them pays nothing."""
-    if any(isinstance(m, _DROPOUT_LAYERS) for m in model.modules()):
+    """:class:`SeededDropout` of ``stream`` around a forward of ``model`` when it draws dropout (``nn.Dropout``,
+    ``Dropout1d/2d/3d``, or a stacked ``nn.RNN``/``GRU``/``LSTM`` with dropout between its layers, which
+    the sweep's recurrent cells draw through ``F.dropout``); nothing otherwise, so a model without them pays
+    nothing."""
+    if any(isinstance(m, _DROPOUT_LAYERS) or _drops_between_layers(m) for m in model.modules()):
         return SeededDropout(stream)
     return contextlib.nullcontext()
+
+
+def _drops_between_layers(module: nn.Module) -> bool:
+    return isinstance(module, nn.RNNBase) and module.dropout > 0 and module.num_layers > 1
 
 
 _DROPOUT_LAYERS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)

@@ -257,10 +257,11 @@ class VmapForward:
     def __init__(self, model: nn.Module, names: Sequence[str], buffer_names: Sequence[str]):
         from torch.func import functional_call
 
-        self.model = model = self._runnable(model)
+        original, self.model = model, self._runnable(model)
+        model = self.model
 
         def one(p: tuple[Tensor, ...], b: tuple[Tensor, ...], x: Tensor, stream: Tensor) -> Tensor:
-            with dropout_draws(model, stream):
+            with dropout_draws(original, stream):   # the original: recurrent layers as the user built them
                 return functional_call(model, (dict(zip(names, p)), dict(zip(buffer_names, b))), (x,))
 
         self._batched = self._over_members(one)

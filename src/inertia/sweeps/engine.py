@@ -35,7 +35,7 @@ from ..pipeline import batch_at, draw_stream, input_dtype, make_splits, measure,
 from .backends import AutogradStep, BatchedMLP, LoopForward, VmapForward, mlp_layout, step_failure
 from .conv import ConvChainForward, conv_layout
 from .gemm import backend_for as gemm_backend_for
-from .objective import check_model, make_objective
+from .objective import Objective, check_model, make_objective
 
 
 @dataclass
@@ -72,7 +72,6 @@ class Job:
         self.names = [n for n, _ in self.template.named_parameters()]
         self.buffer_names = [n for n, _ in self.template.named_buffers()]
         self.objective = make_objective(self.loss, self.y)
-        self.backend, chain = self._pick_backend()
         x_dtype = input_dtype(self.template, self.x.to(self.device), self.dtype, self.x_test)
         self.x = self.x.to(self.device, x_dtype)
         self.y = self.objective.target(self.y, self.dtype).to(self.device)
@@ -80,31 +79,10 @@ class Job:
             self.x_test = self.x_test.to(self.device, x_dtype)
             self.y_test = self.objective.target(self.y_test, self.dtype).to(self.device)
         self._check_output()
-        self.fallback = self._vmap_failure() if self.backend == "vmap" else None
-        if self.fallback is not None:
-            self.backend = "loop"
-        forwards = {"vmap": VmapForward, "loop": LoopForward}
-        self._autograd_forward = (forwards[self.backend](self.template, self.names, self.buffer_names)
-                                  if self.backend in forwards else ConvChainForward(chain) if self.backend == "conv"
-                                  else None)
+        self._backend = stack_backend(self.backend, self.template, self.objective, self.x, self.y, self.batch_size)
+        self.backend, self.fallback = self._backend.name, self._backend.fallback
         self.folds = [(t.to(self.device), v.to(self.device)) for t, v in self.folds]
         self.splits = make_splits(self.x, self.x_test, self.folds, self.seed, self.seeds, self.standardize)
-
-    def _pick_backend(self) -> tuple[str, Any]:
-        """The backend's name and, for ``conv``, the chain it runs."""
-        layout = mlp_layout(self.template) if self.x.dim() == 2 and self.objective.name == "cross_entropy" else None
-        if self.backend not in ("auto", "batched", "conv", "vmap"):
-            raise ValueError(f"backend must be auto, batched, conv or vmap, got {self.backend!r}")
-        if self.backend == "batched" and layout is None:
-            raise ValueError("the batched backend needs an MLP of nn.Linear and nn.ReLU layers whose forward is "
-                             "that chain, 2-D inputs and the cross_entropy loss; backend vmap runs any model")
-        chain = conv_layout(self.template, self.x.shape[1:]) if self.backend in ("auto", "conv") and not layout else None
-        if self.backend == "conv" and chain is None:
-            raise ValueError("the conv backend needs a chain of Conv2d, BatchNorm2d, ReLU, pooling, Flatten and "
-                             "Linear layers whose forward is that chain; backend vmap runs any model")
-        if self.backend == "vmap" or (layout is None and chain is None):
-            return "vmap", None
-        return ("batched", None) if layout is not None else ("conv", chain)
 
     def _check_output(self) -> None:
         """One forward of two examples: the model's output must fit the targets and the loss (one line if not)."""
@@ -112,21 +90,6 @@ class Job:
         if classes is not None and self.y_test is not None and len(self.y_test):
             classes = max(classes, int(self.y_test.max()) + 1)
         check_model(self.objective, self.template, self.x, self.y, classes)
-
-    def _vmap_failure(self) -> str | None:
-        """One line saying why ``vmap`` cannot train the model (a trial step on a real batch), or None; a
-        ValueError when the model cannot take a training step member after member either."""
-        rows = torch.arange(min(self.batch_size, len(self.y)), device=self.x.device)
-        x, y = self.x.index_select(0, rows), self.y.index_select(0, rows)
-        reason = step_failure(VmapForward, self.template, self.names, self.buffer_names, self.objective, x, y)
-        if reason is None:
-            return None
-        name = type(self.template).__name__
-        fails = step_failure(LoopForward, self.template, self.names, self.buffer_names, self.objective, x, y)
-        if fails is not None:
-            raise ValueError(f"model {name}: a training step fails on a batch of inputs of shape {tuple(x.shape)}, "
-                             f"dtype {str(x.dtype).removeprefix('torch.')}: {fails}")
-        return f"model {name}: torch.vmap cannot batch it ({reason}); its members train one after another (backend loop)"
 
     @property
     def metric_names(self) -> list[str]:
@@ -155,7 +118,65 @@ class Job:
 
     def make_step(self) -> BatchedMLP | AutogradStep:
         """A fresh forward/backward of this job's backend (it keeps buffers: one per stack)."""
-        return BatchedMLP() if self.backend == "batched" else AutogradStep(self._autograd_forward, self.objective)
+        return self._backend.make_step()
+
+
+@dataclass(frozen=True)
+class StackBackend:
+    """The backend that computes a stack of a model's members (:mod:`.backends`): ``batched``, ``conv``,
+    ``vmap`` or ``loop``, and for ``loop`` why ``vmap`` cannot batch the model (``fallback``)."""
+
+    name: str
+    fallback: str | None
+    forward: VmapForward | ConvChainForward | None   # the autograd backends' forward (None: batched)
+    objective: Objective
+
+    def make_step(self) -> BatchedMLP | AutogradStep:
+        """A fresh forward/backward (it keeps buffers: one per stack)."""
+        return BatchedMLP() if self.forward is None else AutogradStep(self.forward, self.objective)
+
+
+def stack_backend(requested: str, template: nn.Module, objective: Objective, x: Tensor, y: Tensor,
+                  batch_size: int) -> StackBackend:
+    """The backend for stacks of ``template`` on inputs like ``x`` (``requested``: ``auto`` or a backend's
+    name): the batched MLP or the conv chain where the model is one, else ``vmap``, else ``loop`` when a
+    trial step on a real batch of ``(x, y)`` shows that ``vmap`` cannot batch it. A ValueError (one line)
+    for a backend the model cannot take, or a model that cannot take a training step at all."""
+    layout = mlp_layout(template) if x.dim() == 2 and objective.name == "cross_entropy" else None
+    if requested not in ("auto", "batched", "conv", "vmap"):
+        raise ValueError(f"backend must be auto, batched, conv or vmap, got {requested!r}")
+    if requested == "batched" and layout is None:
+        raise ValueError("the batched backend needs an MLP of nn.Linear and nn.ReLU layers whose forward is "
+                         "that chain, 2-D inputs and the cross_entropy loss; backend vmap runs any model")
+    chain = conv_layout(template, x.shape[1:]) if requested in ("auto", "conv") and not layout else None
+    if requested == "conv" and chain is None:
+        raise ValueError("the conv backend needs a chain of Conv2d, BatchNorm2d, ReLU, pooling, Flatten and "
+                         "Linear layers whose forward is that chain; backend vmap runs any model")
+    if requested != "vmap" and layout is not None:
+        return StackBackend("batched", None, None, objective)
+    if requested != "vmap" and chain is not None:
+        return StackBackend("conv", None, ConvChainForward(chain), objective)
+    names = [n for n, _ in template.named_parameters()]
+    buffer_names = [n for n, _ in template.named_buffers()]
+    rows = torch.arange(min(batch_size, len(y)), device=x.device)
+    fallback = _vmap_failure(template, names, buffer_names, objective, x.index_select(0, rows), y.index_select(0, rows))
+    forward = (LoopForward if fallback else VmapForward)(template, names, buffer_names)
+    return StackBackend("loop" if fallback else "vmap", fallback, forward, objective)
+
+
+def _vmap_failure(template: nn.Module, names: list[str], buffer_names: list[str], objective: Objective,
+                  x: Tensor, y: Tensor) -> str | None:
+    """One line saying why ``vmap`` cannot train the model (a trial step on the batch ``x``, ``y``), or None;
+    a ValueError when the model cannot take a training step member after member either."""
+    reason = step_failure(VmapForward, template, names, buffer_names, objective, x, y)
+    if reason is None:
+        return None
+    name = type(template).__name__
+    fails = step_failure(LoopForward, template, names, buffer_names, objective, x, y)
+    if fails is not None:
+        raise ValueError(f"model {name}: a training step fails on a batch of inputs of shape {tuple(x.shape)}, "
+                         f"dtype {str(x.dtype).removeprefix('torch.')}: {fails}")
+    return f"model {name}: torch.vmap cannot batch it ({reason}); its members train one after another (backend loop)"
 
 
 # ----------------------------------------------------------------- the members
@@ -273,7 +294,7 @@ class Members:
         streams = None if job.backend not in ("vmap", "loop") else torch.cat([
             torch.full((end - start,), draw_stream(job.splits[g].seed, job.splits[g].fold, t), dtype=torch.int64)
             for g, start, end in rows]).to(job.x.device)
-        losses = self._step.loss(self.params, self.buffers, groups, target, seed=_step_seed(job.seed, t),
+        losses = self._step.loss(self.params, self.buffers, groups, target, seed=step_seed(job.seed, t),
                                  streams=streams)
         values = losses.to("cpu", torch.float64)
         self.curves[self.live, t] = values
@@ -443,7 +464,7 @@ def _stacked(job: Job, n: int, kind: str) -> list[Tensor]:
             .contiguous() for i in range(len(per_split[0]))]
 
 
-def _step_seed(seed: int, step: int) -> int:
+def step_seed(seed: int, step: int) -> int:
     """The seed of step ``step``'s random draws other than dropout's (:func:`inertia.pipeline.draw_stream`): a
     pure function, so a resumed run draws the same."""
     return (int(seed) * 1_000_003 + int(step) * 7_919 + 104_729) % (2**63 - 1)

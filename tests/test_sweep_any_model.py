@@ -243,3 +243,25 @@ def test_a_loss_that_is_not_one_number_and_mismatched_targets_are_one_line_error
         _job(lambda: Regressor(2), x, y, None, None, loss="mse")
     with pytest.raises(ValueError, match="unknown loss 'hinge'"):
         _job(Regressor, x, y, None, None, loss="hinge")
+
+
+def _frozen_first_layer():
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+    model[0].weight.requires_grad_(False)
+    return model
+
+
+@pytest.mark.parametrize("backend", ["batched", "vmap"])
+def test_a_frozen_parameter_is_never_updated_as_torch_optim_skips_it(backend):
+    x, _ = _regression(80)
+    x_test, _ = _regression(30, seed=1)
+    label = lambda v: (v[:, 0] > 2).long() + (v[:, 1] > 2).long()   # noqa: E731
+    job = _job(_frozen_first_layer, x, label(x), x_test, label(x_test), folds=1, backend=backend)
+    members = run_members(Members(job, CONFIGS, [0, 1, 2]))
+    torch.manual_seed(SEED)
+    initial = _frozen_first_layer()[0].weight.detach().double()
+    for c, cfg in enumerate(CONFIGS):
+        model, _, _ = _separately(job, _frozen_first_layer, cfg, 0, F.cross_entropy)
+        for p, stacked in zip(model.parameters(), members.params):
+            torch.testing.assert_close(stacked[c], p.detach(), rtol=1e-9, atol=1e-11)
+        torch.testing.assert_close(members.params[0][c], initial, rtol=0, atol=0)

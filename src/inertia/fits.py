@@ -238,7 +238,8 @@ class _Member:
         owners = list(self.net.parameters())
 
         def keep(i: int, grad: Tensor) -> None:
-            owners[i].grad = grad[0].clone()   # the batched MLP reuses its gradient buffers
+            if owners[i].requires_grad:   # a frozen parameter stays as it is
+                owners[i].grad = grad[0].clone()   # (the batched MLP reuses its gradient buffers)
 
         self._train.backward(keep)
         return loss[0]

@@ -70,6 +70,8 @@ class Job:
         self.templates = seeded_models(self.model_factory, self.seed, self.seeds, self.device, self.dtype)
         self.template = self.templates[0]
         self.names = [n for n, _ in self.template.named_parameters()]
+        # the indices of parameters the user froze (requires_grad False): never updated, as torch.optim skips them
+        self.frozen = frozenset(i for i, p in enumerate(self.template.parameters()) if not p.requires_grad)
         self.buffer_names = [n for n, _ in self.template.named_buffers()]
         self.objective = make_objective(self.loss, self.y)
         x_dtype = input_dtype(self.template, self.x.to(self.device), self.dtype, self.x_test)
@@ -316,7 +318,8 @@ class Members:
         stack.begin_step()
         if self.tuner is None:
             def apply(i: int, grad: Tensor) -> None:
-                stack.update(i, grad if kept is None else grad.index_select(0, kept))
+                if i not in job.frozen:
+                    stack.update(i, grad if kept is None else grad.index_select(0, kept))
 
             self._step.backward(apply)
         else:
@@ -332,12 +335,13 @@ class Members:
             grads[i] = grad if kept is None else grad.index_select(0, kept)
 
         self._step.backward(keep)
+        trained = [i for i in range(len(grads)) if i not in self.job.frozen]
         if len(self.live):
-            used = self.tuner.step(grads, self.live)
+            used = self.tuner.step([grads[i] for i in trained], self.live)
             self.tuned_curves[:, self.live, t] = torch.stack(used).cpu()
             self.stack.refresh()
-            for i, grad in enumerate(grads):
-                self.stack.update(i, grad)
+            for i in trained:
+                self.stack.update(i, grads[i])
 
     def _divergence_limit(self) -> Tensor:
         """Loss above which each stack row counts as diverged (finite, so that inf is always above it)."""

@@ -180,6 +180,31 @@ def test_the_reproduce_command_carries_fixed_values_schedules_and_folds():
     assert train_command(SweepResults([{**record, "status": "diverged"}], ["lr", "momentum"], meta=meta)) is None
 
 
+def test_a_float64_sweeps_printed_command_trains_in_float64_and_gives_its_numbers(tmp_path):
+    results = inertia.sweep("digits", "mlp", lr=[0.3], momentum=[0.9], steps=40, batch_size=32, seeds=1,
+                            dtype=torch.float64)
+    command = shlex.split(train_command(results))
+    assert command[command.index("--dtype") + 1] == "float64"
+    runs = {}
+    for name, args in (("float64", command[1:]), ("float32", command[1:command.index("--dtype")])):
+        out = tmp_path / f"{name}.json"
+        assert main([*args, "--json", str(out), "--quiet", "--device", "cpu"]) == 0
+        runs[name] = json.loads(out.read_text())["val_loss_mean"]
+    assert runs["float64"] == results.best["val_loss_mean"]
+    assert runs["float32"] != pytest.approx(runs["float64"], rel=1e-9)   # the dtype is what made the difference
+
+
+def test_a_float64_sweeps_snippet_fits_in_float64():
+    x, y = _regression(80)
+    results = inertia.sweep((x, y), Regressor, loss="mse", lr=[0.05], momentum=[0.9], steps=20, batch_size=16,
+                            seeds=1, dtype=torch.float64)
+    snippet = train_command(results)
+    assert "import torch" in snippet and "dtype=torch.float64" in snippet
+    scope = {"data": (x, y), "model": Regressor}
+    exec(snippet, scope)
+    assert scope["result"].record()["val_loss_mean"] == results.best["val_loss_mean"]
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--schedule", "lr=nosuch"], "schedule lr=nosuch"),
     (["--schedule", "foo=cosine"], "foo"),
@@ -189,6 +214,7 @@ def test_the_reproduce_command_carries_fixed_values_schedules_and_folds():
     (["--schedule", "momentum=linear(start=0.5, end=1.5)"], "momentum"),
     (["--folds", "0"], "--folds"),
     (["--loss", "nosuch"], "argument --loss: invalid choice: 'nosuch'"),
+    (["--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
 ])
 def test_bad_input_is_one_line_and_exit_2_before_any_data_is_loaded(args, needle, capsys, monkeypatch):
     def no_data(*args, **kwargs):

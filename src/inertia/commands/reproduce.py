@@ -19,8 +19,8 @@ def train_command(results: Any, config: dict[str, Any] | None = None) -> str | N
     """The command that trains ``config`` (default: the best) of ``results`` as the sweep did.
 
     It carries what changes the numbers: data, model, optimizer, swept and fixed
-    hyperparameters, schedules (with the sweep's length written out), batch size, folds and
-    seed, and as steps the selected point's (``best_step``: the model there is the one whose
+    hyperparameters, schedules (with the sweep's length written out), batch size, folds, seed and
+    dtype, and as steps the selected point's (``best_step``: the model there is the one whose
     metrics the sweep reports).
     None when no configuration finished.
     """
@@ -50,7 +50,14 @@ def train_command(results: Any, config: dict[str, Any] | None = None) -> str | N
     for key in RUN:
         if run.get(key) is not None:
             parts += [train.flag(key), str(run[key])]
+    if _dtype_name(meta) != "float32":
+        parts += [train.flag("dtype"), _dtype_name(meta)]
     return shlex.join(parts)
+
+
+def _dtype_name(meta: dict[str, Any]) -> str:
+    """The sweep's parameter dtype as ``inertia train --dtype`` names it (``meta`` holds ``"torch.float64"``)."""
+    return str(meta.get("dtype") or "float32").removeprefix("torch.")
 
 
 def python_snippet(results: Any, config: dict[str, Any]) -> str:
@@ -67,7 +74,10 @@ def python_snippet(results: Any, config: dict[str, Any]) -> str:
                 **{k: meta.get(k) for k in RUN if k != "steps"}, "loss": meta.get("loss"),
                 "standardize": meta.get("standardize") or None, "model_args": meta.get("model_args") or None}
     arguments = ", ".join(f"{k}={v!r}" for k, v in settings.items() if v is not None and v != "auto")
-    return (f"import inertia\n\n# {data}, {model}: the data and model the sweep was given\n"
+    imports = "import inertia"
+    if _dtype_name(meta) != "float32":
+        imports, arguments = f"{imports}\nimport torch", f"{arguments}, dtype=torch.{_dtype_name(meta)}"
+    return (f"{imports}\n\n# {data}, {model}: the data and model the sweep was given\n"
             f"result = inertia.fit({data}, {model}, {arguments})\nprint(result.record())")
 
 

@@ -17,7 +17,10 @@
 path), dense gradients, state created by the simple path in the parameter's dtype; the fused kernels also
 need a parameter that is dense in memory with its gradient and state laid out alike, and a device they
 support. Anything else runs simple; while ``torch.compile`` traces the step, a group of one real dtype and
-device with dense gradients and plain hyperparameters runs traced.
+device with dense gradients and plain hyperparameters runs traced. "The same numbers" is to rounding:
+torch's fused SGD rounds the last bit of some elements of a short tensor otherwise than torch's own
+for-loop, and so does this path. :func:`inertia.fit` takes the simple path, the sweep's, so that it
+gives a sweep member's numbers to the bit.
 """
 from __future__ import annotations
 

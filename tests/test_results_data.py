@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 import inertia
 
@@ -71,3 +72,13 @@ def test_a_run_no_command_line_can_name_is_reproduced_by_a_python_snippet():
     scope = {"data": data, "model": model}
     exec(snippet, scope)
     assert scope["result"].record()["val_loss_mean"] == pytest.approx(res.best["val_loss_mean"], rel=1e-5)
+
+
+def test_a_regression_table_names_rmse_and_r2_even_when_every_configuration_diverged():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 4, generator=g)
+    y = (x.sum(1) * 100).round()   # integer-valued targets, a regression by the loss
+    results = inertia.sweep((x, y), "mlp", loss="mse", lr=[1e4], momentum=[0.9], steps=5, batch_size=10, seeds=1)
+    assert results.counts()["ok"] == 0
+    text = str(results.table())
+    assert "RMSE" in text and "R²" in text and "acc %" not in text

@@ -60,7 +60,8 @@ def results_table(results: Any, top: int = 10) -> Any:
     from .rules.sgd import effective_lr
 
     counts, rows = results.counts(), results.records()
-    regression = any(r.get("val_rmse_mean") is not None for r in rows)
+    regression = ("rmse" in results.meta["metrics"] if "metrics" in results.meta   # the task's own metrics
+                  else any(r.get("val_rmse_mean") is not None for r in rows))
     score = ("val_rmse", "RMSE", 1, "{:.4g}") if regression else ("val_accuracy", "acc %", 100, "{:.1f}")
     test = ("test_r2", "R²", 1, "{:.3f}") if regression else ("test_accuracy", "acc %", 100, "{:.1f}")
     table = Table(title=f"best of {len(rows)} configurations ({counts['ok']} finished, {counts['diverged']} "

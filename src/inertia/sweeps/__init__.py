@@ -134,7 +134,7 @@ def run_sweep(spec: SweepSpec, *, progress: Callable[[int, int], None] | None = 
         use_threads(previous)
     meta = {**spec.flat(), "storage": None if storage is None else redact(storage), "backend": job.backend,
             "matmul": job.matmul if job.matmul == "torch" else f"openblas {openblas_core()}",
-            "dataset": repr(dataset), "running": study.running()}
+            "dataset": repr(dataset), "metrics": list(job.objective.metrics), "running": study.running()}
     return SweepResults(study.records(), list(spec.task.space), spec.search.metric, meta, edge)
 
 

@@ -77,6 +77,18 @@ def test_integer_inputs_out_of_the_embeddings_range_say_so():
             run()
 
 
+def test_standardizing_integer_inputs_a_model_takes_is_refused_in_one_line_and_floats_are_standardized(tmp_path):
+    x, y = _tokens()
+    for run in (lambda: inertia.sweep((x, y), Tokens, lr=[0.1], momentum=[0.0], steps=2, batch_size=16,
+                                      standardize=True),
+                lambda: inertia.fit((x, y), Tokens, steps=2, batch_size=16, standardize=True, device="cpu")):
+        with pytest.raises(ValueError, match=r"standardize: the inputs are integers \(int64"):
+            run()
+    record = inertia.sweep((x, y), "mlp", lr=[0.05], momentum=[0.0], steps=3, batch_size=16, seeds=1,
+                           standardize=True).records()[0]   # an MLP takes them as floats: standardized
+    assert record["status"] == "ok"
+
+
 def _diabetes_like(n=200, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 4, generator=g)

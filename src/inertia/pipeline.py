@@ -127,6 +127,10 @@ def make_splits(x: Tensor, x_test: Tensor | None, folds: Sequence[tuple[Tensor, 
     """Every (seed, fold) split, seed-major: seed ``seed``'s folds are ``folds``, seed ``seed + s``'s
     :func:`make_folds` with its own seed; with ``standardize`` each split's inputs (and test inputs) are
     standardized with the statistics of its training part."""
+    if standardize and not (x.is_floating_point() or x.is_complex()):
+        raise ValueError(f"standardize: the inputs are integers ({str(x.dtype).removeprefix('torch.')}, kept so "
+                         "for a model that takes them, such as token ids for an Embedding); standardizing "
+                         "would change what they mean: leave standardize off")
     out = []
     for s in range(seeds):
         pairs = folds if s == 0 else make_folds(len(x), len(folds), seed + s)

@@ -157,3 +157,12 @@ def test_a_sweep_of_lr_alone_is_a_curve_with_a_band_over_seeds(tmp_path):
     assert "diverged" in legend and "std over seeds" in legend and "best" in legend
     written = write_outputs(results, tmp_path)
     assert tmp_path / "curve.png" in written and (tmp_path / "curve.png").stat().st_size > 10_000
+
+
+def test_a_lone_configuration_draws_without_warnings_and_its_colour_bar_has_one_tick(recwarn):
+    record = {"lr": 0.01, "momentum": 0.9, "status": "ok", "val_accuracy_mean": 0.14, "best_step": 5}
+    fig = heatmap(SweepResults([record], ["lr", "momentum"], metric="val_accuracy", meta={"steps": 5}))
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
+    bar = fig.axes[-1]
+    assert [t.get_text() for t in bar.get_yticklabels()] == ["14"]
+    assert "1 config," in fig.axes[0].get_title()

@@ -88,6 +88,8 @@ def heatmap(results: Any, path: str | Path | None = None, *, title: str | None =
         mesh, xlim, ylim = _draw_grid(ax, cells, lrs, one_minus, key, cmap, norm)
     else:
         mesh, xlim, ylim = _draw_points(ax, cells, key, cmap, norm)
+    ax.set_xlim(*xlim)   # before the log scales: a lone configuration leaves autoscaling no range
+    ax.set_ylim(ylim[1], ylim[0])
     ax.set_xscale("log")
     ax.set_yscale("log")
     edge = _edge_points(results, ylim)
@@ -199,6 +201,8 @@ def _colour_bar(fig: Any, ax: Any, mesh: Any, key: str, norm: Any, extend: str) 
     bar.set_label(label)
     if is_percent(key):
         bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v * 100:.0f}"))
+    if norm.vmax - norm.vmin <= 1e-9:   # every cell has one value: one tick, not a scale of copies of it
+        bar.set_ticks([norm.vmin])
 
 
 def _text_colour(rgba: Any) -> str:
@@ -351,7 +355,7 @@ def _default_title(results: Any, configs: int, lines: bool = True) -> str:
     space = meta.get("space") or {}
     further = [n for n in results.swept if n not in ("lr", "momentum")] if lines else []
     parts = [f"{meta.get('optimizer', '')} on {meta.get('data', '')} / {meta.get('model', '')}",
-             f"{configs} configs, {meta.get('steps', '?')} steps, batch {meta.get('batch_size', '?')}, "
+             f"{configs} config{'' if configs == 1 else 's'}, {meta.get('steps', '?')} steps, batch {meta.get('batch_size', '?')}, "
              f"{meta.get('folds', 1)} fold(s), {meta.get('seeds', 1)} seed(s)"]
     if schedules:
         parts.append(f"schedules: {schedules}")

@@ -44,3 +44,14 @@ def test_the_range_test_is_quoted_as_recorded():
     assert not missing, f"the README should quote docs/main-job.json's range test: {missing}"
     assert "docs/images/finder-mnist1d.png" in README and "docs/images/sweep-heatmap.png" in README
     assert " --edge " in RUN["command"], "the main job draws the stability edge on its heatmap"
+
+
+def test_the_reproduce_check_the_readme_quotes_gave_the_sweeps_numbers_in_every_case():
+    """docs/reproduce-check.json is written by scripts/reproduce_check.py (each README model swept, then its
+    printed command run): the README says all six gave the same numbers, and quotes the LSTM's."""
+    check = json.loads((ROOT / "docs" / "reproduce-check.json").read_text())["cases"]
+    assert set(check) == {"gru", "lstm", "transformer", "diabetes-mse", "dropout", "cosine"}
+    for name, case in check.items():
+        for key in ("val_loss_mean", "test_loss_mean"):
+            assert case[f"reproduced_{key}"] == case[f"sweep_{key}"], (name, key)
+    assert f"validation loss {check['lstm']['sweep_val_loss_mean']:.6f} in both" in README

@@ -383,3 +383,17 @@ def test_cross_entropy_on_float_targets_and_an_unknown_loss_are_one_line_errors(
     assert "cross_entropy needs integer class labels" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(ValueError, match="unknown loss 'nosuch'"):
         inertia.fit(str(path), loss="nosuch")
+
+
+@pytest.mark.parametrize("caller_flushes", [False, True])
+def test_fit_trains_with_subnormals_flushed_as_the_sweeps_lanes_and_leaves_the_caller_as_it_was(caller_flushes):
+    from inertia.sweeps import lanes
+
+    seen = []
+    torch.set_flush_denormal(caller_flushes)
+    try:
+        inertia.fit("digits", "mlp", steps=3, batch_size=16, device="cpu",
+                    on_step=lambda info: seen.append(lanes._flushes_subnormals()))
+        assert seen == [True] * 3 and lanes._flushes_subnormals() == caller_flushes
+    finally:
+        torch.set_flush_denormal(False)

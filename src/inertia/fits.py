@@ -37,6 +37,7 @@ from .optim import make_optimizer
 from .pipeline import Split, batch_at, draw_stream, input_dtype, make_folds, make_splits, measure, seeded_models
 from .sweeps.backends import AutogradStep, BatchedMLP
 from .sweeps.engine import StackBackend, stack_backend, step_seed
+from .sweeps.lanes import subnormals_flushed
 from .sweeps.objective import LOSSES, Objective, check_model, data_task, make_objective
 from .threads import choose_threads, step_flops, use_threads
 
@@ -152,12 +153,13 @@ def fit(
     results, models = [], []
     previous = use_threads(choose_threads(step_flops(templates[0], x[:plan.batch_size]), threads))
     try:
-        for split in splits:
-            net = copy.deepcopy(templates[split.seed - seed])
-            member = _Member(net, backend)
-            opt, last_loss = _train_fold(member, plan, split, y, seed, on_step)
-            results.append(_evaluate_fold(member, opt, objective, last_loss, split, y, y_test))
-            models.append(net)
+        with subnormals_flushed():   # as the sweep's lanes train
+            for split in splits:
+                net = copy.deepcopy(templates[split.seed - seed])
+                member = _Member(net, backend)
+                opt, last_loss = _train_fold(member, plan, split, y, seed, on_step)
+                results.append(_evaluate_fold(member, opt, objective, last_loss, split, y, y_test))
+                models.append(net)
     finally:
         use_threads(previous)
     return FitResult(results, plan.full, time.perf_counter() - started, str(plan.device), objective.metrics, models)

@@ -161,7 +161,8 @@ def stack_backend(requested: str, template: nn.Module, objective: Objective, x: 
     names = [n for n, _ in template.named_parameters()]
     buffer_names = [n for n, _ in template.named_buffers()]
     rows = torch.arange(min(batch_size, len(y)), device=x.device)
-    fallback = _vmap_failure(template, names, buffer_names, objective, x.index_select(0, rows), y.index_select(0, rows))
+    x, y = x.index_select(0, rows), y.index_select(0, rows)
+    fallback = _vmap_failure(template, names, buffer_names, objective, x, y)
     forward = (LoopForward if fallback else VmapForward)(template, names, buffer_names)
     return StackBackend("loop" if fallback else "vmap", fallback, forward, objective)
 

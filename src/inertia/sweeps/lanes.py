@@ -8,11 +8,12 @@ the work.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
 import time
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import torch
 
@@ -136,16 +137,28 @@ def _flushes_subnormals() -> bool:
     return torch.tensor([1e-40]).item() == 0.0
 
 
+@contextlib.contextmanager
+def subnormals_flushed() -> Iterator[None]:
+    """Inside, the calling thread flushes subnormal floats to zero as every lane does (:func:`_lane_thread`);
+    restored after. :func:`inertia.fit` trains inside it, so that it computes what a lane computes."""
+    flushing = _flushes_subnormals()
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(flushing)
+
+
 def _run_here(parts: Sequence[Part], trainer: Trainer) -> int:
     """One lane in this process, set up like every lane (and restored after): a lone stack of small
     products with more threads ran 10-100x slower on a loaded machine (threads spinning for cores)."""
-    previous, flushing = torch.get_num_threads(), _flushes_subnormals()
-    _lane_thread()
-    try:
-        return sum(trainer.train(*part) for part in parts)
-    finally:
-        torch.set_flush_denormal(flushing)
-        torch.set_num_threads(previous)
+    previous = torch.get_num_threads()
+    with subnormals_flushed():
+        _lane_thread()
+        try:
+            return sum(trainer.train(*part) for part in parts)
+        finally:
+            torch.set_num_threads(previous)
 
 
 def _run_threads(parts: Sequence[Part], lanes: int, trainer: Trainer) -> int:

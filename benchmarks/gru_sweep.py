@@ -8,10 +8,15 @@ MNIST-1D read as sequences of 40 steps of one value, ``examples/sequences.py``'s
 2. a plain loop: 16 models one after another, each ``nn.GRU`` with ``torch.optim.SGD``, the same
    initialization and minibatches as the sweep's members (so the same numbers up to rounding).
 
+With ``--fallback`` the model is :class:`ItemizedGRU`, which reads a number off its input with
+``.item()``: ``torch.vmap`` cannot batch it, so the sweep trains its members one after another (backend
+``loop``), and the bar is that it is never slower than the plain loop.
+
 Each method runs ``--repeats`` times, interleaved (sweep, loop, sweep, loop, ...), each in a fresh
 process; the table gives every run and the median ratio, and the JSON file keeps them all.
 
     python benchmarks/gru_sweep.py                    # 300 steps, 3 repeats
+    python benchmarks/gru_sweep.py --fallback --steps 100   # the loop backend against the plain loop
     python benchmarks/gru_sweep.py --steps 30 --repeats 1   # smoke run
 """
 from __future__ import annotations
@@ -38,32 +43,43 @@ def sequences():
                       name="mnist1d-sequences")
 
 
-def run_sweep(steps: int) -> dict:
-    import inertia
+def gru_class(fallback: bool) -> type:
     from examples.sequences import GRUClassifier
 
+    class ItemizedGRU(GRUClassifier):
+        """The GRU classifier, reading its input's largest magnitude with ``.item()`` (vmap cannot batch it)."""
+
+        def forward(self, x):
+            return super().forward(x / max(1.0, x.abs().max().item()))
+
+    return ItemizedGRU if fallback else GRUClassifier
+
+
+def run_sweep(steps: int, fallback: bool = False) -> dict:
+    import inertia
+
     started = time.perf_counter()
-    results = inertia.sweep(sequences(), GRUClassifier, lr=LRS, momentum=MOMENTA, steps=steps, seeds=1,
+    results = inertia.sweep(sequences(), gru_class(fallback), lr=LRS, momentum=MOMENTA, steps=steps, seeds=1,
                             eval_every=steps)
     best = results.best
     return {"seconds": time.perf_counter() - started, "backend": results.meta.get("backend"),
             "best": {"lr": best["lr"], "momentum": best["momentum"], "val_accuracy": best["val_accuracy_mean"]}}
 
 
-def run_loop(steps: int) -> dict:
+def run_loop(steps: int, fallback: bool = False) -> dict:
     """Each configuration alone with torch.optim.SGD, on the sweep's folds, batches and initialization."""
     import torch
 
-    from examples.sequences import GRUClassifier
     from inertia.pipeline import batch_at, make_folds
 
+    model_class = gru_class(fallback)
     data = sequences()
     train_idx, val_idx = make_folds(len(data.y_train), 1, 0)[0]
     started, best = time.perf_counter(), None
     for lr in LRS:
         for momentum in MOMENTA:
             torch.manual_seed(0)
-            model = GRUClassifier(classes=data.classes, input_shape=data.input_shape)
+            model = model_class(classes=data.classes, input_shape=data.input_shape)
             opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
             for step in range(steps):
                 rows = batch_at(train_idx, step, 100, 0, 0)
@@ -78,10 +94,10 @@ def run_loop(steps: int) -> dict:
     return {"seconds": time.perf_counter() - started, "best": best}
 
 
-def child(method: str, steps: int) -> dict:
+def child(method: str, steps: int, fallback: bool) -> dict:
     """One run in a fresh process (imports and data set-up not timed)."""
     code = (f"import json, sys; sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'src')!r}, {str(ROOT / 'benchmarks')!r}];"
-            f"import gru_sweep; print(json.dumps(gru_sweep.run_{method}({steps})))")
+            f"import gru_sweep; print(json.dumps(gru_sweep.run_{method}({steps}, {fallback})))")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -90,12 +106,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "gru_sweep.json"))
+    parser.add_argument("--fallback", action="store_true", help="a GRU that vmap cannot batch (backend loop)")
+    parser.add_argument("--json", default=None, help="default: benchmarks/results/gru_sweep[_fallback].json")
     args = parser.parse_args()
+    name = "gru_sweep_fallback" if args.fallback else "gru_sweep"
+    args.json = args.json or str(ROOT / "benchmarks" / "results" / f"{name}.json")
     runs: dict[str, list[dict]] = {"sweep": [], "loop": []}
     for _ in range(args.repeats):
         for method in ("sweep", "loop"):
-            runs[method].append(child(method, args.steps))
+            runs[method].append(child(method, args.steps, args.fallback))
             print(f"{method}: {runs[method][-1]['seconds']:.1f} s", flush=True)
     sweep = statistics.median(r["seconds"] for r in runs["sweep"])
     loop = statistics.median(r["seconds"] for r in runs["loop"])
@@ -105,10 +124,11 @@ def main() -> None:
         seconds = ", ".join(f"{r['seconds']:.1f}" for r in runs[method])
         print(f"| {method} | {seconds} | {median:.1f} | "
               f"{best['lr']}, {best['momentum']}, {100 * best['val_accuracy']:.1f} % |")
-    print(f"\nspeed-up of the sweep over the loop: {loop / sweep:.2f}x")
+    print(f"\nspeed-up of the sweep (backend {runs['sweep'][-1]['backend']}) over the loop: {loop / sweep:.2f}x")
     from _results import write_json
 
-    write_json({"steps": args.steps, "configurations": len(LRS) * len(MOMENTA), "runs": runs,
+    write_json({"steps": args.steps, "fallback": args.fallback, "backend": runs["sweep"][-1]["backend"],
+                "configurations": len(LRS) * len(MOMENTA), "runs": runs,
                 "median_seconds": {"sweep": sweep, "loop": loop}, "speedup": loop / sweep,
                 "machine": {"processor": platform.processor(), "python": platform.python_version()}}, args.json)
 

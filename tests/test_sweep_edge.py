@@ -135,3 +135,96 @@ def test_bad_edge_input_is_one_line(tmp_path, capsys):
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "edge:" in error and "adam" in error
     assert not (out / "sweep.db").exists()                     # refused before the study was made
+
+
+def _edge_line(fig) -> tuple[np.ndarray, np.ndarray]:
+    [line] = [ln for ln in fig.axes[0].get_lines() if "λ_max" in ln.get_label()]
+    x, y = (np.asarray(v, dtype=float) for v in line.get_data())
+    return x, y
+
+
+KEPT = dict(lr=[0.03, 0.3], momentum=[0.0, 0.9], steps=6, batch_size=32, seeds=2, seed=1, device="cpu")
+
+
+def test_a_study_keeps_its_edge_for_every_later_run(tmp_path, monkeypatch, capsys):
+    """Measured by a run that was interrupted, the edge is the study's (its user attribute, as plain Optuna
+    reads it): the resumed run without edge trains the rest and draws it, and a rerun with --edge shows it
+    without measuring it again, saying so in one line."""
+    import json
+
+    import optuna
+
+    from inertia.sweeps.edge import SharpnessProbe
+
+    measured = inertia.sweep("digits", "mlp", edge=True, **KEPT).edge      # the same sweep, in memory
+    out = tmp_path / "sweep"
+
+    def interrupt(done, total):
+        if done > 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        inertia.sweep("digits", "mlp", edge=True, out=out, progress=interrupt, **KEPT)
+    study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{out / 'sweep.db'}")
+    assert not study.trials or all(t.state != optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert study.user_attrs["stability_edge"] == measured
+
+    def measure_again(self):
+        raise AssertionError("λ_max measured again")
+
+    monkeypatch.setattr(SharpnessProbe, "init", measure_again)
+    resumed = inertia.sweep("digits", "mlp", out=out, **KEPT)              # edge=False: trains the rest
+    assert len(resumed) == 4 and resumed.edge == measured
+    x, y = _edge_line(heatmap(resumed))
+    np.testing.assert_allclose(x[y <= 1], (2 + 2 * (1 - y[y <= 1])) / measured["sharpness"], rtol=1e-6)
+    assert json.loads((out / "results.json").read_text())["edge"] == measured
+    assert 'class="edge-legend"' in (out / "report.html").read_text()
+
+    assert main(["sweep", "--data", "digits", "--model", "mlp", "--lr", "0.03,0.3", "--momentum", "0,0.9",
+                 "--steps", "6", "--batch-size", "32", "--seeds", "2", "--seed", "1", "--device", "cpu",
+                 "--out", str(out), "--edge", "--quiet"]) == 0                # nothing left to train: a re-read
+    said = [line for line in capsys.readouterr().out.splitlines() if "λ_max" in line]
+    assert len(said) == 1 and "not measured again" in said[0]
+    assert json.loads((out / "results.json").read_text())["edge"] == measured
+
+
+def _lr_sweep(sharpness: float, convention: str = "torch", **meta) -> SweepResults:
+    rows = [dict(lr=float(lr), status="ok", trial=i, val_accuracy_mean=0.5 + 0.01 * i, val_accuracy_std=0.01,
+                 val_loss_mean=1.0) for i, lr in enumerate(LRS)]
+    edge = dict(sharpness=sharpness, sharpness_per_seed=[sharpness], convention=convention, nesterov=False,
+                dampening=0.0)
+    meta = {**dict(optimizer="momentum", data="digits", model="mlp", steps=10, space=dict(lr=LRS)), **meta}
+    return SweepResults(rows, ["lr"], "val_accuracy", meta, edge)
+
+
+@pytest.mark.parametrize("meta, momentum, scale", [
+    (dict(fixed=dict(momentum=0.8)), 0.8, lambda mu: 1.0),
+    (dict(fixed=dict(momentum=0.8, convention="ema")), 0.8, lambda mu: 1 / (1 - mu)),
+    (dict(), 0.9, lambda mu: 1.0),                                        # the rule's default momentum
+    (dict(optimizer="sgd"), 0.0, lambda mu: 1.0)])                         # no momentum: lr < 2/λ
+def test_the_curve_of_an_lr_sweep_at_one_momentum_draws_the_edge_at_2_plus_2mu_over_lambda(meta, momentum, scale):
+    convention = (meta.get("fixed") or {}).get("convention", "torch")
+    ax = heatmap(_lr_sweep(4.0, convention, **meta)).axes[0]             # one swept hyperparameter: the curve
+    x, _ = _edge_line(ax.figure)
+    np.testing.assert_allclose(x, (2 + 2 * momentum) / 4.0 * scale(momentum), rtol=1e-12)
+    assert ax.get_xlim()[0] <= x[0] <= ax.get_xlim()[1]                   # the axis widened to it (lr ≤ 1 swept)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any("λ_max = 4 " in t and f"μ = {momentum:g}" in t for t in legend)
+
+
+def test_the_curve_has_no_edge_where_momentum_is_scheduled_or_unmeasured_and_names_one_far_away():
+    lines = lambda results: [ln for ln in heatmap(results).axes[0].get_lines() if "λ_max" in ln.get_label()]
+    assert not lines(_lr_sweep(4.0, fixed=dict(momentum=0.9), schedules=dict(momentum="sutskever_ramp(0.99)")))
+    unmeasured = _lr_sweep(4.0)
+    unmeasured.edge = None
+    assert not lines(unmeasured)
+    ax = heatmap(_lr_sweep(1e-4, fixed=dict(momentum=0.5))).axes[0]      # lr 3e4: four decades beyond 1
+    assert ax.get_xlim()[1] < 10 and any("(off the plot)" in t.get_text() for t in ax.get_legend().get_texts())
+
+
+def test_a_sweep_of_lr_at_a_fixed_momentum_draws_its_measured_edge_on_the_curve(tmp_path):
+    results = inertia.sweep("digits", "mlp", lr=[0.01, 0.1, 1.0], momentum=None, fixed=dict(momentum=0.5),
+                            steps=5, batch_size=32, seeds=1, device="cpu", edge=True, out=tmp_path / "lr")
+    x, _ = _edge_line(heatmap(results))
+    np.testing.assert_allclose(x, 3.0 / results.edge["sharpness"], rtol=1e-12)
+    assert (tmp_path / "lr" / "curve.png").exists()

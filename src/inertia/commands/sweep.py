@@ -117,7 +117,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     run.add_argument("--edge", action="store_true",
                      help="also measure the loss's sharpness lambda_max at initialization (Hessian-vector products on "
                           "each seed's initial model, as inertia find does) and draw heavy ball's stability edge "
-                          "lr * lambda_max < 2 + 2 mu (in the rule's convention) on the heatmap and the report")
+                          "lr * lambda_max < 2 + 2 mu (in the rule's convention) on the heatmap, the curve of an lr sweep "
+                          "at one momentum and the report; kept with the study (its user attribute "
+                          "stability_edge), so a rerun of it draws the edge without --edge")
     out = parser.add_argument_group("outputs")
     out.add_argument("--tensorboard", default=None, metavar="DIR", help="also write one TensorBoard run per configuration")
     out.add_argument("--top", type=int, default=10, help="rows of the table of best configurations")

@@ -9,7 +9,8 @@ labelled where they leave the plot. A sweep measured for heavy ball's stability 
 (``edge=True``) shows it as a solid line: the largest stable lr (2 + 2μ)/λ_max for each μ
 (in its convention, :meth:`~inertia.sweeps.SweepResults.stable_lr`), the lr axis widened to show it
 when it lies just beyond the grid. A sweep of one hyperparameter
-is a curve with a band of ± one standard deviation over seeds and folds (:func:`curve`).
+is a curve with a band of ± one standard deviation over seeds and folds (:func:`curve`); a sweep of lr
+alone at one momentum μ measured for the edge shows it as a vertical line at lr = (2 + 2μ)/λ_max.
 """
 from __future__ import annotations
 
@@ -93,7 +94,7 @@ def heatmap(results: Any, path: str | Path | None = None, *, title: str | None =
     ax.set_xscale("log")
     ax.set_yscale("log")
     edge = _edge_points(results, ylim)
-    xlim = _widened(xlim, edge)
+    xlim = _widened(xlim, None if edge is None else edge[0])
     ax.set_xlim(*xlim)
     ax.set_ylim(ylim[1], ylim[0])  # momentum grows upwards
     _effective_lr_lines(ax, xlim, ylim)
@@ -116,7 +117,8 @@ def heatmap(results: Any, path: str | Path | None = None, *, title: str | None =
 
 def curve(results: Any, path: str | Path | None = None, *, title: str | None = None, metric: str | None = None):
     """A sweep of one hyperparameter: the metric (mean over seeds and folds) against it, a band of
-    ± one standard deviation, diverged configurations marked × on the axis, the best ringed."""
+    ± one standard deviation, diverged configurations marked × on the axis, the best ringed; for lr at
+    one momentum, the stability edge where the sweep measured it (:func:`_curve_edge`)."""
     plt = pyplot()
     key = metric or results.metric_key
     name = results.swept[0]
@@ -142,6 +144,8 @@ def curve(results: Any, path: str | Path | None = None, *, title: str | None = N
     if min(values) > 0 and max(values) / min(values) >= 20:
         ax.set_xscale("log")
     ax.grid(True, alpha=0.3)
+    if name == "lr":
+        _curve_edge(ax, results)
     ax.set_xlabel(name + (" (log scale)" if ax.get_xscale() == "log" else ""))
     ax.set_ylabel(_label(key))
     ax.legend(fontsize=8, loc="best")
@@ -320,11 +324,12 @@ def _edge_points(results: Any, ylim: tuple[float, float]) -> tuple[list[float], 
     return [results.stable_lr(max(0.0, 1.0 - y)) for y in one_minus], one_minus
 
 
-def _widened(xlim: tuple[float, float], edge: tuple[list[float], np.ndarray] | None) -> tuple[float, float]:
-    """The lr axis widened to show the whole edge, where it lies within :data:`EDGE_REACH` decades of it."""
-    if edge is None:
+def _widened(xlim: tuple[float, float], edge_lrs: list[float] | None) -> tuple[float, float]:
+    """The lr axis widened to show the whole edge (its learning rates ``edge_lrs``), where it lies within
+    :data:`EDGE_REACH` decades of it."""
+    if edge_lrs is None:
         return xlim
-    low, high = min(edge[0]) / 1.15, max(edge[0]) * 1.15
+    low, high = min(edge_lrs) / 1.15, max(edge_lrs) * 1.15
     if low < xlim[0] and math.log10(xlim[0] / low) <= EDGE_REACH:
         xlim = (low, xlim[1])
     if high > xlim[1] and math.log10(high / xlim[1]) <= EDGE_REACH:
@@ -345,6 +350,27 @@ def _stability_edge(ax, results: Any, edge: tuple[list[float], np.ndarray] | Non
         label += f": off the plot, lr {min(edge[0]):.3g}–{max(edge[0]):.3g}"
     ax.plot(*edge, "-", color=EDGE_COLOUR, linewidth=2.2, zorder=3.5, label=label,
             path_effects=[patheffects.withStroke(linewidth=4.2, foreground="white")])
+
+
+def _curve_edge(ax, results: Any) -> None:
+    """A sweep of lr alone at one momentum μ, measured for the edge: a vertical line at its largest stable
+    lr (2 + 2μ)/λ_max (in its convention, :meth:`~inertia.sweeps.SweepResults.stable_lr`), the axis widened
+    to it as the heatmap's (:func:`_widened`), its legend entry naming λ_max."""
+    from matplotlib import patheffects
+
+    momentum = results.fixed_momentum()
+    lr = None if momentum is None else results.stable_lr(momentum)
+    if lr is None:
+        return
+    xlim = _widened(ax.get_xlim(), [lr])
+    ax.set_xlim(*xlim)
+    rule = results.edge
+    label = (f"stability edge lr·λ_max = 2 + 2μ ({rule['convention']}{', Nesterov' if rule['nesterov'] else ''}) "
+             f"at μ = {momentum:g}: lr {lr:.3g}, λ_max = {rule['sharpness']:.3g} at init")
+    if not xlim[0] <= lr <= xlim[1]:
+        label += " (off the plot)"
+    ax.axvline(lr, color=EDGE_COLOUR, linewidth=2.2, zorder=3.5, label=label,
+               path_effects=[patheffects.withStroke(linewidth=4.2, foreground="white")])
 
 
 def _default_title(results: Any, configs: int, lines: bool = True) -> str:

@@ -87,7 +87,8 @@ def sweep(
             ``trials``, ``pruner``, ``metric``, ``eval_every``) and :class:`RunSpec` (``out``,
             ``storage``, ``study_name``, ``checkpoint_every``, ``lanes``, ``parallel``,
             ``memory_budget``, ``max_batch``, ``threads``, ``edge``: λ_max at initialization for heavy
-            ball's stability edge on the pictures); an unknown name is a TypeError naming it.
+            ball's stability edge on the pictures, kept with the study, so that a rerun of it shows the edge
+            without ``edge`` and does not measure it again with it); an unknown name is a TypeError naming it.
 
     With ``out``, the study lives in ``out/sweep.db`` (a rerun resumes) and ``out`` receives the files
     ``inertia sweep --out`` writes (:meth:`SweepResults.save`). Draw what came back with
@@ -111,7 +112,7 @@ def run_sweep(spec: SweepSpec, *, progress: Callable[[int, int], None] | None = 
     """
     if progress is not None and not callable(progress):
         raise TypeError(f"progress takes a function f(done, total), got {progress!r}")
-    from .edge import stability_edge
+    from .edge import edge_rule, study_edge
 
     spec, dataset, job = prepare(spec)
     if job.fallback is not None:
@@ -121,10 +122,12 @@ def run_sweep(spec: SweepSpec, *, progress: Callable[[int, int], None] | None = 
     if spec.search.metric not in job.metric_names:
         raise ValueError(f"metric {spec.search.metric}: a {job.objective.task} sweep measures "
                          f"{', '.join(n for n in job.metric_names if n.startswith('val_'))}")
-    edge = stability_edge(job) if spec.run.edge else None   # a rule without the edge fails before the study opens
+    if spec.run.edge:
+        edge_rule(job)   # a rule without the edge fails before the study opens
     storage = _storage_url(spec.run)
     study = Study(dict(spec.task.space), spec.signature(), spec.search, storage, spec.run.study_name,
                   spec.train.seed).open()   # unreachable storage / a different sweep here: error before training
+    edge = study_edge(study, job, spec.run.edge, log or _warn)   # kept with the study: every later run shows it
     checkpoints = None if spec.run.out is None else Checkpoints(
         str(spec.run.out), spec.signature(), spec.run.study_name, redact(storage or ""))
     previous = use_threads(parent_threads(job, spec.configurations, spec.run.threads))

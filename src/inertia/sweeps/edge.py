@@ -1,16 +1,20 @@
 """Heavy ball's stability edge measured on a sweep's own job: the loss's sharpness λ_max (the top Hessian
 eigenvalue, :func:`inertia.sharpness.sharpness`) of its models, and what :func:`inertia.sharpness.stable_lr`
-needs of its rule. The sweep (``edge=True``) and the range test (:mod:`inertia.finder`) both measure here.
+needs of its rule. The sweep (``edge=True``) and the range test (:mod:`inertia.finder`) both measure here;
+a sweep keeps what it measured with its study (:func:`study_edge`).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from torch import Tensor
 
 SHARPNESS_EXAMPLES = 512
 """Training examples the Hessian is measured on (each seed's first fold)."""
+
+EDGE_ATTR = "stability_edge"
+"""The study's user attribute that keeps the edge measured for it (:func:`stability_edge`'s dict)."""
 
 
 def heavy_ball_edge(job: Any) -> dict[str, Any] | None:
@@ -21,17 +25,42 @@ def heavy_ball_edge(job: Any) -> dict[str, Any] | None:
     return {"convention": hyper["convention"], "nesterov": bool(hyper["nesterov"]), "dampening": float(hyper["dampening"])}
 
 
+def edge_rule(job: Any) -> dict[str, Any]:
+    """:func:`heavy_ball_edge` of ``job``'s rule; a rule without that edge is a ValueError naming ``edge``."""
+    rule = heavy_ball_edge(job)
+    if rule is None:
+        raise ValueError(f"edge: the stability edge lr·λ_max < 2 + 2μ is heavy ball's; optimizer "
+                         f"{job.preset.name} has none (use momentum, nesterov or sgd)")
+    return rule
+
+
 def stability_edge(job: Any) -> dict[str, Any]:
     """What heavy ball's stability edge needs, measured on ``job``'s own models and data: λ_max of each
     seed's initial model (``sharpness_per_seed``; :class:`SharpnessProbe`), their median (``sharpness``),
     and the rule's convention, nesterov and dampening (:func:`inertia.sharpness.stable_lr`). A rule
     without that edge is a ValueError naming ``edge``."""
-    rule = heavy_ball_edge(job)
-    if rule is None:
-        raise ValueError(f"edge: the stability edge lr·λ_max < 2 + 2μ is heavy ball's; optimizer "
-                         f"{job.preset.name} has none (use momentum, nesterov or sgd)")
+    rule = edge_rule(job)
     per_seed = SharpnessProbe(job).init()
     return {"sharpness": float(np.median(per_seed)), "sharpness_per_seed": per_seed, **rule}
+
+
+def study_edge(study: Any, job: Any, measure: bool, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The stability edge of the sweep in ``study`` (:class:`inertia.sweeps.study.Study`): the one kept
+    with the study (its user attribute :data:`EDGE_ATTR`), measured by an earlier run of it; else, with
+    ``measure``, measured now (:func:`stability_edge`) and kept with it; else None. A study's signature
+    fixes its models, data, seeds and rule, so what was measured for it holds for every run of it: with
+    ``measure`` it is not measured again (``log`` says so in one line)."""
+    kept = study.user_attr(EDGE_ATTR)
+    if kept is not None:
+        if measure:
+            log(f"edge: λ_max = {kept['sharpness']:.4g} at initialization, measured for this study before "
+                "and kept with it: not measured again")
+        return kept
+    if not measure:
+        return None
+    edge = stability_edge(job)
+    study.set_user_attr(EDGE_ATTR, edge)
+    return edge
 
 
 class SharpnessProbe:

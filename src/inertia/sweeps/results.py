@@ -15,9 +15,10 @@ from .specs import METRICS
 class SweepResults:
     """All configurations of one sweep. ``records()`` gives plain dicts (one per configuration).
 
-    ``edge``: heavy ball's stability edge measured at initialization when the sweep was asked for it
-    (``edge=True``; :func:`inertia.sweeps.edge.stability_edge`): ``sharpness`` (λ_max, the median over seeds),
-    ``sharpness_per_seed``, ``convention``, ``nesterov``, ``dampening``; None otherwise.
+    ``edge``: heavy ball's stability edge measured at initialization when a run of the sweep's study was
+    asked for it (``edge=True``; :func:`inertia.sweeps.edge.stability_edge`, kept in the study's user
+    attribute ``stability_edge``): ``sharpness`` (λ_max, the median over seeds), ``sharpness_per_seed``,
+    ``convention``, ``nesterov``, ``dampening``; None otherwise.
     """
 
     rows: list[dict[str, Any]]
@@ -47,6 +48,20 @@ class SweepResults:
             return None
         rule = {k: self.edge[k] for k in ("convention", "nesterov", "dampening")}
         return stable_lr(self.edge["sharpness"], momentum, **rule)
+
+    def fixed_momentum(self) -> float | None:
+        """The one momentum every configuration trained with, where it is neither swept nor scheduled: the
+        fixed one, or the rule's default (``meta``'s ``optimizer`` and ``fixed``); None otherwise."""
+        from .. import rules
+
+        if "momentum" in self.swept or "momentum" in (self.meta.get("schedules") or {}):
+            return None
+        fixed = self.meta.get("fixed") or {}
+        try:
+            momentum = rules.get(str(self.meta.get("optimizer"))).hyper(**fixed).get("momentum")
+        except (ValueError, TypeError):
+            return None
+        return None if momentum is None else float(momentum)
 
     def ranked(self) -> list[dict[str, Any]]:
         """Finished ('ok') configurations, best first."""

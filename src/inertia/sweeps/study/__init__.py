@@ -176,6 +176,16 @@ class Study:
                 f"study {self.study_name!r} holds a different sweep ({signature_difference(stored, sig)}); "
                 f"it is in {redact(str(self.storage_url))}: use another --out folder or --study-name")
 
+    # ------------------------------------------------------------ what the study keeps besides its trials
+    def user_attr(self, key: str) -> Any:
+        """The study's user attribute ``key`` (Optuna's, as ``optuna.load_study(...).user_attrs`` reads
+        it); None when it has none."""
+        return self.study.user_attrs.get(key)
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        """Keep ``value`` (JSON data) with the study as its user attribute ``key`` (optuna-dashboard shows it)."""
+        self.study.set_user_attr(key, value)
+
     # ------------------------------------------------------------ taking trials
     def claim(self, limit: int, take: Callable[[Claimed], None]) -> list[Claimed]:
         """Up to ``limit`` trials for this worker (grid and random: WAITING ones; TPE: retried ones,

@@ -50,7 +50,7 @@ def slider_grids(result: RaceResult, schedules: dict[str, Any] | None = None) ->
     return out
 
 
-def declared_momentum(rule: rules.Rule) -> MomentumHyper | str:
+def _momentum(rule: rules.Rule) -> MomentumHyper | str:
     """The hyperparameter ``rule``'s momentum slider moves, or why it has none."""
     return rule.momentum if rule.momentum is not None else f"{rule.name} has no momentum hyperparameter to slide"
 
@@ -64,7 +64,7 @@ def _full_hyper(config: dict[str, Any]) -> tuple[rules.Preset, dict[str, Any]]:
 def _slider_group(config: dict[str, Any], schedules: dict[str, Any]) -> tuple | str:
     """The key of the grid ``config``'s sliders share with others, or why it has no sliders."""
     preset, hyper = _full_hyper(config)
-    knob = declared_momentum(preset.rule)
+    knob = _momentum(preset.rule)
     if isinstance(knob, str):
         return knob
     scheduled = [k for k in ("lr", knob.key) if k in schedules or callable(hyper[k])]
@@ -78,7 +78,7 @@ def _race_slider_grid(result: RaceResult, members: list[int], schedules: dict[st
     """One grid of races for the configurations ``members`` (same rule, same other settings)."""
     configs = [result.configs[i] for i in members]
     preset, hyper = _full_hyper(configs[0])
-    knob = declared_momentum(preset.rule)
+    knob = _momentum(preset.rule)
     own_lrs = [float(_full_hyper(c)[1]["lr"]) for c in configs]
     own_mus = [float(knob.get(_full_hyper(c)[1])) for c in configs]
     own = {k: v for k, v in schedules.items() if k in preset.rule.numeric}
@@ -116,4 +116,4 @@ def _theory(rule: str, hyper: dict[str, Any]) -> str | None:
     return ("nesterov" if hyper["nesterov"] else "heavy_ball") if plain else None
 
 
-__all__ = ["slider_grids", "declared_momentum", "SLIDER_MOMENTA"]
+__all__ = ["slider_grids", "SLIDER_MOMENTA"]

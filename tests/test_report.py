@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import inertia
-from inertia.commands.race import slider_grids
+from inertia.race_sliders import slider_grids
 from inertia.report import write_race_report, write_sweep_report
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,147 +95,6 @@ def _schedule(raw: str, spec: str) -> Any:
         return parse_spec(raw).build()
     except ValueError as error:
         raise ValueError(f"--optimizer {spec!r}: {error}") from None
-
-
-@dataclass(frozen=True)
-class MomentumKnob:
-    """The hyperparameter a rule's momentum slider moves: ``key``, or ``key[index]`` of a tuple (betas)."""
-
-    key: str
-    index: int | None
-    symbol: str
-    meaning: str
-
-    def get(self, hyper: dict[str, Any]) -> Any:
-        value = hyper[self.key]
-        return value if self.index is None else value[self.index]
-
-    def put(self, hyper: dict[str, Any], value: float) -> dict[str, Any]:
-        """``hyper`` with the knob set to ``value`` (the tuple's other entries kept)."""
-        if self.index is None:
-            return {**hyper, self.key: value}
-        entries = list(hyper[self.key])
-        entries[self.index] = value
-        return {**hyper, self.key: tuple(entries)}
-
-
-_MU = MomentumKnob("momentum", None, "μ", "momentum")
-_BETA1 = MomentumKnob("betas", 0, "β₁", "decay of the first-moment average: the momentum")
-#: rule name -> the hyperparameter its report's momentum slider moves (other rules: ``momentum`` if they have one)
-MOMENTUM_KNOBS = {
-    "sgd": _MU, "lookahead_sgd": _MU, "qhm": _MU, "rmsprop": _MU,
-    "schedulefree": MomentumKnob("momentum", None, "β", "interpolation momentum of Schedule-Free"),
-    "adam": _BETA1, "nadam": _BETA1, "lookahead_adam": _BETA1, "ademamix": _BETA1,
-    "lion": MomentumKnob("betas", 1, "β₂", "decay of Lion's momentum m (β₁ only mixes m with the gradient "
-                                          "inside the sign)"),
-}
-#: rule name -> why its report shows no sliders
-NO_MOMENTUM_SLIDER = {
-    "aggmo": "AggMo averages several momenta (betas) at once: there is no single momentum to slide",
-    "muon": "a point on a surface is a vector, which Muon hands to its AdamW fallback: Muon's momentum "
-            "does not act in a race",
-}
-SLIDER_MOMENTA = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
-
-
-def slider_grids(result: Any, schedules: dict[str, Any] | None = None) -> list[Any]:
-    """For each configuration of ``result``, the races its report's lr and momentum sliders pick from,
-    or a sentence saying why it has no sliders (:func:`inertia.report.write_race_report` draws them).
-
-    The momentum is the rule's :data:`MOMENTUM_KNOBS` entry (μ for the SGD family, β₁ for Adam's,
-    β₂ for Lion). Configurations of one rule with the same other settings share one grid, raced at
-    once by the engine with the race's other schedules: learning rates lr × 2^(k/2), k = −6..6, around
-    the first one's lr, momenta :data:`SLIDER_MOMENTA` (those the rule accepts), each grid holding
-    every raced value exactly (and the heavy-ball optimum on a quadratic). A grid's ``extra`` holds
-    ``lrs``, ``momenta``, ``knob``, ``theory`` (``"heavy_ball"``/``"nesterov"`` where the quadratic
-    theory applies, else None) and ``drives``: configuration index -> its (lr, momentum) indices.
-    """
-    schedules = dict(schedules or {})
-    groups: dict[tuple, list[int]] = {}
-    out: list[Any] = []
-    for i, config in enumerate(result.configs):
-        key = _slider_group(config, schedules)
-        out.append(key)
-        if isinstance(key, tuple):
-            groups.setdefault((key, tuple(result.positions[i, 0].tolist())), []).append(i)
-    for members in groups.values():
-        grid = _race_slider_grid(result, members, schedules)
-        for i in members:
-            out[i] = grid
-    return out
-
-
-def momentum_knob(rule: Any) -> MomentumKnob | str:
-    """The hyperparameter ``rule``'s momentum slider moves, or why it has none."""
-    if rule.name in NO_MOMENTUM_SLIDER:
-        return NO_MOMENTUM_SLIDER[rule.name]
-    knob = MOMENTUM_KNOBS.get(rule.name, _MU if "momentum" in rule.numeric else None)
-    return knob or f"{rule.name} has no momentum hyperparameter to slide"
-
-
-def _full_hyper(config: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """The preset of ``config`` and its full hyperparameters (schedules as written)."""
-    from .. import rules
-
-    preset = rules.get(config.get("rule", "sgd"))
-    return preset, {**preset.defaults, **{k: v for k, v in config.items() if k not in ("rule", "label")}}
-
-
-def _slider_group(config: dict[str, Any], schedules: dict[str, Any]) -> tuple | str:
-    """The key of the grid ``config``'s sliders share with others, or why it has no sliders."""
-    preset, hyper = _full_hyper(config)
-    knob = momentum_knob(preset.rule)
-    if isinstance(knob, str):
-        return knob
-    scheduled = [k for k in ("lr", knob.key) if k in schedules or callable(hyper[k])]
-    if scheduled:
-        return f"its {scheduled[0]} follows a schedule; the sliders race constant values only"
-    fixed = knob.put({k: v for k, v in hyper.items() if k != "lr"}, 0.0)
-    return (preset.rule.name, repr(sorted(fixed.items())))
-
-
-def _race_slider_grid(result: Any, members: list[int], schedules: dict[str, Any]) -> Any:
-    """One grid of races for the configurations ``members`` (same rule, same other settings)."""
-    from ..races import race
-
-    configs = [result.configs[i] for i in members]
-    preset, hyper = _full_hyper(configs[0])
-    knob = momentum_knob(preset.rule)
-    own_lrs = [float(_full_hyper(c)[1]["lr"]) for c in configs]
-    own_mus = [float(knob.get(_full_hyper(c)[1])) for c in configs]
-    own = {k: v for k, v in schedules.items() if k in preset.rule.numeric}
-    s = result.surface
-    theory = _theory(preset.rule.name, hyper) if s.is_quadratic and not own else None
-    optimum = s.optimal("momentum") if theory else None
-    lrs = sorted({float(f"{own_lrs[0] * 2 ** (k / 2):.6g}") for k in range(-6, 7)} | set(own_lrs)
-                 | ({optimum[0]} if optimum else set()))
-    momenta = sorted({m for m in SLIDER_MOMENTA if _accepts(preset, knob.put(hyper, m))} | set(own_mus)
-                     | ({optimum[1]} if optimum else set()))
-    base = {**{k: v for k, v in configs[0].items() if k != "label"}, knob.key: hyper[knob.key]}
-    grid_configs = [knob.put({**base, "lr": lr}, mu) for lr in lrs for mu in momenta]
-    grid = race(s, grid_configs, steps=result.steps, start=result.positions[members[0], 0],
-                dtype=result.positions.dtype, schedules=own)
-    grid.extra.update(lrs=lrs, momenta=momenta, knob=dict(symbol=knob.symbol, meaning=knob.meaning),
-                      theory=theory,
-                      drives={i: (lrs.index(lr), momenta.index(mu)) for i, lr, mu in zip(members, own_lrs, own_mus)})
-    return grid
-
-
-def _accepts(preset: Any, hyper: dict[str, Any]) -> bool:
-    """Whether the rule accepts ``hyper`` (nesterov and Schedule-Free need a momentum > 0)."""
-    try:
-        preset.rule.check({k: (v(0) if callable(v) else v) for k, v in hyper.items()})
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def _theory(rule: str, hyper: dict[str, Any]) -> str | None:
-    """Which quadratic theory predicts this rule's rate (:meth:`inertia.surfaces.Surface.rate`): heavy ball
-    or Nesterov in the ``torch``/``sutskever`` form with constant settings, no dampening, decay or extras."""
-    plain = (rule == "sgd" and hyper["convention"] in ("torch", "sutskever") and hyper["dampening"] == 0
-             and hyper["weight_decay"] == 0 and not hyper["maximize"] and not hyper["cautious"])
-    return ("nesterov" if hyper["nesterov"] else "heavy_ball") if plain else None
 
 
 def parse_map(items: list[str]) -> tuple[list[float], list[float]]:
@@ -339,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_gif:
             written.append(animate(result, out / "race.gif", frames=args.frames))
         if not args.no_report:
+            from ..race_sliders import slider_grids
             from ..report import write_race_report
 
             written.append(write_race_report(out / "report.html", result, slider_grids(result, schedules),

@@ -1,8 +1,8 @@
 """The interactive race report: learning-rate and momentum sliders over precomputed trajectories.
 
 Every raced optimizer that has a learning rate and a momentum gets two sliders. Each path
-they can show was raced beforehand by the race engine (:func:`inertia.commands.race.slider_grids`:
-one grid per rule and settings, its ``momentum`` being μ, β₁ or β₂ as the rule has it); the
+they can show was raced beforehand by the race engine (:func:`inertia.race_sliders.slider_grids`:
+one grid per rule and settings, its ``momentum`` the one the rule declares: μ, β₁, β₂, ...); the
 JavaScript only picks the stored path for the chosen pair and draws it, so the page shows the
 engine's own numbers, never a re-implementation. On quadratics the page also shows the theory
 for the chosen pair (predicted rate, stability), computed here in Python.
@@ -197,7 +197,7 @@ def write_race_report(path: str | Path, result: Any, sliders: Sequence[Any], *, 
     """Write the interactive race page for ``result`` (a :class:`~inertia.races.RaceResult` on a 2-D surface).
 
     ``sliders`` holds, for each raced configuration, the grid of races its lr and momentum sliders pick
-    from, or a sentence saying why it has none (:func:`inertia.commands.race.slider_grids` makes both;
+    from, or a sentence saying why it has none (:func:`inertia.race_sliders.slider_grids` makes both;
     the page only draws them). ``images``: caption -> PNG file to embed. ``basins``: a
     :class:`~inertia.basins.BasinMap` of the first configuration's rule, drawn as a layer with its
     sliders' pair marked on it.

@@ -4,13 +4,23 @@ A :class:`Rule` is the maths (see :mod:`inertia.rules.base` for the contract).
 A :class:`Preset` is a rule under a user-facing name with some defaults changed:
 ``"momentum"`` is the SGD rule with ``momentum=0.9``. The optimizer classes,
 ``inertia train --optimizer NAME``, sweeps and races all look names up here.
+
+Your own rule is registered the same way, and declares its momentum on the :class:`Rule`
+(:class:`MomentumHyper`; a numeric ``momentum`` is μ unless it says otherwise)::
+
+    rules.register("signum", Rule("signum", {"lr": 0.01, "beta": 0.9}, ("lr", "beta"), update, validate,
+                                  state={"exp_avg": "element"},
+                                  momentum=MomentumHyper("beta", symbol="β", meaning="decay of the average")),
+                   "sign of the averaged gradient")
+
+so the race report's sliders (:func:`inertia.race_sliders.slider_grids`) move ``beta``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .base import Rule, broadcast_hyper
+from .base import MomentumHyper, Rule, broadcast_hyper
 from .adaptive import ADAM_RULE, NADAM_RULE, RMSPROP_RULE
 from .ademamix import ADEMAMIX_RULE
 from .lion import LION_RULE
@@ -46,7 +56,8 @@ PRESETS: dict[str, Preset] = {}
 
 
 def register(name: str, rule: Rule, summary: str, **overrides: Any) -> Preset:
-    """Make ``rule`` available under ``name`` (with ``overrides`` as its defaults)."""
+    """Make ``rule`` available under ``name`` (with ``overrides`` as its defaults); its momentum is the one
+    ``rule`` declares (:attr:`Rule.momentum`)."""
     preset = Preset(name, rule, overrides, summary)
     PRESETS[name] = preset
     return preset
@@ -107,7 +118,7 @@ register("lion", LION_RULE, "Lion (Chen et al. 2023): sign of the interpolated m
 register("ademamix", ADEMAMIX_RULE, "AdEMAMix (Pagliardini et al. 2024): Adam plus a slow EMA, alpha=5")
 
 __all__ = [
-    "Rule", "Preset", "PRESETS", "register", "get", "broadcast_hyper", "SGD_RULE", "CONVENTIONS",
+    "Rule", "MomentumHyper", "Preset", "PRESETS", "register", "get", "broadcast_hyper", "SGD_RULE", "CONVENTIONS",
     "ADAM_RULE", "NADAM_RULE", "RMSPROP_RULE", "QHM_RULE", "AGGMO_RULE", "SCHEDULEFREE_RULE",
     "LOOKAHEAD_MOMENTUM_RULE", "LOOKAHEAD_ADAM_RULE", "lookahead", "MUON_RULE", "muon", "LION_RULE",
     "ADEMAMIX_RULE", "TUNERS", "TUNED",

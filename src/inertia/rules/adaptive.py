@@ -45,6 +45,7 @@ from torch import Tensor
 
 from .base import (
     Hyper,
+    MomentumHyper,
     Rule,
     State,
     boolean,
@@ -167,6 +168,9 @@ ADAM_DEFAULTS = dict(
     cautious=False,
 )
 
+FIRST_MOMENT_DECAY = MomentumHyper("betas", 0, "β₁", "decay of the first-moment average: the momentum")
+"""The momentum of Adam's family: β₁, the decay of the average m of the gradients."""
+
 ADAM_RULE = Rule(
     name="adam",
     state={"exp_avg": "element", "exp_avg_sq": "element", "max_exp_avg_sq": "element"},
@@ -175,6 +179,7 @@ ADAM_RULE = Rule(
     update=adam_update,
     validate=validate_adam,
     summary="Adam (amsgrad optional; decoupled_weight_decay=True is AdamW), as torch.optim.Adam",
+    momentum=FIRST_MOMENT_DECAY,
 )
 
 
@@ -237,6 +242,7 @@ NADAM_RULE = Rule(
     update=nadam_update,
     validate=validate_nadam,
     summary="NAdam (Nesterov Adam with momentum decay psi=0.004), as torch.optim.NAdam",
+    momentum=FIRST_MOMENT_DECAY,
 )
 
 

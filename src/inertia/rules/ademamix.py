@@ -27,7 +27,7 @@ import math
 import torch
 from torch import Tensor
 
-from .adaptive import _step_value, addcdiv_, addcmul_, check_betas, lerp_
+from .adaptive import FIRST_MOMENT_DECAY, _step_value, addcdiv_, addcmul_, check_betas, lerp_
 from .base import (Hyper, Rule, State, add_scaled_, boolean, broadcast_hyper, cautious, decoupled_decay_, non_negative,
                    require, sub_scaled_)
 
@@ -75,4 +75,5 @@ ADEMAMIX_RULE = Rule(
     update=ademamix_update,
     validate=validate_ademamix,
     summary="AdEMAMix (Pagliardini et al. 2024): Adam plus a slow EMA weighted by alpha",
+    momentum=FIRST_MOMENT_DECAY,
 )

@@ -34,6 +34,10 @@ a test surface). A rule knows nothing about those engines.
   (Schedule-Free: trains at y, evaluates at x) declares ``eval_point`` (the point to
   evaluate, computed out of place from the training point) and ``train_point``
   (its inverse).
+- A rule declares which numeric hyperparameter is its momentum (:attr:`Rule.momentum`, a
+  :class:`MomentumHyper`: ``momentum`` itself, μ, unless it says otherwise; Adam's is β₁,
+  ``betas[0]``), or in a sentence why it has no single one (AggMo averages several), so that
+  every layer (the race report's sliders, ...) reads it from the rule, not from a table of names.
 """
 from __future__ import annotations
 
@@ -57,6 +61,30 @@ MEMBER_AXIS = "member_axis"
 
 
 @dataclass(frozen=True)
+class MomentumHyper:
+    """Which hyperparameter is a rule's momentum: ``key``, or component ``index`` of the tuple ``key``
+    (Adam's β₁ is ``betas[0]``), with the ``symbol`` and a short ``meaning`` people read it by."""
+
+    key: str = "momentum"
+    index: int | None = None
+    symbol: str = "μ"
+    meaning: str = "momentum"
+
+    def get(self, hyper: Hyper) -> Any:
+        """The momentum's value in ``hyper``."""
+        value = hyper[self.key]
+        return value if self.index is None else value[self.index]
+
+    def put(self, hyper: Hyper, value: Any) -> dict[str, Any]:
+        """``hyper`` with the momentum set to ``value`` (a tuple's other components kept)."""
+        if self.index is None:
+            return {**hyper, self.key: value}
+        entries = list(hyper[self.key])
+        entries[self.index] = value
+        return {**hyper, self.key: tuple(entries)}
+
+
+@dataclass(frozen=True)
 class Rule:
     """An update rule: its name, hyperparameter defaults, update and checks.
 
@@ -65,6 +93,10 @@ class Rule:
     entry of ``defaults`` is a structural option. ``state`` maps each state entry
     the rule creates (a name or an ``fnmatch`` pattern such as ``velocity_*``) to its
     layout in :data:`STATE_KINDS`. ``eval_point``/``train_point``: see the module docstring.
+
+    ``momentum`` declares which numeric hyperparameter is the rule's momentum (a
+    :class:`MomentumHyper`), or is a sentence saying why it has no single one. Left out, it is
+    ``MomentumHyper()`` (μ = ``momentum``) when ``momentum`` is numeric, else None: no momentum.
     """
 
     name: str
@@ -76,6 +108,7 @@ class Rule:
     state: Mapping[str, str] = field(default_factory=dict)
     eval_point: Point | None = None
     train_point: Point | None = None
+    momentum: MomentumHyper | str | None = None
 
     def __post_init__(self) -> None:
         bad = {k: v for k, v in self.state.items() if v not in STATE_KINDS}
@@ -83,6 +116,27 @@ class Rule:
             raise ValueError(f"{self.name}: state layouts must be one of {STATE_KINDS}, got {bad}")
         if (self.eval_point is None) != (self.train_point is None):
             raise ValueError(f"{self.name}: eval_point and train_point go together")
+        if self.momentum is None and "momentum" in self.numeric:
+            object.__setattr__(self, "momentum", MomentumHyper())
+        self._check_momentum()
+
+    def _check_momentum(self) -> None:
+        """The declared momentum is a numeric hyperparameter (a tuple's component where it is one), or a reason."""
+        declared = self.momentum
+        if declared is None or (isinstance(declared, str) and declared):
+            return
+        if not isinstance(declared, MomentumHyper):
+            raise ValueError(f"{self.name}: momentum must be a MomentumHyper, a sentence saying why the rule has "
+                             f"no single momentum, or None; got {declared!r}")
+        if declared.key not in self.numeric:
+            raise ValueError(f"{self.name}: momentum names {declared.key!r}, which is not one of its numeric "
+                             f"hyperparameters {list(self.numeric)}")
+        default = self.defaults.get(declared.key)
+        size = len(default) if isinstance(default, (tuple, list)) else None
+        if (declared.index is None) != (size is None) or (size is not None and not 0 <= declared.index < size):
+            where = f"a tuple of {size}: give an index in [0, {size})" if size is not None else "not a tuple: give no index"
+            raise ValueError(f"{self.name}: momentum index {declared.index!r} of {declared.key!r}, whose default "
+                             f"{default!r} is {where}")
 
     def state_kind(self, entry: str) -> str:
         """The declared layout of state entry ``entry``: ``"shared"`` for ``step``, else from :attr:`state`."""

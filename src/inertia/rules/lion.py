@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from .adaptive import check_betas, lerp_
-from .base import (Hyper, Rule, State, add_scaled_, boolean, broadcast_hyper, cautious, decoupled_decay_, non_negative,
+from .base import (Hyper, MomentumHyper, Rule, State, add_scaled_, boolean, broadcast_hyper, cautious, decoupled_decay_, non_negative,
                    require, sub_scaled_)
 
 
@@ -54,4 +54,6 @@ LION_RULE = Rule(
     update=lion_update,
     validate=validate_lion,
     summary="Lion (Chen et al. 2023): the sign of an interpolated momentum, decoupled weight decay",
+    momentum=MomentumHyper("betas", 1, "β₂", "decay of Lion's momentum m (β₁ only mixes m with the gradient "
+                                             "inside the sign)"),
 )

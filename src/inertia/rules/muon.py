@@ -190,4 +190,6 @@ def muon(fallback: Rule, **settings: Any) -> Rule:
         validate=validate,
         summary=f"Muon (Jordan et al. 2024): Newton-Schulz-orthogonalized momentum; {fallback.name} for non-matrices",
         state={"momentum_buffer": "element", **fallback.state},
+        momentum=(f"Muon's momentum moves matrices only; any other parameter (a point on a surface is a vector) "
+                  f"moves by its {fallback.name} fallback, with that rule's momentum: there is no single momentum"),
     )

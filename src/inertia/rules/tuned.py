@@ -69,4 +69,5 @@ def tuned(rule: Rule) -> Rule:
         state=dict(rule.state),
         eval_point=rule.eval_point,
         train_point=rule.train_point,
+        momentum=rule.momentum,
     )

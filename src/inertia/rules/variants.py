@@ -55,6 +55,7 @@ from torch import Tensor
 from .adaptive import check_betas, lerp_
 from .base import (
     Hyper,
+    MomentumHyper,
     Rule,
     State,
     add_scaled_,
@@ -156,6 +157,7 @@ AGGMO_RULE = Rule(
     update=aggmo_update,
     validate=validate_aggmo,
     summary="aggregated momentum (Lucas et al. 2019): the average of K heavy-ball velocities",
+    momentum="AggMo averages several momenta (betas) at once: there is no single momentum to slide",
 )
 
 
@@ -218,6 +220,7 @@ SCHEDULEFREE_RULE = Rule(
     update=schedulefree_update,
     validate=validate_schedulefree,
     summary="Schedule-Free SGD (Defazio et al. 2024): no LR schedule, gradients at y, evaluate at x",
+    momentum=MomentumHyper(symbol="β", meaning="interpolation momentum of Schedule-Free"),
 )
 
 
@@ -274,4 +277,5 @@ def lookahead(rule: Rule, k: int = 5, alpha: float = 0.5) -> Rule:
         state={**rule.state, "slow": "element"},
         eval_point=rule.eval_point,
         train_point=rule.train_point,
+        momentum=rule.momentum,
     )

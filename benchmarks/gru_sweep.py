@@ -6,14 +6,17 @@ MNIST-1D read as sequences of 40 steps of one value, ``examples/sequences.py``'s
 
 1. ``inertia.sweep``: all 16 at once (the GRU as batched matrix products, ``sweeps/recurrent.py``);
 2. a plain loop: 16 models one after another, each ``nn.GRU`` with ``torch.optim.SGD``, the same
-   initialization and minibatches as the sweep's members (so the same numbers up to rounding).
+   initialization and minibatches as the sweep's members (so the same numbers up to rounding), each
+   measured on the validation part and the test set, as the sweep measures its members.
 
 With ``--fallback`` the model is :class:`ItemizedGRU`, which reads a number off its input with
 ``.item()``: ``torch.vmap`` cannot batch it, so the sweep trains its members one after another (backend
 ``loop``), and the bar is that it is never slower than the plain loop.
 
 Each method runs ``--repeats`` times, interleaved (sweep, loop, sweep, loop, ...), each in a fresh
-process; the table gives every run and the median ratio, and the JSON file keeps them all.
+process with ``OMP_NUM_THREADS`` at ``--threads`` (default 1: the loop under torch's default of one
+thread per core measures oversubscription on a busy machine, 187 s against 13 s in one run, not the
+method); the table gives every run and the median ratio, and the JSON file keeps them all.
 
     python benchmarks/gru_sweep.py                    # 300 steps, 3 repeats
     python benchmarks/gru_sweep.py --fallback --steps 100   # the loop backend against the plain loop
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -67,7 +71,8 @@ def run_sweep(steps: int, fallback: bool = False) -> dict:
 
 
 def run_loop(steps: int, fallback: bool = False) -> dict:
-    """Each configuration alone with torch.optim.SGD, on the sweep's folds, batches and initialization."""
+    """Each configuration alone with torch.optim.SGD, on the sweep's folds, batches and initialization;
+    measured as the sweep measures it: on the validation part and the test set."""
     import torch
 
     from inertia.pipeline import batch_at, make_folds
@@ -87,18 +92,21 @@ def run_loop(steps: int, fallback: bool = False) -> dict:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+            model.eval()
             with torch.no_grad():
                 accuracy = float((model(data.x_train[val_idx]).argmax(1) == data.y_train[val_idx]).float().mean())
+                model(data.x_test)
             if best is None or accuracy > best["val_accuracy"]:
                 best = {"lr": lr, "momentum": momentum, "val_accuracy": accuracy}
     return {"seconds": time.perf_counter() - started, "best": best}
 
 
-def child(method: str, steps: int, fallback: bool) -> dict:
+def child(method: str, steps: int, fallback: bool, threads: int) -> dict:
     """One run in a fresh process (imports and data set-up not timed)."""
     code = (f"import json, sys; sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'src')!r}, {str(ROOT / 'benchmarks')!r}];"
             f"import gru_sweep; print(json.dumps(gru_sweep.run_{method}({steps}, {fallback})))")
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -107,6 +115,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--fallback", action="store_true", help="a GRU that vmap cannot batch (backend loop)")
+    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of both methods' processes")
     parser.add_argument("--json", default=None, help="default: benchmarks/results/gru_sweep[_fallback].json")
     args = parser.parse_args()
     name = "gru_sweep_fallback" if args.fallback else "gru_sweep"
@@ -114,7 +123,7 @@ def main() -> None:
     runs: dict[str, list[dict]] = {"sweep": [], "loop": []}
     for _ in range(args.repeats):
         for method in ("sweep", "loop"):
-            runs[method].append(child(method, args.steps, args.fallback))
+            runs[method].append(child(method, args.steps, args.fallback, args.threads))
             print(f"{method}: {runs[method][-1]['seconds']:.1f} s", flush=True)
     sweep = statistics.median(r["seconds"] for r in runs["sweep"])
     loop = statistics.median(r["seconds"] for r in runs["loop"])
@@ -127,7 +136,7 @@ def main() -> None:
     print(f"\nspeed-up of the sweep (backend {runs['sweep'][-1]['backend']}) over the loop: {loop / sweep:.2f}x")
     from _results import write_json
 
-    write_json({"steps": args.steps, "fallback": args.fallback, "backend": runs["sweep"][-1]["backend"],
+    write_json({"steps": args.steps, "fallback": args.fallback, "threads": args.threads, "backend": runs["sweep"][-1]["backend"],
                 "configurations": len(LRS) * len(MOMENTA), "runs": runs,
                 "median_seconds": {"sweep": sweep, "loop": loop}, "speedup": loop / sweep,
                 "machine": {"processor": platform.processor(), "python": platform.python_version()}}, args.json)

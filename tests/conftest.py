@@ -3,6 +3,10 @@
 A test that needs a service is skipped when it is missing, unless
 INERTIA_REQUIRE_SERVICES=1 (set by .ci/run): then it fails, so CI cannot pass
 by skipping.
+
+The README's command runs the tests in pytest-xdist workers, one per core, in any order: a test
+writes under its own ``tmp_path`` and makes its databases with :func:`scratch_database` (a new
+name each time), never a fixed path, name or port that another worker could use at the same time.
 """
 from __future__ import annotations
 
@@ -61,7 +65,7 @@ def chromium() -> tuple[str, str]:
 
 @pytest.fixture(scope="session", autouse=True)
 def one_thread():
-    """One intra-op torch thread for the whole session (module fixtures included): the suite's tensors are
+    """One intra-op torch thread for each worker's session (module fixtures included): the suite's tensors are
     small, and OpenMP threads that wait on each other on a busy machine make small operations many times
     slower (Muon's bfloat16 Newton-Schulz of a 3 x 5 matrix: 45 us a call on one thread, ~20 ms on two
     under load). A test that needs more threads sets them and restores the count, as the library's own

@@ -213,6 +213,11 @@ def test_ctrl_c_swallowed_by_an_import_still_interrupts(monkeypatch, capsys):
         return real()
 
     monkeypatch.setattr(cli, "build_parser", swallowing_import)
-    assert cli_main(["sweep", "--data", "digits", "--lr", "0.1", "--momentum", "0", "--steps", "5"]) == 130
+    # Python's own Ctrl-C handler, as in a terminal (a shell's background job starts with SIGINT ignored)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert cli_main(["sweep", "--data", "digits", "--lr", "0.1", "--momentum", "0", "--steps", "5"]) == 130
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # put back
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert capsys.readouterr().err.strip() == "inertia sweep: interrupted; run the same command again to resume"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # put back

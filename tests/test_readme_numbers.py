@@ -55,3 +55,10 @@ def test_the_reproduce_check_the_readme_quotes_gave_the_sweeps_numbers_in_every_
         for key in ("val_loss_mean", "test_loss_mean"):
             assert case[f"reproduced_{key}"] == case[f"sweep_{key}"], (name, key)
     assert f"validation loss {check['lstm']['sweep_val_loss_mean']:.6f} in both" in README
+
+
+def test_the_main_jobs_reproduce_command_gave_its_numbers_to_the_bit():
+    best, again = RUN["best"], RUN["reproduce"]
+    assert again["test_accuracy_mean"] == best["test_accuracy_mean"]
+    assert again["test_accuracy_std"] == best["test_accuracy_std"]
+    assert "the same numbers to the bit" in README

@@ -224,7 +224,7 @@ class AutogradStep:
         draws = {"streams": streams} if self.forward.draws_random else {}
         with torch.enable_grad(), torch.random.fork_rng(devices=[], enabled=self.forward.draws_random):
             if self.forward.draws_random:
-                torch.manual_seed(seed)
+                _seed_draws(seed, params[0].device)
             leaves = [p.detach().requires_grad_(True) for p in params]
             losses = self.objective.member_losses(self.forward(leaves, buffers, groups, training=True, **draws),
                                                   targets)
@@ -239,6 +239,16 @@ class AutogradStep:
         # BatchNorm in train mode, in the conv backend) gets a zero gradient, as nn.Module's autograd gives it
         for i, grad in enumerate(torch.autograd.grad(total, leaves, materialize_grads=True)):
             apply(i, grad)
+
+
+def _seed_draws(seed: int, device: torch.device) -> None:
+    """Seed the generator that ``device``'s draws come from: on the CPU its generator alone, since
+    ``torch.manual_seed`` also queues a seeding of every uninitialized accelerator, formatting the call's
+    stack for each (1.3 ms a step, a tenth of a GRU member's step)."""
+    if device.type == "cpu":
+        torch.default_generator.manual_seed(seed)
+    else:
+        torch.manual_seed(seed)
 
 
 class VmapForward:

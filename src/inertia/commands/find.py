@@ -54,7 +54,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     how.add_argument("--seed", type=int, default=0, help="the first seed")
     how.add_argument("--seeds", type=options.positive_int, default=3, metavar="K",
                      help="initializations and batch orders")
-    how.add_argument("--dtype", default="float32", choices=("float32", "float64"), help="the parameters' dtype")
+    options.add_dtype(how)
     options.add_device(how)
     options.add_backend(how)
     how.add_argument("--standardize", action="store_true", help="standardize the inputs with the training part")

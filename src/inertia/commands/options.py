@@ -262,6 +262,11 @@ def add_device(group: Any) -> None:
                        help="where to train (default: cuda when available, else cpu)")
 
 
+def add_dtype(group: Any, help: str = "the parameters' dtype") -> None:
+    """``--dtype``: ``float32`` (the default) or ``float64``, kept as its name."""
+    group.add_argument("--dtype", choices=("float32", "float64"), default="float32", help=help)
+
+
 def add_threads(group: Any) -> None:
     group.add_argument("--threads", type=positive_int, default=None, metavar="N",
                        help="torch's intra-op threads (default: OMP_NUM_THREADS if set, else one for a small model "

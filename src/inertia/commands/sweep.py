@@ -48,7 +48,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "sweep", help="train a grid of learning rate x momentum at once; table, heatmap, CSV/JSON",
         description=DESCRIPTION, formatter_class=options.HelpFormatter)
-    what = parser.add_argument_group("what to train (TaskSpec)")
+    _add_task_options(parser.add_argument_group("what to train (TaskSpec)"))
+    _add_train_options(parser.add_argument_group("how to train (TrainSpec)"))
+    _add_search_options(parser.add_argument_group("how to search (SearchSpec)"))
+    _add_run_options(parser.add_argument_group("where and how to run (RunSpec)"))
+    out = parser.add_argument_group("outputs")
+    out.add_argument("--tensorboard", default=None, metavar="DIR", help="also write one TensorBoard run per configuration")
+    out.add_argument("--top", type=int, default=10, help="rows of the table of best configurations")
+    out.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run_command)
+    return parser
+
+
+def _add_task_options(what: Any) -> None:
     options.add_data(what)
     options.add_model(what)
     options.add_optimizer(what)
@@ -63,7 +75,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                       help="a hyperparameter shared by all configurations, e.g. --fixed convention=sutskever")
     options.add_loss(what)
     options.add_schedule(what, "it starts from each configuration's value over --steps")
-    how = parser.add_argument_group("how to train (TrainSpec)")
+
+
+def _add_train_options(how: Any) -> None:
     how.add_argument("--steps", type=int, default=2000,
                      help="optimizer steps (minibatches) per configuration, fold and seed (default: 2000, fewer "
                           "than inertia train's 3000 because a sweep trains every configuration x seed x fold; "
@@ -75,14 +89,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                      help="train every configuration from K initializations and batch orders at once "
                           "(seeds seed..seed+K-1); results are mean +- std over seeds and folds (default: 3, so "
                           "that a ranking is not one seed's luck; inertia train's is 1, one plain run)")
-    how.add_argument("--dtype", type=_dtype, default="float32", help="float32 or float64")
+    options.add_dtype(how)
     options.add_device(how)
     options.add_backend(how)
     how.add_argument("--diverge-factor", type=float, default=10.0, metavar="X",
                      help="a loss above X times its first value counts as diverged")
     how.add_argument("--standardize", action="store_true",
                      help="standardize the inputs with each fold's training part (never its validation part)")
-    search = parser.add_argument_group("how to search (SearchSpec)")
+
+
+def _add_search_options(search: Any) -> None:
     search.add_argument("--sampler", default="grid", choices=SAMPLERS,
                         help="grid trains every point; random and tpe --trials points in the ranges the values span")
     search.add_argument("--trials", type=int, default=None, help="number of configurations for random/tpe")
@@ -99,7 +115,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     search.add_argument("--round-size", type=int, default=None, metavar="N",
                         help="configurations claimed (random/tpe: asked) at once; the next round is asked after "
                              "they are told (default: half of a grid, a quarter of a random/tpe budget)")
-    run = parser.add_argument_group("where and how to run (RunSpec)")
+
+
+def _add_run_options(run: Any) -> None:
     run.add_argument("--out", required=True, help="output folder (holds the SQLite study unless --storage)")
     run.add_argument("--storage", default=None, help="Optuna storage URL, e.g. postgresql://user:pw@host/db")
     run.add_argument("--study-name", default="sweep", help="the study's name in the storage (one study = one sweep)")
@@ -120,20 +138,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                           "lr * lambda_max < 2 + 2 mu (in the rule's convention) on the heatmap, the curve of an lr sweep "
                           "at one momentum and the report; kept with the study (its user attribute "
                           "stability_edge), so a rerun of it draws the edge without --edge")
-    out = parser.add_argument_group("outputs")
-    out.add_argument("--tensorboard", default=None, metavar="DIR", help="also write one TensorBoard run per configuration")
-    out.add_argument("--top", type=int, default=10, help="rows of the table of best configurations")
-    out.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(run=run_command)
-    return parser
-
-
-def _dtype(name: str) -> Any:
-    import torch
-
-    if name not in ("float32", "float64"):
-        raise argparse.ArgumentTypeError(f"expected float32 or float64, got {name!r}")
-    return getattr(torch, name)
 
 
 def sweep_spec(args: argparse.Namespace) -> SweepSpec:

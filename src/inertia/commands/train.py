@@ -101,8 +101,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     run.add_argument("--standardize", action="store_true",
                      help="standardize the inputs (per feature, or per channel for images) with the statistics of "
                      "each fold's training part, as inertia sweep --standardize")
-    run.add_argument("--dtype", choices=DTYPES, default="float32",
-                     help="the parameters' dtype, as inertia sweep --dtype (default: float32)")
+    options.add_dtype(run, "the parameters' dtype, as inertia sweep --dtype")
     options.add_device(run)
     options.add_threads(run)
     out = parser.add_argument_group("output")
@@ -210,9 +209,6 @@ def fit_arguments(args: argparse.Namespace) -> dict[str, Any]:
                 schedules=schedule_specs(args, full), steps=args.steps, batch_size=args.batch_size,
                 folds=args.folds, seed=args.seed, seeds=args.seeds, loss=args.loss, standardize=args.standardize, device=args.device,
                 dtype=_torch_dtype(args.dtype), threads=args.threads)
-
-
-DTYPES = ("float32", "float64")
 
 
 def _torch_dtype(name: str) -> Any:

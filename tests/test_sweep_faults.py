@@ -236,6 +236,28 @@ def test_ctrl_c_at_any_moment_prints_one_line_and_the_rerun_completes(tmp_path, 
     assert _results(tmp_path / "sweep.db") == baseline["0"], where
 
 
+IN_FORK = r'''
+import os, signal, sys
+stop = getattr(signal, sys.argv[1])
+os.register_at_fork(after_in_child=lambda: os.kill(os.getpid(), stop),    # the lane: each fork
+                    after_in_parent=lambda: os.kill(os.getpid(), stop))   # the sweep: its first fork
+from inertia.cli import main
+sys.exit(main(sys.argv[2:]))
+'''
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_that_lands_inside_a_fork_stops_the_sweep(tmp_path, stop):
+    """Ctrl-C or ``kill`` delivered while Python runs fork's hooks (there a KeyboardInterrupt is printed
+    as "Exception ignored" and dropped): the sweep still stops, with its one line and 128 + the signal,
+    and no lane prints a traceback."""
+    proc = subprocess.run([sys.executable, "-c", IN_FORK, stop.name, *_sweep_args(tmp_path, "--lanes", "processes")],
+                          env=_env(), capture_output=True, text=True, timeout=300, start_new_session=True)
+    how = "interrupted" if stop == signal.SIGINT else "stopped by SIGTERM"
+    assert proc.returncode == 128 + stop, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"inertia sweep: {how}; run the same command again to resume"]
+
+
 def test_a_killed_lane_is_one_line_and_the_rerun_completes(tmp_path, baseline):
     """SIGKILL of the forked training processes alone (as the out-of-memory killer would, but from another
     process): the sweep says so in one line and exits non-zero; the rerun completes the grid, bit-identical."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
 import sys
 import time
 from typing import Any, Callable, Iterator, Protocol, Sequence
@@ -184,7 +185,6 @@ def _run_forked(parts: list[Part], lanes: int, trainer: Trainer) -> int:
     so a killed sweep leaves no trainer behind and resumes from the checkpoints.
     """
     import multiprocessing
-    import signal
     from multiprocessing.connection import wait
 
     running: dict[Any, tuple[int, list[Any], str | None]] = {}
@@ -195,7 +195,7 @@ def _run_forked(parts: list[Part], lanes: int, trainer: Trainer) -> int:
                 trials, members, path = parts.pop(0)
                 mine, theirs = multiprocessing.Pipe()
                 parent = os.getpid()
-                pid = os.fork()
+                pid = _fork_holding_stops()
                 if pid == 0:  # the child: never returns
                     mine.close()
                     _lane_child(theirs, parent, members, path, trainer)
@@ -262,8 +262,6 @@ def _ended(status: int, oom_kills_before: int | None) -> str:
     """Why a child ended, from its wait status: its exit status, or the signal by name and, for SIGKILL,
     who sent it: the out-of-memory killer where :func:`oom_kills` rose since ``oom_kills_before``
     (taken before the lanes started), another process where it did not, either where it is unknown."""
-    import signal
-
     code = os.waitstatus_to_exitcode(status)
     if code >= 0:
         return f"exit status {code}"
@@ -280,6 +278,24 @@ def _ended(status: int, oom_kills_before: int | None) -> str:
     if now > oom_kills_before:
         return "killed by the out-of-memory killer (SIGKILL); try a smaller --max-batch"
     return "killed by SIGKILL from another process (the out-of-memory killer's count did not change)"
+
+
+STOPS = (signal.SIGINT, signal.SIGTERM)
+"""The signals that stop a command (Ctrl-C, ``kill``): the command line's handler raises KeyboardInterrupt."""
+
+
+def _fork_holding_stops() -> int:
+    """``os.fork()`` with :data:`STOPS` held until it returns; the child lets them go in :func:`_lane_child`.
+
+    Python runs fork's hooks (logging's lock resets) inside ``os.fork``, and a KeyboardInterrupt
+    raised there is printed as "Exception ignored" and dropped: a Ctrl-C landing in a fork was lost
+    (the sweep ran on) and a lane printed its traceback. Held, the signal waits and is raised in the
+    parent's loop just after the fork."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
+    pid = os.fork()
+    if pid != 0:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    return pid
 
 
 def _answer(conn: Any, running: dict[Any, tuple[int, list[Any], str | None]], trainer: Trainer,
@@ -314,12 +330,11 @@ def _answer(conn: Any, running: dict[Any, tuple[int, list[Any], str | None]], tr
 
 def _lane_child(conn: Any, parent: int, members: Members, path: str | None, trainer: Trainer) -> None:
     """Body of a forked lane: train, talk to the parent over ``conn``, then exit (never returns)."""
-    import signal
-
     code = 1
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle: it stops its lanes
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's Ctrl-C handler: a lane stopped dies
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)   # held across the fork
         _die_with_parent(parent)
         _lane_thread()
         _keep_freed_memory()
@@ -369,7 +384,6 @@ def _keep_freed_memory() -> None:
 def _die_with_parent(parent: int) -> None:
     """Have the kernel SIGKILL this process when ``parent`` ends (Linux prctl PR_SET_PDEATHSIG)."""
     import ctypes
-    import signal
 
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) != 0:   # PR_SET_PDEATHSIG = 1

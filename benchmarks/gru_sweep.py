@@ -14,9 +14,11 @@ With ``--fallback`` the model is :class:`ItemizedGRU`, which reads a number off 
 ``loop``), and the bar is that it is never slower than the plain loop.
 
 Each method runs ``--repeats`` times, interleaved (sweep, loop, sweep, loop, ...), each in a fresh
-process with ``OMP_NUM_THREADS`` at ``--threads`` (default 1: the loop under torch's default of one
-thread per core measures oversubscription on a busy machine, 187 s against 13 s in one run, not the
-method); the table gives every run and the median ratio, and the JSON file keeps them all.
+process with ``OMP_NUM_THREADS`` at ``--threads`` (default 1: both methods on one core; the loop under
+torch's default of one thread per core measures oversubscription on a busy machine, 187 s against 13 s
+in one run, not the method). ``--threads 0`` leaves it unset: each method as a user runs it, the loop
+on torch's default threads and the sweep on its own choice (one lane per core). The table gives every
+run and the median ratio, and the JSON file keeps them all.
 
     python benchmarks/gru_sweep.py                    # 300 steps, 3 repeats
     python benchmarks/gru_sweep.py --fallback --steps 100   # the loop backend against the plain loop
@@ -62,8 +64,9 @@ def gru_class(fallback: bool) -> type:
 def run_sweep(steps: int, fallback: bool = False) -> dict:
     import inertia
 
+    data = sequences()   # loaded before the clock starts, as the loop's is
     started = time.perf_counter()
-    results = inertia.sweep(sequences(), gru_class(fallback), lr=LRS, momentum=MOMENTA, steps=steps, seeds=1,
+    results = inertia.sweep(data, gru_class(fallback), lr=LRS, momentum=MOMENTA, steps=steps, seeds=1,
                             eval_every=steps)
     best = results.best
     return {"seconds": time.perf_counter() - started, "backend": results.meta.get("backend"),
@@ -105,7 +108,9 @@ def child(method: str, steps: int, fallback: bool, threads: int) -> dict:
     """One run in a fresh process (imports and data set-up not timed)."""
     code = (f"import json, sys; sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'src')!r}, {str(ROOT / 'benchmarks')!r}];"
             f"import gru_sweep; print(json.dumps(gru_sweep.run_{method}({steps}, {fallback})))")
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -115,7 +120,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--fallback", action="store_true", help="a GRU that vmap cannot batch (backend loop)")
-    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of both methods' processes")
+    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of both methods' processes; "
+                        "0: unset, each method's defaults (torch's threads for the loop, the sweep's lanes)")
     parser.add_argument("--json", default=None, help="default: benchmarks/results/gru_sweep[_fallback].json")
     args = parser.parse_args()
     name = "gru_sweep_fallback" if args.fallback else "gru_sweep"

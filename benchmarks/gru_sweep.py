@@ -122,9 +122,9 @@ def main() -> None:
     parser.add_argument("--fallback", action="store_true", help="a GRU that vmap cannot batch (backend loop)")
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of both methods' processes; "
                         "0: unset, each method's defaults (torch's threads for the loop, the sweep's lanes)")
-    parser.add_argument("--json", default=None, help="default: benchmarks/results/gru_sweep[_fallback].json")
+    parser.add_argument("--json", default=None, help="default: benchmarks/results/gru_sweep[_fallback][_defaults].json")
     args = parser.parse_args()
-    name = "gru_sweep_fallback" if args.fallback else "gru_sweep"
+    name = "gru_sweep" + ("_fallback" if args.fallback else "") + ("_defaults" if args.threads == 0 else "")
     args.json = args.json or str(ROOT / "benchmarks" / "results" / f"{name}.json")
     runs: dict[str, list[dict]] = {"sweep": [], "loop": []}
     for _ in range(args.repeats):

@@ -22,7 +22,9 @@ then ``backward(apply)`` hands every parameter's gradient ``[M, ...]`` to ``appl
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import contextlib
+import warnings
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -237,8 +239,21 @@ class AutogradStep:
         self._pending = None
         # materialize_grads: a parameter the loss does not depend on (a conv bias right before a
         # BatchNorm in train mode, in the conv backend) gets a zero gradient, as nn.Module's autograd gives it
-        for i, grad in enumerate(torch.autograd.grad(total, leaves, materialize_grads=True)):
+        with quiet_batching_fallbacks():
+            grads = torch.autograd.grad(total, leaves, materialize_grads=True)
+        for i, grad in enumerate(grads):
             apply(i, grad)
+
+
+@contextlib.contextmanager
+def quiet_batching_fallbacks() -> Iterator[None]:
+    """Without torch's warning that ``vmap`` runs an operator one member at a time for want of a batching rule
+    (attention's CPU kernels: every Transformer sweep printed it, twice): the numbers are unchanged, and the
+    user can do nothing about it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented "
+                                                  "the batching rule")
+        yield
 
 
 def _seed_draws(seed: int, device: torch.device) -> None:
@@ -294,10 +309,11 @@ class VmapForward:
         x = xs[0] if len(xs) == 1 else torch.cat(xs)
         if streams is None:
             streams = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
-        if x.shape[0] != 1 or not self.pads_single:
-            return self._batched(tuple(params), tuple(buffers), x, streams)
-        return run_padded(lambda p, b: self._batched(tuple(p), tuple(b), torch.cat([x, x]), torch.cat([streams] * 2)),
-                          params, buffers, 2)
+        with quiet_batching_fallbacks():
+            if x.shape[0] != 1 or not self.pads_single:
+                return self._batched(tuple(params), tuple(buffers), x, streams)
+            return run_padded(lambda p, b: self._batched(tuple(p), tuple(b), torch.cat([x, x]),
+                                                         torch.cat([streams] * 2)), params, buffers, 2)
 
 
 class LoopForward(VmapForward):

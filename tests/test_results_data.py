@@ -52,7 +52,7 @@ def test_table_prints_itself_and_report_and_save_write_the_clis_files(results, t
 
 
 def test_out_writes_the_same_files_as_the_command_line(tmp_path):
-    inertia.sweep("digits", "mlp", lr=[0.1], momentum=[0.0, 0.9], steps=10, seeds=1, out=tmp_path)
+    inertia.sweep("digits", "mlp", lr=[0.05, 0.1], momentum=[0.0, 0.9], steps=10, seeds=1, out=tmp_path)
     assert {"sweep.db", "results.csv", "results.json", "heatmap.png", "report.html"} <= {p.name for p in tmp_path.iterdir()}
 
 

@@ -2,6 +2,7 @@
 own models and data, the line lr = (2 + 2μ)/λ_max on the heatmap and in the report, and its bad input."""
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -116,8 +117,6 @@ def test_the_sweep_measures_lambda_max_of_each_seeds_initial_model_and_trains_th
 
 
 def test_cli_edge_writes_it_into_results_heatmap_and_report(tmp_path):
-    import json
-
     out = tmp_path / "sweep"
     assert main(["sweep", "--data", "digits", "--model", "linear", "--lr", "0.01,0.1", "--momentum", "0,0.9",
                  "--steps", "5", "--seeds", "1", "--out", str(out), "--edge", "--quiet", "--device", "cpu"]) == 0
@@ -150,8 +149,6 @@ def test_a_study_keeps_its_edge_for_every_later_run(tmp_path, monkeypatch, capsy
     """Measured by a run that was interrupted, the edge is the study's (its user attribute, as plain Optuna
     reads it): the resumed run without edge trains the rest and draws it, and a rerun with --edge shows it
     without measuring it again, saying so in one line."""
-    import json
-
     import optuna
 
     from inertia.sweeps.edge import SharpnessProbe
@@ -228,3 +225,33 @@ def test_a_sweep_of_lr_at_a_fixed_momentum_draws_its_measured_edge_on_the_curve(
     x, _ = _edge_line(heatmap(results))
     np.testing.assert_allclose(x, 3.0 / results.edge["sharpness"], rtol=1e-12)
     assert (tmp_path / "lr" / "curve.png").exists()
+
+
+def test_the_command_line_sweeps_lr_at_one_momentum_as_a_curve_with_its_edge(tmp_path, capsys):
+    """``--momentum 0.8`` beside several learning rates: the grid's momentum does not vary, so the picture is
+    the curve over lr, its title names the momentum, the edge is drawn at lr = (2 + 2·0.8)/λ_max, and the
+    printed command carries the momentum."""
+    out = tmp_path / "lr"
+    args = ["sweep", "--data", "digits", "--lr", "0.01,0.1", "--momentum", "0.8", "--steps", "5", "--batch-size", "32",
+            "--seeds", "1", "--out", str(out), "--edge", "--quiet"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert (out / "curve.png").exists() and not (out / "heatmap.png").exists()
+    assert "--momentum 0.8 " in printed
+    results = inertia.sweep("digits", "mlp", lr=[0.01, 0.1], momentum=0.8, steps=5, batch_size=32, seeds=1,
+                            device="cpu", out=out)                          # the same study, read again
+    assert results.swept == ["lr", "momentum"] and results.varied == ["lr"] and results.fixed_momentum() == 0.8
+    figure = heatmap(results)
+    assert "momentum = 0.8" in figure.axes[0].get_title().splitlines()[0]
+    x, _ = _edge_line(figure)
+    np.testing.assert_allclose(x, 3.6 / results.edge["sharpness"], rtol=1e-12)
+
+
+def test_one_learning_rate_and_several_momenta_draw_the_curve_over_momentum():
+    rows = [dict(lr=0.1, momentum=m, status="ok", trial=i, val_accuracy_mean=0.5 + 0.1 * i, val_accuracy_std=0.0,
+                 val_loss_mean=1.0) for i, m in enumerate([0.0, 0.5, 0.9])]
+    results = SweepResults(rows, ["lr", "momentum"], "val_accuracy", dict(optimizer="momentum", data="digits",
+                                                                          model="mlp", steps=10))
+    ax = heatmap(results).axes[0]
+    assert ax.get_xlabel() == "momentum" and "lr = 0.1" in ax.get_title().splitlines()[0]
+    assert results.fixed_momentum() is None

@@ -16,7 +16,7 @@ from ._text import mean_std
 
 
 def write_outputs(results: Any, out: str | Path, command: Callable[[dict], str | None] | None = None) -> list[Path]:
-    """results.csv, results.json, heatmap.png (curve.png for one swept hyperparameter) and report.html in
+    """results.csv, results.json, heatmap.png (curve.png where one hyperparameter varies) and report.html in
     ``out``, each written whole to a temporary file and renamed (a reader, or another worker, never sees
     half a file); ``command(record)``: the command that reproduces a configuration, shown in the report.
     A study not named ``sweep`` writes ``results-NAME.csv`` and so on, beside the other studies'."""
@@ -26,10 +26,12 @@ def write_outputs(results: Any, out: str | Path, command: Callable[[dict], str |
     tag = "" if name == "sweep" else "-" + re.sub(r"[^A-Za-z0-9_.-]", "_", name)
     written = [_atomic(out / f"results{tag}.csv", results.to_csv),
                _atomic(out / f"results{tag}.json", results.to_json)]
-    if results.records() and (len(results.swept) == 1 or {"lr", "momentum"} <= set(results.swept)):
-        from .plots.sweep import heatmap   # one swept hyperparameter: a curve
+    from .plots.sweep import is_curve
 
-        picture = "heatmap" if len(results.swept) > 1 else "curve"
+    if results.records() and (is_curve(results) or {"lr", "momentum"} <= set(results.swept)):
+        from .plots.sweep import heatmap   # one hyperparameter that varies: a curve
+
+        picture = "curve" if is_curve(results) else "heatmap"
         written.append(_atomic(out / f"{picture}{tag}.png", lambda path: heatmap(results, path)))
     written.append(_atomic(out / f"report{tag}.html", lambda path: write_report(results, path, command)))
     return written

@@ -32,7 +32,7 @@ the same command on each worker.
 Writes into --out: results.csv, results.json, heatmap.png (lr x momentum, colour =
 metric, iso-lines of the effective learning rate lr/(1-mu), with --edge the stability edge
 lr * lambda_max < 2 + 2 mu from the sharpness at initialization; curve.png instead when one
-hyperparameter is swept), report.html when the
+hyperparameter varies, as lr at --momentum 0.9), report.html when the
 report module is present, and prints the best configurations and the
 `inertia train` command that reproduces the best.
 

@@ -71,7 +71,7 @@ def heatmap(results: Any, path: str | Path | None = None, *, title: str | None =
 
     Returns the matplotlib figure; saves a PNG when ``path`` is given.
     """
-    if len(results.swept) == 1:
+    if is_curve(results):
         return curve(results, path, title=title, metric=metric)
     if "lr" not in results.swept or "momentum" not in results.swept:
         raise ValueError(f"the heatmap needs a sweep over both lr and momentum (or over one hyperparameter, "
@@ -115,13 +115,18 @@ def heatmap(results: Any, path: str | Path | None = None, *, title: str | None =
     return _finish(fig, path)
 
 
+def is_curve(results: Any) -> bool:
+    """Whether ``results`` are drawn as a curve: one hyperparameter swept, or one that varies (lr at one momentum)."""
+    return len(results.swept) == 1 or len(results.varied) == 1
+
+
 def curve(results: Any, path: str | Path | None = None, *, title: str | None = None, metric: str | None = None):
-    """A sweep of one hyperparameter: the metric (mean over seeds and folds) against it, a band of
-    ± one standard deviation, diverged configurations marked × on the axis, the best ringed; for lr at
-    one momentum, the stability edge where the sweep measured it (:func:`_curve_edge`)."""
+    """A sweep of one hyperparameter (or of several, of which one varies): the metric (mean over seeds and
+    folds) against it, a band of ± one standard deviation, diverged configurations marked × on the axis, the
+    best ringed; for lr at one momentum, the stability edge where the sweep measured it (:func:`_curve_edge`)."""
     plt = pyplot()
     key = metric or results.metric_key
-    name = results.swept[0]
+    name = (results.varied or results.swept)[0]
     records = sorted(results.records(), key=lambda r: float(r[name]))
     scale = 100.0 if is_percent(key) else 1.0
     ok = [r for r in records if r["status"] == "ok" and r.get(key) is not None and math.isfinite(r[key])]
@@ -380,7 +385,11 @@ def _default_title(results: Any, configs: int, lines: bool = True) -> str:
     schedules = ", ".join(f"{name} {spec}" for name, spec in (meta.get("schedules") or {}).items())
     space = meta.get("space") or {}
     further = [n for n in results.swept if n not in ("lr", "momentum")] if lines else []
-    parts = [f"{meta.get('optimizer', '')} on {meta.get('data', '')} / {meta.get('model', '')}",
+    fixed = {k: v for k, v in (meta.get("fixed") or {}).items() if k not in results.swept}
+    if results.rows and not lines:   # a curve: the swept hyperparameters that do not vary are fixed too
+        fixed.update({k: results.rows[0][k] for k in results.swept if k not in results.varied})
+    at = ", ".join(f"{k} = {v:g}" if isinstance(v, (int, float)) else f"{k} = {v}" for k, v in fixed.items())
+    parts = [f"{meta.get('optimizer', '')} on {meta.get('data', '')} / {meta.get('model', '')}" + (f", {at}" if at else ""),
              f"{configs} config{'' if configs == 1 else 's'}, {meta.get('steps', '?')} steps, batch {meta.get('batch_size', '?')}, "
              f"{meta.get('folds', 1)} fold(s), {meta.get('seeds', 1)} seed(s)"]
     if schedules:

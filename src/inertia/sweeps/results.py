@@ -49,13 +49,21 @@ class SweepResults:
         rule = {k: self.edge[k] for k in ("convention", "nesterov", "dampening")}
         return stable_lr(self.edge["sharpness"], momentum, **rule)
 
+    @property
+    def varied(self) -> list[str]:
+        """The swept hyperparameters that take more than one value among the configurations (``--momentum
+        0.9`` beside several learning rates is swept, and does not vary): what a picture has axes for."""
+        return [name for name in self.swept if len({r.get(name) for r in self.rows}) > 1]
+
     def fixed_momentum(self) -> float | None:
-        """The one momentum every configuration trained with, where it is neither swept nor scheduled: the
-        fixed one, or the rule's default (``meta``'s ``optimizer`` and ``fixed``); None otherwise."""
+        """The one momentum every configuration trained with, where it is not scheduled: a swept one that does
+        not vary, the fixed one, or the rule's default (``meta``'s ``optimizer`` and ``fixed``); else None."""
         from .. import rules
 
-        if "momentum" in self.swept or "momentum" in (self.meta.get("schedules") or {}):
+        if "momentum" in (self.meta.get("schedules") or {}) or "momentum" in self.varied:
             return None
+        if "momentum" in self.swept:
+            return float(self.rows[0]["momentum"]) if self.rows else None
         fixed = self.meta.get("fixed") or {}
         try:
             momentum = rules.get(str(self.meta.get("optimizer"))).hyper(**fixed).get("momentum")

@@ -26,11 +26,9 @@ def write_outputs(results: Any, out: str | Path, command: Callable[[dict], str |
     tag = "" if name == "sweep" else "-" + re.sub(r"[^A-Za-z0-9_.-]", "_", name)
     written = [_atomic(out / f"results{tag}.csv", results.to_csv),
                _atomic(out / f"results{tag}.json", results.to_json)]
-    from .plots.sweep import is_curve
+    from .plots.sweep import heatmap, is_curve   # heatmap() draws the curve where one hyperparameter varies
 
     if results.records() and (is_curve(results) or {"lr", "momentum"} <= set(results.swept)):
-        from .plots.sweep import heatmap   # one hyperparameter that varies: a curve
-
         picture = "curve" if is_curve(results) else "heatmap"
         written.append(_atomic(out / f"{picture}{tag}.png", lambda path: heatmap(results, path)))
     written.append(_atomic(out / f"report{tag}.html", lambda path: write_report(results, path, command)))

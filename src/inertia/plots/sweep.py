@@ -389,7 +389,8 @@ def _default_title(results: Any, configs: int, lines: bool = True) -> str:
     if results.rows and not lines:   # a curve: the swept hyperparameters that do not vary are fixed too
         fixed.update({k: results.rows[0][k] for k in results.swept if k not in results.varied})
     at = ", ".join(f"{k} = {v:g}" if isinstance(v, (int, float)) else f"{k} = {v}" for k, v in fixed.items())
-    parts = [f"{meta.get('optimizer', '')} on {meta.get('data', '')} / {meta.get('model', '')}" + (f", {at}" if at else ""),
+    what = f"{meta.get('optimizer', '')} on {meta.get('data', '')} / {meta.get('model', '')}"
+    parts = [what + (f", {at}" if at else ""),
              f"{configs} config{'' if configs == 1 else 's'}, {meta.get('steps', '?')} steps, batch {meta.get('batch_size', '?')}, "
              f"{meta.get('folds', 1)} fold(s), {meta.get('seeds', 1)} seed(s)"]
     if schedules:

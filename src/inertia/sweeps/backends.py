@@ -22,9 +22,8 @@ then ``backward(apply)`` hands every parameter's gradient ``[M, ...]`` to ``appl
 """
 from __future__ import annotations
 
-import contextlib
 import warnings
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -239,21 +238,22 @@ class AutogradStep:
         self._pending = None
         # materialize_grads: a parameter the loss does not depend on (a conv bias right before a
         # BatchNorm in train mode, in the conv backend) gets a zero gradient, as nn.Module's autograd gives it
-        with quiet_batching_fallbacks():
-            grads = torch.autograd.grad(total, leaves, materialize_grads=True)
-        for i, grad in enumerate(grads):
+        for i, grad in enumerate(torch.autograd.grad(total, leaves, materialize_grads=True)):
             apply(i, grad)
 
 
-@contextlib.contextmanager
-def quiet_batching_fallbacks() -> Iterator[None]:
-    """Without torch's warning that ``vmap`` runs an operator one member at a time for want of a batching rule
-    (attention's CPU kernels: every Transformer sweep printed it, twice): the numbers are unchanged, and the
-    user can do nothing about it."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented "
-                                                  "the batching rule")
-        yield
+BATCHING_NOTICE = "There is a performance drop because we have not yet implemented the batching rule"
+"""How torch's warning begins that ``vmap`` runs an operator one member at a time, for want of a batching rule."""
+
+
+def quiet_batching_fallbacks() -> None:
+    """Silence :data:`BATCHING_NOTICE` in this process (attention's CPU kernels: every Transformer sweep printed
+    it, twice): the numbers are unchanged, and the user can do nothing about it. The filter is added once:
+    changing the filters (or a ``catch_warnings`` around each step) clears every location's once-only record,
+    and a model's own warning would print again."""
+    if not any(action == "ignore" and message is not None and message.pattern == BATCHING_NOTICE
+               for action, message, *_ in warnings.filters):
+        warnings.filterwarnings("ignore", message=BATCHING_NOTICE, category=UserWarning)
 
 
 def _seed_draws(seed: int, device: torch.device) -> None:
@@ -290,6 +290,7 @@ class VmapForward:
                 return functional_call(model, (dict(zip(names, p)), dict(zip(buffer_names, b))), (x,))
 
         self._batched = self._over_members(one)
+        quiet_batching_fallbacks()
 
     @staticmethod
     def _runnable(model: nn.Module) -> nn.Module:
@@ -309,11 +310,10 @@ class VmapForward:
         x = xs[0] if len(xs) == 1 else torch.cat(xs)
         if streams is None:
             streams = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
-        with quiet_batching_fallbacks():
-            if x.shape[0] != 1 or not self.pads_single:
-                return self._batched(tuple(params), tuple(buffers), x, streams)
-            return run_padded(lambda p, b: self._batched(tuple(p), tuple(b), torch.cat([x, x]),
-                                                         torch.cat([streams] * 2)), params, buffers, 2)
+        if x.shape[0] != 1 or not self.pads_single:
+            return self._batched(tuple(params), tuple(buffers), x, streams)
+        return run_padded(lambda p, b: self._batched(tuple(p), tuple(b), torch.cat([x, x]), torch.cat([streams] * 2)),
+                          params, buffers, 2)
 
 
 class LoopForward(VmapForward):

@@ -386,7 +386,7 @@ def _default_title(results: Any, configs: int, lines: bool = True) -> str:
     space = meta.get("space") or {}
     further = [n for n in results.swept if n not in ("lr", "momentum")] if lines else []
     fixed = {k: v for k, v in (meta.get("fixed") or {}).items() if k not in results.swept}
-    if results.rows and not lines:   # a curve: the swept hyperparameters that do not vary are fixed too
+    if results.rows and is_curve(results):   # the swept hyperparameters that do not vary are held too
         fixed.update({k: results.rows[0][k] for k in results.swept if k not in results.varied})
     at = ", ".join(f"{k} = {v:g}" if isinstance(v, (int, float)) else f"{k} = {v}" for k, v in fixed.items())
     what = f"{meta.get('optimizer', '')} on {meta.get('data', '')} / {meta.get('model', '')}"
